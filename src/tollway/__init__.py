@@ -1,0 +1,3 @@
+"""Tollway: a production LLM gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,104 @@
+"""`tollway serve | simulate | tokens | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tollway import __version__
+from tollway.errors import ConfigError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tollway import config as config_mod
+    from tollway.server.app import create_app
+
+    cfg = config_mod.load(args.config)
+    host = args.host or cfg.server.host
+    port = args.port or cfg.server.port
+    if args.workers and args.workers > 1:
+        raise ConfigError("--workers: more than one worker needs the shared store "
+                          "(store: {redis_url, postgres_url}), which this build does not "
+                          "have yet; run one worker per process instead")
+    app = create_app(cfg)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s "
+                        "%(name)s %(message)s")
+    models = ", ".join(cfg.public_models())
+    print(f"tollway {__version__} serving on http://{host}:{port}/v1  models: {models}",
+          flush=True)
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools",
+                lifespan="on", access_log=False, proxy_headers=False, log_level=args.log_level,
+                timeout_graceful_shutdown=5)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from tollway.simulate import server
+
+    server.main(args)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from tollway import config as config_mod
+
+    cfg = config_mod.load(args.config)
+    print(f"ok: {len(cfg.models)} models ({', '.join(cfg.public_models())})")
+    return 0
+
+
+def _tokens(args: argparse.Namespace) -> int:
+    from tollway.accounting.tokens import count_text
+
+    text = args.text if args.text is not None else sys.stdin.read()
+    print(count_text(text, args.model))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tollway", description="A production LLM gateway.")
+    p.add_argument("--version", action="version", version=f"tollway {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the OpenAI/Anthropic-compatible API")
+    s.add_argument("--config", help="tollway.yaml (default: ./tollway.yaml, else embedded)")
+    s.add_argument("--host", help="default 127.0.0.1 (or server.host)")
+    s.add_argument("--port", type=int, help="default 4000 (or server.port)")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--log-level", default="warning",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(func=_serve)
+
+    sim = sub.add_parser("simulate", help="an OpenAI/Anthropic-compatible upstream simulator")
+    from tollway.simulate import server as sim_server
+
+    sim_server.add_cli_args(sim)
+    sim.set_defaults(func=_simulate)
+
+    c = sub.add_parser("check-config", help="validate a configuration and exit")
+    c.add_argument("--config")
+    c.set_defaults(func=_check_config)
+
+    t = sub.add_parser("tokens", help="count the tokens of a text (stdin if no text)")
+    t.add_argument("text", nargs="?")
+    t.add_argument("--model", default="gpt-4o")
+    t.set_defaults(func=_tokens)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"tollway: configuration error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

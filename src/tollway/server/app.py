@@ -1,0 +1,248 @@
+"""HTTP routes. Each endpoint is a plain ASGI callable: parse at the edge (`wire/`),
+hand the typed request to `Gateway.chat`, write the answer back as JSON or SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.routing import Route, Router
+
+from tollway import __version__
+from tollway.config import Config, ServerConfig
+from tollway.errors import MethodNotAllowed, NotFound, TollwayError
+from tollway.gateway import Answer, Gateway
+from tollway.providers import http
+from tollway.server.asgi import (
+    ClientGone,
+    DisconnectWatch,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    check_json_content_type,
+    json_bytes,
+    read_body,
+    request_id,
+    send_error,
+    send_json,
+    send_sse,
+)
+from tollway.server.ready import readiness
+from tollway.types import CallContext, ChatRequest, Reply
+from tollway.wire import anthropic as anthropic_wire
+from tollway.wire import openai as openai_wire
+
+log = logging.getLogger("tollway")
+
+
+def answer_headers(ctx: CallContext, answer: Answer | None) -> Headers:
+    h: Headers = [(b"x-request-id", ctx.request_id.encode())]
+    if answer is not None:
+        h.append((b"x-tollway-model", answer.model.encode()))
+        h.append((b"x-tollway-provider", answer.deployment.provider.encode()))
+    if ctx.max_tokens_clamped:
+        h.append((b"x-tollway-max-tokens-clamped", b"true"))
+    return h
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one wire format reads a request and writes answers; the path is shared."""
+
+    parse: Callable[[bytes, ServerConfig], ChatRequest]
+    reply: Callable[[Reply], bytes]
+    frames: Callable[[Answer], AsyncIterator[bytes]]
+    error: Callable[[TollwayError], bytes]
+
+
+class ChatEndpoint:
+    """POST a chat request in some dialect -> Gateway.chat -> JSON or SSE back.
+
+    A watcher cancels this task when the client disconnects; the cancellation reaches
+    the provider's stream, whose cleanup closes the upstream connection.
+    """
+
+    def __init__(self, app: TollwayApp, dialect: Dialect) -> None:
+        self.app = app
+        self.dialect = dialect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = CallContext(request_id=scope["tollway.request_id"])
+        dialect = self.dialect
+        watch: DisconnectWatch | None = None
+        answer: Answer | None = None
+        try:
+            check_json_content_type(scope)
+            server = self.app.config.server
+            req = dialect.parse(await read_body(scope, receive, server.max_body_bytes), server)
+            watch = DisconnectWatch(receive)
+            answer = await self.app.gateway.chat(req, ctx)
+            headers = answer_headers(ctx, answer)
+            if answer.stream is not None:
+                await send_sse(send, dialect.frames(answer), headers)
+            else:
+                assert answer.reply is not None
+                await send_json(send, 200, dialect.reply(answer.reply), headers)
+        except TollwayError as e:
+            await send_json(send, e.status, dialect.error(e),
+                            [*answer_headers(ctx, answer), *e.headers()])
+        except ClientGone:
+            return
+        except asyncio.CancelledError:
+            if watch is None or not watch.gone:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.info("client went away; upstream call cancelled (%s)", ctx.request_id)
+        finally:
+            if watch is not None:
+                watch.finish()
+
+
+async def openai_frames(answer: Answer) -> AsyncIterator[bytes]:
+    assert answer.stream is not None
+    chunks = answer.stream.chunks
+    try:
+        async for chunk in chunks:
+            yield openai_wire.sse_frame(chunk)
+    except TollwayError as e:
+        # Headers are gone already; tell the client in-band (the OpenAI SDK raises on it).
+        yield openai_wire.sse_frame(e.body())
+        return
+    finally:
+        await chunks.aclose()
+    yield openai_wire.SSE_DONE
+
+
+def anthropic_frames(answer: Answer) -> AsyncIterator[bytes]:
+    # The parsed request asks for usage, so the usage chunk reaches the translator
+    # (Anthropic's message_delta carries it).
+    assert answer.stream is not None
+    return anthropic_wire.stream_to_anthropic(answer.stream.chunks, answer.model)
+
+
+OPENAI = Dialect(
+    parse=lambda body, server: openai_wire.parse_chat_request(
+        body, max_n=server.max_n, max_messages=server.max_messages),
+    reply=lambda reply: json_bytes(reply.body),
+    frames=openai_frames,
+    error=lambda e: e.to_json(),
+)
+ANTHROPIC = Dialect(
+    parse=lambda body, server: anthropic_wire.parse_messages_request(body),
+    reply=lambda reply: json_bytes(anthropic_wire.reply_to_anthropic(reply)),
+    frames=anthropic_frames,
+    error=anthropic_wire.error_body,
+)
+
+
+class Models:
+    def __init__(self, app: TollwayApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        created = int(self.app.started)
+        data = [{"id": m, "object": "model", "created": created, "owned_by": "tollway"}
+                for m in self.app.config.public_models()]
+        await send_json(send, 200, json_bytes({"object": "list", "data": data}), _rid(scope))
+
+
+class Health:
+    """Liveness: the process answers. (A class, not a function: Starlette would wrap a
+    plain function endpoint in its Request/Response machinery.)"""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, b'{"status":"ok"}', _rid(scope))
+
+
+class Ready:
+    def __init__(self, app: TollwayApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        report = await readiness(self.app.config, self.app.gateway)
+        await send_json(send, 200 if report["ready"] else 503, json_bytes(report), _rid(scope))
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    err = NotFound(f"No route for {scope['method']} {scope['path']}. Tollway serves "
+                   "/v1/chat/completions, /v1/messages, /v1/models, /health and /health/ready.")
+    await send_error(send, err, _rid(scope))
+
+
+def _rid(scope: Scope) -> Headers:
+    return [(b"x-request-id", scope["tollway.request_id"].encode())]
+
+
+def _wrong_method(allowed: str) -> Any:
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        err = MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
+                               f"use {allowed}.")
+        await send_error(send, err, [*_rid(scope), (b"allow", allowed.encode())])
+    return handler
+
+
+class TollwayApp:
+    """The ASGI application: routing plus startup/shutdown of the gateway."""
+
+    def __init__(self, config: Config, gateway: Gateway | None = None) -> None:
+        self.config = config
+        self.gateway = gateway if gateway is not None else Gateway(config)
+        self.started = time.time()
+        routes = [
+            Route("/v1/chat/completions", ChatEndpoint(self, OPENAI), methods=["POST"]),
+            Route("/chat/completions", ChatEndpoint(self, OPENAI), methods=["POST"]),
+            Route("/v1/messages", ChatEndpoint(self, ANTHROPIC), methods=["POST"]),
+            Route("/v1/models", Models(self), methods=["GET"]),
+            Route("/models", Models(self), methods=["GET"]),
+            Route("/health", Health(), methods=["GET"]),
+            Route("/health/ready", Ready(self), methods=["GET"]),
+        ]
+        self.router = Router(routes=routes, default=not_found)
+        self._by_path = {r.path: r for r in routes}
+        self._wrong = {r.path: _wrong_method(",".join(sorted(r.methods or ()))) for r in routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] == "http":
+            scope["tollway.request_id"] = request_id(scope)
+            # Starlette answers a wrong method with plain text; we keep the OpenAI shape.
+            route = self._route_for(scope)
+            if route is not None and scope["method"] not in (route.methods or ()):
+                await self._wrong[route.path](scope, receive, send)
+                return
+        await self.router(scope, receive, send)
+
+    def _route_for(self, scope: Scope) -> Route | None:
+        return self._by_path.get(scope["path"])
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await http.close()
+                for p in self.gateway.providers.values():
+                    close = getattr(p, "close", None)
+                    if close is not None:
+                        await close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(config: Config) -> TollwayApp:
+    return TollwayApp(config)
+
+
+__all__ = ["TollwayApp", "__version__", "create_app"]

@@ -1,0 +1,38 @@
+"""Readiness: can this process serve? Checks the store directory and each provider
+without spending money (no paid API is called)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tollway.config import Config
+
+if TYPE_CHECKING:
+    from tollway.gateway import Gateway
+
+
+async def readiness(config: Config, gateway: Gateway) -> dict[str, Any]:
+    store = _store_check(config)
+    providers: dict[str, Any] = {}
+    for alias, mc in config.models.items():
+        for d in mc.deployments:
+            key = f"{d.provider}/{d.model}"
+            if key in providers:
+                continue
+            check = getattr(gateway.providers[d.provider], "ready", None)
+            providers[key] = await check() if check is not None else {"ok": True,
+                                                                      "alias": alias}
+    ready = store["ok"] and all(p["ok"] for p in providers.values())
+    return {"ready": ready, "store": store, "providers": providers}
+
+
+def _store_check(config: Config) -> dict[str, Any]:
+    path = Path(config.store.path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        ok = os.access(path, os.W_OK)
+    except OSError:
+        ok = False
+    return {"ok": ok, "kind": config.store.kind, "path": str(path.resolve())}

@@ -1,0 +1,222 @@
+"""Anthropic Messages, as api.anthropic.com speaks it.
+
+input_tokens is counted like OpenAI's prompt_tokens, over the request turned into OpenAI
+messages: `system` as a system message, then each message with its text blocks (and
+tool_result contents) as text and its tool_use blocks as tool calls. It is our stand-in
+for Claude's tokenizer, and it is what the gateway should see reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgspec
+import orjson
+
+from tollway.accounting.tokens import count_messages
+from tollway.simulate.plan import ChoicePlan, SimRequest, ToolSpec
+from tollway.simulate.wire import (
+    BadRequest,
+    ErrorSpec,
+    ReplyContext,
+    Step,
+    build_steps,
+    piece_tokens,
+    sse_event,
+)
+from tollway.types import FunctionCall, Message, ToolCall
+
+Block = dict[str, Any]
+
+
+class _Message(msgspec.Struct):
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+
+class _Request(msgspec.Struct, kw_only=True):
+    model: str
+    messages: list[_Message]
+    max_tokens: int
+    system: str | list[Block] | None = None
+    stream: bool = False
+    stop_sequences: list[str] | None = None
+    tools: list[Block] | None = None
+    tool_choice: Block | None = None
+
+
+_ERRORS = {
+    401: ErrorSpec("authentication_error", "invalid x-api-key"),
+    429: ErrorSpec("rate_limit_error", "This request would exceed your rate limit (simulated). "
+                   "Retry after {secs}s."),
+    500: ErrorSpec("api_error", "Internal server error"),
+    503: ErrorSpec("overloaded_error", "Overloaded"),
+}
+
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def _blocks_text(content: str | list[Block], *, with_tool_results: bool) -> str:
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for b in content:
+        if b.get("type") == "text":
+            parts.append(str(b.get("text", "")))
+        elif with_tool_results and b.get("type") == "tool_result":
+            parts.append(_blocks_text(b.get("content") or "", with_tool_results=False))
+    return "".join(parts)
+
+
+def _tool_calls(m: _Message) -> list[ToolCall]:
+    if isinstance(m.content, str):
+        return []
+    return [ToolCall(str(b.get("id", "")),
+                     FunctionCall(str(b.get("name", "")), orjson.dumps(b.get("input")).decode()))
+            for b in m.content if b.get("type") == "tool_use"]
+
+
+def _as_openai(m: _Message) -> Message:
+    calls = _tool_calls(m)
+    return Message(role=m.role, content=_blocks_text(m.content, with_tool_results=True),
+                   tool_calls=calls or None)
+
+
+def _answers_tool_result(m: _Message) -> bool:
+    return isinstance(m.content, list) and any(b.get("type") == "tool_result" for b in m.content)
+
+
+def _tool(req: _Request) -> ToolSpec | None:
+    choice = req.tool_choice or {}
+    if not req.tools or choice.get("type") == "none" or _answers_tool_result(req.messages[-1]):
+        return None
+    tool = req.tools[0]
+    if choice.get("type") == "tool":
+        tool = next((t for t in req.tools if t.get("name") == choice.get("name")), tool)
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("tools.0.name: Field required")
+    return ToolSpec(name, tool.get("input_schema"))
+
+
+def _parse(body: Any) -> _Request:
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    for field in ("model", "messages", "max_tokens"):
+        if field not in body:
+            raise BadRequest(f"{field}: Field required")
+    try:
+        req = msgspec.convert(body, _Request)
+    except msgspec.ValidationError as e:
+        raise BadRequest(f"Invalid request: {e}") from None
+    if not req.model:
+        raise BadRequest("model: String should have at least 1 character")
+    if not req.messages:
+        raise BadRequest("messages: at least one message is required")
+    if req.max_tokens < 1:
+        raise BadRequest("max_tokens: Input should be greater than or equal to 1")
+    return req
+
+
+class AnthropicDialect:
+    endpoint = "/v1/messages"
+    id_prefix = "msg_"
+    request_id_header = "request-id"
+
+    def parse(self, body: Any) -> SimRequest:
+        req = _parse(body)
+        messages = [_as_openai(m) for m in req.messages]
+        if req.system:
+            messages.insert(0, Message(role="system", content=_blocks_text(
+                req.system, with_tool_results=False)))
+        key = next((_blocks_text(m.content, with_tool_results=False)
+                    for m in reversed(req.messages) if m.role == "user"), "")
+        return SimRequest(
+            model=req.model,
+            prompt_key=key,
+            prompt_tokens=count_messages(messages, req.model),
+            stream=req.stream,
+            limit=req.max_tokens,
+            stop=req.stop_sequences or [],
+            tool=_tool(req),
+        )
+
+    def error_spec(self, status: int, retry_after: float) -> ErrorSpec:
+        spec = _ERRORS[status]
+        return ErrorSpec(spec.type, spec.message.format(secs=f"{retry_after:g}"))
+
+    def error_body(self, status: int, spec: ErrorSpec, request_id: str) -> bytes:
+        kind = "invalid_request_error" if status == 400 else spec.type
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": spec.message},
+                             "request_id": request_id})
+
+    def reply_body(self, ctx: ReplyContext, req: SimRequest, plans: list[ChoicePlan]) -> bytes:
+        p = plans[0]
+        return orjson.dumps({
+            "id": ctx.id,
+            "type": "message",
+            "role": "assistant",
+            "model": ctx.model,
+            "content": [_block(p, complete=True)],
+            "stop_reason": _stop_reason(p),
+            "stop_sequence": p.stop_sequence,
+            "usage": _usage(req.prompt_tokens, p.tokens),
+        })
+
+    def stream_steps(self, ctx: ReplyContext, req: SimRequest, plans: list[ChoicePlan],
+                     ttft: float, per_token: float) -> list[Step]:
+        p = plans[0]
+        start = {"type": "message_start", "message": {
+            "id": ctx.id, "type": "message", "role": "assistant", "model": ctx.model,
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": _usage(req.prompt_tokens, 0)}}
+        opening = (
+            sse_event(b"message_start", orjson.dumps(start))
+            + sse_event(b"content_block_start", orjson.dumps(
+                {"type": "content_block_start", "index": 0,
+                 "content_block": _block(p, complete=False)}))
+            + sse_event(b"ping", b'{"type":"ping"}')
+        )
+        opening_tokens = p.tool_call.name_tokens if p.tool_call else 0
+        delta = _delta_frame(p)
+        rows = [(delta(piece), piece_tokens(p, i)) for i, piece in enumerate(p.pieces)]
+        end = {"type": "message_delta",
+               "delta": {"stop_reason": _stop_reason(p), "stop_sequence": p.stop_sequence},
+               "usage": {"output_tokens": p.tokens}}
+        closing = (
+            sse_event(b"content_block_stop", b'{"type":"content_block_stop","index":0}')
+            + sse_event(b"message_delta", orjson.dumps(end))
+            + sse_event(b"message_stop", b'{"type":"message_stop"}')
+        )
+        return build_steps(opening, opening_tokens, rows, closing, ttft, per_token)
+
+
+def _stop_reason(p: ChoicePlan) -> str:
+    return "stop_sequence" if p.stop_sequence is not None else _STOP_REASONS[p.finish]
+
+
+def _block(p: ChoicePlan, *, complete: bool) -> Block:
+    if p.tool_call is None:
+        return {"type": "text", "text": p.text if complete else ""}
+    return {"type": "tool_use", "id": "toolu_" + p.tool_call.id_suffix, "name": p.tool_call.name,
+            "input": orjson.loads(p.tool_call.arguments) if complete else {}}
+
+
+def _delta_frame(p: ChoicePlan) -> Callable[[str], bytes]:
+    """A function piece -> content_block_delta frame (text_delta or input_json_delta)."""
+    kind, key = (b"text_delta", b"text") if p.tool_call is None else (b"input_json_delta",
+                                                                      b"partial_json")
+    pre = (b'{"type":"content_block_delta","index":0,"delta":{"type":"' + kind + b'","' + key
+           + b'":')
+
+    def frame(piece: str) -> bytes:
+        return sse_event(b"content_block_delta", pre + orjson.dumps(piece) + b"}}")
+
+    return frame
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    return {"input_tokens": input_tokens, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0, "output_tokens": output_tokens,
+            "service_tier": "standard"}

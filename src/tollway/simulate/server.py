@@ -1,0 +1,355 @@
+"""`tollway simulate`: a fake upstream speaking OpenAI and Anthropic wire formats.
+
+  POST /v1/chat/completions   OpenAI chat completions, JSON or SSE
+  POST /v1/messages           Anthropic Messages, JSON or SSE
+  GET  /v1/models             the configured model names (any name is accepted)
+
+Replies are deterministic (`text.py`: a function of the last user message and the
+choice index), `output_tokens` long unless the request's max tokens is lower. Usage is
+the true token count. Latency: `ttft_ms` to the first token, then `token_ms` per token
+(a JSON reply waits for all of it).
+
+Faults, one per request at most: the queued `next_faults` first, else one seeded draw
+against the rates. 429/500/503 answer an error in the endpoint's format (429 with
+Retry-After and retry-after-ms); `hang` never answers (until the caller leaves);
+`reset` aborts the TCP connection; `drop_stream` aborts a stream after
+`drop_after_tokens` tokens (half by default), and acts as `reset` on a JSON request.
+
+Control endpoints:
+  GET  /_sim/config   the current config (next_faults shows what is still queued)
+  PUT  /_sim/config   merge a JSON object into the config; 400 on invalid values.
+                      Any PUT restarts the seeded fault draw.
+  GET  /_sim/stats    requests (and requests_by_endpoint), streams_started /
+                      _completed / _cancelled, requests_cancelled (the caller left before
+                      the answer was complete), tokens_generated (tokens actually written),
+                      faults_injected per kind, last_cancel_at, and recent_requests: the
+                      last 50 API request bodies with their headers, minus credentials
+  POST /_sim/reset    zero the stats, clear queued faults, restart the fault draw
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import orjson
+from aiohttp import web
+
+from tollway.accounting.tokens import count_text
+from tollway.simulate.anthropic_wire import AnthropicDialect
+from tollway.simulate.openai_wire import OpenAIDialect
+from tollway.simulate.plan import ChoicePlan, SimRequest, plan_choices, response_id
+from tollway.simulate.state import FaultPicker, SimConfig, Stats
+from tollway.simulate.wire import BadRequest, Dialect, ErrorSpec, ReplyContext, Step
+
+_JSON = "application/json"
+_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache"}
+_MODELS_CREATED = 1_700_000_000
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Per request: whether the stream is open (for cancel accounting), and whether we cut
+    the connection ourselves (then it is a fault, not a cancellation)."""
+
+    stream_open: bool = False
+    aborted: bool = False
+
+
+class Simulator:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.faults = FaultPicker(config)
+        self._counter = 0
+        self._openai = OpenAIDialect()
+        self._anthropic = AnthropicDialect()
+
+    # -- control endpoints -------------------------------------------------------------
+
+    def config_view(self) -> SimConfig:
+        return msgspec.structs.replace(self.config, next_faults=list(self.faults.queue))
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        return _json(msgspec.json.encode(self.config_view()))
+
+    async def put_config(self, request: web.Request) -> web.Response:
+        try:
+            patch = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as e:
+            return _json(orjson.dumps({"error": f"invalid JSON: {e}"}), 400)
+        if not isinstance(patch, dict):
+            return _json(orjson.dumps({"error": "expected a JSON object"}), 400)
+        try:
+            self.config = self.config_view().merged(patch)
+        except msgspec.ValidationError as e:
+            return _json(orjson.dumps({"error": str(e)}), 400)
+        self.faults = FaultPicker(self.config)
+        return await self.get_config(request)
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return _json(msgspec.json.encode(self.stats.snapshot()))
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.stats = Stats()
+        self.config = msgspec.structs.replace(self.config, next_faults=[])
+        self.faults = FaultPicker(self.config)
+        self._counter = 0
+        return _json(b'{"ok":true}')
+
+    # -- API endpoints -----------------------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        self.stats.count("/v1/models")
+        # OpenAI's list shape, with Anthropic's fields too so either SDK can read it.
+        data = [{"id": m, "object": "model", "created": _MODELS_CREATED, "owned_by": "tollway",
+                 "type": "model", "display_name": m, "created_at": "2023-11-14T22:13:20Z"}
+                for m in self.config.models]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        return _json(orjson.dumps({"object": "list", "data": data, "has_more": False,
+                                   "first_id": first, "last_id": last}))
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._openai)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._anthropic)
+
+    async def _serve(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
+        cfg = self.config
+        self._counter += 1
+        rid = response_id(dialect.id_prefix, cfg.seed, self._counter)
+        raw = await request.read()
+        try:
+            body: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw.decode(errors="replace")
+            self.stats.record(dialect.endpoint, request.headers, body)
+            return _error(dialect, 400, ErrorSpec("invalid_request_error",
+                                                  "We could not parse the JSON body of your "
+                                                  "request."), rid)
+        self.stats.record(dialect.endpoint, request.headers, body)
+        if cfg.require_key is not None and _key(request) != cfg.require_key:
+            return _error(dialect, 401, dialect.error_spec(401, 0), rid)
+        try:
+            req = dialect.parse(body)
+        except BadRequest as e:
+            return _error(dialect, 400, ErrorSpec("invalid_request_error", e.message,
+                                                  param=e.param), rid)
+        progress = _Progress()
+        try:
+            return await self._answer(request, dialect, cfg, req, rid, progress)
+        except asyncio.CancelledError:
+            if not progress.aborted:
+                self.stats.cancelled(stream_open=progress.stream_open)
+            raise
+
+    async def _answer(self, request: web.Request, dialect: Dialect, cfg: SimConfig,
+                      req: SimRequest, rid: str, progress: _Progress) -> web.StreamResponse:
+        fault = self.faults.pick()
+        if fault is not None:
+            self.stats.faults_injected[fault] += 1
+            if fault in ("429", "500", "503"):
+                return _error(dialect, int(fault), dialect.error_spec(int(fault),
+                                                                      cfg.retry_after),
+                              rid, retry_after=cfg.retry_after if fault == "429" else None)
+            if fault == "hang":
+                await asyncio.get_running_loop().create_future()  # until the caller leaves
+            if fault == "reset" or not req.stream:
+                # drop_stream on a non-streaming request cuts it like a reset.
+                return _abort(request, progress)
+        plans = plan_choices(req, cfg.output_tokens)
+        ctx = ReplyContext(rid, int(time.time()), req.model)
+        if req.stream:
+            return await self._stream(request, dialect, cfg, req, ctx, plans, progress,
+                                      drop=fault == "drop_stream")
+        longest = max(len(p.pieces) for p in plans)
+        delay = (cfg.ttft_ms + longest * cfg.token_ms) / 1000
+        if delay > 0:
+            await asyncio.sleep(delay)
+        out = dialect.reply_body(ctx, req, plans)
+        self.stats.tokens_generated += sum(p.tokens for p in plans)
+        return web.Response(body=out, headers={"Content-Type": _JSON,
+                                               dialect.request_id_header: rid})
+
+    async def _stream(self, request: web.Request, dialect: Dialect, cfg: SimConfig,
+                      req: SimRequest, ctx: ReplyContext, plans: list[ChoicePlan],
+                      progress: _Progress, *, drop: bool) -> web.StreamResponse:
+        steps = dialect.stream_steps(ctx, req, plans, cfg.ttft_ms / 1000, cfg.token_ms / 1000)
+        resp = web.StreamResponse(headers={**_SSE_HEADERS, dialect.request_id_header: ctx.id})
+        try:
+            await resp.prepare(request)
+            self.stats.streams_started += 1
+            progress.stream_open = True
+            if drop:
+                await self._write(resp, steps[:_drop_point(steps, cfg)])
+                progress.stream_open = False
+                return _abort(request, progress, resp)
+            await self._write(resp, steps)
+        except ConnectionError:
+            # The caller went away; with handler_cancellation this usually arrives as a
+            # CancelledError instead, but a failed write can beat it.
+            self.stats.cancelled(stream_open=progress.stream_open)
+            return resp
+        progress.stream_open = False
+        self.stats.streams_completed += 1
+        return resp
+
+    async def _write(self, resp: web.StreamResponse, steps: list[Step]) -> None:
+        """Write the steps on their timeline, coalescing those with no delay between them
+        into one write; a token counts as generated once its bytes are written."""
+        buf: list[bytes] = []
+        tokens = 0
+        for step in steps:
+            if step.delay > 0:
+                if buf:
+                    await resp.write(b"".join(buf))
+                    self.stats.tokens_generated += tokens
+                    buf, tokens = [], 0
+                await asyncio.sleep(step.delay)
+            buf.append(step.data)
+            tokens += step.tokens
+        if buf:
+            await resp.write(b"".join(buf))
+            self.stats.tokens_generated += tokens
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app[SIMULATOR] = self
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/messages", self.messages)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/_sim/config", self.get_config)
+        app.router.add_put("/_sim/config", self.put_config)
+        app.router.add_get("/_sim/stats", self.get_stats)
+        app.router.add_post("/_sim/reset", self.reset)
+        return app
+
+
+SIMULATOR = web.AppKey("simulator", Simulator)
+
+
+def _drop_point(steps: list[Step], cfg: SimConfig) -> int:
+    """How many steps drop_stream sends: the configured token count, else half the
+    tokens; never the closing step, so the stream is always left unfinished."""
+    token_steps = len(steps) - 1
+    k = cfg.drop_after_tokens if cfg.drop_after_tokens is not None else max(1, token_steps // 2)
+    return min(k, token_steps)
+
+
+def _abort(request: web.Request, progress: _Progress,
+           resp: web.StreamResponse | None = None) -> web.StreamResponse:
+    """Cut the TCP connection with no (further) response. aiohttp's attempt to finish the
+    returned response then fails quietly on the closed transport."""
+    progress.aborted = True
+    if request.transport is not None:
+        request.transport.abort()
+    return resp if resp is not None else web.Response()
+
+
+def _key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth is not None and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key") or request.headers.get("api-key")
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, headers={"Content-Type": _JSON})
+
+
+def _error(dialect: Dialect, status: int, spec: ErrorSpec, rid: str, *,
+           retry_after: float | None = None) -> web.Response:
+    headers = {"Content-Type": _JSON, dialect.request_id_header: rid}
+    if retry_after is not None:
+        # Retry-After takes whole seconds; retry-after-ms (OpenAI's SDK reads it) is exact.
+        headers["Retry-After"] = str(math.ceil(retry_after))
+        headers["retry-after-ms"] = str(int(retry_after * 1000))
+    return web.Response(body=dialect.error_body(status, spec, rid), status=status,
+                        headers=headers)
+
+
+# -- running it ---------------------------------------------------------------------------
+
+
+async def start(host: str, port: int, config: SimConfig | None = None,
+                ) -> tuple[web.AppRunner, int]:
+    """Start serving in the running loop; returns the runner (call `.cleanup()` to stop)
+    and the bound port (useful with port=0). The Simulator is `runner.app[SIMULATOR]`."""
+    # Load both tokenizers now, not on the first request (they take ~1 s).
+    count_text("warm-up", "gpt-4o")
+    count_text("warm-up", "gpt-4")
+    sim = Simulator(config or SimConfig())
+    # handler_cancellation: a caller that disconnects cancels its handler, which is how
+    # hangs end and how streams_cancelled is counted. No access log: it costs throughput.
+    # A short shutdown_timeout: hung requests must not hold up stopping for a minute.
+    runner = web.AppRunner(sim.app(), handler_cancellation=True, access_log=None,
+                           shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    await site.start()
+    return runner, int(runner.addresses[0][1])
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    d = SimConfig()
+    a = parser.add_argument
+    a("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    a("--port", type=int, default=9000, help="port to listen on, 0 for any (default: %(default)s)")
+    a("--ttft-ms", type=float, default=d.ttft_ms, help="delay before the first token")
+    a("--token-ms", type=float, default=d.token_ms, help="delay between tokens")
+    a("--output-tokens", type=int, default=d.output_tokens,
+      help="reply length in tokens, capped by the request's max tokens (default: %(default)s)")
+    for kind in ("429", "500", "503", "hang", "reset", "drop-stream"):
+        a(f"--rate-{kind}", type=float, default=0.0, metavar="P",
+          help=f"probability of a {kind} fault per request (0..1)")
+    a("--retry-after", type=float, default=d.retry_after,
+      help="Retry-After seconds sent with 429s (default: %(default)s)")
+    a("--seed", type=int, default=d.seed, help="seed for the fault draw")
+    a("--require-key", default=None, help="answer 401 unless the request carries this key")
+    a("--drop-after-tokens", type=int, default=None,
+      help="tokens a dropped stream sends before the cut (default: half)")
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    fields = {f: getattr(args, f) for f in SimConfig.__struct_fields__ if hasattr(args, f)}
+    return msgspec.convert({k: v for k, v in fields.items() if v is not None}, SimConfig)
+
+
+async def serve(host: str, port: int, config: SimConfig) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    runner, actual = await start(host, port, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"tollway simulate: listening on http://{host}:{actual}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(args: argparse.Namespace) -> None:
+    try:
+        config = config_from_args(args)
+    except msgspec.ValidationError as e:
+        sys.exit(f"tollway simulate: invalid option: {e}")
+    import uvloop
+
+    uvloop.run(serve(args.host, args.port, config))
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="tollway simulate", description=__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_cli_args(_parser)
+    main(_parser.parse_args())

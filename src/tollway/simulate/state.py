@@ -1,0 +1,140 @@
+"""The simulator's live configuration and counters."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+
+FaultKind = Literal["429", "500", "503", "hang", "reset", "drop_stream"]
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
+
+Rate = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Millis = Annotated[float, msgspec.Meta(ge=0, le=3_600_000)]
+
+
+class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Everything `PUT /_sim/config` can change. Fault rates are probabilities of
+    mutually exclusive outcomes (one draw per request), so they must sum to at most 1."""
+
+    ttft_ms: Millis = 0.0
+    token_ms: Millis = 0.0
+    output_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 16
+    rate_429: Rate = 0.0
+    rate_500: Rate = 0.0
+    rate_503: Rate = 0.0
+    rate_hang: Rate = 0.0
+    rate_reset: Rate = 0.0
+    rate_drop_stream: Rate = 0.0
+    retry_after: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    seed: int = 0
+    # When set, requests must present this key (Bearer or x-api-key) or get a 401.
+    require_key: str | None = None
+    # Faults forced on the next requests, in order, before the rates are consulted.
+    next_faults: list[FaultKind] = []
+    # drop_stream cuts the stream after this many tokens (default: half the reply).
+    drop_after_tokens: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # What GET /v1/models lists (any model name is accepted regardless).
+    models: list[str] = msgspec.field(
+        default_factory=lambda: ["sim-small", "sim-large", "gpt-4o-mini", "claude-haiku-4-5"])
+
+    def __post_init__(self) -> None:
+        if sum(self.rates()) > 1:
+            raise ValueError("fault rates must sum to at most 1")
+
+    def rates(self) -> tuple[float, ...]:
+        """Per-kind rates, in FAULT_KINDS order."""
+        return (self.rate_429, self.rate_500, self.rate_503, self.rate_hang, self.rate_reset,
+                self.rate_drop_stream)
+
+    def merged(self, patch: dict[str, Any]) -> SimConfig:
+        """A new config with `patch`'s fields replaced; raises msgspec.ValidationError."""
+        return msgspec.convert(msgspec.to_builtins(self) | patch, SimConfig)
+
+
+class RecordedRequest(msgspec.Struct):
+    endpoint: str
+    headers: dict[str, str]
+    body: Any
+    at: float
+
+
+# Never echo credentials back through /_sim/stats.
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
+
+
+def _zero_faults() -> dict[str, int]:
+    return dict.fromkeys(FAULT_KINDS, 0)
+
+
+@dataclass(slots=True)
+class Stats:
+    requests: int = 0
+    requests_by_endpoint: dict[str, int] = field(default_factory=dict)
+    streams_started: int = 0
+    streams_completed: int = 0
+    # The caller went away before its stream finished.
+    streams_cancelled: int = 0
+    # The caller went away before its answer (streamed or not) was complete.
+    requests_cancelled: int = 0
+    tokens_generated: int = 0
+    faults_injected: dict[str, int] = field(default_factory=_zero_faults)
+    last_cancel_at: float | None = None
+    recent_requests: deque[RecordedRequest] = field(default_factory=lambda: deque(maxlen=50))
+
+    def count(self, endpoint: str) -> None:
+        self.requests += 1
+        self.requests_by_endpoint[endpoint] = self.requests_by_endpoint.get(endpoint, 0) + 1
+
+    def record(self, endpoint: str, headers: Any, body: Any) -> None:
+        """Count the request and keep its body and headers (minus credentials)."""
+        self.count(endpoint)
+        kept = {k.lower(): v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+        self.recent_requests.append(RecordedRequest(endpoint, kept, body, time.time()))
+
+    def cancelled(self, *, stream_open: bool) -> None:
+        self.requests_cancelled += 1
+        if stream_open:
+            self.streams_cancelled += 1
+        self.last_cancel_at = time.time()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "requests_by_endpoint": dict(self.requests_by_endpoint),
+            "streams_started": self.streams_started,
+            "streams_completed": self.streams_completed,
+            "streams_cancelled": self.streams_cancelled,
+            "requests_cancelled": self.requests_cancelled,
+            "tokens_generated": self.tokens_generated,
+            "faults_injected": dict(self.faults_injected),
+            "last_cancel_at": self.last_cancel_at,
+            "recent_requests": list(self.recent_requests),
+        }
+
+
+class FaultPicker:
+    """Chooses each request's fault: the queued `next_faults` first, then one seeded
+    random draw against the rates."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.queue: deque[FaultKind] = deque(config.next_faults)
+        self._rng = random.Random(config.seed)
+        self._rates = config.rates()
+        self._any = any(self._rates)
+
+    def pick(self) -> FaultKind | None:
+        if self.queue:
+            return self.queue.popleft()
+        if not self._any:
+            return None
+        r = self._rng.random()
+        for kind, rate in zip(FAULT_KINDS, self._rates, strict=True):
+            if r < rate:
+                return kind
+            r -= rate
+        return None

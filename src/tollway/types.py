@@ -1,0 +1,170 @@
+"""Canonical types: the OpenAI chat-completions shape, typed.
+
+A request is parsed once at the edge (`wire/`) into `ChatRequest`; providers translate
+it to their upstream and answer with `Reply` (JSON) or `ReplyStream` (SSE chunks) in
+OpenAI's shape. Fields Tollway does not interpret are kept in `ChatRequest.extra` and
+forwarded untouched to OpenAI-compatible upstreams, so new OpenAI parameters work
+before we learn about them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class FunctionCall(msgspec.Struct, omit_defaults=True):
+    name: str
+    arguments: str
+
+
+class ToolCall(msgspec.Struct, omit_defaults=True):
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
+class Message(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    role: Role
+    # A string, or a list of content parts ({"type": "text", "text": ...}, images, ...).
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    refusal: str | None = None
+    function_call: FunctionCall | None = None
+
+    def text(self) -> str:
+        """The plain text of this message (text parts joined; images ignored)."""
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+
+
+class StreamOptions(msgspec.Struct, omit_defaults=True):
+    include_usage: bool = False
+
+
+class ChatRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
+    model: str
+    messages: list[Message]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    n: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    # Top-level fields we do not interpret; forwarded to OpenAI-compatible upstreams.
+    extra: dict[str, Any] = {}
+
+    def output_limit(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else (
+            self.max_tokens
+        )
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class Usage(msgspec.Struct, omit_defaults=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens or self.prompt_tokens + self.completion_tokens,
+        }
+        if self.cached_tokens:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return out
+
+    @classmethod
+    def from_openai(cls, u: dict[str, Any] | None) -> Usage | None:
+        if not u:
+            return None
+        ptd = u.get("prompt_tokens_details") or {}
+        ctd = u.get("completion_tokens_details") or {}
+        p, c = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
+        return cls(
+            prompt_tokens=p,
+            completion_tokens=c,
+            total_tokens=int(u.get("total_tokens") or p + c),
+            cached_tokens=int(ptd.get("cached_tokens") or 0),
+            reasoning_tokens=int(ctd.get("reasoning_tokens") or 0),
+        )
+
+
+@dataclass(slots=True)
+class Reply:
+    """A complete (non-streaming) answer: an OpenAI `chat.completion` object."""
+
+    body: dict[str, Any]
+    model: str
+    usage: Usage | None
+
+
+# One OpenAI `chat.completion.chunk` object, and a stream of them.
+Chunk = dict[str, Any]
+ChunkStream = AsyncGenerator[Chunk, None]
+
+
+@dataclass(slots=True)
+class ReplyStream:
+    """A streaming answer. `chunks` yields OpenAI chunk objects; when it ends, `usage`
+    holds what the provider reported (the provider asks for it upstream)."""
+
+    chunks: ChunkStream
+    model: str
+    usage: Usage | None = None
+
+
+@dataclass(slots=True, frozen=True, eq=False)
+class Deployment:
+    """One concrete upstream model behind an alias. Built once per configuration and
+    compared by identity, so providers can cache per-deployment request parts cheaply."""
+
+    provider: str
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 60.0
+    total_timeout: float = 600.0
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class CallContext:
+    """Who is calling and how this call is identified (auth fills more in later)."""
+
+    request_id: str
+    user: str | None = None
+    # Set by the gateway as it decides.
+    alias: str = ""
+    max_tokens_clamped: bool = False

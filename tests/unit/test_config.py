@@ -1,0 +1,90 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tollway import config
+from tollway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_is_valid() -> None:
+    raw = yaml.safe_load((ROOT / "tollway.example.yaml").read_text())
+    cfg = config.parse(raw, env={"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant"})
+    assert cfg.resolve("default") is not None
+    _, smart = cfg.resolve("smart")  # type: ignore[misc]
+    assert [d.provider for d in smart.deployments] == ["openai", "anthropic"]
+    assert smart.deployments[0].api_key == "sk-test"
+    assert smart.deployments[0].timeouts.first_token == 30
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"server": {"port": "abc"}}, "server.port: Expected `int`, got `str`"),
+        ({"server": {"port": 70000}}, "server.port: expected 1-65535"),
+        ({"server": {"bogus": 1}}, "server: Object contains unknown field `bogus`"),
+        ({"models": {"x": {"deployments": [{"provider": "foo", "model": "m"}]}}},
+         "deployments[0].provider: Invalid enum value 'foo'"),
+        ({"models": {"x": {"deployments": []}}}, "models.x.deployments: expected at least one"),
+        ({"models": {"x": {"deployments": [{"provider": "openai", "model": "m"}]}}},
+         "models.x.deployments[0].api_key: required for provider openai"),
+        ({"models": {"x": {"deployments": [
+            {"provider": "openai", "model": "m", "api_key": "${NOPE}"}]}}},
+         "models.x.deployments[0].api_key: environment variable NOPE is not set"),
+        ({"models": {"x": {"deployments": [
+            {"provider": "local", "model": "m", "api_base": "ftp://x"}]}}},
+         "api_base: expected an http(s) URL"),
+        ({"aliases": {"default": "missing"}}, "aliases.default: points to 'missing'"),
+        ([1, 2], "(top level): expected a mapping"),
+    ],
+)
+def test_mistakes_name_the_field(raw: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.parse(raw, env={})
+    assert expected in str(e.value)
+
+
+def test_env_default_and_substitution() -> None:
+    cfg = config.parse({"models": {"x": {"deployments": [
+        {"provider": "openai", "model": "m", "api_key": "${K:-fallback}",
+         "api_base": "http://${HOST}/v1"}]}}}, env={"HOST": "h:1"})
+    d = cfg.models["x"].deployments[0]
+    assert (d.api_key, d.api_base) == ("fallback", "http://h:1/v1")
+
+
+def test_embedded_default_without_keys_is_local_only() -> None:
+    cfg = config.embedded_default({})
+    assert cfg.public_models() == ["default", "local"]
+    assert cfg.resolve("default")[1].deployments[0].provider == "local"  # type: ignore[index]
+
+
+def test_embedded_default_honours_sdk_environment() -> None:
+    cfg = config.embedded_default({"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "http://x:9/v1",
+                                   "ANTHROPIC_API_KEY": "a"})
+    gpt = cfg.models["gpt-4o-mini"].deployments[0]
+    assert (gpt.provider, gpt.api_base, gpt.api_key) == ("openai", "http://x:9/v1", "k")
+    claude = cfg.models["claude-sonnet-4-5"].deployments[0]
+    assert (claude.provider, claude.api_base) == ("anthropic", None)
+
+
+def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "tollway.yaml"
+    bad.write_text("server:\n  port: nope\n")
+    r = subprocess.run([sys.executable, "-m", "tollway.cli", "serve", "--config", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "configuration error: server.port: Expected `int`, got `str`" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_cli_reports_yaml_syntax_error(tmp_path: Path) -> None:
+    bad = tmp_path / "tollway.yaml"
+    bad.write_text("server: [unclosed\n")
+    r = subprocess.run([sys.executable, "-m", "tollway.cli", "check-config", "--config",
+                        str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "not valid YAML" in r.stderr and "Traceback" not in r.stderr
