@@ -10,7 +10,6 @@ caching, guards and the ledger slot into this same sequence as they land.
 
 from __future__ import annotations
 
-from contextlib import aclosing
 from dataclasses import dataclass
 
 from tollway.config import Config, ModelConfig
@@ -20,7 +19,6 @@ from tollway.providers.registry import build_providers
 from tollway.types import (
     CallContext,
     ChatRequest,
-    ChunkStream,
     Deployment,
     Reply,
     ReplyStream,
@@ -53,7 +51,9 @@ class Gateway:
         cap_output(req, model, self.config, ctx)
         answer = await self._route(req, model, self._deployments[alias])
         if answer.stream is not None:
-            answer.stream.chunks = shape_stream(answer.stream.chunks, req)
+            # Usage is always requested upstream (it is what we bill on); the client
+            # sees the usage event only if it asked for it.
+            answer.stream.emit_usage = wants_usage(req)
         return answer
 
     def _resolve(self, name: str) -> tuple[str, ModelConfig]:
@@ -107,14 +107,5 @@ def cap_output(req: ChatRequest, model: ModelConfig, config: Config, ctx: CallCo
         req.max_tokens = limit
 
 
-async def shape_stream(chunks: ChunkStream, req: ChatRequest) -> ChunkStream:
-    """Usage is always requested upstream (it is what we bill on); the client sees the
-    usage chunk only if it asked with stream_options.include_usage."""
-    wants_usage = req.stream_options is not None and req.stream_options.include_usage
-    async with aclosing(chunks):  # closing us closes the upstream stream too
-        async for chunk in chunks:
-            if not wants_usage and chunk.get("usage") is not None:
-                if not chunk.get("choices"):
-                    continue
-                chunk = {k: v for k, v in chunk.items() if k != "usage"}
-            yield chunk
+def wants_usage(req: ChatRequest) -> bool:
+    return req.stream_options is not None and req.stream_options.include_usage

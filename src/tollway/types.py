@@ -132,16 +132,23 @@ class Reply:
 # One OpenAI `chat.completion.chunk` object, and a stream of them.
 Chunk = dict[str, Any]
 ChunkStream = AsyncGenerator[Chunk, None]
+# Complete OpenAI SSE events (b"data: {...}\n\n"), one or more per item, never [DONE].
+# Streams travel as bytes so an OpenAI-compatible upstream's events are forwarded
+# without being parsed and re-encoded: only the usage and error events are parsed.
+FrameStream = AsyncGenerator[bytes, None]
 
 
 @dataclass(slots=True)
 class ReplyStream:
-    """A streaming answer. `chunks` yields OpenAI chunk objects; when it ends, `usage`
-    holds what the provider reported (the provider asks for it upstream)."""
+    """A streaming answer. `frames` yields OpenAI SSE events; when it ends, `usage`
+    holds what the provider reported (providers always ask for it upstream). The
+    usage-only event is forwarded only when `emit_usage` is set (the gateway sets it
+    when the client asked with stream_options.include_usage)."""
 
-    chunks: ChunkStream
+    frames: FrameStream
     model: str
     usage: Usage | None = None
+    emit_usage: bool = False
 
 
 @dataclass(slots=True, frozen=True, eq=False)

@@ -16,7 +16,8 @@ from tests.helpers.sim import SimHandle, start_simulator
 from tollway.errors import InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout
 from tollway.providers import http
 from tollway.providers.anthropic import AnthropicProvider
-from tollway.types import ChatRequest, Chunk, Deployment, ReplyStream
+from tollway.providers.http import iter_chunks
+from tollway.types import ChatRequest, Chunk, ChunkStream, Deployment, ReplyStream
 from tollway.wire.anthropic import reply_to_anthropic, stream_to_anthropic
 from tollway.wire.openai import parse_chat_request
 
@@ -66,8 +67,14 @@ def last_request(sim: SimHandle) -> dict[str, Any]:
     return recent[-1]
 
 
+def chunks_of(stream: ReplyStream) -> ChunkStream:
+    """The stream's events as chunk objects, usage event included."""
+    stream.emit_usage = True
+    return iter_chunks(stream.frames)
+
+
 async def drain(stream: ReplyStream) -> list[Chunk]:
-    return [c async for c in stream.chunks]
+    return [c async for c in chunks_of(stream)]
 
 
 def text_of(chunks: list[Chunk]) -> str:
@@ -171,7 +178,7 @@ async def test_anthropic_client_round_trip_through_the_wire(sim: SimHandle) -> N
     assert msg.usage.output_tokens == 12
 
     stream = await provider.stream(req(stream=True), dep(sim))
-    frames = [f async for f in stream_to_anthropic(stream.chunks, "alias")]
+    frames = [f async for f in stream_to_anthropic(chunks_of(stream), "alias")]
     events = [f.split(b"\n", 1)[0].decode() for f in frames]
     assert events[0] == "event: message_start" and events[-1] == "event: message_stop"
     delta = orjson.loads(frames[-2].split(b"data: ", 1)[1])
@@ -232,7 +239,7 @@ async def test_connection_reset_and_dropped_stream(sim: SimHandle) -> None:
     stream = await provider.stream(req(stream=True), dep(sim))
     got: list[Chunk] = []
     with pytest.raises(UpstreamError):
-        async for c in stream.chunks:
+        async for c in chunks_of(stream):
             got.append(c)
     assert got and got[0]["choices"][0]["delta"]["role"] == "assistant"
 
@@ -249,7 +256,7 @@ async def test_hangs_time_out(sim: SimHandle) -> None:
 async def test_closing_the_stream_drops_the_upstream(sim: SimHandle) -> None:
     sim.config(token_ms=50, output_tokens=200)
     stream = await provider.stream(req(stream=True, max_tokens=500), dep(sim))
-    chunks = stream.chunks
+    chunks = chunks_of(stream)
     first = await anext(chunks)
     assert first["choices"][0]["delta"]["role"] == "assistant"
     await anext(chunks)

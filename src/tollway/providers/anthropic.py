@@ -380,17 +380,17 @@ class AnthropicProvider:
         translator = StreamTranslator(dep.model, http.where(dep))
         try:
             # An error as the first event is still retryable, so it is raised from here.
-            pending = _translate(translator, stream.first, dep) if stream.first else []
+            pending = [c for ev in stream.first for c in _translate(translator, ev, dep)]
         except BaseException:
             stream.resp.close()
             raise
-        out = ReplyStream(chunks=http.no_chunks(), model=translator.model)
-        out.chunks = _chunks(stream, pending, translator, out, dep)
+        out = ReplyStream(frames=http.no_frames(), model=translator.model)
+        out.frames = http.encode_chunks(_chunks(stream, pending, translator, out, dep), out)
         return out
 
 
 def _translate(t: StreamTranslator, ev: http.SseEvent, dep: Deployment) -> list[Chunk]:
-    data = http.parse_event(ev, dep)
+    data = http.parse_event(ev[1], dep)
     if "type" not in data and ev[0]:
         data["type"] = ev[0].decode()
     return t.feed(data)
@@ -400,6 +400,7 @@ async def _chunks(stream: http.OpenStream, pending: list[Chunk], t: StreamTransl
                   out: ReplyStream, dep: Deployment) -> ChunkStream:
     """Translate upstream events into chunks; record usage and the answering model."""
     async with http.stream_errors(stream, dep):
+        batches = stream.batches
         while True:
             out.model = t.model
             if t.done:  # set before the usage chunk goes out, for consumers that stop there
@@ -408,8 +409,8 @@ async def _chunks(stream: http.OpenStream, pending: list[Chunk], t: StreamTransl
                 yield chunk
             if t.done:
                 return
-            ev = await anext(stream.events, None)
-            if ev is None:
+            batch = await anext(batches, None)
+            if batch is None:
                 raise UpstreamError(f"Upstream {http.where(dep)} closed the stream before "
                                     "message_stop.")
-            pending = _translate(t, ev, dep)
+            pending = [c for ev in batch for c in _translate(t, ev, dep)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from functools import cache
 from typing import Any
 
@@ -19,7 +19,7 @@ import orjson
 
 from tollway.errors import TollwayError, UpstreamError, UpstreamTimeout
 from tollway.providers.base import error_from_status
-from tollway.types import Chunk, Deployment
+from tollway.types import Chunk, ChunkStream, Deployment, FrameStream, ReplyStream
 
 _session: aiohttp.ClientSession | None = None
 
@@ -87,13 +87,19 @@ async def post_json(url: str, body: bytes, headers: dict[str, str],
 
 
 class OpenStream:
-    """An upstream SSE stream whose first event has arrived."""
+    """An upstream SSE stream whose first events have arrived."""
 
-    __slots__ = ("events", "first", "resp")
+    __slots__ = ("batches", "first", "resp")
 
-    def __init__(self, resp: aiohttp.ClientResponse, events: AsyncIterator[SseEvent],
-                 first: SseEvent | None) -> None:
-        self.resp, self.events, self.first = resp, events, first
+    def __init__(self, resp: aiohttp.ClientResponse, batches: AsyncIterator[list[SseEvent]],
+                 first: list[SseEvent]) -> None:
+        self.resp, self.batches, self.first = resp, batches, first
+
+    async def events(self) -> AsyncIterator[list[SseEvent]]:
+        """Every batch of events, the first one included."""
+        yield self.first
+        async for batch in self.batches:
+            yield batch
 
 
 async def open_stream(url: str, body: bytes, headers: dict[str, str],
@@ -108,8 +114,8 @@ async def open_stream(url: str, body: bytes, headers: dict[str, str],
             if resp.status != 200:
                 raw = await resp.read()
                 raise error_from_status(resp.status, raw, resp.headers, dep)
-            events = sse_data(resp)
-            first = await anext(events, None)
+            batches = sse_batches(resp)
+            first: list[SseEvent] = await anext(batches, [])
     except BaseException as e:
         if resp is not None:
             resp.close()
@@ -119,7 +125,7 @@ async def open_stream(url: str, body: bytes, headers: dict[str, str],
         if isinstance(e, aiohttp.ClientError):
             raise connection_error(dep, e) from None
         raise
-    return OpenStream(resp, events, first)
+    return OpenStream(resp, batches, first)
 
 
 @asynccontextmanager
@@ -138,41 +144,78 @@ async def stream_errors(stream: OpenStream, dep: Deployment) -> AsyncGenerator[N
         stream.resp.close()
 
 
-def parse_event(ev: SseEvent, dep: Deployment) -> dict[str, Any]:
+def parse_event(data: bytes, dep: Deployment) -> dict[str, Any]:
     try:
-        data = orjson.loads(ev[1])
+        obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UpstreamError(f"Upstream {where(dep)} sent an invalid stream event.") from None
-    if not isinstance(data, dict):
+    if not isinstance(obj, dict):
         raise UpstreamError(f"Upstream {where(dep)} sent an invalid stream event.")
-    return data
+    return obj
 
 
-async def no_chunks() -> AsyncGenerator[Chunk, None]:
+async def no_frames() -> FrameStream:
     """Placeholder for a ReplyStream whose real generator needs the stream object."""
     return
     yield
 
 
-async def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[SseEvent]:
-    """Yield (event, data) per server-sent event, joining multi-line data fields."""
+def frame(chunk: Chunk) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def is_usage_only(chunk: Chunk) -> bool:
+    return bool(chunk.get("usage")) and not chunk.get("choices")
+
+
+async def encode_chunks(chunks: ChunkStream, out: ReplyStream) -> FrameStream:
+    """Frames for providers that build chunk objects themselves (local, Anthropic)."""
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            if is_usage_only(chunk) and not out.emit_usage:
+                continue
+            yield frame(chunk)
+
+
+async def iter_chunks(frames: FrameStream) -> ChunkStream:
+    """Chunk objects back from frames, for a consumer that needs them (the Anthropic
+    dialect). Closing this closes the frames, and so the upstream."""
+    async with aclosing(frames):
+        async for blob in frames:
+            for event in blob.split(b"\n\n"):
+                if event.startswith(b"data: "):
+                    yield orjson.loads(event[6:])
+
+
+async def sse_batches(resp: aiohttp.ClientResponse) -> AsyncIterator[list[SseEvent]]:
+    """The complete server-sent events of each network read, as (event, data) pairs;
+    multi-line data fields are joined. Batching per read keeps the per-event Python
+    work small when an upstream sends many events at once."""
     buf = b""
     event, data = b"", list[bytes]()
     async for piece in resp.content.iter_any():
-        buf += piece
+        buf = buf + piece if buf else piece
+        batch: list[SseEvent] = []
+        start = 0
         while True:
-            nl = buf.find(b"\n")
+            nl = buf.find(b"\n", start)
             if nl < 0:
                 break
-            line, buf = buf[:nl].rstrip(b"\r"), buf[nl + 1:]
+            line = buf[start:nl]
+            start = nl + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
             if not line:
                 if data:
-                    yield event, b"\n".join(data)
-                event, data = b"", list[bytes]()
+                    batch.append((event, data[0] if len(data) == 1 else b"\n".join(data)))
+                event, data = b"", []
             elif line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
             elif line.startswith(b"event:"):
                 event = line[6:].strip()
             # comments (":ping") and other fields are ignored
+        buf = buf[start:]
+        if batch:
+            yield batch
     if data:
-        yield event, b"\n".join(data)
+        yield [(event, b"\n".join(data))]

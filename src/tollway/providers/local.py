@@ -21,6 +21,7 @@ from typing import Any
 
 from tollway.config import LocalModelConfig
 from tollway.errors import InvalidRequest, Unavailable, UpstreamTimeout
+from tollway.providers import http
 from tollway.types import ChatRequest, Chunk, ChunkStream, Deployment, Reply, ReplyStream, Usage
 
 _END = object()
@@ -86,10 +87,10 @@ class LocalProvider:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
-        stream = await self.stream(req, dep)
+        stream, chunks = await self._start(req, dep)
         text: list[str] = []
         finish = "stop"
-        async for chunk in stream.chunks:
+        async for chunk in chunks:
             for choice in chunk.get("choices") or ():
                 text.append(choice["delta"].get("content") or "")
                 finish = choice.get("finish_reason") or finish
@@ -107,12 +108,18 @@ class LocalProvider:
         return Reply(body=body, model=dep.model, usage=usage)
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
+        out, chunks = await self._start(req, dep)
+        out.frames = http.encode_chunks(chunks, out)
+        return out
+
+    async def _start(self, req: ChatRequest, dep: Deployment) -> tuple[ReplyStream, ChunkStream]:
+        """Start generating; returns once the first token is out."""
         _check_supported(req)
         llm = await self._model()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
-        out = ReplyStream(chunks=_none(), model=dep.model)
+        out = ReplyStream(frames=http.no_frames(), model=dep.model)
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
@@ -141,8 +148,7 @@ class LocalProvider:
         except asyncio.CancelledError:
             stop.set()
             raise
-        out.chunks = _chunks(first, queue, stop, out, cid, created, dep.model)
-        return out
+        return out, _chunks(first, queue, stop, out, cid, created, dep.model)
 
 
 def _check_supported(req: ChatRequest) -> None:
@@ -197,11 +203,6 @@ def _generate(llm: Any, req: ChatRequest, stop: threading.Event) -> Iterator[Any
     yield ("finish", finish or "stop")
     yield Usage(prompt_tokens=prompt, completion_tokens=completion,
                 total_tokens=prompt + completion)
-
-
-async def _none() -> ChunkStream:
-    return
-    yield
 
 
 async def _chunks(first: Any, queue: asyncio.Queue[Any], stop: threading.Event,

@@ -1,5 +1,6 @@
 """OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp, Groq, Together,
-OpenRouter, Azure OpenAI): the canonical request is already their format."""
+OpenRouter, Azure OpenAI): the canonical request is already their format, and their
+stream events are forwarded as they are (only usage and error events are parsed)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import orjson
 
 from tollway.errors import UpstreamError
 from tollway.providers import http
-from tollway.types import ChatRequest, ChunkStream, Deployment, Reply, ReplyStream, Usage
+from tollway.types import ChatRequest, Deployment, FrameStream, Reply, ReplyStream, Usage
 from tollway.wire.openai import upstream_body
 
 DEFAULT_BASE = "https://api.openai.com/v1"
@@ -49,28 +50,49 @@ class OpenAIProvider:
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         body = orjson.dumps(upstream_body(req, dep.model))
         stream = await http.open_stream(_url(dep), body, _headers(dep), dep)
-        out = ReplyStream(chunks=http.no_chunks(), model=dep.model)
-        out.chunks = _chunks(stream, out, dep)
+        out = ReplyStream(frames=http.no_frames(), model=dep.model)
+        out.frames = _frames(stream, out, dep)
         return out
 
 
-async def _chunks(stream: http.OpenStream, out: ReplyStream, dep: Deployment) -> ChunkStream:
-    """Parse upstream SSE into chunk objects; record usage and the answering model."""
+async def _frames(stream: http.OpenStream, out: ReplyStream, dep: Deployment) -> FrameStream:
+    """Forward each network read's events as one blob. Only events that mention usage
+    or an error are parsed: usage is recorded (and forwarded only if the client asked),
+    an error raises."""
     async with http.stream_errors(stream, dep):
-        ev = stream.first
-        while ev is not None:
-            if ev[1] == b"[DONE]":
-                return
-            chunk = http.parse_event(ev, dep)
-            if "error" in chunk and "choices" not in chunk:
-                err = chunk["error"]
-                msg = err.get("message", err) if isinstance(err, dict) else err
-                raise UpstreamError(f"Upstream {http.where(dep)} failed mid-stream: {msg}")
-            if chunk.get("model"):
-                out.model = chunk["model"]
-            u = chunk.get("usage")
-            if u:
-                out.usage = Usage.from_openai(u)
-            yield chunk
-            ev = await anext(stream.events, None)
+        async for batch in stream.events():
+            blob: list[bytes] = []
+            for _, data in batch:
+                if data == b"[DONE]":
+                    if blob:
+                        yield b"".join(blob)
+                    return
+                # Quotes inside generated text are escaped, so these only match keys.
+                # OpenAI sends "usage":null on every chunk when usage is on: skip those.
+                if b'"usage":{' in data or b'"usage": {' in data or b'"error"' in data:
+                    data = _inspect(data, out, dep)
+                    if not data:
+                        continue
+                blob += (b"data: ", data, b"\n\n")
+            if blob:
+                yield b"".join(blob)
         raise UpstreamError(f"Upstream {http.where(dep)} closed the stream before [DONE].")
+
+
+def _inspect(data: bytes, out: ReplyStream, dep: Deployment) -> bytes:
+    """Record usage / raise on error; returns the event to forward (b"" for none)."""
+    chunk = http.parse_event(data, dep)
+    if "error" in chunk and "choices" not in chunk:
+        err = chunk["error"]
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        raise UpstreamError(f"Upstream {http.where(dep)} failed mid-stream: {msg}")
+    u = chunk.get("usage")
+    if not u:
+        return data
+    out.usage = Usage.from_openai(u)
+    if not chunk.get("choices"):
+        return data if out.emit_usage else b""
+    if out.emit_usage:
+        return data
+    # Usage riding on a content chunk (some compatible servers): keep the content only.
+    return orjson.dumps({k: v for k, v in chunk.items() if k != "usage"})

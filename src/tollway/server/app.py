@@ -17,6 +17,7 @@ from tollway.config import Config, ServerConfig
 from tollway.errors import MethodNotAllowed, NotFound, TollwayError
 from tollway.gateway import Answer, Gateway
 from tollway.providers import http
+from tollway.providers.http import iter_chunks
 from tollway.server.asgi import (
     ClientGone,
     DisconnectWatch,
@@ -107,24 +108,24 @@ class ChatEndpoint:
 
 async def openai_frames(answer: Answer) -> AsyncIterator[bytes]:
     assert answer.stream is not None
-    chunks = answer.stream.chunks
+    frames = answer.stream.frames
     try:
-        async for chunk in chunks:
-            yield openai_wire.sse_frame(chunk)
+        async for blob in frames:
+            yield blob
     except TollwayError as e:
         # Headers are gone already; tell the client in-band (the OpenAI SDK raises on it).
         yield openai_wire.sse_frame(e.body())
         return
     finally:
-        await chunks.aclose()
+        await frames.aclose()
     yield openai_wire.SSE_DONE
 
 
 def anthropic_frames(answer: Answer) -> AsyncIterator[bytes]:
-    # The parsed request asks for usage, so the usage chunk reaches the translator
+    # The parsed request asks for usage, so the usage event reaches the translator
     # (Anthropic's message_delta carries it).
     assert answer.stream is not None
-    return anthropic_wire.stream_to_anthropic(answer.stream.chunks, answer.model)
+    return anthropic_wire.stream_to_anthropic(iter_chunks(answer.stream.frames), answer.model)
 
 
 OPENAI = Dialect(
