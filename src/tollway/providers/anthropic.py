@@ -29,6 +29,7 @@ Parameters Anthropic has no equivalent for:
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from functools import cache
 from typing import Any
 
@@ -378,14 +379,17 @@ class AnthropicProvider:
         body = orjson.dumps(messages_body(req, dep.model))
         stream = await http.open_stream(_url(dep), body, _headers(dep), dep)
         translator = StreamTranslator(dep.model, http.where(dep))
+        batches = stream.batches()
         try:
             # An error as the first event is still retryable, so it is raised from here.
-            pending = [c for ev in stream.first for c in _translate(translator, ev, dep)]
+            first: list[http.SseEvent] = await anext(batches, [])  # read by open_stream
+            pending = [c for ev in first for c in _translate(translator, ev, dep)]
         except BaseException:
             stream.resp.close()
             raise
         out = ReplyStream(frames=http.no_frames(), model=translator.model)
-        out.frames = http.encode_chunks(_chunks(stream, pending, translator, out, dep), out)
+        out.frames = http.encode_chunks(
+            _chunks(stream, batches, pending, translator, out, dep), out)
         return out
 
 
@@ -396,11 +400,11 @@ def _translate(t: StreamTranslator, ev: http.SseEvent, dep: Deployment) -> list[
     return t.feed(data)
 
 
-async def _chunks(stream: http.OpenStream, pending: list[Chunk], t: StreamTranslator,
-                  out: ReplyStream, dep: Deployment) -> ChunkStream:
+async def _chunks(stream: http.OpenStream, batches: AsyncIterator[list[http.SseEvent]],
+                  pending: list[Chunk], t: StreamTranslator, out: ReplyStream,
+                  dep: Deployment) -> ChunkStream:
     """Translate upstream events into chunks; record usage and the answering model."""
     async with http.stream_errors(stream, dep):
-        batches = stream.batches
         while True:
             out.model = t.model
             if t.done:  # set before the usage chunk goes out, for consumers that stop there

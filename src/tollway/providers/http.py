@@ -87,25 +87,39 @@ async def post_json(url: str, body: bytes, headers: dict[str, str],
 
 
 class OpenStream:
-    """An upstream SSE stream whose first events have arrived."""
+    """An upstream SSE stream whose first complete event has arrived. `first` holds
+    the bytes read so far (the first event, maybe more, maybe a partial one)."""
 
-    __slots__ = ("batches", "first", "resp")
+    __slots__ = ("first", "resp")
 
-    def __init__(self, resp: aiohttp.ClientResponse, batches: AsyncIterator[list[SseEvent]],
-                 first: list[SseEvent]) -> None:
-        self.resp, self.batches, self.first = resp, batches, first
+    def __init__(self, resp: aiohttp.ClientResponse, first: bytes) -> None:
+        self.resp, self.first = resp, first
 
-    async def events(self) -> AsyncIterator[list[SseEvent]]:
-        """Every batch of events, the first one included."""
-        yield self.first
-        async for batch in self.batches:
-            yield batch
+    async def pieces(self) -> AsyncIterator[bytes]:
+        """Every network read, the first one included."""
+        if self.first:
+            yield self.first
+        async for piece in self.resp.content.iter_any():
+            yield piece
+
+    async def batches(self) -> AsyncIterator[list[SseEvent]]:
+        """The complete events of each network read, parsed."""
+        rest = b""
+        async for piece in self.pieces():
+            batch, rest = split_events(rest + piece if rest else piece)
+            if batch:
+                yield batch
+        if rest.strip():
+            batch, _ = split_events(rest + b"\n\n")
+            if batch:
+                yield batch
 
 
 async def open_stream(url: str, body: bytes, headers: dict[str, str],
                       dep: Deployment) -> OpenStream:
-    """POST, then wait (within the first-token timeout) for the first SSE event, so
-    every failure before the first byte is raised here, where it can still be retried."""
+    """POST, then wait (within the first-token timeout) for the first complete SSE
+    event, so every failure before the first byte is raised here, where it can still
+    be retried."""
     resp: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(dep.first_token_timeout):
@@ -114,8 +128,12 @@ async def open_stream(url: str, body: bytes, headers: dict[str, str],
             if resp.status != 200:
                 raw = await resp.read()
                 raise error_from_status(resp.status, raw, resp.headers, dep)
-            batches = sse_batches(resp)
-            first: list[SseEvent] = await anext(batches, [])
+            first = b""
+            while b"\n\n" not in first and b"\r\n\r\n" not in first:
+                piece = await resp.content.readany()
+                if not piece:
+                    break
+                first += piece
     except BaseException as e:
         if resp is not None:
             resp.close()
@@ -125,7 +143,7 @@ async def open_stream(url: str, body: bytes, headers: dict[str, str],
         if isinstance(e, aiohttp.ClientError):
             raise connection_error(dep, e) from None
         raise
-    return OpenStream(resp, batches, first)
+    return OpenStream(resp, first)
 
 
 @asynccontextmanager
@@ -187,35 +205,23 @@ async def iter_chunks(frames: FrameStream) -> ChunkStream:
                     yield orjson.loads(event[6:])
 
 
-async def sse_batches(resp: aiohttp.ClientResponse) -> AsyncIterator[list[SseEvent]]:
-    """The complete server-sent events of each network read, as (event, data) pairs;
-    multi-line data fields are joined. Batching per read keeps the per-event Python
-    work small when an upstream sends many events at once."""
-    buf = b""
-    event, data = b"", list[bytes]()
-    async for piece in resp.content.iter_any():
-        buf = buf + piece if buf else piece
-        batch: list[SseEvent] = []
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            line = buf[start:nl]
-            start = nl + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                if data:
-                    batch.append((event, data[0] if len(data) == 1 else b"\n".join(data)))
-                event, data = b"", []
-            elif line.startswith(b"data:"):
+def split_events(buf: bytes) -> tuple[list[SseEvent], bytes]:
+    """Parse the complete server-sent events in `buf` as (event, data) pairs, joining
+    multi-line data fields; returns them and the incomplete remainder."""
+    if b"\r" in buf:
+        buf = buf.replace(b"\r\n", b"\n")
+    end = buf.rfind(b"\n\n")
+    if end < 0:
+        return [], buf
+    out: list[SseEvent] = []
+    for block in buf[:end].split(b"\n\n"):
+        event, data = b"", list[bytes]()
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
                 data.append(line[6:] if line[5:6] == b" " else line[5:])
             elif line.startswith(b"event:"):
                 event = line[6:].strip()
             # comments (":ping") and other fields are ignored
-        buf = buf[start:]
-        if batch:
-            yield batch
-    if data:
-        yield [(event, b"\n".join(data))]
+        if data:
+            out.append((event, data[0] if len(data) == 1 else b"\n".join(data)))
+    return out, buf[end + 2:]

@@ -56,27 +56,46 @@ class OpenAIProvider:
 
 
 async def _frames(stream: http.OpenStream, out: ReplyStream, dep: Deployment) -> FrameStream:
-    """Forward each network read's events as one blob. Only events that mention usage
-    or an error are parsed: usage is recorded (and forwarded only if the client asked),
-    an error raises."""
+    """Forward the upstream's bytes as they arrive, cut at event boundaries. Only a read
+    that holds a usage object, an error or the end is split into events and looked at:
+    usage is recorded (and forwarded only if the client asked), an error raises."""
     async with http.stream_errors(stream, dep):
-        async for batch in stream.events():
-            blob: list[bytes] = []
-            for _, data in batch:
-                if data == b"[DONE]":
-                    if blob:
-                        yield b"".join(blob)
+        rest = b""
+        async for piece in stream.pieces():
+            buf = rest + piece if rest else piece
+            end = buf.rfind(b"\n\n")
+            if end < 0:
+                rest = buf
+                continue
+            ready, rest = buf[: end + 2], buf[end + 2:]
+            # Quotes inside generated text are escaped, so these only match keys. OpenAI
+            # sends "usage":null on every chunk when usage is on: those need no look.
+            if (b'"usage":{' in ready or b'"usage": {' in ready or b'"error"' in ready
+                    or b"[DONE]" in ready or b"\r" in ready):
+                blob, done = _look(ready, out, dep)
+                if blob:
+                    yield blob
+                if done:
                     return
-                # Quotes inside generated text are escaped, so these only match keys.
-                # OpenAI sends "usage":null on every chunk when usage is on: skip those.
-                if b'"usage":{' in data or b'"usage": {' in data or b'"error"' in data:
-                    data = _inspect(data, out, dep)
-                    if not data:
-                        continue
-                blob += (b"data: ", data, b"\n\n")
-            if blob:
-                yield b"".join(blob)
+            else:
+                yield ready
         raise UpstreamError(f"Upstream {http.where(dep)} closed the stream before [DONE].")
+
+
+def _look(ready: bytes, out: ReplyStream, dep: Deployment) -> tuple[bytes, bool]:
+    """The slow path: events one by one. Returns what to forward and whether the
+    stream ended ([DONE])."""
+    events, _ = http.split_events(ready)
+    blob: list[bytes] = []
+    for _, data in events:
+        if data == b"[DONE]":
+            return b"".join(blob), True
+        if b'"usage":{' in data or b'"usage": {' in data or b'"error"' in data:
+            data = _inspect(data, out, dep)
+            if not data:
+                continue
+        blob += (b"data: ", data, b"\n\n")
+    return b"".join(blob), False
 
 
 def _inspect(data: bytes, out: ReplyStream, dep: Deployment) -> bytes:

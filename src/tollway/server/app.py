@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from tollway.server.asgi import (
     send_sse,
 )
 from tollway.server.ready import readiness
-from tollway.types import CallContext, ChatRequest, Reply
+from tollway.types import CallContext, ChatRequest, Reply, ReplyStream
 from tollway.wire import anthropic as anthropic_wire
 from tollway.wire import openai as openai_wire
 
@@ -57,7 +57,9 @@ class Dialect:
 
     parse: Callable[[bytes, ServerConfig], ChatRequest]
     reply: Callable[[Reply], bytes]
-    frames: Callable[[Answer], AsyncIterator[bytes]]
+    frames: Callable[[ReplyStream], AsyncGenerator[bytes, None]]
+    stream_end: bytes
+    stream_error: Callable[[TollwayError], bytes]  # an error after the stream began
     error: Callable[[TollwayError], bytes]
 
 
@@ -85,7 +87,8 @@ class ChatEndpoint:
             answer = await self.app.gateway.chat(req, ctx)
             headers = answer_headers(ctx, answer)
             if answer.stream is not None:
-                await send_sse(send, dialect.frames(answer), headers)
+                await send_sse(send, dialect.frames(answer.stream), headers,
+                               dialect.stream_end, dialect.stream_error)
             else:
                 assert answer.reply is not None
                 await send_json(send, 200, dialect.reply(answer.reply), headers)
@@ -106,39 +109,27 @@ class ChatEndpoint:
                 watch.finish()
 
 
-async def openai_frames(answer: Answer) -> AsyncIterator[bytes]:
-    assert answer.stream is not None
-    frames = answer.stream.frames
-    try:
-        async for blob in frames:
-            yield blob
-    except TollwayError as e:
-        # Headers are gone already; tell the client in-band (the OpenAI SDK raises on it).
-        yield openai_wire.sse_frame(e.body())
-        return
-    finally:
-        await frames.aclose()
-    yield openai_wire.SSE_DONE
-
-
-def anthropic_frames(answer: Answer) -> AsyncIterator[bytes]:
+def anthropic_frames(stream: ReplyStream) -> AsyncGenerator[bytes, None]:
     # The parsed request asks for usage, so the usage event reaches the translator
     # (Anthropic's message_delta carries it).
-    assert answer.stream is not None
-    return anthropic_wire.stream_to_anthropic(iter_chunks(answer.stream.frames), answer.model)
+    return anthropic_wire.stream_to_anthropic(iter_chunks(stream.frames), stream.model)
 
 
 OPENAI = Dialect(
     parse=lambda body, server: openai_wire.parse_chat_request(
         body, max_n=server.max_n, max_messages=server.max_messages),
     reply=lambda reply: json_bytes(reply.body),
-    frames=openai_frames,
+    frames=lambda stream: stream.frames,  # already OpenAI events: forwarded as they are
+    stream_end=openai_wire.SSE_DONE,
+    stream_error=lambda e: openai_wire.sse_frame(e.body()),  # the OpenAI SDK raises on it
     error=lambda e: e.to_json(),
 )
 ANTHROPIC = Dialect(
     parse=lambda body, server: anthropic_wire.parse_messages_request(body),
     reply=lambda reply: json_bytes(anthropic_wire.reply_to_anthropic(reply)),
     frames=anthropic_frames,
+    stream_end=b"",
+    stream_error=anthropic_wire.error_frame,
     error=anthropic_wire.error_body,
 )
 

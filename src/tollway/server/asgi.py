@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -96,12 +96,21 @@ SSE_HEADERS: Headers = [
 ]
 
 
-async def send_sse(send: Send, frames: AsyncIterator[bytes], headers: Headers) -> None:
+async def send_sse(send: Send, frames: AsyncGenerator[bytes, None], headers: Headers,
+                   end: bytes, on_error: Callable[[TollwayError], bytes]) -> None:
+    """Stream `frames`, then `end`. A failure after the headers went out can only be
+    told in-band: `on_error` writes it in the dialect's own event format."""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [*SSE_HEADERS, *headers]})
-    async for frame in frames:
-        await send({"type": "http.response.body", "body": frame, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+    try:
+        async for blob in frames:
+            await send({"type": "http.response.body", "body": blob, "more_body": True})
+        tail = end
+    except TollwayError as e:
+        tail = on_error(e)
+    finally:
+        await frames.aclose()  # on cancellation too: it closes the upstream connection
+    await send({"type": "http.response.body", "body": tail})
 
 
 class DisconnectWatch:

@@ -521,10 +521,10 @@ async def stream_to_anthropic(chunks: AsyncIterator[Chunk],
                 if choice.get("finish_reason"):
                     finish, matched = choice["finish_reason"], choice.get("stop_reason")
                     frames += close_block()
-                for f in frames:
-                    yield f
+                if frames:
+                    yield b"".join(frames)  # one write per upstream chunk
     except TollwayError as e:
-        yield b"event: error\ndata: " + error_body(e) + b"\n\n"
+        yield error_frame(e)
         return
     if not started:
         msg_id = message_id(None)
@@ -536,6 +536,11 @@ async def stream_to_anthropic(chunks: AsyncIterator[Chunk],
                   "delta": {"stop_reason": reason, "stop_sequence": sequence},
                   "usage": usage_to_anthropic(usage)})
     yield _frame({"type": "message_stop"})
+
+
+def error_frame(err: TollwayError) -> bytes:
+    """The `error` event Anthropic sends when a stream fails after it began."""
+    return b"event: error\ndata: " + error_body(err) + b"\n\n"
 
 
 def error_body(err: TollwayError) -> bytes:
