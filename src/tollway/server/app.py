@@ -208,15 +208,16 @@ class TollwayApp:
             return
         if scope["type"] == "http":
             scope["tollway.request_id"] = request_id(scope)
-            # Starlette answers a wrong method with plain text; we keep the OpenAI shape.
-            route = self._route_for(scope)
-            if route is not None and scope["method"] not in (route.methods or ()):
-                await self._wrong[route.path](scope, receive, send)
+            # Fixed paths are dispatched by one dict lookup (the hot path); Starlette's
+            # router handles the rest. A wrong method keeps the OpenAI error shape.
+            route = self._by_path.get(scope["path"])
+            if route is not None:
+                if scope["method"] in (route.methods or ()):
+                    await route.endpoint(scope, receive, send)
+                else:
+                    await self._wrong[route.path](scope, receive, send)
                 return
         await self.router(scope, receive, send)
-
-    def _route_for(self, scope: Scope) -> Route | None:
-        return self._by_path.get(scope["path"])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
