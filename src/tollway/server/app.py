@@ -4,6 +4,7 @@ hand the typed request to `Gateway.chat`, write the answer back as JSON or SSE."
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -21,6 +22,7 @@ from tollway.providers.http import iter_chunks
 from tollway.server.asgi import (
     ClientGone,
     DisconnectWatch,
+    Edge,
     Headers,
     Receive,
     Scope,
@@ -28,7 +30,6 @@ from tollway.server.asgi import (
     check_json_content_type,
     json_bytes,
     read_body,
-    request_id,
     send_error,
     send_json,
     send_sse,
@@ -207,7 +208,9 @@ class TollwayApp:
             await self._lifespan(receive, send)
             return
         if scope["type"] == "http":
-            scope["tollway.request_id"] = request_id(scope)
+            e = Edge(scope)
+            scope["tollway.edge"] = e
+            scope["tollway.request_id"] = e.request_id
             # Fixed paths are dispatched by one dict lookup (the hot path); Starlette's
             # router handles the rest. A wrong method keeps the OpenAI error shape.
             route = self._by_path.get(scope["path"])
@@ -223,6 +226,9 @@ class TollwayApp:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
+                # Everything loaded so far lives as long as the process: keep it out of
+                # every future cyclic-GC pass.
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await http.close()
