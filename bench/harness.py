@@ -1,0 +1,227 @@
+"""What every benchmark needs: start/stop servers, read CPU time and peak memory from
+/proc (psutil is not installed), run wrk and the constant-rate generator, and keep the
+exact commands used so the report can print them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PY = sys.executable
+TICK = os.sysconf("SC_CLK_TCK")
+
+# Every command line run, in order, for the report (duplicates dropped there).
+COMMANDS: list[str] = []
+
+
+def record(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
+    shown = [os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv]
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    line = (prefix + " " if prefix else "") + shlex.join(shown)
+    COMMANDS.append(line)
+    return line
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{tail}")
+
+
+@dataclass
+class Servers:
+    """Started servers, stopped in reverse order however the run ends."""
+
+    log_dir: Path
+    started: list[Server] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Server:
+        record(argv, env)
+        log = self.log_dir / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    env={**os.environ, **(env or {})})
+        server = Server(name, proc, log)
+        self.started.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        for s in reversed(self.started):
+            if s.proc.poll() is None:
+                s.proc.terminate()
+                try:
+                    s.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    s.proc.kill()
+                    s.proc.wait(timeout=5)
+        self.started.clear()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_ready(server: Server, url: str, timeout: float = 30.0) -> None:
+    """Poll `url` until it answers 200 (the server has finished starting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server.check_alive()
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} not ready at {url} after {timeout:g}s")
+
+
+def wait_port(server: Server, port: int, timeout: float = 30.0) -> None:
+    """For servers with no GET route to poll: wait until the port accepts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server.check_alive()
+        if not port_free(port):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} not listening on {port} after {timeout:g}s")
+
+
+def http(method: str, url: str, body: bytes | None = None) -> bytes:
+    req = urllib.request.Request(url, data=body, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        data: bytes = r.read()
+        return data
+
+
+# -- /proc -------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (its threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+
+
+def machine_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine, all cores, from /proc/stat.
+    Steal is time the hypervisor gave our vCPUs to someone else: noise we cannot see
+    in any process."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (
+            int(v) for v in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq) / TICK, steal / TICK
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A memory line of /proc/PID/status (VmHWM = peak resident set, VmRSS = now)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class CpuMeter:
+    """CPU used by the given processes, by the load generator, and by everybody else
+    (other work on a shared machine is noise we want to see, not guess)."""
+
+    pids: dict[str, int]
+    t0: float
+    cpu0: dict[str, float]
+    machine0: tuple[float, float]
+
+    @classmethod
+    def start(cls, pids: dict[str, int]) -> CpuMeter:
+        return cls(pids, time.perf_counter(), {n: cpu_seconds(p) for n, p in pids.items()},
+                   machine_seconds())
+
+    def read(self, loadgen_cpu: float) -> dict[str, float]:
+        """CPU % (100 = one core) per process over the interval, plus loadgen and other."""
+        wall = time.perf_counter() - self.t0
+        used = {n: cpu_seconds(p) - self.cpu0[n] for n, p in self.pids.items()}
+        busy, steal = (b - a for a, b in zip(self.machine0, machine_seconds(), strict=True))
+        out = {f"cpu_{n}": 100 * s / wall for n, s in used.items()}
+        out |= {f"cpu_s_{n}": s for n, s in used.items()}
+        out["cpu_loadgen"] = 100 * loadgen_cpu / wall
+        out["cpu_other"] = max(0.0, 100 * (busy - sum(used.values()) - loadgen_cpu) / wall)
+        out["cpu_steal"] = 100 * steal / wall
+        out["wall_s"] = wall
+        return out
+
+
+# -- load generators -----------------------------------------------------------------------
+
+
+def child_cpu_seconds() -> float:
+    """CPU of finished children we waited for (how wrk and loadgen are measured)."""
+    r = os.times()
+    return r.children_user + r.children_system
+
+
+def run_wrk(url: str, body: Path, connections: int, duration: float) -> dict[str, Any]:
+    """Closed loop: `connections` keep-alive connections, each sends as soon as it has
+    its answer. One wrk thread is plenty here and leaves the cores to the servers."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
+            "-s", str(BENCH / "post.lua"), url]
+    env = {"BENCH_BODY": str(body)}
+    record(argv, env)
+    cpu0 = child_cpu_seconds()
+    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
+                         timeout=duration + 30, check=True).stdout
+    cpu = child_cpu_seconds() - cpu0
+    line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
+    r: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    secs = r["duration_us"] / 1e6
+    r["rps"] = r["requests"] / secs
+    r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    r["lat_p50_ms"], r["lat_p99_ms"] = r["p50_us"] / 1000, r["p99_us"] / 1000
+    r["loadgen_cpu_s"] = cpu
+    return r
+
+
+def run_loadgen(url: str, body: Path, rate: float, duration: float, warmup: float,
+                timeout: float = 15.0) -> dict[str, Any]:
+    """Open loop at a constant rate, latency from the intended send time."""
+    argv = [PY, str(BENCH / "loadgen.py"), url, "--body", str(body), "--rate", f"{rate:g}",
+            "--duration", f"{duration:g}", "--warmup", f"{warmup:g}", "--timeout",
+            f"{timeout:g}"]
+    record(argv)
+    cpu0 = child_cpu_seconds()
+    out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                         timeout=warmup + duration + 2 * timeout + 30).stdout
+    r: dict[str, Any] = json.loads(out)
+    r["loadgen_cpu_s"] = child_cpu_seconds() - cpu0
+    return r
+
+
+def sse_frames(url: str, body: bytes) -> int:
+    """How many `data:` frames one streamed reply has (to turn streams/s into chunks/s)."""
+    return http("POST", url, body).count(b"data:")
