@@ -28,6 +28,18 @@ class Timeouts(msgspec.Struct, forbid_unknown_fields=True):
     total: float = 600.0
 
 
+class PriceConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """USD per 1M tokens. Missing optional prices fall back: cached_input -> input,
+    batch_* -> half the standard price (the providers' batch discount)."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+    batch_input: float | None = None
+    batch_output: float | None = None
+
+
 class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     provider: Literal["openai", "anthropic", "local"]
     model: str
@@ -35,6 +47,9 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_key: str | None = None
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     headers: dict[str, str] = {}
+    # Price of this deployment when it is not (or differently) in the price table,
+    # e.g. a self-hosted model's cost per token.
+    price: PriceConfig | None = None
 
     def to_deployment(self) -> Deployment:
         return Deployment(
@@ -51,9 +66,12 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     deployments: list[DeploymentConfig]
-    # Per-alias output caps; fall back to the server-wide ones.
+    # Per-alias limits; each falls back to the server-wide one.
     default_max_tokens: int | None = None
     max_tokens_cap: int | None = None
+    max_input_tokens: int | None = None
+    max_cost_usd: float | None = None
+    min_output_tokens: int | None = None
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,6 +84,16 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_tokens_cap: int = 16384
     max_n: int = 8
     max_messages: int = 2048
+    # Pre-flight guards (None: off). A request whose input exceeds max_input_tokens is
+    # refused; one whose worst case (input + max_tokens of output) would cost more than
+    # max_cost_usd has max_tokens lowered to fit if at least min_output_tokens remain,
+    # else it is refused. The same ceiling cuts a stream that reaches it.
+    max_input_tokens: int | None = None
+    max_cost_usd: float | None = None
+    min_output_tokens: int = 16
+    # A model with no price: "refuse" always, "allow" always (cost reported as 0 and
+    # marked unpriced), or "refuse_if_dollar_limit" (refuse when a dollar limit applies).
+    unpriced: Literal["refuse", "allow", "refuse_if_dollar_limit"] = "refuse_if_dollar_limit"
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -80,10 +108,29 @@ class LocalModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     threads: int | None = None
 
 
+class TierConfig(msgspec.Struct, forbid_unknown_fields=True):
+    model: str  # an alias or model name
+    max_tokens: int | None = None  # output cap for requests in this tier
+
+
+class AutoDowngrade(msgspec.Struct, forbid_unknown_fields=True):
+    """Send very short inputs to a cheaper tier (off by default)."""
+
+    enabled: bool = False
+    max_input_tokens: int = 50
+    to: str = "simple"
+    never_from: list[str] = msgspec.field(default_factory=lambda: ["complex"])
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     models: dict[str, ModelConfig] = {}
     # alias -> another alias, e.g. {"default": "local"}
     aliases: dict[str, str] = {}
+    # Tiers: a request names one with model "tier:NAME" or the x-tollway-tier header.
+    tiers: dict[str, TierConfig] = {}
+    auto_downgrade: AutoDowngrade = msgspec.field(default_factory=AutoDowngrade)
+    # USD per 1M tokens by upstream model name; extends and overrides the bundled table.
+    prices: dict[str, PriceConfig] = {}
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     local: LocalModelConfig = msgspec.field(default_factory=LocalModelConfig)
@@ -97,7 +144,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         return (name, mc) if mc is not None else None
 
     def public_models(self) -> list[str]:
-        return sorted({*self.models, *self.aliases})
+        return sorted({*self.models, *self.aliases, *(f"tier:{t}" for t in self.tiers)})
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -162,11 +209,24 @@ def _check(cfg: Config) -> None:
     for alias, target in cfg.aliases.items():
         if cfg.resolve(alias) is None:
             raise ConfigError(f"aliases.{alias}: points to {target!r}, which is not a model")
+    for name, tier in cfg.tiers.items():
+        if cfg.resolve(tier.model) is None:
+            raise ConfigError(f"tiers.{name}.model: {tier.model!r} is not a configured model")
+        if tier.max_tokens is not None and tier.max_tokens < 1:
+            raise ConfigError(f"tiers.{name}.max_tokens: must be >= 1")
+    ad = cfg.auto_downgrade
+    if ad.enabled and ad.to not in cfg.tiers:
+        raise ConfigError(f"auto_downgrade.to: {ad.to!r} is not a configured tier")
+    for model, price in cfg.prices.items():
+        if min(price.input, price.output) < 0:
+            raise ConfigError(f"prices.{model}: prices must be >= 0")
     s = cfg.server
     if not 0 < s.port < 65536:
         raise ConfigError(f"server.port: expected 1-65535, got {s.port}")
     if s.default_max_tokens < 1 or s.max_tokens_cap < s.default_max_tokens:
         raise ConfigError("server.max_tokens_cap: must be >= server.default_max_tokens >= 1")
+    if s.max_cost_usd is not None and s.max_cost_usd <= 0:
+        raise ConfigError("server.max_cost_usd: must be > 0 (or left out to disable)")
 
 
 def load(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Config:

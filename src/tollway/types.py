@@ -86,11 +86,16 @@ class ChatRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class Usage(msgspec.Struct, omit_defaults=True):
+    """Token usage as the provider reported it. prompt_tokens includes cached_tokens
+    (read from a prompt cache) and cache_write_tokens (written to one: Anthropic);
+    completion_tokens includes reasoning_tokens."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def to_openai(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -98,8 +103,11 @@ class Usage(msgspec.Struct, omit_defaults=True):
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens or self.prompt_tokens + self.completion_tokens,
         }
-        if self.cached_tokens:
-            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.cached_tokens or self.cache_write_tokens:
+            details: dict[str, int] = {"cached_tokens": self.cached_tokens}
+            if self.cache_write_tokens:
+                details["cache_write_tokens"] = self.cache_write_tokens
+            out["prompt_tokens_details"] = details
         if self.reasoning_tokens:
             out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return out
@@ -117,6 +125,7 @@ class Usage(msgspec.Struct, omit_defaults=True):
             total_tokens=int(u.get("total_tokens") or p + c),
             cached_tokens=int(ptd.get("cached_tokens") or 0),
             reasoning_tokens=int(ctd.get("reasoning_tokens") or 0),
+            cache_write_tokens=int(ptd.get("cache_write_tokens") or 0),
         )
 
 
