@@ -65,5 +65,6 @@ def fresh_sim(sim: SimHandle) -> SimHandle:
     """The simulator with default behaviour and zeroed stats."""
     sim.reset()
     sim.config(ttft_ms=0, token_ms=0, output_tokens=16, next_faults=[], rate_429=0,
-               rate_500=0, rate_503=0, rate_hang=0, rate_reset=0, rate_drop_stream=0)
+               rate_500=0, rate_503=0, rate_hang=0, rate_reset=0, rate_drop_stream=0,
+               ignore_max_tokens=False, drop_after_tokens=None, require_key=None)
     return sim

@@ -51,10 +51,29 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _tokens(args: argparse.Namespace) -> int:
-    from tollway.accounting.tokens import count_text
+    from tollway import config as config_mod
+    from tollway.accounting.estimate import estimate, parse_input, render
+    from tollway.errors import InvalidRequest
 
-    text = args.text if args.text is not None else sys.stdin.read()
-    print(count_text(text, args.model))
+    if args.file in (None, "-"):
+        raw = sys.stdin.read()
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                raw = f.read()
+        except OSError as e:
+            print(f"tollway: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+            return 1
+    try:
+        source = parse_input(raw)
+    except InvalidRequest as e:
+        print(f"tollway: {e.message}", file=sys.stderr)
+        return 1
+    cfg = config_mod.load(args.config)
+    rows = estimate(source, cfg)
+    if args.model:
+        rows = [r for r in rows if r.model == args.model]
+    print(render(rows, source))
     return 0
 
 
@@ -82,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config")
     c.set_defaults(func=_check_config)
 
-    t = sub.add_parser("tokens", help="count the tokens of a text (stdin if no text)")
-    t.add_argument("text", nargs="?")
-    t.add_argument("--model", default="gpt-4o")
+    t = sub.add_parser("tokens", help="tokens and input cost of a text or messages JSON "
+                       "on each configured model")
+    t.add_argument("file", nargs="?", help="a text file or a messages JSON; - or none: stdin")
+    t.add_argument("--config")
+    t.add_argument("--model", help="only this configured model")
     t.set_defaults(func=_tokens)
     return p
 

@@ -181,6 +181,9 @@ class CallContext:
 
     request_id: str
     user: str | None = None
+    tier_header: str | None = None  # x-tollway-tier
     # Set by the gateway as it decides.
     alias: str = ""
-    max_tokens_clamped: bool = False
+    tier: str | None = None
+    downgraded_from: str | None = None  # the tier asked for, when auto-downgraded
+    max_tokens_clamped: str | None = None  # why: "cap" | "tier" | "cost_ceiling"

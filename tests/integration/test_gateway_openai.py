@@ -103,10 +103,10 @@ async def test_default_output_cap_applies_and_large_requests_are_clamped(
     assert "x-tollway-max-tokens-clamped" not in raw.headers
     raw = await c.chat.completions.with_raw_response.create(
         model="sim", messages=[{"role": "user", "content": "b"}], max_tokens=5000)
-    assert raw.headers["x-tollway-max-tokens-clamped"] == "true"
+    assert raw.headers["x-tollway-max-tokens-clamped"] == "cap"
     raw = await c.chat.completions.with_raw_response.create(
         model="sim", messages=[{"role": "user", "content": "c"}], max_completion_tokens=7000)
-    assert raw.headers["x-tollway-max-tokens-clamped"] == "true"
+    assert raw.headers["x-tollway-max-tokens-clamped"] == "cap"
     sent = [r["body"] for r in fresh_sim.stats()["recent_requests"]]
     assert sent[0]["max_tokens"] == DEFAULT_MAX_TOKENS
     assert sent[1]["max_tokens"] == MAX_TOKENS_CAP

@@ -19,11 +19,11 @@ import openai
 import pytest
 
 from tests.helpers.sim import SimHandle, start_simulator
-from tollway.accounting.tokens import count_messages, count_text
+from tollway.accounting.tokens import count_request, count_text
 from tollway.simulate.server import SIMULATOR, start
 from tollway.simulate.state import SimConfig
 from tollway.simulate.text import reply_text
-from tollway.types import Message
+from tollway.types import ChatRequest
 
 USER = "Tell me about rivers."
 SYSTEM = "You are terse."
@@ -36,8 +36,13 @@ WEATHER_TOOL = {"type": "function", "function": {
                    "required": ["city"]}}}
 
 
-def prompt_tokens(messages: list[dict[str, Any]], model: str = "gpt-4o-mini") -> int:
-    return count_messages(msgspec.convert(messages, list[Message]), model)
+def prompt_tokens(messages: list[dict[str, Any]], model: str = "gpt-4o-mini",
+                  tools: list[dict[str, Any]] | None = None) -> int:
+    """What the simulator reports: messages plus tool definitions, counted as OpenAI
+    bills them."""
+    req = msgspec.convert({"model": model, "messages": messages, "tools": tools},
+                          ChatRequest)
+    return count_request(req, model)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +208,8 @@ async def test_openai_no_tool_call_after_tool_result_or_choice_none(
     r = await oai.chat.completions.create(model="gpt-4o-mini", messages=after_tool,
                                           tools=[WEATHER_TOOL])
     assert r.choices[0].message.content == reply_text(USER, 16)
-    assert r.usage is not None and r.usage.prompt_tokens == prompt_tokens(after_tool)
+    assert r.usage is not None and r.usage.prompt_tokens == prompt_tokens(
+        after_tool, tools=[WEATHER_TOOL])
     r = await oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
                                           tools=[WEATHER_TOOL], tool_choice="none")
     assert r.choices[0].finish_reason == "stop"

@@ -14,9 +14,10 @@ from typing import Any
 from starlette.routing import Route, Router
 
 from tollway import __version__
+from tollway.accounting.prices import format_usd
 from tollway.config import Config, ServerConfig
 from tollway.errors import MethodNotAllowed, NotFound, TollwayError
-from tollway.gateway import Answer, Gateway
+from tollway.gateway import Answer, Gateway, Settlement
 from tollway.providers import http
 from tollway.providers.http import iter_chunks
 from tollway.server.asgi import (
@@ -28,6 +29,7 @@ from tollway.server.asgi import (
     Scope,
     Send,
     check_json_content_type,
+    edge,
     json_bytes,
     read_body,
     send_error,
@@ -47,9 +49,36 @@ def answer_headers(ctx: CallContext, answer: Answer | None) -> Headers:
     if answer is not None:
         h.append((b"x-tollway-model", answer.model.encode()))
         h.append((b"x-tollway-provider", answer.deployment.provider.encode()))
+        if answer.input_tokens is not None:
+            h.append((b"x-tollway-input-tokens-estimated", str(answer.input_tokens).encode()))
+        if answer.worst_case_usd is not None:
+            h.append((b"x-tollway-max-cost-usd", format_usd(answer.worst_case_usd).encode()))
+    if ctx.tier:
+        h.append((b"x-tollway-tier", ctx.tier.encode()))
+    if ctx.downgraded_from:
+        h.append((b"x-tollway-downgraded-from", ctx.downgraded_from.encode()))
     if ctx.max_tokens_clamped:
-        h.append((b"x-tollway-max-tokens-clamped", b"true"))
+        h.append((b"x-tollway-max-tokens-clamped", ctx.max_tokens_clamped.encode()))
     return h
+
+
+def cost_headers(s: Settlement) -> Headers:
+    h: Headers = [(b"x-tollway-cost-usd",
+                   b"unpriced" if s.cost_usd is None else format_usd(s.cost_usd).encode())]
+    if s.usage is not None:
+        h.append((b"x-tollway-input-tokens", str(s.usage.prompt_tokens).encode()))
+        h.append((b"x-tollway-output-tokens", str(s.usage.completion_tokens).encode()))
+    return h
+
+
+def cost_trailer(s: Settlement) -> bytes:
+    """Headers are long gone when a stream ends: its cost travels as an SSE comment,
+    which SDKs and browsers ignore and curl shows."""
+    usd = "unpriced" if s.cost_usd is None else format_usd(s.cost_usd)
+    tokens = (f" input_tokens={s.usage.prompt_tokens} output_tokens={s.usage.completion_tokens}"
+              if s.usage is not None else "")
+    flags = " estimated=true" if s.estimated else ""
+    return f": tollway cost_usd={usd}{tokens}{flags}\n\n".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +105,8 @@ class ChatEndpoint:
         self.dialect = dialect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = CallContext(request_id=scope["tollway.request_id"])
+        e = edge(scope)
+        ctx = CallContext(request_id=e.request_id, tier_header=e.tier)
         dialect = self.dialect
         watch: DisconnectWatch | None = None
         answer: Answer | None = None
@@ -85,13 +115,17 @@ class ChatEndpoint:
             server = self.app.config.server
             req = dialect.parse(await read_body(scope, receive, server.max_body_bytes), server)
             watch = DisconnectWatch(receive)
-            answer = await self.app.gateway.chat(req, ctx)
+            gateway = self.app.gateway
+            answer = await gateway.chat(req, ctx)
             headers = answer_headers(ctx, answer)
             if answer.stream is not None:
+                done = answer  # bound for the closure below
                 await send_sse(send, dialect.frames(answer.stream), headers,
-                               dialect.stream_end, dialect.stream_error)
+                               lambda: cost_trailer(gateway.settle(done)) + dialect.stream_end,
+                               dialect.stream_error)
             else:
                 assert answer.reply is not None
+                headers += cost_headers(gateway.settle(answer))
                 await send_json(send, 200, dialect.reply(answer.reply), headers)
         except TollwayError as e:
             await send_json(send, e.status, dialect.error(e),

@@ -28,10 +28,10 @@ JSON_CT = (b"content-type", b"application/json")
 class Edge:
     """What the edge needs from the request headers, read in one pass."""
 
-    __slots__ = ("content_length", "content_type", "request_id")
+    __slots__ = ("content_length", "content_type", "request_id", "tier")
 
     def __init__(self, scope: Scope) -> None:
-        rid = ctype = clen = None
+        rid = ctype = clen = tier = None
         for k, v in scope["headers"]:
             if k == b"content-type":
                 ctype = bytes(v)
@@ -39,6 +39,9 @@ class Edge:
                 clen = bytes(v)
             elif k == b"x-request-id":
                 rid = bytes(v)
+            elif k == b"x-tollway-tier":
+                tier = bytes(v).decode("latin-1")
+        self.tier: str | None = tier
         self.content_type: bytes | None = ctype
         self.content_length: int | None = int(clen) if clen and clen.isdigit() else None
         # Keep the caller's id for tracing if it is sane; otherwise make one.
@@ -109,15 +112,17 @@ SSE_HEADERS: Headers = [
 
 
 async def send_sse(send: Send, frames: AsyncGenerator[bytes, None], headers: Headers,
-                   end: bytes, on_error: Callable[[TollwayError], bytes]) -> None:
-    """Stream `frames`, then `end`. A failure after the headers went out can only be
-    told in-band: `on_error` writes it in the dialect's own event format."""
+                   end: Callable[[], bytes],
+                   on_error: Callable[[TollwayError], bytes]) -> None:
+    """Stream `frames`, then `end()` (called once the frames are done). A failure
+    after the headers went out can only be told in-band: `on_error` writes it in the
+    dialect's own event format."""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [*SSE_HEADERS, *headers]})
     try:
         async for blob in frames:
             await send({"type": "http.response.body", "body": blob, "more_body": True})
-        tail = end
+        tail = end()
     except TollwayError as e:
         tail = on_error(e)
     finally:

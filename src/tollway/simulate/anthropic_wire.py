@@ -1,9 +1,10 @@
 """Anthropic Messages, as api.anthropic.com speaks it.
 
-input_tokens is counted like OpenAI's prompt_tokens, over the request turned into OpenAI
-messages: `system` as a system message, then each message with its text blocks (and
-tool_result contents) as text and its tool_use blocks as tool calls. It is our stand-in
-for Claude's tokenizer, and it is what the gateway should see reported.
+input_tokens is counted like OpenAI's prompt_tokens (`count_request`), over the request
+turned into OpenAI's shape: `system` as a system message, then each message with its
+text blocks (and tool_result contents) as text and its tool_use blocks as tool calls;
+`tools` as function tools and `tool_choice` mapped to OpenAI's. It is our stand-in for
+Claude's tokenizer, and it is what the gateway should see reported.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from tollway.accounting.tokens import count_messages
+from tollway.accounting.tokens import count_request
 from tollway.simulate.plan import ChoicePlan, SimRequest, ToolSpec
 from tollway.simulate.wire import (
     BadRequest,
@@ -25,7 +26,7 @@ from tollway.simulate.wire import (
     piece_tokens,
     sse_event,
 )
-from tollway.types import FunctionCall, Message, ToolCall
+from tollway.types import ChatRequest, FunctionCall, Message, ToolCall
 
 Block = dict[str, Any]
 
@@ -87,6 +88,31 @@ def _answers_tool_result(m: _Message) -> bool:
     return isinstance(m.content, list) and any(b.get("type") == "tool_result" for b in m.content)
 
 
+def _openai_tools(req: _Request) -> list[Block] | None:
+    if not req.tools:
+        return None
+    return [{"type": "function", "function": {
+        "name": t.get("name", ""), "description": t.get("description", ""),
+        "parameters": t.get("input_schema") or {}}} for t in req.tools]
+
+
+def _openai_tool_choice(choice: Block | None) -> str | Block | None:
+    kind = (choice or {}).get("type")
+    if kind == "tool":
+        return {"type": "function", "function": {"name": (choice or {}).get("name", "")}}
+    return {"any": "required", "none": "none", "auto": "auto"}.get(str(kind))
+
+
+def _prompt_tokens(req: _Request) -> int:
+    messages = [_as_openai(m) for m in req.messages]
+    if req.system:
+        messages.insert(0, Message(role="system", content=_blocks_text(
+            req.system, with_tool_results=False)))
+    as_openai = ChatRequest(model=req.model, messages=messages, tools=_openai_tools(req),
+                            tool_choice=_openai_tool_choice(req.tool_choice))
+    return count_request(as_openai, req.model)
+
+
 def _tool(req: _Request) -> ToolSpec | None:
     choice = req.tool_choice or {}
     if not req.tools or choice.get("type") == "none" or _answers_tool_result(req.messages[-1]):
@@ -126,16 +152,12 @@ class AnthropicDialect:
 
     def parse(self, body: Any) -> SimRequest:
         req = _parse(body)
-        messages = [_as_openai(m) for m in req.messages]
-        if req.system:
-            messages.insert(0, Message(role="system", content=_blocks_text(
-                req.system, with_tool_results=False)))
         key = next((_blocks_text(m.content, with_tool_results=False)
                     for m in reversed(req.messages) if m.role == "user"), "")
         return SimRequest(
             model=req.model,
             prompt_key=key,
-            prompt_tokens=count_messages(messages, req.model),
+            prompt_tokens=_prompt_tokens(req),
             stream=req.stream,
             limit=req.max_tokens,
             stop=req.stop_sequences or [],

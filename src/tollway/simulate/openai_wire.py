@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import msgspec
 import orjson
 
-from tollway.accounting.tokens import count_messages
+from tollway.accounting.tokens import count_request
 from tollway.simulate.plan import ChoicePlan, SimRequest, ToolSpec
 from tollway.simulate.wire import (
     SYSTEM_FINGERPRINT,
@@ -34,13 +33,6 @@ _ERRORS = {
     503: ErrorSpec("server_error", "The engine is currently overloaded, please try again later.",
                    "service_unavailable"),
 }
-
-
-@lru_cache(maxsize=2048)
-def _prompt_tokens(messages_json: bytes, model: str) -> int:
-    """count_messages, cached on the messages' JSON: benchmarks resend the same prompts,
-    and tokenizing a long prompt costs far more than re-serializing it."""
-    return count_messages(msgspec.json.decode(messages_json, type=list[Message]), model)
 
 
 def _prompt_key(messages: list[Message]) -> str:
@@ -106,11 +98,13 @@ class OpenAIDialect:
         except msgspec.ValidationError as e:
             raise BadRequest(f"Invalid request: {e}") from None
         _check(req)
+        # Legacy function calling is not a ChatRequest field, but it is billed.
+        req.extra = {k: body[k] for k in ("functions", "function_call") if k in body}
         json_mode, schema = _json_format(req.response_format)
         return SimRequest(
             model=req.model,
             prompt_key=_prompt_key(req.messages),
-            prompt_tokens=_prompt_tokens(orjson.dumps(body["messages"]), req.model),
+            prompt_tokens=count_request(req, req.model),
             stream=req.stream,
             n=req.n or 1,
             limit=req.output_limit(),

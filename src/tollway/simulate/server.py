@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import math
 import signal
 import sys
@@ -166,6 +167,8 @@ class Simulator:
             if fault == "reset" or not req.stream:
                 # drop_stream on a non-streaming request cuts it like a reset.
                 return _abort(request, progress)
+        if cfg.ignore_max_tokens:
+            req = dataclasses.replace(req, limit=None)
         plans = plan_choices(req, cfg.output_tokens)
         ctx = ReplyContext(rid, int(time.time()), req.model)
         if req.stream:

@@ -36,6 +36,9 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     require_key: str | None = None
     # Faults forced on the next requests, in order, before the rates are consulted.
     next_faults: list[FaultKind] = []
+    # A misbehaving upstream that overruns the request's max_tokens (as hidden reasoning
+    # or a provider bug would): replies are output_tokens long regardless.
+    ignore_max_tokens: bool = False
     # drop_stream cuts the stream after this many tokens (default: half the reply).
     drop_after_tokens: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # What GET /v1/models lists (any model name is accepted regardless).

@@ -1,0 +1,81 @@
+"""`tollway tokens`: what a text or a conversation would cost on each configured model,
+before sending it anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import orjson
+
+from tollway.accounting.prices import PriceTable, format_usd, load_table, price_from_config
+from tollway.accounting.tokens import count_request, count_text, encoding_name_for
+from tollway.config import Config
+from tollway.errors import InvalidRequest
+from tollway.types import ChatRequest
+
+
+@dataclass(slots=True)
+class Row:
+    model: str  # the name clients use
+    deployment: str  # provider/upstream model
+    encoding: str
+    tokens: int
+    input_usd: str  # "unpriced" when there is no price
+
+
+def parse_input(raw: str) -> ChatRequest | str:
+    """A messages JSON (an object with "messages", or a list of messages) or plain text."""
+    stripped = raw.lstrip()
+    if not stripped.startswith(("{", "[")):
+        return raw
+    try:
+        data: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw  # text that happens to start with a bracket
+    if isinstance(data, list):
+        data = {"messages": data}
+    if not isinstance(data, dict) or "messages" not in data:
+        return raw
+    data = {**data, "model": data.get("model") or "-"}
+    try:
+        req = msgspec.convert({k: v for k, v in data.items()
+                               if k in ChatRequest.__struct_fields__}, ChatRequest)
+    except msgspec.ValidationError as e:
+        raise InvalidRequest(f"not a valid messages file: {e}") from None
+    return req
+
+
+def estimate(source: ChatRequest | str, config: Config,
+             table: PriceTable | None = None) -> list[Row]:
+    table = table if table is not None else load_table(config.prices)
+    rows: list[Row] = []
+    for alias, mc in sorted(config.models.items()):
+        for d in mc.deployments:
+            tokens = (count_text(source, d.model) if isinstance(source, str)
+                      else count_request(source, d.model))
+            price = price_from_config(d.price) if d.price else table.get(d.model)
+            usd = ("unpriced" if price is None
+                   else "$" + format_usd(tokens * price.input / 1e6))
+            rows.append(Row(alias, f"{d.provider}/{d.model}", encoding_name_for(d.model),
+                            tokens, usd))
+    return rows
+
+
+def render(rows: list[Row], source: ChatRequest | str) -> str:
+    what = (f"text, {len(source)} characters" if isinstance(source, str)
+            else f"{len(source.messages)} messages" + (f", {len(source.tools)} tools"
+                                                        if source.tools else ""))
+    head = ("model", "deployment", "encoding", "input tokens", "input cost")
+    table = [head, *((r.model, r.deployment, r.encoding, str(r.tokens), r.input_usd)
+                     for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = [f"input: {what}"]
+    for row in table:
+        lines.append("  ".join(c.rjust(w) if i >= 3 else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    return "\n".join(lines)
+
+
+

@@ -1,0 +1,49 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tollway import config
+from tollway.accounting.estimate import estimate, parse_input
+from tollway.accounting.tokens import count_request, count_text
+from tollway.types import ChatRequest
+
+CFG = config.parse({"models": {
+    "fast": {"deployments": [{"provider": "openai", "model": "gpt-4o-mini", "api_key": "k"}]},
+    "old": {"deployments": [{"provider": "openai", "model": "gpt-4", "api_key": "k"}]},
+    "mine": {"deployments": [{"provider": "openai", "model": "mystery", "api_key": "k"}]},
+}}, env={})
+
+CONVERSATION = {"messages": [{"role": "system", "content": "be brief"},
+                             {"role": "user", "content": "What is the capital of France?"}]}
+
+
+def test_messages_json_is_counted_in_chat_format_per_model() -> None:
+    source = parse_input(orjson.dumps(CONVERSATION).decode())
+    assert isinstance(source, ChatRequest)
+    rows = {r.model: r for r in estimate(source, CFG)}
+    assert rows["fast"].tokens == count_request(source, "gpt-4o-mini")
+    assert (rows["fast"].encoding, rows["old"].encoding) == ("o200k_base", "cl100k_base")
+    assert rows["fast"].input_usd == "$" + f"{rows['fast'].tokens * 0.15 / 1e6:.8f}".rstrip("0")
+    assert rows["mine"].input_usd == "unpriced"
+
+
+def test_plain_text_and_bare_message_lists() -> None:
+    assert parse_input("[not json") == "[not json"
+    assert isinstance(parse_input(orjson.dumps(CONVERSATION["messages"]).decode()), ChatRequest)
+    rows = estimate("hello world", CFG)
+    assert {r.tokens for r in rows if r.model == "fast"} == {count_text("hello world",
+                                                                        "gpt-4o-mini")}
+
+
+def test_cli_reads_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "conv.json"
+    f.write_bytes(orjson.dumps(CONVERSATION))
+    r = subprocess.run([sys.executable, "-m", "tollway.cli", "tokens", str(f)],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "k"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("input: 2 messages")
+    line = next(x for x in r.stdout.splitlines() if x.startswith("gpt-4o-mini "))
+    assert "openai/gpt-4o-mini" in line and "$" in line
