@@ -58,16 +58,10 @@ class Price(msgspec.Struct, frozen=True):
     max_output_tokens: int | None = None
 
 
-class _Entry(msgspec.Struct, forbid_unknown_fields=True):
-    """One model in prices.yaml."""
+class _Entry(PriceConfig, kw_only=True, forbid_unknown_fields=True):
+    """One model in prices.yaml: the prices a tollway.yaml override has, plus these."""
 
     provider: str
-    input: float
-    output: float
-    cached_input: float | None = None
-    cache_write: float | None = None
-    batch_input: float | None = None
-    batch_output: float | None = None
     context_window: int | None = None
     max_output_tokens: int | None = None
     aliases: list[str] = []
@@ -96,10 +90,7 @@ def price_from_config(p: PriceConfig, context_window: int | None = None,
 
 
 def _entry_price(e: _Entry) -> Price:
-    cfg = PriceConfig(input=e.input, output=e.output, cached_input=e.cached_input,
-                      cache_write=e.cache_write, batch_input=e.batch_input,
-                      batch_output=e.batch_output)
-    return price_from_config(cfg, e.context_window, e.max_output_tokens)
+    return price_from_config(e, e.context_window, e.max_output_tokens)
 
 
 @cache
