@@ -94,11 +94,74 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     # A model with no price: "refuse" always, "allow" always (cost reported as 0 and
     # marked unpriced), or "refuse_if_dollar_limit" (refuse when a dollar limit applies).
     unpriced: Literal["refuse", "allow", "refuse_if_dollar_limit"] = "refuse_if_dollar_limit"
+    # One JSON line per request on stderr (the ledger row; never a key or a prompt).
+    access_log: bool = True
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     kind: Literal["embedded"] = "embedded"
     path: str = ".tollway"
+
+
+class Budget(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A limit on spend over a period: dollars (`usd`) or tokens (input + output).
+    Periods are UTC windows; a new window starts from zero, with no reset job."""
+
+    period: Literal["day", "month", "total"] = "day"
+    usd: float | None = None
+    tokens: int | None = None
+
+
+class DowngradeRule(msgspec.Struct, forbid_unknown_fields=True):
+    """Past `at` (a fraction) of any dollar budget that applies, a request for tier
+    `source` (None: any tier) is sent to tier `to` instead: a cost circuit breaker."""
+
+    at: float
+    to: str
+    source: str | None = msgspec.field(default=None, name="from")
+
+
+class BudgetsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Budgets by level. In `users` and `features`, the name "*" applies to each end
+    user / feature separately (every one gets its own allowance)."""
+
+    global_: list[Budget] = msgspec.field(default_factory=list, name="global")
+    teams: dict[str, list[Budget]] = {}
+    users: dict[str, list[Budget]] = {}
+    features: dict[str, list[Budget]] = {}
+    conversations: list[Budget] = []  # per conversation id (x-tollway-conversation-id)
+    # 429 is what SDKs and retry layers understand; 402 says "payment" more precisely.
+    refuse_status: Literal[429, 402] = 429
+    # A hold not settled by then (its process died) stops counting.
+    hold_seconds: float = 900.0
+    # When the budget store cannot be reached: refuse spending ("closed") or let the
+    # request through unmetered ("open").
+    on_store_error: Literal["closed", "open"] = "closed"
+    downgrade: list[DowngradeRule] = []
+
+
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # Guards /admin and may call every model; also read from TOLLWAY_MASTER_KEY.
+    master_key: str | None = None
+    # "auto": virtual keys are required once a master key is set (with none, the
+    # gateway is open, as `make run` on a laptop should be).
+    require_keys: Literal["auto", "always", "never"] = "auto"
+
+
+class AlertsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # Fractions of any budget; each fires once per budget window.
+    budget_thresholds: list[float] = msgspec.field(default_factory=lambda: [0.8, 1.0])
+    hourly_spend_usd: float | None = None  # fires once per UTC hour past this
+    webhook_url: str | None = None  # JSON POST, retried, never blocking a request
+    webhook_attempts: int = 5
+
+
+class LedgerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    flush_seconds: float = 0.5
+    batch_rows: int = 500
+    # Rows waiting while the store is down; past it, the oldest are written to a
+    # spill file (never dropped).
+    max_buffered_rows: int = 100_000
 
 
 class LocalModelConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -133,6 +196,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     prices: dict[str, PriceConfig] = {}
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     local: LocalModelConfig = msgspec.field(default_factory=LocalModelConfig)
 
     def resolve(self, name: str) -> tuple[str, ModelConfig] | None:
@@ -188,6 +255,7 @@ def parse(raw: Any, env: dict[str, str] | None = None) -> Config:
         cfg = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(_msgspec_path(str(e))) from None
+    cfg.auth.master_key = cfg.auth.master_key or env.get("TOLLWAY_MASTER_KEY") or None
     _check(cfg)
     return cfg
 
@@ -220,6 +288,7 @@ def _check(cfg: Config) -> None:
     for model, price in cfg.prices.items():
         if min(price.input, price.output) < 0:
             raise ConfigError(f"prices.{model}: prices must be >= 0")
+    _check_budgets(cfg)
     s = cfg.server
     if not 0 < s.port < 65536:
         raise ConfigError(f"server.port: expected 1-65535, got {s.port}")
@@ -227,6 +296,40 @@ def _check(cfg: Config) -> None:
         raise ConfigError("server.max_tokens_cap: must be >= server.default_max_tokens >= 1")
     if s.max_cost_usd is not None and s.max_cost_usd <= 0:
         raise ConfigError("server.max_cost_usd: must be > 0 (or left out to disable)")
+
+
+def _check_budgets(cfg: Config) -> None:
+    b = cfg.budgets
+    levels: list[tuple[str, list[Budget]]] = [("budgets.global", b.global_),
+                                             ("budgets.conversations", b.conversations)]
+    for kind, named in (("teams", b.teams), ("users", b.users), ("features", b.features)):
+        levels += [(f"budgets.{kind}.{name}", lst) for name, lst in named.items()]
+    for where, lst in levels:
+        for i, budget in enumerate(lst):
+            check_budget(budget, f"{where}[{i}]")
+    for i, rule in enumerate(b.downgrade):
+        where = f"budgets.downgrade[{i}]"
+        if not 0 < rule.at <= 1:
+            raise ConfigError(f"{where}.at: a fraction of the budget, in (0, 1]")
+        for field, tier in (("to", rule.to), ("from", rule.source)):
+            if tier is not None and tier not in cfg.tiers:
+                raise ConfigError(f"{where}.{field}: {tier!r} is not a configured tier")
+    if b.hold_seconds <= 0:
+        raise ConfigError("budgets.hold_seconds: must be > 0")
+    for t in cfg.alerts.budget_thresholds:
+        if not 0 < t <= 1:
+            raise ConfigError("alerts.budget_thresholds: fractions in (0, 1], e.g. [0.8, 1.0]")
+    url = cfg.alerts.webhook_url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"alerts.webhook_url: expected an http(s) URL, got {url!r}")
+
+
+def check_budget(budget: Budget, where: str) -> None:
+    if (budget.usd is None) == (budget.tokens is None):
+        raise ConfigError(f"{where}: give exactly one of usd or tokens, e.g. "
+                          "{usd: 10, period: day}")
+    if (budget.usd if budget.usd is not None else budget.tokens or 0) <= 0:
+        raise ConfigError(f"{where}: the limit must be > 0")
 
 
 def load(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Config:
@@ -273,6 +376,7 @@ def embedded_default(env: dict[str, str] | None = None) -> Config:
         for m in ANTHROPIC_DEFAULT_MODELS:
             models[m] = ModelConfig([DeploymentConfig(
                 provider="anthropic", model=m, api_base=base, api_key=env["ANTHROPIC_API_KEY"])])
-    cfg = Config(models=models, aliases={"default": "local"})
+    cfg = Config(models=models, aliases={"default": "local"},
+                 auth=AuthConfig(master_key=env.get("TOLLWAY_MASTER_KEY") or None))
     _check(cfg)
     return cfg

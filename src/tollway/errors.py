@@ -104,6 +104,27 @@ class RateLimited(TollwayError):
     code = "rate_limit_exceeded"
 
 
+class BudgetExceeded(TollwayError):
+    """A budget cannot cover this request's worst case. 429 by default (402 by
+    config). `x-should-retry: false` stops the OpenAI/Anthropic SDKs from retrying
+    what only a new budget window or a bigger budget can fix."""
+
+    status = 429
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+    budget: Any = None  # the policy.budget.Applied that refused
+    remaining: float = 0.0
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), (b"x-should-retry", b"false")]
+
+
+class Forbidden(TollwayError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
 class UpstreamError(TollwayError):
     """The provider answered with an error we pass on (status kept when it is a 4xx)."""
 

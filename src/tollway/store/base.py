@@ -1,0 +1,95 @@
+"""What the rest of Tollway needs from storage, as small protocols.
+
+Two implementations: embedded (memory + SQLite, the zero-setup default) and shared
+(Redis + PostgreSQL, for a fleet). Nothing outside `store/` knows which is in use,
+and the same contract tests run against both.
+
+Budget counters are named `<scope>/<id>/<metric>/<window>` (see policy/budget.py);
+a window id embeds the period (d20261122, m202611, total), so a new period is a new
+counter and nothing ever resets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from tollway.accounting.ledger import LedgerRow, SpendRow
+    from tollway.policy.keys import KeyRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Reserve `amount` on `counter`, which may not go past `limit`."""
+
+    counter: str
+    limit: float
+    amount: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The outcome of a reserve: each counter's level (spent + held: after the hold
+    when it was taken, before when refused) and the first claim that did not fit."""
+
+    levels: list[float]
+    refused: int | None = None
+
+
+class BudgetStore(Protocol):
+    async def reserve(self, hold_id: str, claims: Sequence[Claim], expires_at: float,
+                      now: float) -> Reservation:
+        """All claims or none, atomically: the hold is recorded only when every
+        counter stays within its limit."""
+        ...
+
+    async def settle(self, hold_id: str, charges: Sequence[tuple[str, float]]) -> bool:
+        """Release the hold and add the real amounts. Only the first settle of a hold
+        counts (returns True); an expired hold's charges still count."""
+        ...
+
+    async def levels(self, counters: Sequence[str], now: float) -> list[float]:
+        """Spent + held (unexpired) on each counter."""
+        ...
+
+    async def add(self, counter: str, amount: float) -> float:
+        """Add to a counter with no hold and no limit; the new level."""
+        ...
+
+
+class KeyStore(Protocol):
+    async def put(self, rec: KeyRecord) -> None: ...
+    async def by_hash(self, key_hash: str) -> KeyRecord | None: ...
+    async def by_id(self, key_id: str) -> KeyRecord | None: ...
+    async def all(self) -> list[KeyRecord]: ...
+
+
+class LedgerStore(Protocol):
+    async def append(self, rows: Sequence[LedgerRow]) -> None:
+        """Write rows; idempotent by row id (a retried batch is not counted twice)."""
+        ...
+
+    async def rows(self, since: float | None = None, until: float | None = None) -> list[LedgerRow]:
+        ...
+
+    async def spend(self, by: str, since: float | None = None,
+                    until: float | None = None) -> list[SpendRow]:
+        """Totals grouped by `by`: day, model, key, user, team, feature."""
+        ...
+
+
+class OnceStore(Protocol):
+    async def first(self, name: str, until: float) -> bool:
+        """True for the first caller to claim `name` (which lapses at `until`)."""
+        ...
+
+
+class Store(Protocol):
+    budgets: BudgetStore
+    keys: KeyStore
+    ledger: LedgerStore
+    once: OnceStore
+
+    async def close(self) -> None: ...

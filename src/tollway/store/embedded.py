@@ -1,0 +1,289 @@
+"""The embedded store: budgets and alert marks in memory, keys and the ledger in
+SQLite. One process owns it (the server is the only writer; the CLI goes through
+the admin API), so memory is the truth for budgets and a plain dict makes
+reserve-and-settle atomic: no await happens between checking and taking.
+
+SQLite work runs on one dedicated thread, off the event loop. Settled budget
+amounts are persisted with the next ledger batch, in the same transaction, so a
+restart resumes the current windows where they were (holds are not persisted: a
+dead process's holds vanish with it, which is what expiry means here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from tollway.accounting.ledger import SPEND_GROUPS, LedgerRow, SpendRow
+from tollway.policy.keys import KeyRecord
+from tollway.store.base import (
+    BudgetStore,
+    Claim,
+    KeyStore,
+    LedgerStore,
+    OnceStore,
+    Reservation,
+)
+
+T = TypeVar("T")
+
+_FIELDS = tuple(LedgerRow.__struct_fields__)
+_INSERT_ROW = (f"INSERT OR IGNORE INTO ledger ({', '.join(_FIELDS)}) VALUES "
+               f"({', '.join('?' for _ in _FIELDS)})")
+
+
+_GROUP_SQL = {
+    "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
+    "model": "COALESCE(model, model_asked, '(none)')",
+    "key": "COALESCE(key_lineage, '(no key)')",
+    "user": "COALESCE(user, '(none)')",
+    "team": "COALESCE(team, '(none)')",
+    "feature": "COALESCE(feature, '(none)')",
+}
+
+
+def _schema() -> str:
+    cols = []
+    hints = LedgerRow.__annotations__
+    for name in _FIELDS:
+        hint = str(hints[name])
+        sql = ("INTEGER" if hint.startswith(("int", "bool")) else
+               "REAL" if hint.startswith("float") else "TEXT")
+        cols.append(f"{name} {sql}{' PRIMARY KEY' if name == 'id' else ''}")
+    return f"""
+    CREATE TABLE IF NOT EXISTS ledger ({', '.join(cols)});
+    CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
+    CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, hash TEXT UNIQUE, record BLOB);
+    CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, amount REAL NOT NULL);
+    """
+
+
+class _Db:
+    """One SQLite connection used only from its own thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollway-sqlite")
+        self.conn: sqlite3.Connection = self._pool.submit(self._open, path).result()
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_schema())
+        return conn
+
+    def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Synchronously (start-up only)."""
+        return self._pool.submit(fn, self.conn).result()
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self.conn)
+
+    def close(self) -> None:
+        self._pool.submit(self.conn.close).result()
+        self._pool.shutdown()
+
+
+class MemoryBudgets:
+    # Recently settled hold ids, so a repeated settle is refused. A hold settles within
+    # hold_seconds, so a bounded memory of them is enough.
+    SETTLED_MEMORY = 50_000
+
+    def __init__(self, spent: dict[str, float] | None = None) -> None:
+        self._spent: dict[str, float] = spent or {}
+        self._held: dict[str, float] = {}
+        self._holds: dict[str, Sequence[Claim]] = {}
+        self._expiry: list[tuple[float, str]] = []  # heap of (expires_at, hold id)
+        self._settled: dict[str, None] = {}  # insertion-ordered: oldest first
+        self.dirty: set[str] = set()  # counters changed since they were persisted
+
+    async def reserve(self, hold_id: str, claims: Sequence[Claim], expires_at: float,
+                      now: float) -> Reservation:
+        self._expire(now)
+        spent, held = self._spent, self._held
+        levels = [spent.get(c.counter, 0.0) + held.get(c.counter, 0.0) for c in claims]
+        for i, (c, level) in enumerate(zip(claims, levels, strict=True)):
+            if level + c.amount > c.limit * (1 + 1e-12):
+                return Reservation(levels, refused=i)
+        for c in claims:
+            held[c.counter] = held.get(c.counter, 0.0) + c.amount
+        self._holds[hold_id] = claims
+        heapq.heappush(self._expiry, (expires_at, hold_id))
+        return Reservation([lvl + c.amount for lvl, c in zip(levels, claims, strict=True)])
+
+    async def settle(self, hold_id: str, charges: Sequence[tuple[str, float]]) -> bool:
+        if hold_id in self._settled:
+            return False
+        self._settled[hold_id] = None
+        if len(self._settled) > self.SETTLED_MEMORY:
+            del self._settled[next(iter(self._settled))]
+        hold = self._holds.pop(hold_id, None)
+        if hold is not None:
+            self._release(hold)
+        for counter, amount in charges:
+            if amount:
+                self._spent[counter] = self._spent.get(counter, 0.0) + amount
+                self.dirty.add(counter)
+        return True
+
+    async def levels(self, counters: Sequence[str], now: float) -> list[float]:
+        self._expire(now)
+        return [self._spent.get(c, 0.0) + self._held.get(c, 0.0) for c in counters]
+
+    async def add(self, counter: str, amount: float) -> float:
+        level = self._spent.get(counter, 0.0) + amount
+        self._spent[counter] = level
+        self.dirty.add(counter)
+        return level
+
+    def take_dirty(self) -> list[tuple[str, float]]:
+        out = [(c, self._spent[c]) for c in self.dirty]
+        self.dirty = set()
+        return out
+
+    def _release(self, claims: Sequence[Claim]) -> None:
+        held = self._held
+        for c in claims:
+            left = held.get(c.counter, 0.0) - c.amount
+            if left > 1e-12:
+                held[c.counter] = left
+            else:
+                held.pop(c.counter, None)
+
+    def _expire(self, now: float) -> None:
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            _, hold_id = heapq.heappop(heap)
+            hold = self._holds.pop(hold_id, None)
+            if hold is not None:
+                self._release(hold)
+
+
+class SqliteKeys:
+    """Keys in SQLite, served from memory (this process is the only writer)."""
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+        recs = db.call(lambda c: [msgspec.json.decode(r[0], type=KeyRecord)
+                                  for r in c.execute("SELECT record FROM keys")])
+        self._by_id = {r.id: r for r in recs}
+        self._by_hash = {r.hash: r for r in recs}
+
+    async def put(self, rec: KeyRecord) -> None:
+        blob = msgspec.json.encode(rec)
+        await self._db.run(lambda c: c.execute(
+            "INSERT OR REPLACE INTO keys (id, hash, record) VALUES (?, ?, ?)",
+            (rec.id, rec.hash, blob)))
+        self._by_id[rec.id] = rec
+        self._by_hash[rec.hash] = rec
+
+    async def by_hash(self, key_hash: str) -> KeyRecord | None:
+        return self._by_hash.get(key_hash)
+
+    async def by_id(self, key_id: str) -> KeyRecord | None:
+        return self._by_id.get(key_id)
+
+    async def all(self) -> list[KeyRecord]:
+        return sorted(self._by_id.values(), key=lambda r: r.created_at)
+
+
+class SqliteLedger:
+    def __init__(self, db: _Db, budgets: MemoryBudgets) -> None:
+        self._db = db
+        self._budgets = budgets
+
+    async def append(self, rows: Sequence[LedgerRow]) -> None:
+        values = [tuple(getattr(r, f) for f in _FIELDS) for r in rows]
+        counters = self._budgets.take_dirty()
+
+        def write(c: sqlite3.Connection) -> None:
+            with c:  # one transaction: the rows and the budget levels they settled
+                c.execute("BEGIN")
+                c.executemany(_INSERT_ROW, values)
+                c.executemany("INSERT OR REPLACE INTO counters (name, amount) VALUES (?, ?)",
+                              counters)
+        try:
+            await self._db.run(write)
+        except BaseException:
+            self._budgets.dirty.update(name for name, _ in counters)
+            raise
+
+    async def rows(self, since: float | None = None,
+                   until: float | None = None) -> list[LedgerRow]:
+        where, args = _window(since, until)
+
+        def read(c: sqlite3.Connection) -> list[Any]:
+            return c.execute(f"SELECT {', '.join(_FIELDS)} FROM ledger {where} "
+                             "ORDER BY ts, id", args).fetchall()
+        return [LedgerRow(**dict(zip(_FIELDS, _row_types(r), strict=True)))
+                for r in await self._db.run(read)]
+
+    async def spend(self, by: str, since: float | None = None,
+                    until: float | None = None) -> list[SpendRow]:
+        if by not in SPEND_GROUPS:
+            raise ValueError(f"by: one of {', '.join(SPEND_GROUPS)}")
+        where, args = _window(since, until)
+        group = _GROUP_SQL[by]
+        sql = (f"SELECT {group} AS g, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
+               f"SUM(cost_usd), SUM(saved_usd) FROM ledger {where} GROUP BY g ORDER BY g")
+        got = await self._db.run(lambda c: c.execute(sql, args).fetchall())
+        return [SpendRow(group=g, requests=n, input_tokens=i or 0, output_tokens=o or 0,
+                         cost_usd=usd or 0.0, saved_usd=saved or 0.0)
+                for g, n, i, o, usd, saved in got]
+
+
+_BOOL_FIELDS = tuple(i for i, f in enumerate(_FIELDS)
+                     if str(LedgerRow.__annotations__[f]).startswith("bool"))
+
+
+def _row_types(r: tuple[Any, ...]) -> list[Any]:
+    out = list(r)
+    for i in _BOOL_FIELDS:
+        out[i] = bool(out[i])
+    return out
+
+
+def _window(since: float | None, until: float | None) -> tuple[str, list[float]]:
+    conds, args = [], []
+    if since is not None:
+        conds.append("ts >= ?")
+        args.append(since)
+    if until is not None:
+        conds.append("ts < ?")
+        args.append(until)
+    return ("WHERE " + " AND ".join(conds) if conds else ""), args
+
+
+class MemoryOnce:
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    async def first(self, name: str, until: float) -> bool:
+        if name in self._until:
+            return False
+        self._until[name] = until
+        return True
+
+
+class EmbeddedStore:
+    def __init__(self, path: str) -> None:
+        self._db = _Db(Path(path) / "tollway.db")
+        spent = dict(self._db.call(
+            lambda c: c.execute("SELECT name, amount FROM counters").fetchall()))
+        memory = MemoryBudgets(spent)
+        self.budgets: BudgetStore = memory
+        self.keys: KeyStore = SqliteKeys(self._db)
+        self.ledger: LedgerStore = SqliteLedger(self._db, memory)
+        self.once: OnceStore = MemoryOnce()
+
+    async def close(self) -> None:
+        self._db.close()

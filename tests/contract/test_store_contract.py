@@ -1,0 +1,98 @@
+"""The store contract: atomic all-or-nothing reservations, settle-once, expiring
+holds, idempotent ledger appends, spend grouping, keys by hash and id."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tollway.accounting.ledger import LedgerRow
+from tollway.policy.keys import mint
+from tollway.store.base import Claim, Store
+
+
+async def test_reserve_is_all_or_nothing(store: Store) -> None:
+    b = store.budgets
+    got = await b.reserve("h1", [Claim("a", 10, 6), Claim("b", 10, 6)], 1e12, 0)
+    assert got.refused is None and got.levels == [6, 6]
+    # "a" has room for 4, "b" too: a claim of 5 on b fails and nothing is taken on a.
+    got = await b.reserve("h2", [Claim("a", 10, 3), Claim("b", 10, 5)], 1e12, 0)
+    assert got.refused == 1 and got.levels == [6, 6]
+    assert await b.levels(["a", "b"], 0) == [6, 6]
+
+
+async def test_settle_replaces_the_hold_with_the_real_amount_once(store: Store) -> None:
+    b = store.budgets
+    await b.reserve("h1", [Claim("usd", 1.0, 0.5)], 1e12, 0)
+    assert await b.settle("h1", [("usd", 0.125)]) is True
+    assert await b.levels(["usd"], 0) == [0.125]
+    assert await b.settle("h1", [("usd", 0.125)]) is False  # a second settle is ignored
+    assert await b.levels(["usd"], 0) == [0.125]
+
+
+async def test_expired_holds_stop_counting_but_their_settle_still_charges(store: Store) -> None:
+    b = store.budgets
+    await b.reserve("h1", [Claim("c", 10, 8)], expires_at=100, now=0)
+    assert (await b.reserve("h2", [Claim("c", 10, 8)], 200, now=50)).refused == 0
+    assert (await b.reserve("h3", [Claim("c", 10, 8)], 300, now=101)).refused is None
+    await b.settle("h1", [("c", 1)])  # the late settle of the expired hold
+    assert await b.levels(["c"], 101) == [9]
+
+
+async def test_concurrent_reservations_never_overshoot(store: Store) -> None:
+    b = store.budgets
+
+    async def one(i: int) -> bool:
+        got = await b.reserve(f"h{i}", [Claim("k", 10.0, 1.0)], 1e12, 0)
+        return got.refused is None
+
+    admitted = await asyncio.gather(*(one(i) for i in range(300)))
+    assert sum(admitted) == 10
+    assert await b.levels(["k"], 0) == [10.0]
+
+
+async def test_add_accumulates(store: Store) -> None:
+    assert await store.budgets.add("h", 1.5) == 1.5
+    assert await store.budgets.add("h", 2.0) == 3.5
+
+
+def _row(i: int, **kw: object) -> LedgerRow:
+    base: dict[str, object] = {"id": f"row{i}", "request_id": f"r{i}", "ts": 1_700_000_000 + i,
+                               "status": 200, "outcome": "ok"}
+    return LedgerRow(**{**base, **kw})  # type: ignore[arg-type]
+
+
+async def test_ledger_appends_are_idempotent_and_grouped(store: Store) -> None:
+    rows = [_row(0, feature="search", cost_usd=0.25, input_tokens=10, output_tokens=5),
+            _row(1, feature="search", cost_usd=0.5, input_tokens=1, output_tokens=2),
+            _row(2, feature="chat", cost_usd=1.0, stream=True, estimated=True)]
+    await store.ledger.append(rows)
+    await store.ledger.append(rows[:2])  # a retried batch
+    got = await store.ledger.rows()
+    assert [r.id for r in got] == ["row0", "row1", "row2"]
+    assert got[2] == rows[2]
+    spend = {s.group: s for s in await store.ledger.spend("feature")}
+    assert spend["search"].requests == 2 and spend["search"].cost_usd == pytest.approx(0.75)
+    assert spend["search"].input_tokens == 11 and spend["search"].output_tokens == 7
+    assert spend["chat"].cost_usd == 1.0
+    only_last = await store.ledger.spend("feature", since=1_700_000_002)
+    assert [s.group for s in only_last] == ["chat"]
+
+
+async def test_keys_by_hash_and_id(store: Store) -> None:
+    secret, rec = mint(time.time(), name="ci", team="t1", features=["search"])
+    await store.keys.put(rec)
+    assert (await store.keys.by_id(rec.id)) == rec
+    assert (await store.keys.by_hash(rec.hash)) == rec
+    assert secret not in repr(rec)
+    rec.disabled = True
+    await store.keys.put(rec)
+    assert (await store.keys.by_hash(rec.hash)).disabled  # type: ignore[union-attr]
+    assert [k.id for k in await store.keys.all()] == [rec.id]
+
+
+async def test_once_is_first_only(store: Store) -> None:
+    assert await store.once.first("x", 1e12) is True
+    assert await store.once.first("x", 1e12) is False

@@ -1,0 +1,25 @@
+"""The embedded store keeps settled budget levels across a restart (they are written
+with the ledger batch); holds die with the process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tollway.accounting.ledger import LedgerRow
+from tollway.store.base import Claim
+from tollway.store.embedded import EmbeddedStore
+
+
+async def test_settled_levels_survive_a_restart_and_holds_do_not(tmp_path: Path) -> None:
+    s = EmbeddedStore(str(tmp_path))
+    await s.budgets.reserve("h1", [Claim("key/k/usd/total", 10, 4)], 1e12, 0)
+    await s.budgets.settle("h1", [("key/k/usd/total", 1.5)])
+    await s.budgets.reserve("h2", [Claim("key/k/usd/total", 10, 4)], 1e12, 0)  # in flight
+    await s.ledger.append([LedgerRow(id="r", request_id="r", ts=0, status=200,
+                                     outcome="ok", cost_usd=1.5)])
+    await s.close()
+    s2 = EmbeddedStore(str(tmp_path))
+    try:
+        assert await s2.budgets.levels(["key/k/usd/total"], 0) == [1.5]
+    finally:
+        await s2.close()
