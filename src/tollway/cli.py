@@ -26,6 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(cfg)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s "
                         "%(name)s %(message)s")
+    if cfg.server.access_log:
+        from tollway.observe import enable_access_log
+
+        enable_access_log()
     models = ", ".join(cfg.public_models())
     print(f"tollway {__version__} serving on http://{host}:{port}/v1  models: {models}",
           flush=True)
@@ -107,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config")
     t.add_argument("--model", help="only this configured model")
     t.set_defaults(func=_tokens)
+
+    from tollway import admin_cli
+
+    admin_cli.add_commands(sub)  # keys create|list|revoke|rotate, spend
     return p
 
 

@@ -1,31 +1,54 @@
-"""The request path. Every chat request, from HTTP or from Python, goes through
-`Gateway.chat`, top to bottom:
+"""The request path. Every chat request, from HTTP or from Python, goes through the
+gateway, top to bottom:
 
-    pick the tier -> resolve the alias -> cap the output -> count the input (when a
-    limit needs it) -> maybe downgrade a short input -> pre-flight cost checks
-    (input length, worst case vs the ceiling, unpriced models) -> route to a
-    deployment (in order, moving on only on failures another deployment could fix)
-    -> meter the stream against the ceiling
+    authenticate -> pick the tier -> resolve the alias (is the key allowed it?) ->
+    cap the output -> find the budgets that apply -> count the input (when a limit
+    or budget needs it) -> maybe downgrade (short input; budget nearly spent) ->
+    pre-flight cost checks (input length, worst case vs the ceiling, unpriced
+    models) -> reserve the worst case on every budget -> route to a deployment (in
+    order, moving on only on failures another deployment could fix) -> meter the
+    stream
 
-and, once the answer is complete, `Gateway.settle` prices the reported usage.
-Each step is one call into a module with a small interface. Budgets, caching,
-guards and the ledger slot into this same sequence as they land.
+and, once the answer is complete (or failed, or the client left), `finish` settles
+the hold to the real cost exactly once and records the ledger row, the metrics and
+the log line. Each step is one call into a module with a small interface.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from tollway.accounting import prices
-from tollway.accounting.meter import StreamMeter
+from tollway.accounting.ledger import Ledger, LedgerRow
+from tollway.accounting.meter import StreamMeter, output_tokens_of
 from tollway.accounting.tokens import count_request_async
 from tollway.config import Config, ModelConfig
 from tollway.errors import ModelNotFound, TollwayError, Unavailable
-from tollway.policy import cost
-from tollway.providers.base import Provider
+from tollway.observe import Observer
+from tollway.policy import auth, budget, cost
+from tollway.policy.alerts import Alerts
+from tollway.providers.base import Provider, redact
+from tollway.providers.http import split_events
 from tollway.providers.registry import build_providers
 from tollway.routing import tiers
-from tollway.types import CallContext, ChatRequest, Deployment, Reply, ReplyStream, Usage
+from tollway.store import open_store
+from tollway.store.base import Store
+from tollway.types import (
+    CallContext,
+    ChatRequest,
+    Deployment,
+    FrameStream,
+    Reply,
+    ReplyStream,
+    Usage,
+)
+
+log = logging.getLogger("tollway")
 
 
 @dataclass(slots=True)
@@ -39,6 +62,9 @@ class Answer:
     input_tokens: int | None = None  # our count, when a limit needed it
     worst_case_usd: float | None = None
     meter: StreamMeter | None = None
+    # The stream's upstream events as received: counted only when no usage arrives
+    # (the client left, the stream broke) to bill what was generated.
+    seen: list[bytes] | None = None
 
     @property
     def model(self) -> str:
@@ -56,6 +82,14 @@ class Settlement:
 
 
 @dataclass(slots=True)
+class Hold:
+    """A reservation on budgets, settled once in `Gateway.finish`."""
+
+    id: str
+    applied: list[budget.Applied]
+
+
+@dataclass(slots=True)
 class _Route:
     alias: str
     model: ModelConfig
@@ -64,9 +98,17 @@ class _Route:
 
 
 class Gateway:
-    def __init__(self, config: Config, providers: dict[str, Provider] | None = None) -> None:
+    def __init__(self, config: Config, providers: dict[str, Provider] | None = None,
+                 store: Store | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock
         self.providers = providers if providers is not None else build_providers(config)
+        self.store = store if store is not None else open_store(config)
+        self.ledger = Ledger(self.store.ledger, config.ledger, config.store.path)
+        self.observer = Observer()
+        self.alerts = Alerts(config.alerts, self.store, clock)
+        self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
+                         if d.api_key}
         table = prices.load_table(config.prices)
         self._routes: dict[str, _Route] = {}
         # Per deployment (identity-hashed), looked up on every request.
@@ -78,23 +120,58 @@ class Gateway:
                 self._prices[dep] = (prices.price_from_config(cfg.price) if cfg.price
                                      else table.get(dep.model))
 
+    def scrub(self, err: TollwayError) -> TollwayError:
+        """Provider keys never leave the server: cut them (and anything key-shaped)
+        from an error's message before a caller or a log sees it."""
+        err.message = redact(err.message, *self._secrets)
+        err.args = (err.message,)
+        return err
+
+    async def start(self) -> None:
+        self.ledger.start()
+
+    async def close(self) -> None:
+        await self.alerts.close()
+        await self.ledger.close()
+        await self.store.close()
+
+    async def authenticate(self, ctx: CallContext) -> None:
+        secret, ctx.api_key = ctx.api_key, None
+        caller = await auth.authenticate(secret, self.store.keys, self.config.auth, self.clock())
+        ctx.master, ctx.key = caller.master, caller.key
+        if caller.key is not None:
+            ctx.team = caller.key.team
+            if ctx.feature is None and caller.key.features:
+                ctx.feature = caller.key.features[0]
+
     async def chat(self, req: ChatRequest, ctx: CallContext) -> Answer:
+        now = self.clock()
+        ctx.model_asked, ctx.stream = req.model, req.stream
+        if ctx.user is None:
+            ctx.user = req.user or (ctx.key.user if ctx.key is not None else None)
         choice = tiers.select(req.model, ctx.tier_header, self.config)
         route = self._resolve(choice.model)
+        auth.check_model(auth.Caller(ctx.key, ctx.master), req.model, route.alias)
         cap_output(req, route.model, self.config, ctx, choice.max_tokens)
+        applied = budget.applicable(self.config.budgets, self._who(ctx), now)
         input_tokens = None
-        if route.limits.need_count or (choice.tier and self.config.auto_downgrade.enabled):
+        short_input_rule = choice.tier and self.config.auto_downgrade.enabled
+        if applied or route.limits.need_count or short_input_rule:
             input_tokens = await count_request_async(req, route.deployments[0].model)
-            lower = tiers.downgrade(choice, input_tokens, self.config)
+            lower = await self._downgrade(choice, input_tokens, applied, now, ctx)
             if lower is not None:
-                ctx.downgraded_from, choice = choice.tier, lower
-                route = self._resolve(choice.model)
+                choice, route = lower, self._resolve(lower.model)
                 cap_output(req, route.model, self.config, ctx, choice.max_tokens)
+                input_tokens = await count_request_async(req, route.deployments[0].model)
         ctx.alias, ctx.tier = route.alias, choice.tier
-        ceiling = None
+        ceiling, worst_usd = None, 0.0
         if input_tokens is not None:
-            ceiling = self._preflight(req, route, input_tokens, ctx)
-        answer = await self._send(req, route)
+            ceiling, worst_usd = self._preflight(req, route, input_tokens, ctx, applied)
+        if applied:
+            assert input_tokens is not None
+            worst_tokens = input_tokens + (req.output_limit() or 0) * (req.n or 1)
+            await self._reserve(ctx, applied, worst_usd, worst_tokens, now)
+        answer = await self._send(req, route, ctx)
         answer.input_tokens = input_tokens
         if ceiling is not None:
             answer.worst_case_usd = ceiling.worst_case_usd
@@ -102,6 +179,8 @@ class Gateway:
             # Usage is always requested upstream (it is what we bill on); the client
             # sees the usage event only if it asked for it.
             answer.stream.emit_usage = wants_usage(req)
+            answer.seen = []
+            answer.stream.frames = _tap(answer.stream.frames, answer.seen, ctx)
             if ceiling is not None and input_tokens is not None:
                 meter = StreamMeter(answer.stream, ceiling.max_output, input_tokens,
                                     answer.model)
@@ -111,19 +190,100 @@ class Gateway:
 
     def settle(self, answer: Answer) -> Settlement:
         """Price what was used: the provider's reported usage, never our estimate when
-        usage exists."""
+        usage exists; without it (a cut or abandoned stream), our count of the input
+        and of the output received so far."""
         source = answer.reply if answer.reply is not None else answer.stream
         usage = source.usage if source is not None else None
         cut = answer.meter is not None and answer.meter.cut
         estimated = cut
         if usage is None and answer.input_tokens is not None:
-            usage, estimated = Usage(prompt_tokens=answer.input_tokens,
-                                     total_tokens=answer.input_tokens), True
+            out = 0
+            if answer.meter is not None:
+                out = answer.meter.output_tokens
+            elif answer.seen:
+                out = _output_tokens(answer.seen, answer.model)
+            usage = Usage(prompt_tokens=answer.input_tokens, completion_tokens=out,
+                          total_tokens=answer.input_tokens + out)
+            estimated = True
         price = self._prices.get(answer.deployment)
         usd = prices.cost(usage, price) if usage is not None and price is not None else None
         if usd is None and price is not None:
             usd = 0.0
         return Settlement(usage=usage, cost_usd=usd, estimated=estimated, cut=cut)
+
+    async def finish(self, ctx: CallContext, req: ChatRequest | None, answer: Answer | None,
+                     error: TollwayError | None = None, *, status: int | None = None,
+                     settlement: Settlement | None = None) -> Settlement | None:
+        """Exactly once per request, whatever happened: settle the hold to the real
+        cost, then record the ledger row, metrics and log line (off the request path)."""
+        if ctx.finished:
+            return settlement
+        ctx.finished = True
+        if settlement is None and answer is not None:
+            if (answer.input_tokens is None and req is not None and answer.stream is not None
+                    and answer.stream.usage is None):
+                answer.input_tokens = await count_request_async(req, answer.model)
+            settlement = self.settle(answer)
+        elif settlement is None and ctx.deployment is not None and req is not None and (
+                error is None or status == 499):
+            # Abandoned before any answer: the upstream had the prompt.
+            n = await count_request_async(req, ctx.deployment.model)
+            settlement = self.settle(Answer(ctx.deployment, input_tokens=n))
+        usd = (settlement.cost_usd or 0.0) if settlement is not None else 0.0
+        tokens = settlement.usage.total_tokens if settlement and settlement.usage else 0
+        hold: Hold | None = ctx.hold
+        if hold is not None:
+            try:
+                await self.store.budgets.settle(hold.id, budget.charges(hold.applied, usd, tokens))
+            except Exception:
+                log.exception("budget settle failed for %s (the hold expires)", ctx.request_id)
+        row = ledger_row(ctx, settlement, error, status)
+        self.ledger.record(row)
+        self.observer.request(row)
+        self.alerts.after(hold.applied if hold is not None else [], usd)
+        return settlement
+
+    def _who(self, ctx: CallContext) -> budget.Who:
+        key = ctx.key
+        return budget.Who(key_lineage=key.lineage if key is not None else None,
+                          key_budgets=tuple(key.budgets) if key is not None else (),
+                          team=ctx.team, user=ctx.user, feature=ctx.feature,
+                          conversation=ctx.conversation)
+
+    async def _downgrade(self, choice: tiers.TierChoice, input_tokens: int,
+                         applied: list[budget.Applied], now: float,
+                         ctx: CallContext) -> tiers.TierChoice | None:
+        """A cheaper tier: for a very short input, or when a budget is nearly spent."""
+        lower, why = tiers.downgrade(choice, input_tokens, self.config), "short_input"
+        rules = self.config.budgets.downgrade
+        if lower is None and applied and choice.tier and rules:
+            levels = await self.store.budgets.levels([a.counter for a in applied], now)
+            target = budget.downgrade_target(rules, choice.tier,
+                                             budget.used_fraction(applied, levels))
+            lower, why = (tiers.named(target, self.config) if target else None), "budget"
+        if lower is not None:
+            ctx.downgraded_from, ctx.downgrade_reason = choice.tier, why
+        return lower
+
+    async def _reserve(self, ctx: CallContext, applied: list[budget.Applied], usd: float,
+                       tokens: int, now: float) -> None:
+        cfg = self.config.budgets
+        hold = Hold("hold_" + os.urandom(10).hex(), applied)
+        claims = budget.claims(applied, usd, tokens)
+        try:
+            got = await self.store.budgets.reserve(hold.id, claims, now + cfg.hold_seconds, now)
+        except Exception as e:
+            if cfg.on_store_error == "open":
+                log.warning("budget store unreachable, request let through unmetered: %s", e)
+                return
+            raise Unavailable("The budget store is unreachable, so spending is paused "
+                              "(budgets.on_store_error: closed).", retry_after=5) from e
+        if got.refused is not None:
+            i = got.refused
+            raise budget.refusal(applied[i], got.levels[i], claims[i].amount,
+                                 cfg.refuse_status, now)
+        ctx.hold = hold
+        ctx.remaining_usd = budget.remaining_usd(applied, got.levels)
 
     def _resolve(self, name: str) -> _Route:
         found = self.config.resolve(name)
@@ -134,30 +294,44 @@ class Gateway:
         return self._routes[found[0]]
 
     def _preflight(self, req: ChatRequest, route: _Route, input_tokens: int,
-                   ctx: CallContext) -> cost.CeilingDecision | None:
+                   ctx: CallContext, applied: list[budget.Applied]
+                   ) -> tuple[cost.CeilingDecision | None, float]:
+        """Checks before sending; returns the ceiling decision and the worst case in
+        USD at the dearest deployment (what budgets reserve)."""
         limits = route.limits
         cost.check_input_length(input_tokens, limits)
+        dollar_limit = limits.max_cost_usd is not None or any(a.metric == "usd" for a in applied)
         # The worst case must hold for whichever deployment ends up answering.
-        worst: tuple[float, prices.Price, Deployment] | None = None
+        dearest: tuple[float, prices.Price, Deployment] | None = None
         for dep in route.deployments:
             price = self._prices[dep]
             if price is None:
-                cost.refuse_unpriced(dep.model, self.config.server.unpriced, limits)
+                cost.refuse_unpriced(dep.model, self.config.server.unpriced, dollar_limit)
                 continue
-            w = prices.worst_case(input_tokens, req.output_limit() or 0, price)
-            if worst is None or w > worst[0]:
-                worst = (w, price, dep)
-        if worst is None:
-            return None
-        decision = cost.fit_ceiling(req, input_tokens, worst[1], limits, worst[2].model)
-        if decision is not None and decision.clamped:
+            w = prices.worst_case(input_tokens, (req.output_limit() or 0) * (req.n or 1), price)
+            if dearest is None or w > dearest[0]:
+                dearest = (w, price, dep)
+        if dearest is None:
+            return None, 0.0
+        decision = cost.fit_ceiling(req, input_tokens, dearest[1], limits, dearest[2].model)
+        if decision is None:
+            return None, dearest[0]
+        if decision.clamped:
             ctx.max_tokens_clamped = "cost_ceiling"
-        return decision
+            output = (req.output_limit() or 0) * (req.n or 1)
+            return decision, max(prices.worst_case(input_tokens, output, p)
+                                 for d in route.deployments
+                                 if (p := self._prices[d]) is not None)
+        return decision, dearest[0]
 
-    async def _send(self, req: ChatRequest, route: _Route) -> Answer:
+    async def _send(self, req: ChatRequest, route: _Route, ctx: CallContext) -> Answer:
         last: TollwayError | None = None
-        for dep in route.deployments:
+        for i, dep in enumerate(route.deployments):
             provider = self.providers[dep.provider]
+            ctx.deployment = dep
+            if i:
+                ctx.retries = i
+                ctx.fallback_from = route.deployments[0].model
             try:
                 if req.stream:
                     return Answer(dep, stream=await provider.stream(req, dep))
@@ -171,6 +345,57 @@ class Gateway:
             raise Unavailable(f"Every deployment failed; last error: {last.message}",
                               retry_after=last.retry_after) from last
         raise last
+
+
+async def _tap(inner: FrameStream, seen: list[bytes], ctx: CallContext) -> FrameStream:
+    """Keep what the upstream sent (for billing an abandoned stream) and note when
+    its first bytes came (time to first token)."""
+    async with aclosing(inner):
+        async for blob in inner:
+            if ctx.first_byte is None:
+                ctx.first_byte = time.perf_counter()
+            seen.append(blob)
+            yield blob
+
+
+def _output_tokens(seen: list[bytes], model: str) -> int:
+    events, _ = split_events(b"".join(seen))
+    return sum(output_tokens_of(data, model) for _, data in events)
+
+
+def ledger_row(ctx: CallContext, s: Settlement | None, error: TollwayError | None,
+               status: int | None) -> LedgerRow:
+    dep = ctx.deployment
+    usage = s.usage if s is not None else None
+    end = time.perf_counter()
+    if status is None:
+        status = error.status if error is not None else 200
+    if status == 499:
+        outcome = "aborted"
+    elif error is not None:
+        outcome = "refused" if error.status < 500 and error.upstream_status is None else "error"
+    else:
+        outcome = "cut" if s is not None and s.cut else "ok"
+    return LedgerRow(
+        id="row_" + os.urandom(10).hex(), request_id=ctx.request_id, ts=ctx.started,
+        status=status, outcome=outcome,
+        key_id=ctx.key.id if ctx.key is not None else None,
+        key_lineage=ctx.key.lineage if ctx.key is not None else ("master" if ctx.master else None),
+        user=ctx.user, team=ctx.team, feature=ctx.feature, conversation=ctx.conversation,
+        model_asked=ctx.model_asked, model=dep.model if dep is not None else None,
+        provider=dep.provider if dep is not None else None, tier=ctx.tier,
+        downgraded_from=ctx.downgraded_from, stream=ctx.stream,
+        input_tokens=usage.prompt_tokens if usage else 0,
+        output_tokens=usage.completion_tokens if usage else 0,
+        cached_tokens=usage.cached_tokens if usage else 0,
+        cost_usd=(s.cost_usd or 0.0) if s is not None else 0.0,
+        priced=s is None or s.cost_usd is not None,
+        estimated=s is not None and s.estimated,
+        latency_ms=round((end - ctx.t0) * 1000, 3),
+        ttft_ms=(round((ctx.first_byte - ctx.t0) * 1000, 3) if ctx.first_byte is not None
+                 else None),
+        error=error.type if error is not None else None,
+        retries=ctx.retries, fallback_from=ctx.fallback_from)
 
 
 def worth_another_deployment(e: TollwayError) -> bool:

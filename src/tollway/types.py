@@ -9,11 +9,15 @@ before we learn about them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
+
+if TYPE_CHECKING:
+    from tollway.policy.keys import KeyRecord
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -177,13 +181,34 @@ class Deployment:
 
 @dataclass(slots=True)
 class CallContext:
-    """Who is calling and how this call is identified (auth fills more in later)."""
+    """One call's record: who is calling (filled at the edge and by authentication),
+    what the gateway decided, and what happened; the ledger row is written from it."""
 
     request_id: str
+    # The end user: x-tollway-user, else the request's `user`, else the key's owner.
     user: str | None = None
     tier_header: str | None = None  # x-tollway-tier
+    api_key: str | None = None  # the presented secret; cleared as soon as it is checked
+    feature: str | None = None  # x-tollway-feature, else the key's first feature tag
+    conversation: str | None = None  # x-tollway-conversation-id
+    started: float = field(default_factory=time.time)  # epoch seconds, for the ledger
+    t0: float = field(default_factory=time.perf_counter)
+    # Set by authentication.
+    key: KeyRecord | None = None
+    master: bool = False
+    team: str | None = None
     # Set by the gateway as it decides.
+    model_asked: str | None = None
+    stream: bool = False
     alias: str = ""
     tier: str | None = None
-    downgraded_from: str | None = None  # the tier asked for, when auto-downgraded
+    downgraded_from: str | None = None  # the tier asked for, when downgraded
+    downgrade_reason: str | None = None  # "short_input" | "budget"
     max_tokens_clamped: str | None = None  # why: "cap" | "tier" | "cost_ceiling"
+    deployment: Deployment | None = None  # being called, or answered
+    retries: int = 0
+    fallback_from: str | None = None
+    first_byte: float | None = None  # perf_counter when the first upstream bytes came
+    hold: Any = None  # the budget hold to settle (gateway.Hold)
+    remaining_usd: float | None = None  # after this request's reservation
+    finished: bool = False

@@ -48,13 +48,14 @@ def check_input_length(input_tokens: int, limits: Limits) -> None:
                              param="messages", code="input_too_long")
 
 
-def refuse_unpriced(model: str, policy: str, limits: Limits) -> None:
-    """Raise if a model without a price may not be used under `policy`."""
-    if policy == "allow" or (policy == "refuse_if_dollar_limit" and limits.max_cost_usd is None):
+def refuse_unpriced(model: str, policy: str, dollar_limit: bool) -> None:
+    """Raise if a model without a price may not be used under `policy` (a dollar
+    ceiling or a dollar budget applies when `dollar_limit`)."""
+    if policy == "allow" or (policy == "refuse_if_dollar_limit" and not dollar_limit):
         return
     raise InvalidRequest(
         f"The model '{model}' has no price, so its cost cannot be checked against the "
-        "dollar limit. Add it under `prices:` in tollway.yaml (USD per 1M tokens), or "
+        "dollar limit or budget. Add it under `prices:` in tollway.yaml (USD per 1M tokens), or "
         "set server.unpriced: allow.", param="model", code="unpriced_model")
 
 

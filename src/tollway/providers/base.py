@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 import orjson
@@ -61,6 +62,18 @@ def upstream_message(body: bytes) -> str:
     return text or "(empty body)"
 
 
+# Secrets that look like API keys: OpenAI's sk-…, Anthropic's sk-ant-…, ours tw-….
+_KEYLIKE = re.compile(r"\b(?:sk|tw|key)-[A-Za-z0-9_\-]{8,}")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """An upstream's error text with our credentials (and anything key-shaped) cut."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return _KEYLIKE.sub("[redacted]", text)
+
+
 def error_from_status(status: int, body: bytes, headers: Any, dep: Deployment) -> TollwayError:
     err = _error_from_status(status, body, headers, dep)
     err.upstream_status = status
@@ -71,7 +84,7 @@ def _error_from_status(status: int, body: bytes, headers: Any, dep: Deployment) 
     """Map an upstream HTTP error to ours. Client errors keep their status so the caller
     sees what the provider said; the provider's key is never part of the message."""
     where = f"{dep.provider}/{dep.model}"
-    msg = upstream_message(body)
+    msg = redact(upstream_message(body), dep.api_key)
     if status == 429:
         return RateLimited(f"Upstream {where} is rate limiting: {msg}",
                            retry_after=retry_after(headers), code="upstream_rate_limited")

@@ -27,10 +27,10 @@ def select(model: str, header: str | None, config: Config) -> TierChoice:
         name = model[len(PREFIX):]
     else:
         return TierChoice(model)
-    return _tier(name, config)
+    return named(name, config)
 
 
-def _tier(name: str, config: Config) -> TierChoice:
+def named(name: str, config: Config) -> TierChoice:
     tier = config.tiers.get(name)
     if tier is None:
         known = ", ".join(sorted(config.tiers)) or "(none configured)"
@@ -45,4 +45,4 @@ def downgrade(choice: TierChoice, input_tokens: int, config: Config) -> TierChoi
     if (not rule.enabled or choice.tier is None or choice.tier == rule.to
             or choice.tier in rule.never_from or input_tokens >= rule.max_input_tokens):
         return None
-    return _tier(rule.to, config)
+    return named(rule.to, config)

@@ -4,6 +4,7 @@ hand the typed request to `Gateway.chat`, write the answer back as JSON or SSE."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -18,8 +19,10 @@ from tollway.accounting.prices import format_usd
 from tollway.config import Config, ServerConfig
 from tollway.errors import MethodNotAllowed, NotFound, TollwayError
 from tollway.gateway import Answer, Gateway, Settlement
+from tollway.policy import budget
 from tollway.providers import http
 from tollway.providers.http import iter_chunks
+from tollway.server.admin import admin_routes
 from tollway.server.asgi import (
     ClientGone,
     DisconnectWatch,
@@ -57,8 +60,12 @@ def answer_headers(ctx: CallContext, answer: Answer | None) -> Headers:
         h.append((b"x-tollway-tier", ctx.tier.encode()))
     if ctx.downgraded_from:
         h.append((b"x-tollway-downgraded-from", ctx.downgraded_from.encode()))
+    if ctx.downgrade_reason:
+        h.append((b"x-tollway-downgrade-reason", ctx.downgrade_reason.encode()))
     if ctx.max_tokens_clamped:
         h.append((b"x-tollway-max-tokens-clamped", ctx.max_tokens_clamped.encode()))
+    if ctx.remaining_usd is not None:
+        h.append((b"x-tollway-budget-remaining-usd", format_usd(ctx.remaining_usd).encode()))
     return h
 
 
@@ -106,33 +113,56 @@ class ChatEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         e = edge(scope)
-        ctx = CallContext(request_id=e.request_id, tier_header=e.tier)
+        ctx = CallContext(request_id=e.request_id, tier_header=e.tier, api_key=e.api_key,
+                          user=e.user, feature=e.feature, conversation=e.conversation)
         dialect = self.dialect
+        gateway = self.app.gateway
         watch: DisconnectWatch | None = None
+        req: ChatRequest | None = None
         answer: Answer | None = None
+        error: TollwayError | None = None
+        settlement: Settlement | None = None
+        status: int | None = None
         try:
+            await gateway.authenticate(ctx)
             check_json_content_type(scope)
             server = self.app.config.server
             req = dialect.parse(await read_body(scope, receive, server.max_body_bytes), server)
             watch = DisconnectWatch(receive)
-            gateway = self.app.gateway
             answer = await gateway.chat(req, ctx)
             headers = answer_headers(ctx, answer)
             if answer.stream is not None:
-                done = answer  # bound for the closure below
-                await send_sse(send, dialect.frames(answer.stream), headers,
-                               lambda: cost_trailer(gateway.settle(done)) + dialect.stream_end,
-                               dialect.stream_error)
+                done = answer  # bound for the closures below
+
+                def end() -> bytes:
+                    nonlocal settlement
+                    settlement = gateway.settle(done)
+                    return cost_trailer(settlement) + dialect.stream_end
+
+                def failed(err: TollwayError) -> bytes:
+                    nonlocal error
+                    error = gateway.scrub(err)
+                    return dialect.stream_error(error)
+
+                await send_sse(send, dialect.frames(answer.stream), headers, end, failed)
             else:
                 assert answer.reply is not None
-                headers += cost_headers(gateway.settle(answer))
-                await send_json(send, 200, dialect.reply(answer.reply), headers)
-        except TollwayError as e:
-            await send_json(send, e.status, dialect.error(e),
-                            [*answer_headers(ctx, answer), *e.headers()])
+                settlement = gateway.settle(answer)
+                await send_json(send, 200, dialect.reply(answer.reply),
+                                headers + cost_headers(settlement))
+        except TollwayError as err:
+            error = gateway.scrub(err)
+            await send_json(send, err.status, dialect.error(err),
+                            [*answer_headers(ctx, answer), *err.headers()])
         except ClientGone:
-            return
+            status = 499
+        except Exception:  # a bug: answer 500 in the OpenAI shape, still account for it
+            log.exception("internal error (%s)", ctx.request_id)
+            error = TollwayError(f"Internal error; the request id is {ctx.request_id}.")
+            with contextlib.suppress(Exception):  # fails if the response had begun
+                await send_json(send, 500, dialect.error(error), answer_headers(ctx, answer))
         except asyncio.CancelledError:
+            status = 499
             if watch is None or not watch.gone:
                 raise
             task = asyncio.current_task()
@@ -142,6 +172,8 @@ class ChatEndpoint:
         finally:
             if watch is not None:
                 watch.finish()
+            # Exactly once, on every path: settle the budget hold, write the ledger row.
+            await gateway.finish(ctx, req, answer, error, status=status, settlement=settlement)
 
 
 def anthropic_frames(stream: ReplyStream) -> AsyncGenerator[bytes, None]:
@@ -197,11 +229,47 @@ class Ready:
         await send_json(send, 200 if report["ready"] else 503, json_bytes(report), _rid(scope))
 
 
+class Metrics:
+    """Prometheus exposition. Budget gauges are read from the store at scrape time."""
+
+    def __init__(self, app: TollwayApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.app.gateway
+        body = gateway.observer.render(await budget_levels(gateway), gateway.ledger.pending)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()), *_rid(scope)]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def budget_levels(gateway: Gateway) -> list[tuple[str, str, str, str, float]]:
+    """What is left of every named budget: global, teams, features and keys."""
+    cfg, now = gateway.config.budgets, gateway.clock()
+    applied: list[budget.Applied] = []
+    who = [budget.Who()]
+    who += [budget.Who(team=t) for t in cfg.teams]
+    who += [budget.Who(feature=f) for f in cfg.features if f != "*"]
+    who += [budget.Who(key_lineage=k.lineage, key_budgets=tuple(k.budgets))
+            for k in await gateway.store.keys.all() if k.budgets and k.refusal(now) is None]
+    seen: set[str] = set()
+    for w in who:
+        for a in budget.applicable(cfg, w, now):
+            if a.counter not in seen:
+                seen.add(a.counter)
+                applied.append(a)
+    levels = await gateway.store.budgets.levels([a.counter for a in applied], now)
+    return [(a.scope, a.name, a.metric, a.period, max(a.limit - lvl, 0.0))
+            for a, lvl in zip(applied, levels, strict=True)]
+
+
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     err = NotFound(f"No route for {scope['method']} {scope['path']}. Tollway serves "
-                   "/v1/chat/completions, /v1/messages, /v1/models, /health and /health/ready.")
+                   "/v1/chat/completions, /v1/messages, /v1/models, /health, /health/ready, "
+                   "/metrics and /admin/.")
     await send_error(send, err, _rid(scope))
 
 
@@ -232,6 +300,8 @@ class TollwayApp:
             Route("/models", Models(self), methods=["GET"]),
             Route("/health", Health(), methods=["GET"]),
             Route("/health/ready", Ready(self), methods=["GET"]),
+            Route("/metrics", Metrics(self), methods=["GET"]),
+            *admin_routes(self),
         ]
         self.router = Router(routes=routes, default=not_found)
         self._by_path = {r.path: r for r in routes}
@@ -263,13 +333,15 @@ class TollwayApp:
                 # Everything loaded so far lives as long as the process: keep it out of
                 # every future cyclic-GC pass.
                 gc.freeze()
+                await self.gateway.start()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
-                await http.close()
+                await self.gateway.close()  # flushes the ledger, sends pending alerts
                 for p in self.gateway.providers.values():
                     close = getattr(p, "close", None)
                     if close is not None:
                         await close()
+                await http.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -8,6 +8,7 @@ goes away.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -23,30 +24,55 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 JSON_CT = (b"content-type", b"application/json")
+log = logging.getLogger("tollway")
 
 
 class Edge:
     """What the edge needs from the request headers, read in one pass."""
 
-    __slots__ = ("content_length", "content_type", "request_id", "tier")
+    __slots__ = ("api_key", "content_length", "content_type", "conversation", "feature",
+                 "request_id", "tier", "user")
 
     def __init__(self, scope: Scope) -> None:
-        rid = ctype = clen = tier = None
+        rid = ctype = clen = None
+        self.tier: str | None = None
+        self.api_key: str | None = None
+        self.user: str | None = None
+        self.feature: str | None = None
+        self.conversation: str | None = None
         for k, v in scope["headers"]:
             if k == b"content-type":
                 ctype = bytes(v)
             elif k == b"content-length":
                 clen = bytes(v)
-            elif k == b"x-request-id":
-                rid = bytes(v)
-            elif k == b"x-tollway-tier":
-                tier = bytes(v).decode("latin-1")
-        self.tier: str | None = tier
+            elif k == b"authorization":
+                scheme, _, token = bytes(v).decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    self.api_key = token.strip()
+            elif k == b"x-api-key":
+                self.api_key = self.api_key or bytes(v).decode("latin-1").strip() or None
+            elif k.startswith(b"x-"):
+                if k == b"x-request-id":
+                    rid = bytes(v)
+                elif k.startswith(b"x-tollway-"):
+                    self._tollway_header(k, bytes(v).decode("latin-1").strip()[:256])
         self.content_type: bytes | None = ctype
         self.content_length: int | None = int(clen) if clen and clen.isdigit() else None
         # Keep the caller's id for tracing if it is sane; otherwise make one.
         self.request_id: str = (rid.decode() if rid and len(rid) <= 128 and rid.isascii()
                                 else "req_" + os.urandom(12).hex())
+
+    def _tollway_header(self, k: bytes, v: str) -> None:
+        if not v:
+            return
+        if k == b"x-tollway-tier":
+            self.tier = v
+        elif k == b"x-tollway-user":
+            self.user = v
+        elif k == b"x-tollway-feature":
+            self.feature = v
+        elif k == b"x-tollway-conversation-id":
+            self.conversation = v
 
 
 def edge(scope: Scope) -> Edge:
@@ -125,6 +151,9 @@ async def send_sse(send: Send, frames: AsyncGenerator[bytes, None], headers: Hea
         tail = end()
     except TollwayError as e:
         tail = on_error(e)
+    except Exception as e:  # a bug: the stream already began, so say it in-band
+        log.exception("error while streaming")
+        tail = on_error(TollwayError(f"Internal error while streaming ({type(e).__name__})."))
     finally:
         await frames.aclose()  # on cancellation too: it closes the upstream connection
     await send({"type": "http.response.body", "body": tail})

@@ -139,7 +139,11 @@ class Simulator:
                                                   "request."), rid)
         self.stats.record(dialect.endpoint, request.headers, body)
         if cfg.require_key is not None and _key(request) != cfg.require_key:
-            return _error(dialect, 401, dialect.error_spec(401, 0), rid)
+            # Echo the key in full, as some OpenAI-compatible servers do: the gateway
+            # must keep its provider key out of what it passes on.
+            spec = dialect.error_spec(401, 0)
+            spec = ErrorSpec(spec.type, f"{spec.message} You sent: {_key(request)}", spec.code)
+            return _error(dialect, 401, spec, rid)
         try:
             req = dialect.parse(body)
         except BadRequest as e:

@@ -1,0 +1,157 @@
+"""Which budgets apply to a request, what to reserve on them, and what a refusal says.
+
+Levels: global, team, key, end user, feature, conversation. Each budget is dollars
+or tokens over a UTC period; its counter is named for the scope and the period's
+window (`key/key_ab12/usd/d20261122`), so a new day is a new counter: budgets roll
+over by window, with no reset job.
+
+Before a call the gateway reserves the worst case on every applicable counter at
+once (all or nothing, in the store); after it, it settles the real amounts. Nothing
+is checked-then-incremented, so concurrent requests cannot overshoot.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from tollway.accounting.prices import format_usd
+from tollway.config import Budget, BudgetsConfig, DowngradeRule
+from tollway.errors import BudgetExceeded
+from tollway.store.base import Claim
+
+Metric = Literal["usd", "tokens"]
+PERIOD_WORD = {"day": "daily", "month": "monthly", "total": "total"}
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One budget that applies to this request, in its current window."""
+
+    scope: str  # global | team | key | user | feature | conversation
+    name: str  # the team, key id, user... ("" for global)
+    period: str
+    metric: Metric
+    limit: float
+    counter: str
+    resets_at: float | None  # None: a total budget never resets
+
+    def describe(self) -> str:
+        what = f"{PERIOD_WORD[self.period]} {'dollar' if self.metric == 'usd' else 'token'}"
+        if self.scope == "global":
+            return f"the global {what} budget"
+        return f"the {what} budget of {self.scope} '{self.name}'"
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """The parties a request is charged to."""
+
+    key_lineage: str | None = None
+    key_budgets: tuple[Budget, ...] = ()
+    team: str | None = None
+    user: str | None = None
+    feature: str | None = None
+    conversation: str | None = None
+
+
+def window(period: str, now: float) -> tuple[str, float | None]:
+    """(window id, when it ends) for a period at `now` (UTC)."""
+    if period == "total":
+        return "total", None
+    t = time.gmtime(now)
+    if period == "day":
+        start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
+        return f"d{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}", float(start + 86400)
+    if period == "hour":
+        start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, 0, 0))
+        return f"h{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}{t.tm_hour:02d}", float(start + 3600)
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    return f"m{t.tm_year:04d}{t.tm_mon:02d}", float(calendar.timegm((year, month, 1, 0, 0, 0)))
+
+
+def _apply(out: list[Applied], scope: str, name: str, budgets: list[Budget] | tuple[Budget, ...],
+           now: float) -> None:
+    for b in budgets:
+        metric: Metric = "usd" if b.usd is not None else "tokens"
+        limit = float(b.usd if b.usd is not None else b.tokens or 0)
+        wid, resets = window(b.period, now)
+        out.append(Applied(scope, name, b.period, metric, limit,
+                           f"{scope}/{name}/{metric}/{wid}", resets))
+
+
+def applicable(cfg: BudgetsConfig, who: Who, now: float) -> list[Applied]:
+    out: list[Applied] = []
+    _apply(out, "global", "", cfg.global_, now)
+    if who.team is not None and who.team in cfg.teams:
+        _apply(out, "team", who.team, cfg.teams[who.team], now)
+    if who.key_lineage is not None:
+        _apply(out, "key", who.key_lineage, who.key_budgets, now)
+    if who.user is not None:
+        _apply(out, "user", who.user, cfg.users.get(who.user) or cfg.users.get("*") or (), now)
+    if who.feature is not None:
+        _apply(out, "feature", who.feature,
+               cfg.features.get(who.feature) or cfg.features.get("*") or (), now)
+    if who.conversation is not None:
+        _apply(out, "conversation", who.conversation, cfg.conversations, now)
+    if len({a.counter for a in out}) < len(out):  # two budgets on one counter: the lower
+        lowest: dict[str, Applied] = {}
+        for a in out:
+            if a.counter not in lowest or a.limit < lowest[a.counter].limit:
+                lowest[a.counter] = a
+        out = list(lowest.values())
+    return out
+
+
+def claims(applied: list[Applied], usd: float, tokens: int) -> list[Claim]:
+    return [Claim(a.counter, a.limit, usd if a.metric == "usd" else float(tokens))
+            for a in applied]
+
+
+def charges(applied: list[Applied], usd: float, tokens: int) -> list[tuple[str, float]]:
+    return [(a.counter, usd if a.metric == "usd" else float(tokens)) for a in applied]
+
+
+def refusal(a: Applied, level: float, amount: float, status: int, now: float) -> BudgetExceeded:
+    left = max(a.limit - level, 0.0)
+    if a.metric == "usd":
+        limit_s, left_s, need_s = (f"${format_usd(a.limit)}", f"${format_usd(left)}",
+                                   f"${format_usd(amount)}")
+    else:
+        limit_s, left_s, need_s = (f"{int(a.limit)} tokens", f"{int(left)} tokens",
+                                   f"{int(amount)} tokens")
+    resets = ("it does not reset" if a.resets_at is None else
+              "it resets at " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.resets_at)))
+    msg = (f"Budget exceeded: {a.describe()} ({limit_s}) has {left_s} left, and this "
+           f"request could use up to {need_s} (its worst case); {resets}. Lower max_tokens, "
+           "shorten the input, or raise the budget.")
+    err = BudgetExceeded(msg, status=status,
+                         retry_after=None if a.resets_at is None else a.resets_at - now)
+    err.budget = a
+    err.remaining = left
+    return err
+
+
+def used_fraction(applied: list[Applied], levels: list[float]) -> float:
+    """How far along the most-used dollar budget is (0 when none applies)."""
+    return max((lvl / a.limit for a, lvl in zip(applied, levels, strict=True)
+                if a.metric == "usd" and a.limit > 0), default=0.0)
+
+
+def downgrade_target(rules: list[DowngradeRule], tier: str, fraction: float) -> str | None:
+    """The tier a request for `tier` goes to at this budget use, if any rule fires (the
+    rule with the highest threshold reached wins)."""
+    best: DowngradeRule | None = None
+    for r in rules:
+        if fraction >= r.at and (r.source is None or r.source == tier) and r.to != tier and (
+                best is None or r.at > best.at):
+            best = r
+    return best.to if best is not None else None
+
+
+def remaining_usd(applied: list[Applied], levels: list[float]) -> float | None:
+    """The least dollars left on any dollar budget that applies."""
+    return min((max(a.limit - lvl, 0.0) for a, lvl in zip(applied, levels, strict=True)
+                if a.metric == "usd"), default=None)

@@ -1,0 +1,406 @@
+"""The admin API under /admin: virtual keys and spend, guarded by the master key.
+
+Plain ASGI callables like the rest of the edge. Every path answers every method
+itself, so a wrong method still gets the OpenAI error shape (Starlette's 405 would be
+plain text). A key's secret leaves the server exactly once, in the `key` field of
+the create/rotate answer; its hash never does.
+
+    POST  /admin/keys               create          GET /admin/keys        list
+    GET   /admin/keys/{id}          show            PATCH /admin/keys/{id} update
+    POST  /admin/keys/{id}/revoke   revoke now      POST .../rotate        rotate
+    GET   /admin/spend?by=&since=&until=  (by: day)   GET /admin/ledger?since=&until=
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl
+
+import msgspec
+from starlette.routing import Route
+
+from tollway.accounting.ledger import SPEND_GROUPS, SpendRow
+from tollway.config import Budget, check_budget
+from tollway.errors import (
+    ConfigError,
+    Forbidden,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    TollwayError,
+    Unauthorized,
+)
+from tollway.policy.auth import is_master
+from tollway.policy.keys import KeyRecord, KeySettings, mint
+from tollway.server.asgi import (
+    ClientGone,
+    Edge,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    check_json_content_type,
+    json_bytes,
+    read_body,
+    send_error,
+    send_json,
+)
+
+if TYPE_CHECKING:
+    from tollway.server.app import TollwayApp
+
+log = logging.getLogger("tollway.admin")
+
+MAX_BODY = 64 * 1024  # an admin body is a few hundred bytes
+DEFAULT_GRACE_SECONDS = 86400.0
+# Every path takes every method and refuses the wrong ones itself (see the docstring).
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+PRIVATE_FIELDS = frozenset({"hash"})
+# What a rotation carries over to the new key (lineage is passed separately).
+ROTATED_SETTINGS = ("name", "user", "team", "features", "models", "rpm", "tpm", "budgets",
+                    "expires_at", "disabled")
+
+
+class NewKey(KeySettings, forbid_unknown_fields=True):
+    expires_in_seconds: float | None = None
+
+
+class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """Only the fields present change; null clears a nullable one."""
+
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    user: str | msgspec.UnsetType | None = msgspec.UNSET
+    team: str | msgspec.UnsetType | None = msgspec.UNSET
+    features: list[str] | msgspec.UnsetType = msgspec.UNSET
+    models: list[str] | msgspec.UnsetType = msgspec.UNSET
+    rpm: int | msgspec.UnsetType | None = msgspec.UNSET
+    tpm: int | msgspec.UnsetType | None = msgspec.UNSET
+    budgets: list[Budget] | msgspec.UnsetType = msgspec.UNSET
+    disabled: bool | msgspec.UnsetType = msgspec.UNSET
+    expires_at: float | msgspec.UnsetType | None = msgspec.UNSET
+
+    def changes(self) -> dict[str, Any]:
+        return {f: v for f in self.__struct_fields__
+                if (v := getattr(self, f)) is not msgspec.UNSET}
+
+
+class Rotation(msgspec.Struct, forbid_unknown_fields=True):
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    status: int
+    body: Any  # JSON-able builtins
+
+
+Handler = Callable[[Scope, Receive], Awaitable[Result]]
+S = TypeVar("S")
+
+
+def status(rec: KeyRecord, now: float) -> str:
+    """One word for listings: active, rotating (in its grace period), revoked,
+    disabled, expired, rotated (grace over)."""
+    why = rec.refusal(now)
+    if why is None:
+        return "rotating" if rec.replaced_by else "active"
+    if rec.revoked_at is not None and rec.revoked_at <= now:
+        return "revoked"
+    if rec.disabled:
+        return "disabled"
+    return "rotated" if rec.replaced_by else "expired"
+
+
+def public_view(rec: KeyRecord, now: float) -> dict[str, Any]:
+    """The record without its hash (derived from the fields, so a new field shows up
+    without anyone remembering to add it here), plus its status at `now`."""
+    view: dict[str, Any] = msgspec.to_builtins(
+        {f: getattr(rec, f) for f in rec.__struct_fields__ if f not in PRIVATE_FIELDS})
+    view["status"] = status(rec, now)
+    return view
+
+
+def decode(body: bytes, kind: type[S]) -> S:
+    """JSON body -> `kind`; an empty body is an empty object. Failures name the field."""
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind)
+    except msgspec.ValidationError as e:
+        raise invalid_field(str(e)) from None
+    except msgspec.DecodeError as e:
+        raise InvalidRequest(f"The body is not valid JSON: {e}.") from None
+
+
+def invalid_field(msg: str) -> InvalidRequest:
+    """msgspec says 'Expected `int`, got `str` - at `$.rpm`'; lead with the field."""
+    m = re.search(r" - at `\$\.?(.*)`$", msg)
+    if m and m.group(1):
+        return InvalidRequest(f"{m.group(1)}: {msg[: m.start()]}", param=m.group(1))
+    m = re.match(r"Object contains unknown field `(.+?)`", msg)
+    if m:
+        return InvalidRequest(f"{m.group(1)}: unknown field", param=m.group(1))
+    return InvalidRequest(msg)
+
+
+def check_settings(rec: KeyRecord, fields: Collection[str], served: Collection[str]) -> None:
+    """Validate the settings named in `fields` (only those a request set: a model
+    since removed from the config must not block renaming the key)."""
+    for name in ("rpm", "tpm"):
+        n = getattr(rec, name)
+        if name in fields and n is not None and n < 1:
+            raise InvalidRequest(f"{name}: must be >= 1 (or null for no limit)", param=name)
+    if "budgets" in fields:
+        for i, b in enumerate(rec.budgets):
+            where = f"budgets[{i}]"
+            try:
+                check_budget(b, where)
+            except ConfigError as e:
+                raise InvalidRequest(str(e), param=where) from None
+    if "features" in fields and not all(f.strip() for f in rec.features):
+        raise InvalidRequest("features: tags must not be empty", param="features")
+    if "models" in fields:
+        unknown = [m for m in rec.models if m not in served]
+        if unknown:
+            raise InvalidRequest(f"models: {', '.join(map(repr, unknown))} not served here; "
+                                 f"this gateway serves: {', '.join(served)}", param="models")
+
+
+def parse_time(text: str, param: str, *, end: bool = False) -> float:
+    """Epoch seconds, an ISO datetime (UTC unless it says otherwise) or an ISO date.
+    A date alone covers its whole day: as `until` it means the next midnight, so
+    since=2026-11-01&until=2026-11-30 is all of November."""
+    text = text.strip()
+    try:
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return float(text)
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            day = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+            return (day + timedelta(days=1 if end else 0)).timestamp()
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+    raise InvalidRequest(f"{param}: expected a date (2026-11-01), a UTC datetime "
+                         f"(2026-11-01T12:00:00Z) or epoch seconds, got {text!r}", param=param)
+
+
+def query(scope: Scope, allowed: Collection[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                          keep_blank_values=True):
+        if k not in allowed:
+            raise InvalidRequest(f"{k}: unknown query parameter; expected "
+                                 f"{', '.join(allowed)}", param=k)
+        out[k] = v
+    return out
+
+
+def window(q: dict[str, str]) -> tuple[float | None, float | None]:
+    since = parse_time(q["since"], "since") if q.get("since") else None
+    until = parse_time(q["until"], "until", end=True) if q.get("until") else None
+    if since is not None and until is not None and until <= since:
+        raise InvalidRequest("until: must be after since", param="until")
+    return since, until
+
+
+def total(rows: list[SpendRow]) -> SpendRow:
+    return SpendRow(group="total", requests=sum(r.requests for r in rows),
+                    input_tokens=sum(r.input_tokens for r in rows),
+                    output_tokens=sum(r.output_tokens for r in rows),
+                    cost_usd=sum(r.cost_usd for r in rows),
+                    saved_usd=sum(r.saved_usd for r in rows))
+
+
+def to_pico(row: SpendRow) -> SpendRow:
+    # Prices are exact to the pico-dollar; rounding there only drops float-sum noise.
+    return msgspec.structs.replace(row, cost_usd=round(row.cost_usd, 12),
+                                   saved_usd=round(row.saved_usd, 12))
+
+
+class Admin:
+    """The handlers. Key changes are read-modify-write on the store, so they take one
+    lock: two concurrent rotations of a key must not mint two successors."""
+
+    def __init__(self, app: TollwayApp) -> None:
+        self.app = app
+        self._lock = asyncio.Lock()
+
+    def authorize(self, secret: str | None) -> None:
+        auth = self.app.config.auth
+        if not auth.master_key:
+            raise Forbidden("The admin API is disabled: no master key is configured. Set "
+                            "TOLLWAY_MASTER_KEY (or auth.master_key) and restart.",
+                            code="admin_disabled")
+        if not is_master(secret, auth):
+            what = "Missing" if secret is None else "Invalid"
+            raise Unauthorized(f"{what} master key: the admin API takes the master key as "
+                               "'Authorization: Bearer <key>' or in the 'x-api-key' header.")
+
+    def now(self) -> float:
+        return self.app.gateway.clock()
+
+    def served(self) -> list[str]:
+        return self.app.config.public_models()
+
+    async def _key(self, scope: Scope) -> KeyRecord:
+        kid = scope["path_params"]["id"]
+        rec = await self.app.gateway.store.keys.by_id(kid)
+        if rec is None:
+            raise NotFound(f"No key with id '{kid}'.", param="id")
+        return rec
+
+    async def _body(self, scope: Scope, receive: Receive, kind: type[S]) -> S:
+        check_json_content_type(scope)
+        return decode(await read_body(scope, receive, MAX_BODY), kind)
+
+    async def create_key(self, scope: Scope, receive: Receive) -> Result:
+        req = await self._body(scope, receive, NewKey)
+        if req.expires_in_seconds is not None and req.expires_in_seconds <= 0:
+            raise InvalidRequest("expires_in_seconds: must be > 0", param="expires_in_seconds")
+        now = self.now()
+        settings = msgspec.to_builtins(req)
+        given = [f for f in settings if f != "expires_in_seconds"]
+        del settings["expires_in_seconds"]
+        if req.expires_in_seconds is not None:
+            settings["expires_at"] = now + req.expires_in_seconds
+        secret, rec = mint(now, **settings)
+        check_settings(rec, given, self.served())
+        await self.app.gateway.store.keys.put(rec)
+        log.info("admin: created key %s (%s)", rec.id, rec.hint)
+        return Result(201, {"key": secret, "record": public_view(rec, now)})
+
+    async def list_keys(self, scope: Scope, receive: Receive) -> Result:
+        now = self.now()
+        recs = await self.app.gateway.store.keys.all()
+        return Result(200, {"data": [public_view(r, now) for r in recs]})
+
+    async def get_key(self, scope: Scope, receive: Receive) -> Result:
+        return Result(200, public_view(await self._key(scope), self.now()))
+
+    async def update_key(self, scope: Scope, receive: Receive) -> Result:
+        changes = (await self._body(scope, receive, KeyPatch)).changes()
+        async with self._lock:
+            rec = msgspec.structs.replace(await self._key(scope), **changes)
+            check_settings(rec, changes, self.served())
+            await self.app.gateway.store.keys.put(rec)
+        log.info("admin: updated key %s (%s)", rec.id, ", ".join(changes) or "no change")
+        return Result(200, public_view(rec, self.now()))
+
+    async def revoke_key(self, scope: Scope, receive: Receive) -> Result:
+        async with self._lock:
+            rec = await self._key(scope)
+            now = self.now()
+            if rec.revoked_at is None or rec.revoked_at > now:  # keep the first revocation
+                rec = msgspec.structs.replace(rec, revoked_at=now)
+                await self.app.gateway.store.keys.put(rec)
+                log.info("admin: revoked key %s (%s)", rec.id, rec.hint)
+        return Result(200, public_view(rec, now))
+
+    async def rotate_key(self, scope: Scope, receive: Receive) -> Result:
+        grace = (await self._body(scope, receive, Rotation)).grace_seconds
+        if grace < 0:
+            raise InvalidRequest("grace_seconds: must be >= 0", param="grace_seconds")
+        keys = self.app.gateway.store.keys
+        async with self._lock:
+            old = await self._key(scope)
+            now = self.now()
+            refuse_rotation(old, now)
+            settings = msgspec.to_builtins(old)
+            secret, new = mint(now, lineage=old.lineage,
+                               **{f: settings[f] for f in ROTATED_SETTINGS})
+            ends = now + grace
+            old = msgspec.structs.replace(
+                old, replaced_by=new.id,
+                expires_at=ends if old.expires_at is None else min(old.expires_at, ends))
+            # The new key first: a failure between the writes leaves the old one valid.
+            await keys.put(new)
+            await keys.put(old)
+        log.info("admin: rotated key %s -> %s (grace %ss)", old.id, new.id, grace)
+        return Result(201, {"key": secret, "record": public_view(new, now),
+                           "old": public_view(old, now)})
+
+    async def spend(self, scope: Scope, receive: Receive) -> Result:
+        q = query(scope, ("by", "since", "until"))
+        by = q.get("by") or "day"
+        if by not in SPEND_GROUPS:
+            raise InvalidRequest(f"by: one of {', '.join(SPEND_GROUPS)}, got {by!r}",
+                                 param="by")
+        since, until = window(q)
+        await self.app.gateway.ledger.flush()  # so every finished request is counted
+        rows = [to_pico(r) for r in
+                await self.app.gateway.store.ledger.spend(by, since, until)]
+        return Result(200, {"by": by, "since": since, "until": until,
+                           "data": msgspec.to_builtins(rows),
+                           "total": msgspec.to_builtins(to_pico(total(rows)))})
+
+    async def ledger(self, scope: Scope, receive: Receive) -> Result:
+        since, until = window(query(scope, ("since", "until")))
+        await self.app.gateway.ledger.flush()
+        rows = await self.app.gateway.store.ledger.rows(since, until)
+        return Result(200, {"data": msgspec.to_builtins(rows)})
+
+
+def refuse_rotation(rec: KeyRecord, now: float) -> None:
+    """Rotation replaces a working key; a dead one would come back to life."""
+    why = None
+    if rec.replaced_by:
+        why = f"was already rotated; rotate its successor {rec.replaced_by} instead"
+    elif rec.revoked_at is not None and rec.revoked_at <= now:
+        why = "has been revoked; create a new key instead"
+    elif rec.expires_at is not None and rec.expires_at <= now:
+        why = "has expired; create a new key (or PATCH its expires_at) instead"
+    if why is not None:
+        raise InvalidRequest(f"Key {rec.id} {why}.", param="id", code="key_not_rotatable",
+                             status=409)
+
+
+class Endpoint:
+    """One admin path: the method's handler, behind the master key."""
+
+    def __init__(self, admin: Admin, handlers: dict[str, Handler]) -> None:
+        self.admin = admin
+        self.handlers = handlers
+        self.allow = ", ".join(handlers).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        e: Edge = scope.get("tollway.edge") or Edge(scope)
+        # Admin answers are never worth caching, and some carry a secret.
+        headers: Headers = [(b"x-request-id", e.request_id.encode()),
+                            (b"cache-control", b"no-store")]
+        handler = self.handlers.get(scope["method"])
+        if handler is None:
+            err = MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
+                                   f"use {self.allow.decode()}.")
+            await send_error(send, err, [*headers, (b"allow", self.allow)])
+            return
+        try:
+            self.admin.authorize(e.api_key)
+            reply = await handler(scope, receive)
+        except TollwayError as err:
+            await send_error(send, err, headers)
+            return
+        except ClientGone:
+            return
+        await send_json(send, reply.status, json_bytes(reply.body), headers)
+
+
+def admin_routes(app: TollwayApp) -> list[Route]:
+    a = Admin(app)
+
+    def route(path: str, **handlers: Handler) -> Route:
+        return Route(path, Endpoint(a, handlers), methods=ANY_METHOD)
+
+    return [
+        route("/admin/keys", GET=a.list_keys, POST=a.create_key),
+        route("/admin/keys/{id}", GET=a.get_key, PATCH=a.update_key),
+        route("/admin/keys/{id}/revoke", POST=a.revoke_key),
+        route("/admin/keys/{id}/rotate", POST=a.rotate_key),
+        route("/admin/spend", GET=a.spend),
+        route("/admin/ledger", GET=a.ledger),
+    ]

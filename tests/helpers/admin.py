@@ -1,0 +1,31 @@
+"""Calls to a running gateway's admin API, for tests (stdlib urllib: synchronous,
+usable from sync and async tests alike)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+def admin(url: str, master: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{url}{path}", data=data, method=method, headers={
+        "authorization": f"Bearer {master}", "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"{method} {path} -> {e.code}: {e.read().decode()}") from None
+
+
+def create_key(url: str, master: str, **settings: Any) -> tuple[str, dict[str, Any]]:
+    """A new virtual key: (its secret, its public record)."""
+    got = admin(url, master, "POST", "/admin/keys", settings)
+    return got["key"], got["record"]
+
+
+def ledger_rows(url: str, master: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = admin(url, master, "GET", "/admin/ledger")["data"]
+    return rows

@@ -1,0 +1,77 @@
+"""Budget windows, which budgets apply, refusals and the budget-aware downgrade."""
+
+from __future__ import annotations
+
+import calendar
+
+import pytest
+
+from tollway.config import Budget, BudgetsConfig, DowngradeRule
+from tollway.policy import budget
+
+
+def utc(*t: int) -> float:
+    return float(calendar.timegm((*t, 0, 0, 0)[:6]))
+
+
+@pytest.mark.parametrize(("period", "now", "wid", "ends"), [
+    ("day", utc(2026, 11, 22, 23, 59, 59), "d20261122", utc(2026, 11, 23)),
+    ("day", utc(2026, 11, 23), "d20261123", utc(2026, 11, 24)),
+    ("month", utc(2026, 11, 30, 23, 59, 59), "m202611", utc(2026, 12, 1)),
+    ("month", utc(2026, 12, 31, 12), "m202612", utc(2027, 1, 1)),
+    ("hour", utc(2026, 11, 22, 7, 30), "h2026112207", utc(2026, 11, 22, 8)),
+    ("total", utc(2026, 11, 22), "total", None),
+])
+def test_windows(period: str, now: float, wid: str, ends: float | None) -> None:
+    assert budget.window(period, now) == (wid, ends)
+
+
+def test_every_level_applies_and_star_means_each() -> None:
+    cfg = BudgetsConfig(global_=[Budget(usd=100)], teams={"ml": [Budget(usd=50, period="month")]},
+                        users={"*": [Budget(tokens=1000)]}, features={"search": [Budget(usd=5)]},
+                        conversations=[Budget(usd=1, period="total")])
+    who = budget.Who(key_lineage="key_1", key_budgets=(Budget(usd=10),), team="ml",
+                     user="alice", feature="search", conversation="c9")
+    got = budget.applicable(cfg, who, utc(2026, 11, 22, 12))
+    assert [a.counter for a in got] == [
+        "global//usd/d20261122", "team/ml/usd/m202611", "key/key_1/usd/d20261122",
+        "user/alice/tokens/d20261122", "feature/search/usd/d20261122",
+        "conversation/c9/usd/total"]
+    bob = budget.applicable(cfg, budget.Who(user="bob"), utc(2026, 11, 22, 12))
+    assert [a.counter for a in bob] == ["global//usd/d20261122", "user/bob/tokens/d20261122"]
+
+
+def test_two_budgets_on_one_counter_keep_the_lower() -> None:
+    who = budget.Who(key_lineage="k", key_budgets=(Budget(usd=10), Budget(usd=3)))
+    got = budget.applicable(BudgetsConfig(), who, 0)
+    assert [(a.counter, a.limit) for a in got] == [("key/k/usd/d19700101", 3.0)]
+
+
+def test_refusal_names_the_budget_what_is_left_and_the_reset() -> None:
+    (a,) = budget.applicable(BudgetsConfig(), budget.Who(key_lineage="key_1",
+                                                          key_budgets=(Budget(usd=5),)),
+                             utc(2026, 11, 22, 12))
+    err = budget.refusal(a, level=4.97, amount=0.12, status=402, now=utc(2026, 11, 22, 12))
+    assert err.status == 402
+    assert "the daily dollar budget of key 'key_1' ($5) has $0.03 left" in err.message
+    assert "$0.03 left" in err.message and "$0.12" in err.message
+    assert "resets at 2026-11-23T00:00:00Z" in err.message
+    assert dict(err.headers())[b"retry-after"] == b"43200"
+    assert dict(err.headers())[b"x-should-retry"] == b"false"
+
+
+def test_downgrade_takes_the_highest_threshold_reached() -> None:
+    rules = [DowngradeRule(at=0.9, source="complex", to="standard"),
+             DowngradeRule(at=0.95, to="simple")]
+    assert budget.downgrade_target(rules, "complex", 0.5) is None
+    assert budget.downgrade_target(rules, "complex", 0.92) == "standard"
+    assert budget.downgrade_target(rules, "standard", 0.92) is None
+    assert budget.downgrade_target(rules, "complex", 0.97) == "simple"
+    assert budget.downgrade_target(rules, "simple", 0.99) is None
+
+
+def test_used_fraction_and_remaining_look_at_dollar_budgets() -> None:
+    who = budget.Who(key_lineage="k", key_budgets=(Budget(usd=10), Budget(tokens=100)))
+    applied = budget.applicable(BudgetsConfig(), who, 0)
+    assert budget.used_fraction(applied, [9.0, 100.0]) == 0.9
+    assert budget.remaining_usd(applied, [9.0, 100.0]) == 1.0
