@@ -27,9 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s "
                         "%(name)s %(message)s")
     if cfg.server.access_log:
-        from tollway.observe import enable_access_log
-
-        enable_access_log()
+        app.gateway.observer.log_to()
     models = ", ".join(cfg.public_models())
     print(f"tollway {__version__} serving on http://{host}:{port}/v1  models: {models}",
           flush=True)

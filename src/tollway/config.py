@@ -157,8 +157,8 @@ class AlertsConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class LedgerConfig(msgspec.Struct, forbid_unknown_fields=True):
-    flush_seconds: float = 0.5
-    batch_rows: int = 500
+    flush_seconds: float = 1.0
+    batch_rows: int = 5000
     # Rows waiting while the store is down; past it, the oldest are written to a
     # spill file (never dropped).
     max_buffered_rows: int = 100_000

@@ -16,14 +16,15 @@ the log line. Each step is one call into a module with a small interface.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import os
 import time
 from collections.abc import Callable
-from contextlib import aclosing
 from dataclasses import dataclass
 
-from tollway.accounting import prices
+from tollway.accounting import prices, tokens
 from tollway.accounting.ledger import Ledger, LedgerRow
 from tollway.accounting.meter import StreamMeter, output_tokens_of
 from tollway.accounting.tokens import count_request_async
@@ -42,7 +43,6 @@ from tollway.types import (
     CallContext,
     ChatRequest,
     Deployment,
-    FrameStream,
     Reply,
     ReplyStream,
     Usage,
@@ -62,9 +62,6 @@ class Answer:
     input_tokens: int | None = None  # our count, when a limit needed it
     worst_case_usd: float | None = None
     meter: StreamMeter | None = None
-    # The stream's upstream events as received: counted only when no usage arrives
-    # (the client left, the stream broke) to bill what was generated.
-    seen: list[bytes] | None = None
 
     @property
     def model(self) -> str:
@@ -106,7 +103,10 @@ class Gateway:
         self.store = store if store is not None else open_store(config)
         self.ledger = Ledger(self.store.ledger, config.ledger, config.store.path)
         self.observer = Observer()
-        self.alerts = Alerts(config.alerts, self.store, clock)
+        self.alerts = Alerts(config.alerts, self.store)
+        self._warming: asyncio.Task[None] | None = None
+        b = config.budgets
+        self._budgets = bool(b.global_ or b.teams or b.users or b.features or b.conversations)
         self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
                          if d.api_key}
         table = prices.load_table(config.prices)
@@ -129,10 +129,17 @@ class Gateway:
 
     async def start(self) -> None:
         self.ledger.start()
+        self.observer.start()
+        # Off the event loop: the server answers while the tokenizers load.
+        models = sorted({d.model for r in self._routes.values() for d in r.deployments})
+        self._warming = asyncio.create_task(asyncio.to_thread(tokens.warm, models))
 
     async def close(self) -> None:
+        if self._warming is not None:
+            await self._warming
         await self.alerts.close()
         await self.ledger.close()
+        await self.observer.close()
         await self.store.close()
 
     async def authenticate(self, ctx: CallContext) -> None:
@@ -151,9 +158,10 @@ class Gateway:
             ctx.user = req.user or (ctx.key.user if ctx.key is not None else None)
         choice = tiers.select(req.model, ctx.tier_header, self.config)
         route = self._resolve(choice.model)
-        auth.check_model(auth.Caller(ctx.key, ctx.master), req.model, route.alias)
+        auth.check_model(ctx.key, req.model, route.alias)
         cap_output(req, route.model, self.config, ctx, choice.max_tokens)
-        applied = budget.applicable(self.config.budgets, self._who(ctx), now)
+        applied = (budget.applicable(self.config.budgets, self._who(ctx), now)
+                   if self._budgets or (ctx.key is not None and ctx.key.budgets) else [])
         input_tokens = None
         short_input_rule = choice.tier and self.config.auto_downgrade.enabled
         if applied or route.limits.need_count or short_input_rule:
@@ -179,8 +187,6 @@ class Gateway:
             # Usage is always requested upstream (it is what we bill on); the client
             # sees the usage event only if it asked for it.
             answer.stream.emit_usage = wants_usage(req)
-            answer.seen = []
-            answer.stream.frames = _tap(answer.stream.frames, answer.seen, ctx)
             if ceiling is not None and input_tokens is not None:
                 meter = StreamMeter(answer.stream, ceiling.max_output, input_tokens,
                                     answer.model)
@@ -200,8 +206,8 @@ class Gateway:
             out = 0
             if answer.meter is not None:
                 out = answer.meter.output_tokens
-            elif answer.seen:
-                out = _output_tokens(answer.seen, answer.model)
+            elif answer.stream is not None:
+                out = _output_tokens(answer.stream.received, answer.model)
             usage = Usage(prompt_tokens=answer.input_tokens, completion_tokens=out,
                           total_tokens=answer.input_tokens + out)
             estimated = True
@@ -240,7 +246,7 @@ class Gateway:
         row = ledger_row(ctx, settlement, error, status)
         self.ledger.record(row)
         self.observer.request(row)
-        self.alerts.after(hold.applied if hold is not None else [], usd)
+        self.alerts.after(hold.applied if hold is not None else [], usd, self.clock())
         return settlement
 
     def _who(self, ctx: CallContext) -> budget.Who:
@@ -334,7 +340,10 @@ class Gateway:
                 ctx.fallback_from = route.deployments[0].model
             try:
                 if req.stream:
-                    return Answer(dep, stream=await provider.stream(req, dep))
+                    stream = await provider.stream(req, dep)
+                    # stream() returns once the upstream sent its first event.
+                    ctx.first_byte = time.perf_counter()
+                    return Answer(dep, stream=stream)
                 return Answer(dep, reply=await provider.complete(req, dep))
             except TollwayError as e:
                 if not worth_another_deployment(e):
@@ -347,20 +356,15 @@ class Gateway:
         raise last
 
 
-async def _tap(inner: FrameStream, seen: list[bytes], ctx: CallContext) -> FrameStream:
-    """Keep what the upstream sent (for billing an abandoned stream) and note when
-    its first bytes came (time to first token)."""
-    async with aclosing(inner):
-        async for blob in inner:
-            if ctx.first_byte is None:
-                ctx.first_byte = time.perf_counter()
-            seen.append(blob)
-            yield blob
-
-
 def _output_tokens(seen: list[bytes], model: str) -> int:
     events, _ = split_events(b"".join(seen))
     return sum(output_tokens_of(data, model) for _, data in events)
+
+
+# Row ids: a random prefix per process and a counter (unique across a fleet, and
+# cheaper than fresh randomness per request).
+_ROW_PREFIX = "row_" + os.urandom(6).hex() + "_"
+_row_seq = itertools.count()
 
 
 def ledger_row(ctx: CallContext, s: Settlement | None, error: TollwayError | None,
@@ -377,7 +381,7 @@ def ledger_row(ctx: CallContext, s: Settlement | None, error: TollwayError | Non
     else:
         outcome = "cut" if s is not None and s.cut else "ok"
     return LedgerRow(
-        id="row_" + os.urandom(10).hex(), request_id=ctx.request_id, ts=ctx.started,
+        id=f"{_ROW_PREFIX}{next(_row_seq)}", request_id=ctx.request_id, ts=ctx.started,
         status=status, outcome=outcome,
         key_id=ctx.key.id if ctx.key is not None else None,
         key_lineage=ctx.key.lineage if ctx.key is not None else ("master" if ctx.master else None),

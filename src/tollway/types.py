@@ -162,6 +162,9 @@ class ReplyStream:
     model: str
     usage: Usage | None = None
     emit_usage: bool = False
+    # What the upstream sent, as forwarded: counted only when no usage arrives (the
+    # client left, the stream broke) to bill what was generated.
+    received: list[bytes] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True, eq=False)

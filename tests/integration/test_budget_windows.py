@@ -151,3 +151,22 @@ async def test_alerts_fire_once_per_threshold_and_window_to_the_webhook(
     first = next(a for a in got if a["threshold"] == 0.5)
     assert first["scope"] == "global" and first["kind"] == "budget"
     assert "50% used" in first["message"]
+
+
+async def test_hourly_spend_alert_fires_once_an_hour(
+        fresh_sim: SimHandle, tmp_path: Path, closing: list[Gateway]) -> None:
+    fresh_sim.config(output_tokens=MAX_TOKENS)
+    clock = Clock(utc(2026, 11, 22, 9, 10))
+    gw = make_gateway(fresh_sim, tmp_path, clock,
+                      alerts={"hourly_spend_usd": 2 * WORST_USD * 0.99})
+    closing.append(gw)
+    for _ in range(4):  # crosses the line on the second request, stays past it
+        await call(gw)
+    clock.now = utc(2026, 11, 22, 10, 5)
+    await call(gw)
+    await gw.alerts.close()
+    assert [a.window for a in gw.alerts.fired] == ["h2026112209"]
+    await call(gw)
+    await gw.alerts.close()
+    assert [a.window for a in gw.alerts.fired] == ["h2026112209", "h2026112210"]
+    assert all(a.kind == "hourly_spend" for a in gw.alerts.fired)

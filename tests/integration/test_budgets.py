@@ -27,6 +27,7 @@ PROVIDER_KEY = "sk-provider-" + os.urandom(16).hex()
 PRICE_IN, PRICE_OUT = 1.0, 2.0  # USD per 1M tokens of sim-model
 BIG_IN, BIG_OUT = 10.0, 20.0  # sim-model-big
 MAX_TOKENS = 100
+CONV_MESSAGES = [{"role": "user", "content": "Keep going."}]
 
 
 def budget_config(sim_url: str) -> dict[str, Any]:
@@ -41,7 +42,9 @@ def budget_config(sim_url: str) -> dict[str, Any]:
     cfg["prices"] = {"sim-model": {"input": PRICE_IN, "output": PRICE_OUT},
                      "sim-model-big": {"input": BIG_IN, "output": BIG_OUT}}
     cfg["tiers"] = {"complex": {"model": "sim-big"}, "standard": {"model": "sim"}}
+    conv_cap = 3 * (input_tokens(CONV_MESSAGES) + MAX_TOKENS)
     cfg["budgets"] = {"teams": {"frugal": [{"usd": 0.005, "period": "day"}]},
+                      "conversations": [{"tokens": conv_cap, "period": "total"}],
                       "downgrade": [{"at": 0.5, "from": "complex", "to": "standard"}]}
     return cfg
 
@@ -229,3 +232,48 @@ def test_metrics_count_requests_tokens_and_dollars(bgw: GatewayHandle) -> None:
     assert "tollway_cost_usd_total{" in text and "tollway_request_seconds_bucket{" in text
     assert "tollway_time_to_first_token_seconds_bucket{" in text
     assert 'tollway_tokens_total{kind="output",model="sim-model",provider="openai"}' in text
+
+
+async def test_the_anthropic_sdk_authenticates_with_x_api_key(
+        bgw: GatewayHandle, fresh_sim: SimHandle) -> None:
+    import anthropic
+
+    secret, rec = create_key(bgw.url, MASTER, name="claude-app", features=["assist"])
+    c = anthropic.AsyncAnthropic(base_url=bgw.url, api_key=secret, max_retries=0)
+    rid = "anth-" + os.urandom(6).hex()
+    msg = await c.messages.create(model="sim", max_tokens=20, extra_headers={"x-request-id": rid},
+                                  messages=[{"role": "user", "content": "hello"}])
+    assert msg.content
+    bad = anthropic.AsyncAnthropic(base_url=bgw.url, api_key="tw-nope-nope-nope", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        await bad.messages.create(model="sim", max_tokens=20,
+                                  messages=[{"role": "user", "content": "hello"}])
+    await c.close()
+    await bad.close()
+    (row,) = rows_for(bgw, request_id=rid)
+    assert (row["key_id"], row["feature"], row["outcome"]) == (rec["id"], "assist", "ok")
+
+
+async def test_a_conversation_cap_stops_a_runaway_session(
+        bgw: GatewayHandle, fresh_sim: SimHandle) -> None:
+    """One stuck session cannot spend past its cap (three turns' worth of tokens); a
+    new conversation on the same key still works."""
+    fresh_sim.config(output_tokens=MAX_TOKENS)
+    secret, _ = create_key(bgw.url, MASTER)
+    c = client(bgw, secret)
+
+    async def turn(conversation: str) -> bool:
+        try:
+            await c.chat.completions.create(
+                model="sim", messages=CONV_MESSAGES, max_tokens=MAX_TOKENS,  # type: ignore[arg-type]
+                extra_headers={"x-tollway-conversation-id": conversation})
+        except openai.RateLimitError as e:
+            assert f"conversation '{conversation}'" in e.message
+            assert "total token budget" in e.message and "does not reset" in e.message
+            return False
+        return True
+
+    stuck, fresh = "conv-" + os.urandom(4).hex(), "conv-" + os.urandom(4).hex()
+    assert [await turn(stuck) for _ in range(4)] == [True, True, True, False]
+    assert await turn(fresh)
+    await c.close()

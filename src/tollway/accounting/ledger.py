@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
@@ -26,7 +28,7 @@ from tollway.store.base import LedgerStore
 log = logging.getLogger("tollway.ledger")
 
 
-class LedgerRow(msgspec.Struct, kw_only=True):
+class LedgerRow(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str  # unique per row (the client may reuse x-request-id)
     request_id: str
     ts: float  # when the request arrived, epoch seconds
@@ -68,6 +70,34 @@ class SpendRow(msgspec.Struct, kw_only=True):
 
 
 SPEND_GROUPS = ("day", "model", "key", "user", "team", "feature")
+_GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
+    "day": lambda r: time.strftime("%Y-%m-%d", time.gmtime(r.ts)),
+    "model": lambda r: r.model or r.model_asked or "(none)",
+    "key": lambda r: r.key_lineage or "(no key)",
+    "user": lambda r: r.user or "(none)",
+    "team": lambda r: r.team or "(none)",
+    "feature": lambda r: r.feature or "(none)",
+}
+
+
+def spend_of(rows: Iterable[LedgerRow], by: str) -> list[SpendRow]:
+    """Totals of `rows` grouped by `by` (one of SPEND_GROUPS), sorted by group."""
+    group_of = _GROUP_OF.get(by)
+    if group_of is None:
+        raise ValueError(f"by: one of {', '.join(SPEND_GROUPS)}")
+    totals: dict[str, SpendRow] = {}
+    for r in rows:
+        g = group_of(r)
+        t = totals.get(g)
+        if t is None:
+            t = totals[g] = SpendRow(group=g, requests=0, input_tokens=0, output_tokens=0,
+                                     cost_usd=0.0, saved_usd=0.0)
+        t.requests += 1
+        t.input_tokens += r.input_tokens
+        t.output_tokens += r.output_tokens
+        t.cost_usd += r.cost_usd
+        t.saved_usd += r.saved_usd
+    return [totals[g] for g in sorted(totals)]
 
 _encode = msgspec.json.Encoder().encode
 _decode_row = msgspec.json.Decoder(LedgerRow).decode

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -41,19 +41,19 @@ class Alert(msgspec.Struct, kw_only=True):
 
 
 class Alerts:
-    def __init__(self, cfg: AlertsConfig, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(self, cfg: AlertsConfig, store: Store) -> None:
         self.cfg = cfg
         self.store = store
-        self.clock = clock
         self.fired: list[Alert] = []  # this process's, newest last (bounded)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def after(self, applied: list[Applied], usd: float) -> None:
-        """Called once per finished request with the budgets it was charged to."""
+    def after(self, applied: list[Applied], usd: float, now: float) -> None:
+        """Called once per finished request (at `now`) with the budgets it was charged
+        to; the check runs later, but counts in the window the request finished in."""
         budgets = bool(applied and self.cfg.budget_thresholds)
         hourly = self.cfg.hourly_spend_usd is not None and usd > 0
         if budgets or hourly:
-            self._spawn(self._check(applied if budgets else [], usd if hourly else 0.0))
+            self._spawn(self._check(applied if budgets else [], usd if hourly else 0.0, now))
 
     async def close(self) -> None:
         """Let checks and deliveries under way finish (bounded), then stop."""
@@ -67,9 +67,8 @@ class Alerts:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _check(self, applied: list[Applied], usd: float) -> None:
+    async def _check(self, applied: list[Applied], usd: float, now: float) -> None:
         try:
-            now = self.clock()
             if applied:
                 levels = await self.store.budgets.levels([a.counter for a in applied], now)
                 for a, level in zip(applied, levels, strict=True):

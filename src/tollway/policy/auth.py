@@ -59,8 +59,7 @@ async def authenticate(secret: str | None, keys: KeyStore, cfg: AuthConfig,
     return Caller(key=rec)
 
 
-def check_model(caller: Caller, asked: str, alias: str) -> None:
-    key = caller.key
+def check_model(key: KeyRecord | None, asked: str, alias: str) -> None:
     if key is None or key.allows(asked) or key.allows(alias):
         return
     raise Forbidden(f"API key {key.id} may not use the model '{asked}'. It may use: "

@@ -192,7 +192,9 @@ async def encode_chunks(chunks: ChunkStream, out: ReplyStream) -> FrameStream:
         async for chunk in chunks:
             if is_usage_only(chunk) and not out.emit_usage:
                 continue
-            yield frame(chunk)
+            blob = frame(chunk)
+            out.received.append(blob)
+            yield blob
 
 
 async def iter_chunks(frames: FrameStream) -> ChunkStream:

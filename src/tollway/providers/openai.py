@@ -74,10 +74,12 @@ async def _frames(stream: http.OpenStream, out: ReplyStream, dep: Deployment) ->
                     or b"[DONE]" in ready or b"\r" in ready):
                 blob, done = _look(ready, out, dep)
                 if blob:
+                    out.received.append(blob)
                     yield blob
                 if done:
                     return
             else:
+                out.received.append(ready)
                 yield ready
         raise UpstreamError(f"Upstream {http.where(dep)} closed the stream before [DONE].")
 
