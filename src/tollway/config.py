@@ -40,6 +40,67 @@ class PriceConfig(msgspec.Struct, forbid_unknown_fields=True):
     batch_output: float | None = None
 
 
+class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """One retry layer for every upstream call (never stacked on an SDK's own)."""
+
+    max_attempts: int = 3  # upstream calls per request, fallbacks included
+    max_seconds: float = 60.0  # no new attempt starts after this
+    base_delay: float = 0.2  # full jitter: sleep uniform(0, min(max_delay, base * 2^n))
+    max_delay: float = 5.0
+    # A Retry-After up to this is waited out on the same deployment; a longer one
+    # sends the request elsewhere at once.
+    max_retry_after: float = 10.0
+    # Retries may be at most this fraction of an alias's requests, plus `budget_floor`
+    # at start: an outage cannot become a retry storm.
+    budget: float = 0.2
+    budget_floor: float = 3.0
+
+
+class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Per deployment: opens when `failure_rate` of the calls in the last
+    `window_seconds` failed (with at least `min_requests` calls); after
+    `cooldown_seconds` lets `half_open_probes` calls through; closes when they succeed."""
+
+    window_seconds: float = 30.0
+    min_requests: int = 10
+    failure_rate: float = 0.5
+    cooldown_seconds: float = 10.0
+    half_open_probes: int = 3
+
+
+class PacingConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Outbound limits of one deployment (the provider's RPM/TPM for our key).
+    Requests beyond them wait in a bounded queue; a full queue, or a wait longer
+    than `max_wait_seconds`, is answered 503 with Retry-After at once."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    learn: bool = True  # also obey the provider's x-ratelimit-* response headers
+    max_queue: int = 100
+    max_wait_seconds: float = 5.0
+
+
+class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
+    rpm: int | None = None
+    tpm: int | None = None  # input + output tokens; the worst case counts until settled
+
+
+class RateLimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Inbound limits, as sliding windows over the last minute."""
+
+    keys: RateLimit = msgspec.field(default_factory=RateLimit)  # each key (its own rpm/tpm win)
+    users: RateLimit = msgspec.field(default_factory=RateLimit)  # each end user
+    ips: RateLimit = msgspec.field(default_factory=RateLimit)  # each client IP without a key
+    models: dict[str, RateLimit] = {}  # per alias, all callers together
+
+
+class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Server-wide defaults; an alias may override `retry` and `breaker`."""
+
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+
+
 class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     provider: Literal["openai", "anthropic", "local"]
     model: str
@@ -50,6 +111,11 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Price of this deployment when it is not (or differently) in the price table,
     # e.g. a self-hosted model's cost per token.
     price: PriceConfig | None = None
+    # Load balancing: the lowest priority with a usable deployment takes the traffic,
+    # shared by weight and by how busy and fast each one is.
+    weight: float = 1.0
+    priority: int = 0
+    pacing: PacingConfig = msgspec.field(default_factory=PacingConfig)
 
     def to_deployment(self) -> Deployment:
         return Deployment(
@@ -61,6 +127,8 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
             first_token_timeout=self.timeouts.first_token,
             total_timeout=self.timeouts.total,
             headers=tuple(self.headers.items()),
+            weight=self.weight,
+            priority=self.priority,
         )
 
 
@@ -72,6 +140,11 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_input_tokens: int | None = None
     max_cost_usd: float | None = None
     min_output_tokens: int | None = None
+    # Aliases to try, in order, when every deployment of this one failed or is open
+    # (429, 5xx, timeouts, open breakers, a too-long context: never other 4xx).
+    fallbacks: list[str] = []
+    retry: RetryConfig | None = None
+    breaker: BreakerConfig | None = None
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -200,6 +273,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
     local: LocalModelConfig = msgspec.field(default_factory=LocalModelConfig)
 
     def resolve(self, name: str) -> tuple[str, ModelConfig] | None:
@@ -274,6 +349,14 @@ def _check(cfg: Config) -> None:
             t = d.timeouts
             if min(t.connect, t.first_token, t.total) <= 0:
                 raise ConfigError(f"{where}.timeouts: every timeout must be > 0 seconds")
+    for alias, mc in cfg.models.items():
+        for i, fb in enumerate(mc.fallbacks):
+            if cfg.resolve(fb) is None:
+                raise ConfigError(f"models.{alias}.fallbacks[{i}]: {fb!r} is not a configured "
+                                  "model")
+        for i, d in enumerate(mc.deployments):
+            if d.weight <= 0:
+                raise ConfigError(f"models.{alias}.deployments[{i}].weight: must be > 0")
     for alias, target in cfg.aliases.items():
         if cfg.resolve(alias) is None:
             raise ConfigError(f"aliases.{alias}: points to {target!r}, which is not a model")

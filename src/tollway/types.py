@@ -180,6 +180,8 @@ class Deployment:
     first_token_timeout: float = 60.0
     total_timeout: float = 600.0
     headers: tuple[tuple[str, str], ...] = ()
+    weight: float = 1.0  # share of its priority group's traffic
+    priority: int = 0  # lower first; a higher one takes over when the lower are unusable
 
 
 @dataclass(slots=True)
