@@ -372,6 +372,7 @@ def _check(cfg: Config) -> None:
         if min(price.input, price.output) < 0:
             raise ConfigError(f"prices.{model}: prices must be >= 0")
     _check_budgets(cfg)
+    _check_routing(cfg)
     s = cfg.server
     if not 0 < s.port < 65536:
         raise ConfigError(f"server.port: expected 1-65535, got {s.port}")
@@ -405,6 +406,31 @@ def _check_budgets(cfg: Config) -> None:
     url = cfg.alerts.webhook_url
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(f"alerts.webhook_url: expected an http(s) URL, got {url!r}")
+
+
+def _check_routing(cfg: Config) -> None:
+    rl = cfg.rate_limits
+    named = [("keys", rl.keys), ("users", rl.users), ("ips", rl.ips),
+             *((f"models.{m}", lim) for m, lim in rl.models.items())]
+    for where, lim in named:
+        for field in ("rpm", "tpm"):
+            v = getattr(lim, field)
+            if v is not None and v < 1:
+                raise ConfigError(f"rate_limits.{where}.{field}: must be >= 1 (or left out)")
+    for m in rl.models:
+        if cfg.resolve(m) is None:
+            raise ConfigError(f"rate_limits.models.{m}: not a configured model")
+    retries = [("routing.retry", cfg.routing.retry)] + [
+        (f"models.{a}.retry", mc.retry) for a, mc in cfg.models.items() if mc.retry]
+    for where, r in retries:
+        if r.max_attempts < 1 or r.max_seconds <= 0 or r.budget < 0:
+            raise ConfigError(f"{where}: max_attempts >= 1, max_seconds > 0, budget >= 0")
+    breakers = [("routing.breaker", cfg.routing.breaker)] + [
+        (f"models.{a}.breaker", mc.breaker) for a, mc in cfg.models.items() if mc.breaker]
+    for where, b in breakers:
+        if not 0 < b.failure_rate <= 1 or b.min_requests < 1 or b.half_open_probes < 1:
+            raise ConfigError(f"{where}: failure_rate in (0, 1], min_requests >= 1, "
+                              "half_open_probes >= 1")
 
 
 def check_budget(budget: Budget, where: str) -> None:

@@ -19,6 +19,8 @@ class TollwayError(Exception):
     code: str | None = None
     # Set when the error came from a provider's HTTP answer (used by retry decisions).
     upstream_status: int | None = None
+    # Its rate-limit headers, lower-cased (for pacing); replaced per error, never mutated.
+    upstream_headers: dict[str, str] = {}
 
     def __init__(
         self,

@@ -22,7 +22,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from tollway.accounting import prices, tokens
 from tollway.accounting.ledger import Ledger, LedgerRow
@@ -32,11 +33,14 @@ from tollway.config import Config, ModelConfig
 from tollway.errors import ModelNotFound, TollwayError, Unavailable
 from tollway.observe import Observer
 from tollway.policy import auth, budget, cost
+from tollway.policy import limits as rate_limits
 from tollway.policy.alerts import Alerts
 from tollway.providers.base import Provider, redact
 from tollway.providers.http import split_events
 from tollway.providers.registry import build_providers
 from tollway.routing import tiers
+from tollway.routing.pacing import Pacer
+from tollway.routing.router import Pool, Router
 from tollway.store import open_store
 from tollway.store.base import Store
 from tollway.types import (
@@ -62,6 +66,7 @@ class Answer:
     input_tokens: int | None = None  # our count, when a limit needed it
     worst_case_usd: float | None = None
     meter: StreamMeter | None = None
+    paced: tuple[Pacer, Any] | None = None  # an outbound pacing pass, settled at finish
 
     @property
     def model(self) -> str:
@@ -92,6 +97,8 @@ class _Route:
     model: ModelConfig
     deployments: list[Deployment]
     limits: cost.Limits
+    pool: Pool
+    chain: list[Pool] = field(default_factory=list)  # this pool, then its fallbacks'
 
 
 class Gateway:
@@ -113,12 +120,22 @@ class Gateway:
         self._routes: dict[str, _Route] = {}
         # Per deployment (identity-hashed), looked up on every request.
         self._prices: dict[Deployment, prices.Price | None] = {}
+        self.router = Router(self.providers)
+        routing = config.routing
         for alias, mc in config.models.items():
             deps = [d.to_deployment() for d in mc.deployments]
-            self._routes[alias] = _Route(alias, mc, deps, cost.Limits.of(mc, config.server))
+            pool = Pool(alias, deps, mc.retry or routing.retry)
+            self._routes[alias] = _Route(alias, mc, deps, cost.Limits.of(mc, config.server), pool)
             for cfg, dep in zip(mc.deployments, deps, strict=True):
-                self._prices[dep] = (prices.price_from_config(cfg.price) if cfg.price
-                                     else table.get(dep.model))
+                price = (prices.price_from_config(cfg.price) if cfg.price
+                         else table.get(dep.model))
+                self._prices[dep] = price
+                self.router.add(dep, mc.breaker or routing.breaker, cfg.pacing, price)
+        for route in self._routes.values():
+            route.chain = [route.pool, *(self._resolve(f).pool for f in route.model.fallbacks)]
+
+    def deployments(self) -> dict[str, list[Deployment]]:
+        return {alias: r.deployments for alias, r in self._routes.items()}
 
     def scrub(self, err: TollwayError) -> TollwayError:
         """Provider keys never leave the server: cut them (and anything key-shaped)
@@ -162,9 +179,13 @@ class Gateway:
         cap_output(req, route.model, self.config, ctx, choice.max_tokens)
         applied = (budget.applicable(self.config.budgets, self._who(ctx), now)
                    if self._budgets or (ctx.key is not None and ctx.key.budgets) else [])
+        rate = rate_limits.applicable(self.config.rate_limits, ctx.key, ctx.user,
+                                      None if ctx.key is not None or ctx.master else ctx.ip,
+                                      route.alias)
         input_tokens = None
         short_input_rule = choice.tier and self.config.auto_downgrade.enabled
-        if applied or route.limits.need_count or short_input_rule:
+        if (applied or route.limits.need_count or short_input_rule
+                or any(r.metric == "tokens" for r in rate) or self.router.paced(route.chain)):
             input_tokens = await count_request_async(req, route.deployments[0].model)
             lower = await self._downgrade(choice, input_tokens, applied, now, ctx)
             if lower is not None:
@@ -175,11 +196,12 @@ class Gateway:
         ceiling, worst_usd = None, 0.0
         if input_tokens is not None:
             ceiling, worst_usd = self._preflight(req, route, input_tokens, ctx, applied)
+        worst_tokens = (input_tokens or 0) + (req.output_limit() or 0) * (req.n or 1)
+        if rate:
+            ctx.ticket = await rate_limits.admit(self.store.limits, rate, worst_tokens, now)
         if applied:
-            assert input_tokens is not None
-            worst_tokens = input_tokens + (req.output_limit() or 0) * (req.n or 1)
             await self._reserve(ctx, applied, worst_usd, worst_tokens, now)
-        answer = await self._send(req, route, ctx)
+        answer = await self._send(req, route, ctx, input_tokens)
         answer.input_tokens = input_tokens
         if ceiling is not None:
             answer.worst_case_usd = ceiling.worst_case_usd
@@ -237,12 +259,20 @@ class Gateway:
             settlement = self.settle(Answer(ctx.deployment, input_tokens=n))
         usd = (settlement.cost_usd or 0.0) if settlement is not None else 0.0
         tokens = settlement.usage.total_tokens if settlement and settlement.usage else 0
+        if ctx.ticket is not None:
+            try:
+                await rate_limits.settle(self.store.limits, ctx.ticket, tokens)
+            except Exception:
+                log.exception("rate-limit settle failed for %s", ctx.request_id)
         hold: Hold | None = ctx.hold
         if hold is not None:
             try:
                 await self.store.budgets.settle(hold.id, budget.charges(hold.applied, usd, tokens))
             except Exception:
                 log.exception("budget settle failed for %s (the hold expires)", ctx.request_id)
+        if answer is not None and answer.paced is not None:
+            pacer, ticket = answer.paced
+            pacer.settle(ticket, tokens if settlement is not None and settlement.usage else None)
         row = ledger_row(ctx, settlement, error, status)
         self.ledger.record(row)
         self.observer.request(row)
@@ -330,30 +360,14 @@ class Gateway:
                                  if (p := self._prices[d]) is not None)
         return decision, dearest[0]
 
-    async def _send(self, req: ChatRequest, route: _Route, ctx: CallContext) -> Answer:
-        last: TollwayError | None = None
-        for i, dep in enumerate(route.deployments):
-            provider = self.providers[dep.provider]
-            ctx.deployment = dep
-            if i:
-                ctx.retries = i
-                ctx.fallback_from = route.deployments[0].model
-            try:
-                if req.stream:
-                    stream = await provider.stream(req, dep)
-                    # stream() returns once the upstream sent its first event.
-                    ctx.first_byte = time.perf_counter()
-                    return Answer(dep, stream=stream)
-                return Answer(dep, reply=await provider.complete(req, dep))
-            except TollwayError as e:
-                if not worth_another_deployment(e):
-                    raise
-                last = e
-        assert last is not None
-        if len(route.deployments) > 1:
-            raise Unavailable(f"Every deployment failed; last error: {last.message}",
-                              retry_after=last.retry_after) from last
-        raise last
+    async def _send(self, req: ChatRequest, route: _Route, ctx: CallContext,
+                    input_tokens: int | None) -> Answer:
+        tokens = (input_tokens or 0) + (req.output_limit() or 0) * (req.n or 1)
+        sent = await self.router.send(req, route.chain, ctx, tokens)
+        if sent.stream is not None:
+            # stream() returns once the upstream sent its first event.
+            ctx.first_byte = time.perf_counter()
+        return Answer(sent.deployment, reply=sent.reply, stream=sent.stream, paced=sent.paced)
 
 
 def _output_tokens(seen: list[bytes], model: str) -> int:
@@ -400,12 +414,6 @@ def ledger_row(ctx: CallContext, s: Settlement | None, error: TollwayError | Non
                  else None),
         error=error.type if error is not None else None,
         retries=ctx.retries, fallback_from=ctx.fallback_from)
-
-
-def worth_another_deployment(e: TollwayError) -> bool:
-    """Rate limits, server errors and timeouts may not recur elsewhere; client errors
-    (bad request, content policy) would, so they go straight back to the caller."""
-    return e.status in (429, 502, 503, 504) or (e.upstream_status or 0) >= 500
 
 
 def cap_output(req: ChatRequest, model: ModelConfig, config: Config, ctx: CallContext,

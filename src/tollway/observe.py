@@ -14,6 +14,7 @@ import contextlib
 import sys
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import msgspec
@@ -50,6 +51,19 @@ class _Hist:
 BudgetLevel = tuple[str, str, str, str, float]  # scope, name, metric, period, remaining
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamLevel:
+    alias: str
+    provider: str
+    model: str
+    breaker: str  # closed | half_open | open
+    in_flight: int
+    queued: int
+
+
+BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+
 class Observer:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str, str], int] = {}
@@ -58,7 +72,9 @@ class Observer:
         self.latency: dict[tuple[str, str, str], _Hist] = {}
         self.ttft: dict[tuple[str, str], _Hist] = {}
         self.registry = CollectorRegistry(auto_describe=False)
-        self._scrape: tuple[list[BudgetLevel], int] = ([], 0)
+        self.retries: dict[tuple[str, str], int] = {}
+        self.fallbacks: dict[tuple[str, str], int] = {}  # (from, to)
+        self._scrape: tuple[list[BudgetLevel], int, list[UpstreamLevel]] = ([], 0, [])
         self.registry.register(_Families(self))
         self._log: BinaryIO | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -87,11 +103,17 @@ class Observer:
             if h is None:
                 h = self.ttft[mp] = _Hist()
             h.observe(row.ttft_ms / 1000)
+        if row.retries:
+            self.retries[mp] = self.retries.get(mp, 0) + row.retries
+        if row.fallback_from:
+            fk = (row.fallback_from, model)
+            self.fallbacks[fk] = self.fallbacks.get(fk, 0) + 1
         if self._log is not None:
             self._log.write(_encode(row) + b"\n")
 
-    def render(self, budgets: list[BudgetLevel], ledger_pending: int) -> bytes:
-        self._scrape = (budgets, ledger_pending)
+    def render(self, budgets: list[BudgetLevel], ledger_pending: int,
+               upstreams: list[UpstreamLevel]) -> bytes:
+        self._scrape = (budgets, ledger_pending, upstreams)
         return generate_latest(self.registry)
 
     def log_to(self, stream: BinaryIO | None = None) -> None:
@@ -150,7 +172,33 @@ class _Families(Collector):
         yield _histogram("tollway_time_to_first_token_seconds",
                          "Time to the upstream's first event (streams)",
                          ["model", "provider"], o.ttft.items())
-        budgets, pending = o._scrape
+        retries = CounterMetricFamily("tollway_retries", "Upstream calls beyond the first",
+                                      labels=["model", "provider"])
+        for mp, n in o.retries.items():
+            retries.add_metric(mp, n)
+        yield retries
+        fallbacks = CounterMetricFamily("tollway_fallbacks", "Requests answered by another "
+                                        "model than the first tried", labels=["source", "model"])
+        for fk, n in o.fallbacks.items():
+            fallbacks.add_metric(fk, n)
+        yield fallbacks
+        budgets, pending, ups = o._scrape
+        state = GaugeMetricFamily("tollway_breaker_state",
+                                  "Circuit breaker: 0 closed, 1 half-open, 2 open",
+                                  labels=["alias", "provider", "model"])
+        depth = GaugeMetricFamily("tollway_upstream_queue_depth",
+                                  "Requests waiting for outbound pacing",
+                                  labels=["alias", "provider", "model"])
+        busy = GaugeMetricFamily("tollway_upstream_in_flight", "Calls in flight",
+                                 labels=["alias", "provider", "model"])
+        for u in ups:
+            where = [u.alias, u.provider, u.model]
+            state.add_metric(where, BREAKER_VALUE[u.breaker])
+            depth.add_metric(where, u.queued)
+            busy.add_metric(where, u.in_flight)
+        yield state
+        yield depth
+        yield busy
         left = GaugeMetricFamily("tollway_budget_remaining",
                                  "What is left of each budget (USD or tokens)",
                                  labels=["scope", "name", "metric", "period"])

@@ -140,6 +140,8 @@ class Reply:
     body: dict[str, Any]
     model: str
     usage: Usage | None
+    # The upstream's x-ratelimit-* / anthropic-ratelimit-* headers, lower-cased (pacing).
+    ratelimit: dict[str, str] = field(default_factory=dict)
 
 
 # One OpenAI `chat.completion.chunk` object, and a stream of them.
@@ -165,6 +167,8 @@ class ReplyStream:
     # What the upstream sent, as forwarded: counted only when no usage arrives (the
     # client left, the stream broke) to bill what was generated.
     received: list[bytes] = field(default_factory=list)
+    # The upstream's x-ratelimit-* / anthropic-ratelimit-* headers, lower-cased (pacing).
+    ratelimit: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True, eq=False)
@@ -196,6 +200,7 @@ class CallContext:
     api_key: str | None = None  # the presented secret; cleared as soon as it is checked
     feature: str | None = None  # x-tollway-feature, else the key's first feature tag
     conversation: str | None = None  # x-tollway-conversation-id
+    ip: str | None = None  # the client's address (rate limits for callers without a key)
     started: float = field(default_factory=time.time)  # epoch seconds, for the ledger
     t0: float = field(default_factory=time.perf_counter)
     # Set by authentication.
@@ -215,5 +220,6 @@ class CallContext:
     fallback_from: str | None = None
     first_byte: float | None = None  # perf_counter when the first upstream bytes came
     hold: Any = None  # the budget hold to settle (gateway.Hold)
+    ticket: Any = None  # the rate-limit entry to settle (policy.limits.Ticket)
     remaining_usd: float | None = None  # after this request's reservation
     finished: bool = False

@@ -96,3 +96,62 @@ async def test_keys_by_hash_and_id(store: Store) -> None:
 async def test_once_is_first_only(store: Store) -> None:
     assert await store.once.first("x", 1e12) is True
     assert await store.once.first("x", 1e12) is False
+
+
+# Rate limits: exact sliding windows (store.limits).
+
+async def test_limit_entry_counts_until_exactly_window_after_it(store: Store) -> None:
+    lim = store.limits
+    assert (await lim.take("e1", [Claim("r", 2, 1)], 60, now=10.1)).levels == [1]
+    assert (await lim.take("e2", [Claim("r", 2, 1)], 60, now=30.0)).levels == [2]
+    refused = await lim.take("e3", [Claim("r", 2, 1)], 60, now=70.09)
+    assert refused.refused == 0 and refused.levels == [2]
+    assert await lim.free_at("r", 1, 2, 60, now=70.09) == 10.1 + 60
+    got = await lim.take("e4", [Claim("r", 2, 1)], 60, now=10.1 + 60)  # e1 has left
+    assert got.refused is None and got.levels == [2]
+
+
+async def test_limit_take_is_all_or_nothing(store: Store) -> None:
+    lim = store.limits
+    await lim.take("e1", [Claim("req", 10, 1), Claim("tok", 100, 90)], 60, 0)
+    got = await lim.take("e2", [Claim("req", 10, 1), Claim("tok", 100, 20)], 60, 1)
+    assert got.refused == 1 and got.levels == [1, 90]
+    # Nothing was recorded on "req" for the refused entry.
+    assert (await lim.take("e3", [Claim("req", 10, 1)], 60, 2)).levels == [2]
+
+
+async def test_limit_adjust_replaces_the_worst_case(store: Store) -> None:
+    lim = store.limits
+    await lim.take("e1", [Claim("tok", 100, 80)], 60, 0)
+    assert (await lim.take("e2", [Claim("tok", 100, 30)], 60, 1)).refused == 0
+    await lim.adjust("e1", [("tok", 25)])
+    assert (await lim.take("e2", [Claim("tok", 100, 30)], 60, 1)).levels == [55]
+    assert await lim.free_at("tok", 60, 100, 60, 2) == 60.0  # e1's 25 leave at 60
+    await lim.adjust("e1", [("tok", 5)])  # replaces, not adds
+    assert await lim.free_at("tok", 60, 100, 60, 2) == 2
+    await lim.adjust("gone", [("tok", 1000)])  # an unknown (or slid out) entry: no-op
+    await lim.adjust("e1", [("elsewhere", 5)])
+    assert (await lim.take("e3", [Claim("tok", 100, 65)], 60, 3)).levels == [100]
+
+
+async def test_limit_free_at(store: Store) -> None:
+    lim = store.limits
+    assert await lim.free_at("never-used", 5, 10, 60, 7) == 7
+    for i, t in enumerate((0, 10, 20)):
+        await lim.take(f"e{i}", [Claim("c", 10, 3)], 60, t)
+    assert await lim.free_at("c", 1, 10, 60, 30) == 30  # 9 of 10: fits now
+    assert await lim.free_at("c", 3, 10, 60, 30) == 60  # the first leaves at 60
+    assert await lim.free_at("c", 7, 10, 60, 30) == 70
+    assert await lim.free_at("c", 10, 10, 60, 30) == 80
+    assert await lim.free_at("c", 11, 10, 60, 30) == float("inf")
+
+
+async def test_concurrent_takes_never_overshoot(store: Store) -> None:
+    lim = store.limits
+
+    async def one(i: int) -> bool:
+        got = await lim.take(f"e{i}", [Claim("k", 10, 1)], 60, 0)
+        return got.refused is None
+
+    admitted = await asyncio.gather(*(one(i) for i in range(300)))
+    assert sum(admitted) == 10

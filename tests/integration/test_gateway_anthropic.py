@@ -72,11 +72,11 @@ async def test_errors_arrive_as_anthropic_sdk_exceptions(gw: GatewayHandle,
         await client(gw).messages.create(model="nope", max_tokens=5,
                                          messages=[{"role": "user", "content": "x"}])
     assert "'nope' does not exist" in nf.value.message
-    fresh_sim.config(next_faults=["429"], retry_after=3)
+    fresh_sim.config(next_faults=["429"], retry_after=30)  # too long to wait out: passed on
     with pytest.raises(anthropic.RateLimitError) as rl:
         await client(gw).messages.create(model="sim", max_tokens=5,
                                          messages=[{"role": "user", "content": "x"}])
-    assert rl.value.response.headers["retry-after"] == "3"
+    assert rl.value.response.headers["retry-after"] == "30"
     with pytest.raises(anthropic.BadRequestError):
         await client(gw).messages.create(model="sim", max_tokens=5,
                                          messages=[])

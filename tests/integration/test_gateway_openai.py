@@ -157,17 +157,18 @@ async def test_models_lists_aliases(gw: GatewayHandle) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_upstream_rate_limit_is_passed_on_with_retry_after(
         gw: GatewayHandle, fresh_sim: SimHandle, stream: bool) -> None:
-    fresh_sim.config(next_faults=["429"], retry_after=7)
+    # Longer than routing.retry.max_retry_after (10 s): not waited out, passed on.
+    fresh_sim.config(next_faults=["429"], retry_after=30)
     with pytest.raises(openai.RateLimitError) as e:
         await client(gw).chat.completions.create(
             model="sim", messages=[{"role": "user", "content": "x"}], stream=stream)
-    assert e.value.response.headers["retry-after"] == "7"
+    assert e.value.response.headers["retry-after"] == "30"
     assert "rate limiting" in e.value.message
 
 
 async def test_upstream_server_error_becomes_502(gw: GatewayHandle,
                                                  fresh_sim: SimHandle) -> None:
-    fresh_sim.config(next_faults=["500"])
+    fresh_sim.config(next_faults=["500"] * 3)  # every attempt (routing.retry.max_attempts)
     with pytest.raises(openai.APIStatusError) as e:
         await client(gw).chat.completions.create(
             model="sim", messages=[{"role": "user", "content": "x"}])
@@ -196,7 +197,7 @@ async def test_next_deployment_answers_when_first_is_unreachable(
 
 async def test_first_token_timeout_answers_504(gw: GatewayHandle, fresh_sim: SimHandle) -> None:
     for stream in (False, True):
-        fresh_sim.config(next_faults=["hang"])
+        fresh_sim.config(next_faults=["hang"] * 3)
         with pytest.raises(openai.APIStatusError) as e:
             r = await client(gw).chat.completions.create(
                 model="sim-fast-timeout", messages=[{"role": "user", "content": "x"}],

@@ -6,11 +6,14 @@ start-up config.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import anthropic
@@ -20,10 +23,16 @@ import pytest
 
 from tests.helpers.sim import SimHandle, start_simulator
 from tollway.accounting.tokens import count_request, count_text
-from tollway.simulate.server import SIMULATOR, start
+from tollway.config import PacingConfig
+from tollway.errors import RateLimited, Unavailable
+from tollway.providers import http
+from tollway.providers.anthropic import AnthropicProvider
+from tollway.providers.openai import OpenAIProvider
+from tollway.routing.pacing import Pacer
+from tollway.simulate.server import SIMULATOR, add_cli_args, config_from_args, start
 from tollway.simulate.state import SimConfig
 from tollway.simulate.text import reply_text
-from tollway.types import ChatRequest
+from tollway.types import ChatRequest, Deployment
 
 USER = "Tell me about rivers."
 SYSTEM = "You are terse."
@@ -531,3 +540,225 @@ async def test_in_process_start() -> None:
         assert runner.app[SIMULATOR].stats.tokens_generated == 3
     finally:
         await runner.cleanup()
+
+
+# -- rate-limit emulation ------------------------------------------------------------------
+
+
+def post_headers(sim: SimHandle, path: str, body: dict[str, Any],
+                 ) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """POST JSON; the status, the lower-cased headers and the body."""
+    req = urllib.request.Request(sim.url + path, data=json.dumps(body).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, json.loads(e.read())
+
+
+CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES}
+CLAUDE = {"model": "claude-haiku-4-5", "max_tokens": 10,
+          "messages": [{"role": "user", "content": USER}]}
+
+
+def seconds(duration: str) -> float:
+    """An OpenAI reset ("20ms", "59.873s", "1m0s") in seconds."""
+    if duration.endswith("ms"):
+        return float(duration[:-2]) / 1000
+    minutes, _, rest = duration.rpartition("m")
+    return float(minutes or 0) * 60 + float(rest.rstrip("s"))
+
+
+def test_rate_limit_headers_count_down_in_openai_format(sim: SimHandle) -> None:
+    sim.config(rpm_limit=3, tpm_limit=10_000)
+    cost = prompt_tokens(MESSAGES) + 16
+    seen = []
+    for _ in range(3):
+        status, h, _ = post_headers(sim, "/v1/chat/completions", CHAT)
+        assert status == 200
+        seen.append((h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"],
+                     h["x-ratelimit-limit-tokens"], h["x-ratelimit-remaining-tokens"]))
+        # The first request leaves the window a minute after it came.
+        assert 50 < seconds(h["x-ratelimit-reset-requests"]) <= 60
+        assert 50 < seconds(h["x-ratelimit-reset-tokens"]) <= 60
+    assert seen == [("3", str(r), "10000", str(10_000 - cost * (3 - r))) for r in (2, 1, 0)]
+
+
+async def test_rate_limit_headers_on_streams(sim: SimHandle, oai: openai.AsyncOpenAI) -> None:
+    sim.config(rpm_limit=5)
+    raw = await oai.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert raw.headers["x-ratelimit-remaining-requests"] == "4"
+    assert "x-ratelimit-limit-tokens" not in raw.headers  # only the limits that are set
+    async for _ in raw.parse():
+        pass
+
+
+async def test_past_rpm_limit_429_says_when_it_fits(sim: SimHandle,
+                                                    oai: openai.AsyncOpenAI) -> None:
+    sim.config(rpm_limit=2)
+    t0 = time.monotonic()
+    for _ in range(2):
+        assert post_headers(sim, "/v1/chat/completions", CHAT)[0] == 200
+    with pytest.raises(openai.RateLimitError) as e:
+        await oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    elapsed = time.monotonic() - t0
+    h = e.value.response.headers
+    wait = int(h["retry-after-ms"]) / 1000
+    assert 60 - elapsed - 0.01 <= wait <= 60  # when the first request leaves the window
+    assert h["retry-after"] == str(math.ceil(wait))
+    assert h["x-ratelimit-remaining-requests"] == "0"
+    assert e.value.code == "rate_limit_exceeded"
+    stats = sim.stats()
+    assert stats["rate_limited"] == 1
+    assert stats["faults_injected"]["429"] == 0  # not an injected fault
+    # A refused request does not count: the window still holds two.
+    status, h2, _ = post_headers(sim, "/v1/chat/completions", CHAT)
+    assert status == 429 and h2["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_past_tpm_limit_429(sim: SimHandle) -> None:
+    cost = prompt_tokens(MESSAGES) + 16
+    sim.config(tpm_limit=cost * 2 + 1)
+    assert post_headers(sim, "/v1/chat/completions", CHAT)[0] == 200
+    status, h, _ = post_headers(sim, "/v1/chat/completions", CHAT)
+    assert status == 200 and h["x-ratelimit-remaining-tokens"] == "1"
+    status, h, body = post_headers(sim, "/v1/chat/completions", CHAT)
+    assert status == 429 and body["error"]["type"] == "requests"
+    assert 50 < int(h["retry-after-ms"]) / 1000 <= 60
+    # Asking for 1 output token does not help: the prompt alone is more than is left.
+    status, _, _ = post_headers(sim, "/v1/chat/completions", {**CHAT, "max_tokens": 1})
+    assert status == 429
+    assert sim.stats()["rate_limited"] == 2
+
+
+async def test_anthropic_rate_limit_headers(sim: SimHandle,
+                                            claude: anthropic.AsyncAnthropic) -> None:
+    sim.config(rpm_limit=2, tpm_limit=50_000)
+    status, h, _ = post_headers(sim, "/v1/messages", CLAUDE)
+    assert status == 200
+    assert h["anthropic-ratelimit-requests-limit"] == "2"
+    assert h["anthropic-ratelimit-requests-remaining"] == "1"
+    assert h["anthropic-ratelimit-tokens-limit"] == "50000"
+    assert int(h["anthropic-ratelimit-tokens-remaining"]) < 50_000
+    reset = datetime.fromisoformat(h["anthropic-ratelimit-requests-reset"])
+    assert 50 <= reset.timestamp() - time.time() <= 61  # to the second, rounded up
+    assert not any(k.startswith("x-ratelimit-") for k in h)
+    assert post_headers(sim, "/v1/messages", CLAUDE)[0] == 200
+    with pytest.raises(anthropic.RateLimitError) as e:
+        await claude.messages.create(**CLAUDE)
+    assert e.value.body["error"]["type"] == "rate_limit_error"
+    assert e.value.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert 50 < int(e.value.response.headers["retry-after-ms"]) / 1000 <= 60
+
+
+def test_requests_by_model(sim: SimHandle) -> None:
+    for model in ("sim-a", "sim-b", "sim-a"):
+        post_headers(sim, "/v1/chat/completions", {**CHAT, "model": model})
+    post_headers(sim, "/v1/messages", {**CLAUDE, "model": "sim-c"})
+    assert sim.stats()["requests_by_model"] == {"sim-a": 2, "sim-b": 1, "sim-c": 1}
+
+
+def test_rate_limit_config_validation(sim: SimHandle) -> None:
+    for patch in ({"rpm_limit": 0}, {"tpm_limit": -5}, {"rpm_limit": "x"}):
+        req = urllib.request.Request(sim.url + "/_sim/config", method="PUT",
+                                     data=json.dumps(patch).encode())
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == 400, patch
+    assert sim.config(rpm_limit=7)["rpm_limit"] == 7
+    assert sim.config(rpm_limit=None)["rpm_limit"] is None
+
+
+def test_cli_flags_set_the_limits() -> None:
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    cfg = config_from_args(parser.parse_args(["--rpm-limit", "60", "--tpm-limit", "9000"]))
+    assert (cfg.rpm_limit, cfg.tpm_limit) == (60, 9000)
+    assert config_from_args(parser.parse_args([])).rpm_limit is None
+
+
+async def test_the_window_slides_on_the_simulators_clock() -> None:
+    now = [0.0]
+    runner, port = await start("127.0.0.1", 0, SimConfig(output_tokens=3, rpm_limit=2),
+                               clock=lambda: now[0])
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x",
+                                max_retries=0)
+    try:
+        await client.chat.completions.create(model="m", messages=MESSAGES)
+        now[0] = 10.0
+        await client.chat.completions.create(model="m", messages=MESSAGES)
+        now[0] = 15.0
+        with pytest.raises(openai.RateLimitError) as e:
+            await client.chat.completions.create(model="m", messages=MESSAGES)
+        h = e.value.response.headers
+        assert (h["retry-after-ms"], h["retry-after"]) == ("45000", "45")
+        assert h["x-ratelimit-reset-requests"] == "45s"
+        now[0] = 60.0  # the first request leaves the window
+        raw = await client.chat.completions.with_raw_response.create(model="m",
+                                                                     messages=MESSAGES)
+        assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+        assert raw.headers["x-ratelimit-reset-requests"] == "10s"
+        now[0] = 130.0  # all gone
+        raw = await client.chat.completions.with_raw_response.create(model="m",
+                                                                     messages=MESSAGES)
+        assert raw.headers["x-ratelimit-remaining-requests"] == "1"
+        assert raw.headers["x-ratelimit-reset-requests"] == "1m0s"
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+# -- providers report the upstream's rate-limit headers ------------------------------------
+
+
+def deployment(sim: SimHandle, provider: str) -> Deployment:
+    if provider == "openai":
+        return Deployment(provider="openai", model="gpt-4o-mini", api_base=sim.openai_base,
+                          api_key="x")
+    return Deployment(provider="anthropic", model="claude-haiku-4-5",
+                      api_base=sim.anthropic_base, api_key="x")
+
+
+async def stream_ratelimit(provider: OpenAIProvider | AnthropicProvider, req: ChatRequest,
+                           dep: Deployment) -> dict[str, str]:
+    """Read a whole stream; its rate-limit headers."""
+    stream = await provider.stream(req, dep)
+    async for _ in stream.frames:
+        pass
+    return stream.ratelimit
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_providers_report_ratelimit_headers(sim: SimHandle, kind: str) -> None:
+    sim.config(rpm_limit=2, tpm_limit=100_000)
+    provider = {"openai": OpenAIProvider(), "anthropic": AnthropicProvider()}[kind]
+    prefix = "x-ratelimit-" if kind == "openai" else "anthropic-ratelimit-"
+    requests_left = ("x-ratelimit-remaining-requests" if kind == "openai"
+                     else "anthropic-ratelimit-requests-remaining")
+    dep = deployment(sim, kind)
+    req = msgspec.convert({"model": "alias", "messages": MESSAGES, "max_tokens": 10},
+                          ChatRequest)
+    try:
+        reply = await provider.complete(req, dep)
+        assert reply.ratelimit and all(k.startswith(prefix) for k in reply.ratelimit)
+        assert len(reply.ratelimit) == 6  # limit, remaining, reset for requests and tokens
+        assert reply.ratelimit[requests_left] == "1"
+        streamed = await stream_ratelimit(provider, msgspec.structs.replace(req, stream=True),
+                                          dep)
+        assert all(k.startswith(prefix) for k in streamed)
+        # The pacer reads them as they are: the provider said no request is left.
+        pacer = Pacer(PacingConfig(max_wait_seconds=1))
+        pacer.learn(streamed)
+        state = pacer.snapshot()
+        assert (state.rpm, state.tpm) == (2, 100_000)
+        assert 50 < state.held_seconds <= 61
+        with pytest.raises(Unavailable):
+            await pacer.acquire(10)
+        with pytest.raises(RateLimited) as e:  # the upstream's 429 carries them too
+            await provider.complete(req, dep)
+        assert e.value.upstream_headers[requests_left] == "0"
+        assert all(k.startswith(prefix) for k in e.value.upstream_headers)
+    finally:
+        await http.close()

@@ -28,7 +28,7 @@ from tollway.store.base import LedgerStore
 log = logging.getLogger("tollway.ledger")
 
 
-class LedgerRow(msgspec.Struct, kw_only=True, omit_defaults=True):
+class LedgerRow(msgspec.Struct, kw_only=True):
     id: str  # unique per row (the client may reuse x-request-id)
     request_id: str
     ts: float  # when the request arrived, epoch seconds

@@ -368,12 +368,13 @@ class AnthropicProvider:
 
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
         body = orjson.dumps(messages_body(req, dep.model))
-        data = await http.post_json(_url(dep), body, _headers(dep), dep)
+        data, ratelimit = await http.post_json(_url(dep), body, _headers(dep), dep)
         if data.get("type") == "error":
             raise UpstreamError(f"Upstream {http.where(dep)} answered with an error: "
                                 f"{data.get('error', data)}")
         out = chat_completion(data, dep.model)
-        return Reply(body=out, model=out["model"], usage=Usage.from_openai(out["usage"]))
+        return Reply(body=out, model=out["model"], usage=Usage.from_openai(out["usage"]),
+                     ratelimit=ratelimit)
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         body = orjson.dumps(messages_body(req, dep.model))
@@ -387,7 +388,8 @@ class AnthropicProvider:
         except BaseException:
             stream.resp.close()
             raise
-        out = ReplyStream(frames=http.no_frames(), model=translator.model)
+        out = ReplyStream(frames=http.no_frames(), model=translator.model,
+                          ratelimit=stream.ratelimit)
         out.frames = http.encode_chunks(
             _chunks(stream, batches, pending, translator, out, dep), out)
         return out

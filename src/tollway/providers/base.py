@@ -75,8 +75,12 @@ def redact(text: str, *secrets: str | None) -> str:
 
 
 def error_from_status(status: int, body: bytes, headers: Any, dep: Deployment) -> TollwayError:
+    # Imported here: http imports this module.
+    from tollway.providers.http import ratelimit_headers
+
     err = _error_from_status(status, body, headers, dep)
     err.upstream_status = status
+    err.upstream_headers = ratelimit_headers(headers)
     return err
 
 

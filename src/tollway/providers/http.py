@@ -47,6 +47,20 @@ async def close() -> None:
     _session = None
 
 
+_RATELIMIT = ("x-ratelimit-", "anthropic-ratelimit-")
+
+
+def ratelimit_headers(headers: Any) -> dict[str, str]:
+    """The provider's rate-limit headers (OpenAI's and Anthropic's), lower-cased, in
+    one pass over the response's headers."""
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        k = k.lower()
+        if k.startswith(_RATELIMIT):
+            out[k] = v
+    return out
+
+
 def where(dep: Deployment) -> str:
     return f"{dep.provider}/{dep.model}"
 
@@ -64,14 +78,16 @@ def connection_error(dep: Deployment, e: Exception) -> TollwayError:
 
 
 async def post_json(url: str, body: bytes, headers: dict[str, str],
-                    dep: Deployment) -> dict[str, Any]:
-    """POST and return the parsed JSON answer; any failure is a TollwayError."""
+                    dep: Deployment) -> tuple[dict[str, Any], dict[str, str]]:
+    """POST and return the parsed JSON answer and the upstream's rate-limit headers;
+    any failure is a TollwayError."""
     try:
         async with session().post(url, data=body, headers=headers,
                                   timeout=client_timeout(dep)) as resp:
             raw = await resp.read()
             if resp.status != 200:
                 raise error_from_status(resp.status, raw, resp.headers, dep)
+            ratelimit = ratelimit_headers(resp.headers)
     except TimeoutError:
         raise UpstreamTimeout(f"Upstream {where(dep)} did not answer within "
                               f"{dep.total_timeout:g}s.") from None
@@ -83,17 +99,19 @@ async def post_json(url: str, body: bytes, headers: dict[str, str],
         raise UpstreamError(f"Upstream {where(dep)} answered with invalid JSON.") from None
     if not isinstance(data, dict):
         raise UpstreamError(f"Upstream {where(dep)} answered with a non-object JSON body.")
-    return data
+    return data, ratelimit
 
 
 class OpenStream:
     """An upstream SSE stream whose first complete event has arrived. `first` holds
-    the bytes read so far (the first event, maybe more, maybe a partial one)."""
+    the bytes read so far (the first event, maybe more, maybe a partial one);
+    `ratelimit` the upstream's rate-limit headers."""
 
-    __slots__ = ("first", "resp")
+    __slots__ = ("first", "ratelimit", "resp")
 
     def __init__(self, resp: aiohttp.ClientResponse, first: bytes) -> None:
         self.resp, self.first = resp, first
+        self.ratelimit = ratelimit_headers(resp.headers)
 
     async def pieces(self) -> AsyncIterator[bytes]:
         """Every network read, the first one included."""

@@ -43,14 +43,15 @@ class OpenAIProvider:
 
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
         body = orjson.dumps(upstream_body(req, dep.model))
-        data = await http.post_json(_url(dep), body, _headers(dep), dep)
+        data, ratelimit = await http.post_json(_url(dep), body, _headers(dep), dep)
         return Reply(body=data, model=str(data.get("model") or dep.model),
-                     usage=Usage.from_openai(data.get("usage")))
+                     usage=Usage.from_openai(data.get("usage")), ratelimit=ratelimit)
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         body = orjson.dumps(upstream_body(req, dep.model))
         stream = await http.open_stream(_url(dep), body, _headers(dep), dep)
-        out = ReplyStream(frames=http.no_frames(), model=dep.model)
+        out = ReplyStream(frames=http.no_frames(), model=dep.model,
+                          ratelimit=stream.ratelimit)
         out.frames = _frames(stream, out, dep)
         return out
 

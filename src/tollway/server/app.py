@@ -19,7 +19,9 @@ from tollway.accounting.prices import format_usd
 from tollway.config import Config, ServerConfig
 from tollway.errors import MethodNotAllowed, NotFound, TollwayError
 from tollway.gateway import Answer, Gateway, Settlement
+from tollway.observe import UpstreamLevel
 from tollway.policy import budget
+from tollway.policy import limits as rate_limits
 from tollway.providers import http
 from tollway.providers.http import iter_chunks
 from tollway.server.admin import admin_routes
@@ -66,6 +68,8 @@ def answer_headers(ctx: CallContext, answer: Answer | None) -> Headers:
         h.append((b"x-tollway-max-tokens-clamped", ctx.max_tokens_clamped.encode()))
     if ctx.remaining_usd is not None:
         h.append((b"x-tollway-budget-remaining-usd", format_usd(ctx.remaining_usd).encode()))
+    if ctx.ticket is not None:
+        h += rate_limits.headers(ctx.ticket)
     return h
 
 
@@ -113,8 +117,10 @@ class ChatEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         e = edge(scope)
+        client = scope.get("client")
         ctx = CallContext(request_id=e.request_id, tier_header=e.tier, api_key=e.api_key,
-                          user=e.user, feature=e.feature, conversation=e.conversation)
+                          user=e.user, feature=e.feature, conversation=e.conversation,
+                          ip=client[0] if client else None)
         dialect = self.dialect
         gateway = self.app.gateway
         watch: DisconnectWatch | None = None
@@ -237,11 +243,22 @@ class Metrics:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.app.gateway
-        body = gateway.observer.render(await budget_levels(gateway), gateway.ledger.pending)
+        body = gateway.observer.render(await budget_levels(gateway), gateway.ledger.pending,
+                                       upstream_levels(gateway))
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
             (b"content-length", str(len(body)).encode()), *_rid(scope)]})
         await send({"type": "http.response.body", "body": body})
+
+
+def upstream_levels(gateway: Gateway) -> list[UpstreamLevel]:
+    out = []
+    for alias, deps in gateway.deployments().items():
+        for d in deps:
+            up = gateway.router.upstreams[d]
+            out.append(UpstreamLevel(alias, d.provider, d.model, up.breaker.state,
+                                     up.load.in_flight, up.pacer.snapshot().queued))
+    return out
 
 
 async def budget_levels(gateway: Gateway) -> list[tuple[str, str, str, str, float]]:

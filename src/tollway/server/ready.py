@@ -25,7 +25,26 @@ async def readiness(config: Config, gateway: Gateway) -> dict[str, Any]:
             providers[key] = await check() if check is not None else {"ok": True,
                                                                       "alias": alias}
     ready = store["ok"] and all(p["ok"] for p in providers.values())
-    return {"ready": ready, "store": store, "providers": providers}
+    return {"ready": ready, "store": store, "providers": providers,
+            "upstreams": upstreams(gateway)}
+
+
+def upstreams(gateway: Gateway) -> dict[str, list[dict[str, Any]]]:
+    """Per alias, each deployment's circuit breaker and outbound pacing. Open breakers
+    do not make the process unready: it still answers (with 503 and Retry-After)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for alias, deps in gateway.deployments().items():
+        rows = []
+        for d in deps:
+            up = gateway.router.upstreams[d]
+            b, pace = up.breaker.snapshot(), up.pacer.snapshot()
+            rows.append({"provider": d.provider, "model": d.model, "priority": d.priority,
+                         "weight": d.weight, "breaker": b.state, "retry_in": b.retry_in,
+                         "window_calls": b.calls, "window_failures": b.failures,
+                         "in_flight": up.load.in_flight, "queued": pace.queued,
+                         "rpm": pace.rpm, "tpm": pace.tpm})
+        out[alias] = rows
+    return out
 
 
 def _store_check(config: Config) -> dict[str, Any]:

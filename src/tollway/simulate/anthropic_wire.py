@@ -16,6 +16,7 @@ import msgspec
 import orjson
 
 from tollway.accounting.tokens import count_request
+from tollway.simulate.limits import LimitView, anthropic_headers
 from tollway.simulate.plan import ChoicePlan, SimRequest, ToolSpec
 from tollway.simulate.wire import (
     BadRequest,
@@ -163,6 +164,9 @@ class AnthropicDialect:
             stop=req.stop_sequences or [],
             tool=_tool(req),
         )
+
+    def limit_headers(self, view: LimitView, wall_now: float) -> dict[str, str]:
+        return anthropic_headers(view, wall_now)
 
     def error_spec(self, status: int, retry_after: float) -> ErrorSpec:
         spec = _ERRORS[status]

@@ -8,6 +8,7 @@ import msgspec
 import orjson
 
 from tollway.accounting.tokens import count_request
+from tollway.simulate.limits import LimitView, openai_headers
 from tollway.simulate.plan import ChoicePlan, SimRequest, ToolSpec
 from tollway.simulate.wire import (
     SYSTEM_FINGERPRINT,
@@ -114,6 +115,9 @@ class OpenAIDialect:
             json_schema=schema,
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
         )
+
+    def limit_headers(self, view: LimitView, wall_now: float) -> dict[str, str]:
+        return openai_headers(view)
 
     def error_spec(self, status: int, retry_after: float) -> ErrorSpec:
         spec = _ERRORS[status]

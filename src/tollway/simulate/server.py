@@ -15,16 +15,27 @@ Retry-After and retry-after-ms); `hang` never answers (until the caller leaves);
 `reset` aborts the TCP connection; `drop_stream` aborts a stream after
 `drop_after_tokens` tokens (half by default), and acts as `reset` on a JSON request.
 
+Rate limit (`rpm_limit`, `tpm_limit`; `limits.py`): a provider's per-minute limits over
+a sliding 60 s window. Every chat answer then carries the provider's headers
+(x-ratelimit-limit/remaining/reset-requests and -tokens in OpenAI's format on
+/v1/chat/completions, anthropic-ratelimit-requests/tokens-limit/remaining/reset on
+/v1/messages), and a request over the limit gets a 429 with Retry-After and
+retry-after-ms saying when it would fit (it does not count against the window). A
+request's tokens are its prompt plus the output it asks for (output_tokens capped by
+its max tokens, per choice).
+
 Control endpoints:
   GET  /_sim/config   the current config (next_faults shows what is still queued)
   PUT  /_sim/config   merge a JSON object into the config; 400 on invalid values.
                       Any PUT restarts the seeded fault draw.
-  GET  /_sim/stats    requests (and requests_by_endpoint), streams_started /
+  GET  /_sim/stats    requests (and requests_by_endpoint, requests_by_model),
+                      rate_limited (429s for being over the limit), streams_started /
                       _completed / _cancelled, requests_cancelled (the caller left before
                       the answer was complete), tokens_generated (tokens actually written),
                       faults_injected per kind, last_cancel_at, and recent_requests: the
                       last 50 API request bodies with their headers, minus credentials
-  POST /_sim/reset    zero the stats, clear queued faults, restart the fault draw
+  POST /_sim/reset    zero the stats, clear queued faults and the rate-limit window,
+                      restart the fault draw
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +57,7 @@ from aiohttp import web
 
 from tollway.accounting.tokens import count_text
 from tollway.simulate.anthropic_wire import AnthropicDialect
+from tollway.simulate.limits import Limiter
 from tollway.simulate.openai_wire import OpenAIDialect
 from tollway.simulate.plan import ChoicePlan, SimRequest, plan_choices, response_id
 from tollway.simulate.state import FaultPicker, SimConfig, Stats
@@ -66,9 +79,10 @@ class _Progress:
 
 
 class Simulator:
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.stats = Stats()
+        self.limiter = Limiter(clock)
         self.faults = FaultPicker(config)
         self._counter = 0
         self._openai = OpenAIDialect()
@@ -101,6 +115,7 @@ class Simulator:
 
     async def reset(self, request: web.Request) -> web.Response:
         self.stats = Stats()
+        self.limiter = Limiter(self.limiter.clock)
         self.config = msgspec.structs.replace(self.config, next_faults=[])
         self.faults = FaultPicker(self.config)
         self._counter = 0
@@ -149,23 +164,35 @@ class Simulator:
         except BadRequest as e:
             return _error(dialect, 400, ErrorSpec("invalid_request_error", e.message,
                                                   param=e.param), rid)
+        headers: dict[str, str] = {}
+        if cfg.rpm_limit is not None or cfg.tpm_limit is not None:
+            wait = self.limiter.admit(cfg.rpm_limit, cfg.tpm_limit, _tokens_asked(req, cfg))
+            headers = dialect.limit_headers(self.limiter.view(cfg.rpm_limit, cfg.tpm_limit),
+                                            time.time())
+            if wait is not None:
+                self.stats.rate_limited += 1
+                secs = math.ceil(wait * 1000) / 1000
+                return _error(dialect, 429, dialect.error_spec(429, secs), rid,
+                              retry_after=secs, extra=headers)
         progress = _Progress()
         try:
-            return await self._answer(request, dialect, cfg, req, rid, progress)
+            return await self._answer(request, dialect, cfg, req, rid, progress, headers)
         except asyncio.CancelledError:
             if not progress.aborted:
                 self.stats.cancelled(stream_open=progress.stream_open)
             raise
 
     async def _answer(self, request: web.Request, dialect: Dialect, cfg: SimConfig,
-                      req: SimRequest, rid: str, progress: _Progress) -> web.StreamResponse:
+                      req: SimRequest, rid: str, progress: _Progress,
+                      headers: dict[str, str]) -> web.StreamResponse:
         fault = self.faults.pick()
         if fault is not None:
             self.stats.faults_injected[fault] += 1
             if fault in ("429", "500", "503"):
                 return _error(dialect, int(fault), dialect.error_spec(int(fault),
                                                                       cfg.retry_after),
-                              rid, retry_after=cfg.retry_after if fault == "429" else None)
+                              rid, retry_after=cfg.retry_after if fault == "429" else None,
+                              extra=headers)
             if fault == "hang":
                 await asyncio.get_running_loop().create_future()  # until the caller leaves
             if fault == "reset" or not req.stream:
@@ -177,7 +204,7 @@ class Simulator:
         ctx = ReplyContext(rid, int(time.time()), req.model)
         if req.stream:
             return await self._stream(request, dialect, cfg, req, ctx, plans, progress,
-                                      drop=fault == "drop_stream")
+                                      headers, drop=fault == "drop_stream")
         longest = max(len(p.pieces) for p in plans)
         delay = (cfg.ttft_ms + longest * cfg.token_ms) / 1000
         if delay > 0:
@@ -185,13 +212,15 @@ class Simulator:
         out = dialect.reply_body(ctx, req, plans)
         self.stats.tokens_generated += sum(p.tokens for p in plans)
         return web.Response(body=out, headers={"Content-Type": _JSON,
-                                               dialect.request_id_header: rid})
+                                               dialect.request_id_header: rid, **headers})
 
     async def _stream(self, request: web.Request, dialect: Dialect, cfg: SimConfig,
                       req: SimRequest, ctx: ReplyContext, plans: list[ChoicePlan],
-                      progress: _Progress, *, drop: bool) -> web.StreamResponse:
+                      progress: _Progress, headers: dict[str, str], *,
+                      drop: bool) -> web.StreamResponse:
         steps = dialect.stream_steps(ctx, req, plans, cfg.ttft_ms / 1000, cfg.token_ms / 1000)
-        resp = web.StreamResponse(headers={**_SSE_HEADERS, dialect.request_id_header: ctx.id})
+        resp = web.StreamResponse(headers={**_SSE_HEADERS, dialect.request_id_header: ctx.id,
+                                           **headers})
         try:
             await resp.prepare(request)
             self.stats.streams_started += 1
@@ -262,6 +291,14 @@ def _abort(request: web.Request, progress: _Progress,
     return resp if resp is not None else web.Response()
 
 
+def _tokens_asked(req: SimRequest, cfg: SimConfig) -> int:
+    """What the request counts against tpm_limit: its prompt and the output it asks for."""
+    out = cfg.output_tokens
+    if req.limit is not None and not cfg.ignore_max_tokens:
+        out = min(out, req.limit)
+    return req.prompt_tokens + req.n * out
+
+
 def _key(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization")
     if auth is not None and auth[:7].lower() == "bearer ":
@@ -274,12 +311,13 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 
 def _error(dialect: Dialect, status: int, spec: ErrorSpec, rid: str, *,
-           retry_after: float | None = None) -> web.Response:
-    headers = {"Content-Type": _JSON, dialect.request_id_header: rid}
+           retry_after: float | None = None,
+           extra: dict[str, str] | None = None) -> web.Response:
+    headers = {"Content-Type": _JSON, dialect.request_id_header: rid, **(extra or {})}
     if retry_after is not None:
         # Retry-After takes whole seconds; retry-after-ms (OpenAI's SDK reads it) is exact.
         headers["Retry-After"] = str(math.ceil(retry_after))
-        headers["retry-after-ms"] = str(int(retry_after * 1000))
+        headers["retry-after-ms"] = str(math.ceil(round(retry_after * 1000, 6)))
     return web.Response(body=dialect.error_body(status, spec, rid), status=status,
                         headers=headers)
 
@@ -288,13 +326,14 @@ def _error(dialect: Dialect, status: int, spec: ErrorSpec, rid: str, *,
 
 
 async def start(host: str, port: int, config: SimConfig | None = None,
-                ) -> tuple[web.AppRunner, int]:
+                clock: Callable[[], float] = time.monotonic) -> tuple[web.AppRunner, int]:
     """Start serving in the running loop; returns the runner (call `.cleanup()` to stop)
-    and the bound port (useful with port=0). The Simulator is `runner.app[SIMULATOR]`."""
+    and the bound port (useful with port=0). The Simulator is `runner.app[SIMULATOR]`;
+    `clock` times its rate-limit window."""
     # Load both tokenizers now, not on the first request (they take ~1 s).
     count_text("warm-up", "gpt-4o")
     count_text("warm-up", "gpt-4")
-    sim = Simulator(config or SimConfig())
+    sim = Simulator(config or SimConfig(), clock)
     # handler_cancellation: a caller that disconnects cancels its handler, which is how
     # hangs end and how streams_cancelled is counted. No access log: it costs throughput.
     # A short shutdown_timeout: hung requests must not hold up stopping for a minute.
@@ -324,6 +363,10 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     a("--require-key", default=None, help="answer 401 unless the request carries this key")
     a("--drop-after-tokens", type=int, default=None,
       help="tokens a dropped stream sends before the cut (default: half)")
+    a("--rpm-limit", type=int, default=None,
+      help="emulate a provider's requests-per-minute limit (headers and 429s)")
+    a("--tpm-limit", type=int, default=None,
+      help="emulate a provider's tokens-per-minute limit (headers and 429s)")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:

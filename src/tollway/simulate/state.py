@@ -41,6 +41,10 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ignore_max_tokens: bool = False
     # drop_stream cuts the stream after this many tokens (default: half the reply).
     drop_after_tokens: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # A provider's rate limit for our key, per sliding minute: answers carry the
+    # provider's rate-limit headers, and a request over the limit gets a 429.
+    rpm_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    tpm_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # What GET /v1/models lists (any model name is accepted regardless).
     models: list[str] = msgspec.field(
         default_factory=lambda: ["sim-small", "sim-large", "gpt-4o-mini", "claude-haiku-4-5"])
@@ -78,6 +82,10 @@ def _zero_faults() -> dict[str, int]:
 class Stats:
     requests: int = 0
     requests_by_endpoint: dict[str, int] = field(default_factory=dict)
+    # By the body's "model": which deployment got the traffic.
+    requests_by_model: dict[str, int] = field(default_factory=dict)
+    # Refused with a 429 for being over rpm_limit / tpm_limit (not the injected 429s).
+    rate_limited: int = 0
     streams_started: int = 0
     streams_completed: int = 0
     # The caller went away before its stream finished.
@@ -96,6 +104,9 @@ class Stats:
     def record(self, endpoint: str, headers: Any, body: Any) -> None:
         """Count the request and keep its body and headers (minus credentials)."""
         self.count(endpoint)
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str):
+            self.requests_by_model[model] = self.requests_by_model.get(model, 0) + 1
         kept = {k.lower(): v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
         self.recent_requests.append(RecordedRequest(endpoint, kept, body, time.time()))
 
@@ -109,6 +120,8 @@ class Stats:
         return {
             "requests": self.requests,
             "requests_by_endpoint": dict(self.requests_by_endpoint),
+            "requests_by_model": dict(self.requests_by_model),
+            "rate_limited": self.rate_limited,
             "streams_started": self.streams_started,
             "streams_completed": self.streams_completed,
             "streams_cancelled": self.streams_cancelled,

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tollway.simulate.limits import LimitView
 from tollway.simulate.plan import ChoicePlan, SimRequest
 
 SYSTEM_FINGERPRINT = "fp_7f3c2a9e1b"
@@ -54,6 +55,8 @@ class Dialect(Protocol):
     def error_body(self, status: int, spec: ErrorSpec, request_id: str) -> bytes: ...
 
     def error_spec(self, status: int, retry_after: float) -> ErrorSpec: ...
+
+    def limit_headers(self, view: LimitView, wall_now: float) -> dict[str, str]: ...
 
     def reply_body(self, ctx: ReplyContext, req: SimRequest, plans: list[ChoicePlan]) -> bytes:
         ...

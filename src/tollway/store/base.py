@@ -59,6 +59,33 @@ class BudgetStore(Protocol):
         ...
 
 
+class LimitStore(Protocol):
+    """Exact sliding windows (a log of what was taken when), for rate limits.
+
+    A counter counts what was taken on it in (now - window, now]; an entry taken at
+    t stops counting at t + window. Counter names are opaque (see policy/limits.py).
+    """
+
+    async def take(self, entry_id: str, claims: Sequence[Claim], window: float,
+                   now: float) -> Reservation:
+        """All claims or none, atomically: each counter's sum over the window plus
+        its claim's amount must stay within its limit. On success the entry is recorded
+        on every claimed counter at `now`. Levels are after the take (before it when
+        refused); `refused` is the first claim that did not fit."""
+        ...
+
+    async def adjust(self, entry_id: str, amounts: Sequence[tuple[str, float]]) -> None:
+        """Replace what this entry recorded on these counters (a worst case settled to
+        the actual amount). A no-op where it has slid out of the window."""
+        ...
+
+    async def free_at(self, counter: str, need: float, limit: float, window: float,
+                      now: float) -> float:
+        """The earliest time >= now at which `need` more would fit on the counter
+        (`now` when it fits already; infinity when need > limit)."""
+        ...
+
+
 class KeyStore(Protocol):
     async def put(self, rec: KeyRecord) -> None: ...
     async def by_hash(self, key_hash: str) -> KeyRecord | None: ...
@@ -88,6 +115,7 @@ class OnceStore(Protocol):
 
 class Store(Protocol):
     budgets: BudgetStore
+    limits: LimitStore
     keys: KeyStore
     ledger: LedgerStore
     once: OnceStore

@@ -15,6 +15,7 @@ import asyncio
 import heapq
 import math
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,7 @@ from tollway.store.base import (
     Claim,
     KeyStore,
     LedgerStore,
+    LimitStore,
     OnceStore,
     Reservation,
 )
@@ -155,6 +157,126 @@ class MemoryBudgets:
                 self._release(hold)
 
 
+class _Entry:
+    __slots__ = ("amount", "id", "t")
+
+    def __init__(self, t: float, entry_id: str, amount: float) -> None:
+        self.t = t
+        self.id = entry_id
+        self.amount = amount
+
+
+class _Log:
+    """One counter's window: its entries oldest first, their sum, and each by id
+    (for adjust)."""
+
+    __slots__ = ("by_id", "entries", "total", "window")
+
+    def __init__(self, window: float) -> None:
+        self.entries: deque[_Entry] = deque()
+        self.by_id: dict[str, _Entry] = {}
+        self.total = 0.0
+        self.window = window
+
+    def expire(self, now: float) -> None:
+        # `t + window <= now`, the same sum free_at returns, so an entry leaves at
+        # exactly the time we told the caller (now - window would round differently).
+        entries, window = self.entries, self.window
+        while entries and entries[0].t + window <= now:
+            e = entries.popleft()
+            self.total -= e.amount
+            if self.by_id.get(e.id) is e:
+                del self.by_id[e.id]
+        if not entries:
+            self.total = 0.0  # no float drift survives an empty window
+
+
+class MemoryLimits:
+    """Sliding-window logs in memory. Atomic for the same reason as MemoryBudgets: no
+    await between checking and recording. Memory follows the traffic of one window:
+    a counter drops its expired entries whenever it is used, and a sweep trims the
+    others and drops the empty ones. The sweep walks every counter, so it runs only
+    after `sweep_every` takes and after as many takes as there are counters (O(1) per
+    take) or a window since the last one (at most one walk per window)."""
+
+    def __init__(self, sweep_every: int = 1000) -> None:
+        self._logs: dict[str, _Log] = {}
+        self._sweep_every = sweep_every
+        self._takes = 0
+        self._swept_at = -math.inf
+
+    async def take(self, entry_id: str, claims: Sequence[Claim], window: float,
+                   now: float) -> Reservation:
+        self._takes += 1
+        if self._takes >= self._sweep_every and (
+                self._takes >= len(self._logs) or now >= self._swept_at + window):
+            self._sweep(now)
+        logs = self._logs
+        found: list[_Log] = []
+        for c in claims:
+            log = logs.get(c.counter)
+            if log is None:
+                log = logs[c.counter] = _Log(window)
+            log.window = window
+            log.expire(now)
+            found.append(log)
+        levels = [log.total for log in found]
+        for i, (c, level) in enumerate(zip(claims, levels, strict=True)):
+            if level + c.amount > c.limit * (1 + 1e-12):
+                return Reservation(levels, refused=i)
+        for c, log in zip(claims, found, strict=True):
+            entries = log.entries
+            # A caller that read its clock before an await may come in a little late:
+            # recording it at the newest entry's time keeps each log sorted (and counts
+            # it a moment longer, never shorter).
+            e = _Entry(max(now, entries[-1].t) if entries else now, entry_id, c.amount)
+            entries.append(e)
+            log.by_id[entry_id] = e
+            log.total += c.amount
+        return Reservation([lvl + c.amount for lvl, c in zip(levels, claims, strict=True)])
+
+    async def adjust(self, entry_id: str, amounts: Sequence[tuple[str, float]]) -> None:
+        for counter, amount in amounts:
+            log = self._logs.get(counter)
+            e = log.by_id.get(entry_id) if log is not None else None
+            if log is not None and e is not None:
+                log.total += amount - e.amount
+                e.amount = amount
+
+    async def free_at(self, counter: str, need: float, limit: float, window: float,
+                      now: float) -> float:
+        if need > limit * (1 + 1e-12):
+            return math.inf
+        log = self._logs.get(counter)
+        if log is None:
+            return now
+        log.window = window
+        log.expire(now)
+        excess = log.total + need - limit * (1 + 1e-12)
+        if excess <= 0:
+            return now
+        for e in log.entries:  # capacity comes back as the oldest entries leave
+            excess -= e.amount
+            if excess <= 0:
+                return e.t + window
+        return math.inf  # unreachable while need <= limit
+
+    def size(self) -> tuple[int, int]:
+        """(counters, entries) held: what the memory bound is about."""
+        return len(self._logs), sum(len(log.entries) for log in self._logs.values())
+
+    def _sweep(self, now: float) -> None:
+        self._takes = 0
+        self._swept_at = now
+        idle = []
+        for name, log in self._logs.items():
+            log.expire(now)
+            if not log.entries:
+                idle.append(name)
+        for name in idle:
+            del self._logs[name]
+
+
 class SqliteKeys:
     """Keys in SQLite, served from memory (this process is the only writer)."""
 
@@ -248,6 +370,7 @@ class EmbeddedStore:
             lambda c: c.execute("SELECT name, amount FROM counters").fetchall()))
         memory = MemoryBudgets(spent)
         self.budgets: BudgetStore = memory
+        self.limits: LimitStore = MemoryLimits()
         self.keys: KeyStore = SqliteKeys(self._db)
         self.ledger: LedgerStore = SqliteLedger(self._db, memory)
         self.once: OnceStore = MemoryOnce()
