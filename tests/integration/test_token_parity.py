@@ -131,7 +131,8 @@ async def flush_leaked_clients() -> None:
     reused that file descriptor: one of ours, whose reply then never arrives."""
     gc.collect()
     await asyncio.sleep(0)
-    closing = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("aclose")]
+    closing = [t for t in asyncio.all_tasks()
+               if getattr(t.get_coro(), "__qualname__", "").endswith("aclose")]
     if closing:
         await asyncio.wait(closing, timeout=10)
 
