@@ -11,6 +11,8 @@ from tollway.errors import ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
     from tollway import config as config_mod
@@ -19,21 +21,43 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     host = args.host or cfg.server.host
     port = args.port or cfg.server.port
-    if args.workers and args.workers > 1:
+    workers = args.workers or 1
+    if workers > 1 and not cfg.store.shared:
         raise ConfigError("--workers: more than one worker needs the shared store "
-                          "(store: {redis_url, postgres_url}), which this build does not "
-                          "have yet; run one worker per process instead")
-    app = create_app(cfg)
+                          "(store: {redis_url, postgres_url}): with the embedded one each "
+                          "worker would keep its own budgets and limits")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s "
                         "%(name)s %(message)s")
-    if cfg.server.access_log:
-        app.gateway.observer.log_to()
     models = ", ".join(cfg.public_models())
-    print(f"tollway {__version__} serving on http://{host}:{port}/v1  models: {models}",
-          flush=True)
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools",
-                lifespan="on", access_log=False, proxy_headers=False, log_level=args.log_level,
-                timeout_graceful_shutdown=5)
+    print(f"tollway {__version__} serving on http://{host}:{port}/v1  models: {models}"
+          + (f"  ({workers} workers)" if workers > 1 else ""), flush=True)
+    options: dict[str, object] = dict(
+        host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        access_log=False, proxy_headers=False, log_level=args.log_level,
+        timeout_graceful_shutdown=5)
+    if workers > 1:
+        # Each worker process builds its own app from the same configuration file.
+        if args.config:
+            os.environ["TOLLWAY_CONFIG"] = os.path.abspath(args.config)
+        uvicorn.run("tollway.server.app:app_from_environment", factory=True, workers=workers,
+                    **options)  # type: ignore[arg-type]
+        return 0
+    uvicorn.run(create_app(cfg), **options)  # type: ignore[arg-type]
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from tollway import config as config_mod
+    from tollway.store.postgres import migrate
+
+    url = args.postgres_url or config_mod.load(args.config).store.postgres_url
+    if not url:
+        raise ConfigError("migrate: give --postgres-url or a config with "
+                          "store.postgres_url")
+    applied = asyncio.run(migrate(url))
+    print(f"applied migrations {applied}" if applied else "the schema is up to date")
     return 0
 
 
@@ -98,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim_server.add_cli_args(sim)
     sim.set_defaults(func=_simulate)
+
+    m = sub.add_parser("migrate", help="apply the shared store's PostgreSQL migrations")
+    m.add_argument("--config")
+    m.add_argument("--postgres-url", help="default: store.postgres_url of the config")
+    m.set_defaults(func=_migrate)
 
     c = sub.add_parser("check-config", help="validate a configuration and exit")
     c.add_argument("--config")

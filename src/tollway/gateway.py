@@ -43,6 +43,7 @@ from tollway.routing.pacing import Pacer
 from tollway.routing.router import Pool, Router
 from tollway.store import open_store
 from tollway.store.base import Store
+from tollway.store.embedded import MemoryLimits
 from tollway.types import (
     CallContext,
     ChatRequest,
@@ -111,6 +112,7 @@ class Gateway:
         self.ledger = Ledger(self.store.ledger, config.ledger, config.store.path)
         self.observer = Observer()
         self.alerts = Alerts(config.alerts, self.store)
+        self._local_limits = MemoryLimits()  # rate limits while the shared store is down
         self._warming: asyncio.Task[None] | None = None
         b = config.budgets
         self._budgets = bool(b.global_ or b.teams or b.users or b.features or b.conversations)
@@ -145,6 +147,7 @@ class Gateway:
         return err
 
     async def start(self) -> None:
+        await self.store.open()
         self.ledger.start()
         self.observer.start()
         # Off the event loop: the server answers while the tokenizers load.
@@ -161,7 +164,16 @@ class Gateway:
 
     async def authenticate(self, ctx: CallContext) -> None:
         secret, ctx.api_key = ctx.api_key, None
-        caller = await auth.authenticate(secret, self.store.keys, self.config.auth, self.clock())
+        try:
+            caller = await auth.authenticate(secret, self.store.keys, self.config.auth,
+                                             self.clock())
+        except TollwayError:
+            raise
+        except Exception as e:  # the key store is down: a key cannot be checked
+            self.observer.store_error("keys")
+            log.warning("key store unreachable: %s", e)
+            raise Unavailable("The key store is unreachable, so API keys cannot be checked "
+                              "right now.", retry_after=5) from e
         ctx.master, ctx.key = caller.master, caller.key
         if caller.key is not None:
             ctx.team = caller.key.team
@@ -198,7 +210,7 @@ class Gateway:
             ceiling, worst_usd = self._preflight(req, route, input_tokens, ctx, applied)
         worst_tokens = (input_tokens or 0) + (req.output_limit() or 0) * (req.n or 1)
         if rate:
-            ctx.ticket = await rate_limits.admit(self.store.limits, rate, worst_tokens, now)
+            ctx.ticket = await self._admit(rate, worst_tokens, now)
         if applied:
             await self._reserve(ctx, applied, worst_usd, worst_tokens, now)
         answer = await self._send(req, route, ctx, input_tokens)
@@ -261,7 +273,8 @@ class Gateway:
         tokens = settlement.usage.total_tokens if settlement and settlement.usage else 0
         if ctx.ticket is not None:
             try:
-                await rate_limits.settle(self.store.limits, ctx.ticket, tokens)
+                store = self._local_limits if ctx.ticket.local else self.store.limits
+                await rate_limits.settle(store, ctx.ticket, tokens)
             except Exception:
                 log.exception("rate-limit settle failed for %s", ctx.request_id)
         hold: Hold | None = ctx.hold
@@ -293,13 +306,33 @@ class Gateway:
         lower, why = tiers.downgrade(choice, input_tokens, self.config), "short_input"
         rules = self.config.budgets.downgrade
         if lower is None and applied and choice.tier and rules:
-            levels = await self.store.budgets.levels([a.counter for a in applied], now)
+            try:
+                levels = await self.store.budgets.levels([a.counter for a in applied], now)
+            except Exception as e:  # no levels, no downgrade; the reserve decides
+                self.observer.store_error("budgets")
+                log.warning("budget store unreachable: %s", e)
+                return None
             target = budget.downgrade_target(rules, choice.tier,
                                              budget.used_fraction(applied, levels))
             lower, why = (tiers.named(target, self.config) if target else None), "budget"
         if lower is not None:
             ctx.downgraded_from, ctx.downgrade_reason = choice.tier, why
         return lower
+
+    async def _admit(self, rate: list[rate_limits.Limit], worst_tokens: int,
+                     now: float) -> rate_limits.Ticket:
+        """Rate limits fail open: with the shared store down, each replica enforces
+        them alone (in memory) rather than refusing traffic, and says so."""
+        try:
+            return await rate_limits.admit(self.store.limits, rate, worst_tokens, now)
+        except TollwayError:
+            raise
+        except Exception as e:
+            self.observer.store_error("limits")
+            log.warning("rate-limit store unreachable, limiting in this process: %s", e)
+            ticket = await rate_limits.admit(self._local_limits, rate, worst_tokens, now)
+            ticket.local = True
+            return ticket
 
     async def _reserve(self, ctx: CallContext, applied: list[budget.Applied], usd: float,
                        tokens: int, now: float) -> None:
@@ -309,6 +342,7 @@ class Gateway:
         try:
             got = await self.store.budgets.reserve(hold.id, claims, now + cfg.hold_seconds, now)
         except Exception as e:
+            self.observer.store_error("budgets")
             if cfg.on_store_error == "open":
                 log.warning("budget store unreachable, request let through unmetered: %s", e)
                 return

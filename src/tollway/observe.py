@@ -73,6 +73,7 @@ class Observer:
         self.ttft: dict[tuple[str, str], _Hist] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.retries: dict[tuple[str, str], int] = {}
+        self.store_errors: dict[str, int] = {}  # by part: keys, limits, budgets
         self.fallbacks: dict[tuple[str, str], int] = {}  # (from, to)
         self._scrape: tuple[list[BudgetLevel], int, list[UpstreamLevel]] = ([], 0, [])
         self.registry.register(_Families(self))
@@ -110,6 +111,9 @@ class Observer:
             self.fallbacks[fk] = self.fallbacks.get(fk, 0) + 1
         if self._log is not None:
             self._log.write(_encode(row) + b"\n")
+
+    def store_error(self, part: str) -> None:
+        self.store_errors[part] = self.store_errors.get(part, 0) + 1
 
     def render(self, budgets: list[BudgetLevel], ledger_pending: int,
                upstreams: list[UpstreamLevel]) -> bytes:
@@ -182,6 +186,12 @@ class _Families(Collector):
         for fk, n in o.fallbacks.items():
             fallbacks.add_metric(fk, n)
         yield fallbacks
+        errors = CounterMetricFamily("tollway_store_errors", "Store calls that failed, by "
+                                     "part (the failure policy decided what happened)",
+                                     labels=["part"])
+        for part, n in o.store_errors.items():
+            errors.add_metric([part], n)
+        yield errors
         budgets, pending, ups = o._scrape
         state = GaugeMetricFamily("tollway_breaker_state",
                                   "Circuit breaker: 0 closed, 1 half-open, 2 open",

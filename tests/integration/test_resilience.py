@@ -73,7 +73,7 @@ def rgw(sim: SimHandle, primary: SimHandle, flaky: SimHandle) -> Iterator[Gatewa
 
 
 def client(gw: GatewayHandle) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=gw.base_url, api_key=MASTER, max_retries=0)
+    return openai.AsyncOpenAI(base_url=gw.base_url, api_key=MASTER, max_retries=0, timeout=30)
 
 
 def upstream_state(gw: GatewayHandle, alias: str) -> list[dict[str, Any]]:

@@ -71,6 +71,7 @@ class Ticket:
     limits: list[Limit]
     tokens: int  # on each token counter: the worst case, then the actual once settled
     shown: dict[str, Shown] = field(default_factory=dict)  # by metric
+    local: bool = False  # taken in this process's own store (the shared one was down)
 
 
 class LimitExceeded(RateLimited):

@@ -243,8 +243,12 @@ class Metrics:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.app.gateway
-        body = gateway.observer.render(await budget_levels(gateway), gateway.ledger.pending,
-                                       upstream_levels(gateway))
+        try:
+            budgets = await budget_levels(gateway)
+        except Exception:  # the store is down: the rest of the metrics still matter
+            gateway.observer.store_error("budgets")
+            budgets = []
+        body = gateway.observer.render(budgets, gateway.ledger.pending, upstream_levels(gateway))
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
             (b"content-length", str(len(body)).encode()), *_rid(scope)]})
@@ -364,7 +368,18 @@ class TollwayApp:
 
 
 def create_app(config: Config) -> TollwayApp:
-    return TollwayApp(config)
+    app = TollwayApp(config)
+    if config.server.access_log:
+        app.gateway.observer.log_to()
+    return app
+
+
+def app_from_environment() -> TollwayApp:
+    """For worker processes (`tollway serve --workers N`): the configuration from
+    TOLLWAY_CONFIG (or ./tollway.yaml), as the parent process read it."""
+    from tollway import config as config_mod
+
+    return create_app(config_mod.load(None))
 
 
 __all__ = ["TollwayApp", "__version__", "create_app"]

@@ -7,6 +7,13 @@ from tollway.store.base import Store
 
 
 def open_store(config: Config) -> Store:
+    """The configured store, not yet connected: `await store.open()` before use."""
+    st = config.store
+    if st.shared:
+        from tollway.store.shared import SharedStore
+
+        assert st.redis_url is not None and st.postgres_url is not None
+        return SharedStore(st.redis_url, st.postgres_url)
     from tollway.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(config.store.path)
+    return EmbeddedStore(st.path)

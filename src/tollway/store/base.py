@@ -120,4 +120,8 @@ class Store(Protocol):
     ledger: LedgerStore
     once: OnceStore
 
+    async def open(self) -> None:
+        """Connect (and migrate); before the first use."""
+        ...
+
     async def close(self) -> None: ...

@@ -375,5 +375,8 @@ class EmbeddedStore:
         self.ledger: LedgerStore = SqliteLedger(self._db, memory)
         self.once: OnceStore = MemoryOnce()
 
+    async def open(self) -> None:
+        """Nothing to do: the database opened with the store (zero setup)."""
+
     async def close(self) -> None:
         self._db.close()
