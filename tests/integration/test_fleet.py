@@ -151,3 +151,40 @@ async def test_a_key_revoked_on_one_replica_is_refused_by_the_others(
                 break
             assert time.monotonic() < deadline, "revocation not seen within 1 s"
             await asyncio.sleep(0.01)
+
+
+async def test_workers_share_the_store(fleet: list[GatewayHandle], sim: SimHandle,
+                                       postgres_url: str, fresh_sim: SimHandle) -> None:
+    """`--workers 2`: two processes on one port, one budget between them."""
+    fresh_sim.config(output_tokens=MAX_TOKENS)
+    cfg = gateway_config(sim.url)
+    cfg["store"] = {"redis_url": REDIS_DB, "postgres_url": postgres_url}
+    cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
+    gw = start_gateway(cfg, env={"TOLLWAY_MASTER_KEY": MASTER}, args=["--workers", "2"])
+    try:
+        secret, _ = create_key(gw.url, MASTER, budgets=[{"usd": 5 * worst_usd(),
+                                                         "period": "day"}])
+        statuses = []
+        for _ in range(4):  # a new connection each time: the kernel spreads them
+            async with openai.AsyncOpenAI(base_url=gw.base_url, api_key=secret,
+                                          max_retries=0) as c:
+                for _ in range(3):
+                    try:
+                        await c.chat.completions.create(model="sim", messages=MESSAGES,
+                                                        max_tokens=MAX_TOKENS)
+                        statuses.append(200)
+                    except openai.APIStatusError as e:
+                        statuses.append(e.status_code)
+        assert statuses.count(200) == 5 and statuses.count(429) == 7
+    finally:
+        gw.stop()
+
+
+def test_workers_need_the_shared_store(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "tollway.cli", "serve", "--workers", "2"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 1
+    assert "--workers: more than one worker needs the shared store" in out.stderr
