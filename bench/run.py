@@ -14,7 +14,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 # overhead.py rewrites docs/benchmarks.md whole; the others replace their own section of
 # it, so it runs first.
-BENCHMARKS = ["overhead.py", "tokens.py", "reliability.py"]
+BENCHMARKS = ["overhead.py", "tokens.py", "reliability.py", "workers.py"]
 
 
 def apt_install(package: str) -> None:

@@ -339,9 +339,13 @@ class Gateway:
         cfg = self.config.budgets
         hold = Hold("hold_" + os.urandom(10).hex(), applied)
         claims = budget.claims(applied, usd, tokens)
+        # Recorded before the store is asked: if the client leaves while the reserve is
+        # in flight, `finish` still settles the hold (to 0) instead of leaving it held
+        # until it expires; the store never takes a hold that was settled first.
+        ctx.hold = hold
         try:
             got = await self.store.budgets.reserve(hold.id, claims, now + cfg.hold_seconds, now)
-        except Exception as e:
+        except Exception as e:  # the hold may have been taken: `finish` settles it anyway
             self.observer.store_error("budgets")
             if cfg.on_store_error == "open":
                 log.warning("budget store unreachable, request let through unmetered: %s", e)
@@ -349,10 +353,10 @@ class Gateway:
             raise Unavailable("The budget store is unreachable, so spending is paused "
                               "(budgets.on_store_error: closed).", retry_after=5) from e
         if got.refused is not None:
+            ctx.hold = None
             i = got.refused
             raise budget.refusal(applied[i], got.levels[i], claims[i].amount,
                                  cfg.refuse_status, now)
-        ctx.hold = hold
         ctx.remaining_usd = budget.remaining_usd(applied, got.levels)
 
     def _resolve(self, name: str) -> _Route:

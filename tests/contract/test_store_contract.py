@@ -32,6 +32,16 @@ async def test_settle_replaces_the_hold_with_the_real_amount_once(store: Store) 
     assert await b.levels(["usd"], 0) == [0.125]
 
 
+async def test_a_hold_settled_before_its_reserve_arrives_is_never_taken(store: Store) -> None:
+    """A request cancelled while its reserve was in flight settles first (to 0)."""
+    b = store.budgets
+    assert await b.settle("late", [("c", 0.0)]) is True
+    got = await b.reserve("late", [Claim("c", 10, 8)], 1e12, 0)
+    assert got.refused is None
+    assert await b.levels(["c"], 0) == [0.0]
+    assert (await b.reserve("next", [Claim("c", 10, 8)], 1e12, 0)).refused is None
+
+
 async def test_expired_holds_stop_counting_but_their_settle_still_charges(store: Store) -> None:
     b = store.budgets
     await b.reserve("h1", [Claim("c", 10, 8)], expires_at=100, now=0)

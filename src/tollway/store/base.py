@@ -42,7 +42,9 @@ class BudgetStore(Protocol):
     async def reserve(self, hold_id: str, claims: Sequence[Claim], expires_at: float,
                       now: float) -> Reservation:
         """All claims or none, atomically: the hold is recorded only when every
-        counter stays within its limit."""
+        counter stays within its limit — and never for a hold already settled (the
+        caller records the hold before asking, so a request cancelled while this call
+        is in flight still settles it; a settle that arrives first wins)."""
         ...
 
     async def settle(self, hold_id: str, charges: Sequence[tuple[str, float]]) -> bool:

@@ -100,6 +100,8 @@ class MemoryBudgets:
         self._expire(now)
         spent, held = self._spent, self._held
         levels = [spent.get(c.counter, 0.0) + held.get(c.counter, 0.0) for c in claims]
+        if hold_id in self._settled:  # its request finished first: nothing to take
+            return Reservation(levels)
         for i, (c, level) in enumerate(zip(claims, levels, strict=True)):
             if level + c.amount > c.limit * (1 + 1e-12):
                 return Reservation(levels, refused=i)

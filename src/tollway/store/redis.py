@@ -103,8 +103,10 @@ local function sweep(holds, held, hold_prefix, now)
 end
 """
 
-# KEYS: holds, held, hold, spent per claim. ARGV: hold prefix, hold id, server?, now,
-# expires_at, then (counter, limit, amount) per claim. Returns {refused or -1, levels}.
+# KEYS: holds, held, hold, settle mark, spent per claim. ARGV: hold prefix, hold id,
+# server?, now, expires_at, then (counter, limit, amount) per claim. Returns
+# {refused or -1, levels}. A hold already settled is not taken: its request finished
+# (the client left) while this reserve was on its way.
 # Swept holds' keys are built from the hold prefix: they share the {b} slot.
 _RESERVE = "-- tollway " + LAYOUT + " budgets.reserve" + _BUDGET_COMMON + """
 local holds, held, hold = KEYS[1], KEYS[2], KEYS[3]
@@ -114,11 +116,12 @@ sweep(holds, held, ARGV[1], now)
 local n = (#ARGV - 5) / 3
 local levels, out = {}, {}
 for i = 1, n do
-  levels[i] = (tonumber(redis.call('GET', KEYS[3 + i])) or 0)
+  levels[i] = (tonumber(redis.call('GET', KEYS[4 + i])) or 0)
             + (tonumber(redis.call('HGET', held, ARGV[3 * i + 3])) or 0)
 end
-if redis.call('EXISTS', hold) == 1 then
-  -- A retried reserve: the hold is in place (and in these levels) already.
+if redis.call('EXISTS', hold) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then
+  -- A retried reserve (the hold is in place, and in these levels, already), or one
+  -- whose request was settled first: nothing to take.
   out[1] = -1
   for i = 1, n do out[i + 1] = fmt(levels[i]) end
   return out
@@ -341,7 +344,7 @@ class RedisBudgets:
 
     async def reserve(self, hold_id: str, claims: Sequence[Claim], expires_at: float,
                       now: float) -> Reservation:
-        keys = [self._holds, self._held, self._hold + hold_id,
+        keys = [self._holds, self._held, self._hold + hold_id, self._settled + hold_id,
                 *(self._spent + c.counter for c in claims)]
         args = [self._hold, hold_id, self._server, _num(now), _num(expires_at)]
         for c in claims:
