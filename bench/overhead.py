@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -249,6 +250,16 @@ def run_all(plan: Plan, work: Path, base_port: int,
     return results, text
 
 
+def kept_sections(path: Path) -> str:
+    """The other benchmarks' sections of the doc (between `<!-- NAME:begin -->` and
+    `<!-- NAME:end -->`): this one rewrites the rest, they stay as they were."""
+    if not path.exists():
+        return ""
+    blocks = re.finditer(r"<!-- ([a-z]+):begin -->.*?<!-- \1:end -->", path.read_text(),
+                         flags=re.S)
+    return "".join("\n" + b.group(0) + "\n" for b in blocks)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
@@ -260,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tollway-bench-") as tmp:
         results, text = run_all(plan, Path(tmp), args.base_port, args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    out.write_text(text + kept_sections(out))
     RESULTS.mkdir(exist_ok=True)
     raw = RESULTS / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
     raw.write_text(json.dumps({"plan": asdict(plan), "results": [asdict(s) for s in results]},
