@@ -5,9 +5,11 @@ exact commands used so the report can print them."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -225,3 +227,34 @@ def run_loadgen(url: str, body: Path, rate: float, duration: float, warmup: floa
 def sse_frames(url: str, body: bytes) -> int:
     """How many `data:` frames one streamed reply has (to turn streams/s into chunks/s)."""
     return http("POST", url, body).count(b"data:")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tollway_argv() -> list[str]:
+    script = Path(sys.executable).parent / "tollway"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tollway.cli"]
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if this process dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def write_section(path: Path, section: str, begin: str, end: str) -> None:
+    """Replace one benchmark's section of the doc (between its `begin` and `end`
+    markers), or append it; the rest stays as it is."""
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        text = head + section + ("\n" + tail if tail else "")
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "") + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

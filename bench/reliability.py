@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import bisect
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -30,7 +29,6 @@ import platform
 import re
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,8 +47,9 @@ import openai
 import uvloop
 import yaml
 
+import harness
 import report
-from harness import cpu_seconds, status_kib
+from harness import cpu_seconds, die_with_parent, free_port, status_kib, tollway_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -88,21 +87,7 @@ def log(msg: str) -> None:
 COMMANDS: list[str] = []
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
-
-def tollway_argv() -> list[str]:
-    script = Path(sys.executable).parent / "tollway"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "tollway.cli"]
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if this process dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -144,7 +129,7 @@ class Procs:
         with logf.open("wb") as out:  # a file, not a pipe nobody drains
             popen = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                      env={**base, **(env or {})},
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=die_with_parent)
         port = argv[argv.index("--port") + 1]
         proc = Proc(name, popen, logf, f"http://127.0.0.1:{port}")
         self.started.append(proc)
@@ -844,18 +829,6 @@ def log_problems(procs: Procs) -> dict[str, tuple[int, int]]:
     return out
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace our section between the markers, or append it; the rest stays as it is."""
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
 
 # -- main ------------------------------------------------------------------------------
 
@@ -970,8 +943,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (tb, err) in problems.items():
         if tb or err:
             log(f"{name}: {tb} tracebacks, {err} ERROR lines in its output")
-    write_section(out, render(command, res["r1"], res["r2"], res["r3"], res["r4"],
-                              res["configs"], problems))
+    harness.write_section(out, render(command, res["r1"], res["r2"], res["r3"], res["r4"],
+                                      res["configs"], problems), BEGIN, END)
     log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
 

@@ -25,6 +25,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import harness
 import report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,18 +278,6 @@ No Claude or Gemini tokenizer is available offline: their error is unmeasured.
 """
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace our section between the markers, or append it; the rest stays as it is."""
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
@@ -315,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                   for k, runs in lat[2].items()))
     local = local_model_ratio(docs)
     command = ".venv/bin/python bench/tokens.py" + (" --quick" if args.quick else "")
-    write_section(out, render(command, docs, rates, lat, repeats, local))
+    harness.write_section(out, render(command, docs, rates, lat, repeats, local), BEGIN, END)
     log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
 

@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import platform
 import secrets
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,8 +48,16 @@ import asyncpg
 import redis
 import yaml
 
+import harness
 import report
-from harness import child_cpu_seconds, cpu_seconds, machine_seconds
+from harness import (
+    child_cpu_seconds,
+    cpu_seconds,
+    die_with_parent,
+    free_port,
+    machine_seconds,
+    tollway_argv,
+)
 from report import spread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,21 +107,7 @@ QUICK = Plan(repeats=1, duration=2.0, warmup=1.0, connections=64)
 # -- processes -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
-
-def tollway_argv() -> list[str]:
-    script = Path(sys.executable).parent / "tollway"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "tollway.cli"]
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if this process dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -149,7 +141,7 @@ class Procs:
         logf = self.work / f"{name}.log"
         with logf.open("wb") as out:  # a file, not a pipe nobody drains
             popen = subprocess.Popen(argv, cwd=self.work, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**base, **(env or {})}, preexec_fn=_die_with_parent)
+                                     env={**base, **(env or {})}, preexec_fn=die_with_parent)
         port = argv[argv.index("--port") + 1]
         proc = Proc(name, popen, logf, f"http://127.0.0.1:{port}")
         self.started.append(proc)
@@ -829,18 +821,6 @@ def render(command: str, plan: Plan, res: dict[str, Any], quick: bool) -> str:
     return "\n\n".join(b for b in blocks if b)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace our section between the markers, or append it; the rest stays as it is."""
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
 
 # -- entry -------------------------------------------------------------------------------------
 
@@ -907,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         res = run(work, procs, plan, args)
         res |= {"work": work, "redis_url": args.redis_url}
         text = render(command, plan, res, args.quick)
-    write_section(out, text)
+    harness.write_section(out, text, BEGIN, END)
     RESULTS.mkdir(exist_ok=True)
     raw = RESULTS / f"workers-{time.strftime('%Y%m%d-%H%M%S')}.json"
     raw.write_text(json.dumps({"plan": asdict(plan), "ledger": res["ledger"],
