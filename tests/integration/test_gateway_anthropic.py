@@ -3,6 +3,8 @@ upstream behind it: an OpenAI-compatible one (`sim`) and an Anthropic one (`sim-
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import anthropic
 import pytest
 
@@ -10,10 +12,23 @@ from tests.helpers.gateway import GatewayHandle
 from tests.helpers.sim import SimHandle
 from tollway.simulate.text import reply_text
 
+_open: list[anthropic.AsyncAnthropic] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    """Close this test's SDK clients: one left to the garbage collector closes its
+    sockets later, possibly a file descriptor a newer connection reuses by then."""
+    yield
+    while _open:
+        await _open.pop().close()
+
 
 def client(gw: GatewayHandle) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=gw.url, api_key="unused", max_retries=0,
-                                    timeout=30)
+    c = anthropic.AsyncAnthropic(base_url=gw.url, api_key="unused", max_retries=0,
+                                 timeout=30)
+    _open.append(c)
+    return c
 
 
 UPSTREAM = {"sim": "sim-model", "sim-claude": "claude-sim"}

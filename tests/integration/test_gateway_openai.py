@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 
 import openai
 import pytest
@@ -18,10 +19,24 @@ from tollway.types import Message
 SIM_OUTPUT_TOKENS = 16
 
 
+_open: list[openai.AsyncOpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    """Close this test's SDK clients: one left to the garbage collector closes its
+    sockets later, possibly a file descriptor a newer connection reuses by then."""
+    yield
+    while _open:
+        await _open.pop().close()
+
+
 def client(gw: GatewayHandle) -> openai.AsyncOpenAI:
     # max_retries=0: Tollway owns retries; an SDK retry would hide a gateway failure.
-    return openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0,
-                              timeout=30)
+    c = openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0,
+                           timeout=30)
+    _open.append(c)
+    return c
 
 
 def expected_usage(messages: list[dict[str, str]], completion: int) -> tuple[int, int]:
