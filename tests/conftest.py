@@ -5,10 +5,11 @@ Both are real processes on free ports; tests talk to them with the official SDKs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.helpers.clients import close_all
 from tests.helpers.gateway import GatewayHandle, free_port, start_gateway
 from tests.helpers.sim import SimHandle, start_simulator
 
@@ -40,6 +41,13 @@ def gateway_config(sim_url: str) -> dict[str, object]:
         },
         "aliases": {"sim-alias": "sim"},
     }
+
+
+@pytest.fixture(autouse=True)
+async def _close_sdk_clients() -> AsyncIterator[None]:
+    """Close the SDK clients a test made with `helpers.clients.track`."""
+    yield
+    await close_all()
 
 
 @pytest.fixture(scope="session")

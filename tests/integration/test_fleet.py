@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import openai
 import orjson
 import pytest
@@ -20,12 +18,12 @@ import redis.asyncio as aioredis
 from tests.conftest import gateway_config
 from tests.helpers.admin import admin, create_key, ledger_rows
 from tests.helpers.gateway import GatewayHandle, start_gateway
+from tests.helpers.postgres import scratch_database, url_of
 from tests.helpers.sim import SimHandle
 from tollway.accounting.tokens import count_request
 from tollway.wire.openai import parse_chat_request
 
 MASTER = "master-" + os.urandom(8).hex()
-PG_ADMIN = os.environ.get("TOLLWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_DB = "redis://127.0.0.1:6379/7"  # a database of its own, flushed around the test
 MAX_TOKENS = 50
 MESSAGES: Any = [{"role": "user", "content": "Fleet-wide question."}]
@@ -33,20 +31,8 @@ MESSAGES: Any = [{"role": "user", "content": "Fleet-wide question."}]
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    name = f"tollway_fleet_{secrets.token_hex(5)}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database("tollway_fleet") as name:
+        yield url_of(name)
 
 
 @pytest.fixture(scope="module")

@@ -3,32 +3,18 @@ upstream behind it: an OpenAI-compatible one (`sim`) and an Anthropic one (`sim-
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anthropic
 import pytest
 
+from tests.helpers.clients import track
 from tests.helpers.gateway import GatewayHandle
 from tests.helpers.sim import SimHandle
 from tollway.simulate.text import reply_text
 
-_open: list[anthropic.AsyncAnthropic] = []
-
-
-@pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
-    """Close this test's SDK clients: one left to the garbage collector closes its
-    sockets later, possibly a file descriptor a newer connection reuses by then."""
-    yield
-    while _open:
-        await _open.pop().close()
-
 
 def client(gw: GatewayHandle) -> anthropic.AsyncAnthropic:
-    c = anthropic.AsyncAnthropic(base_url=gw.url, api_key="unused", max_retries=0,
-                                 timeout=30)
-    _open.append(c)
-    return c
+    return track(anthropic.AsyncAnthropic(base_url=gw.url, api_key="unused", max_retries=0,
+                                          timeout=30))
 
 
 UPSTREAM = {"sim": "sim-model", "sim-claude": "claude-sim"}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import openai
 import pytest
 
 from tests.conftest import DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP
+from tests.helpers.clients import track
 from tests.helpers.gateway import GatewayHandle
 from tests.helpers.sim import SimHandle
 from tollway.accounting.tokens import count_messages
@@ -19,24 +19,10 @@ from tollway.types import Message
 SIM_OUTPUT_TOKENS = 16
 
 
-_open: list[openai.AsyncOpenAI] = []
-
-
-@pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
-    """Close this test's SDK clients: one left to the garbage collector closes its
-    sockets later, possibly a file descriptor a newer connection reuses by then."""
-    yield
-    while _open:
-        await _open.pop().close()
-
-
 def client(gw: GatewayHandle) -> openai.AsyncOpenAI:
     # max_retries=0: Tollway owns retries; an SDK retry would hide a gateway failure.
-    c = openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0,
-                           timeout=30)
-    _open.append(c)
-    return c
+    return track(openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0,
+                                    timeout=30))
 
 
 def expected_usage(messages: list[dict[str, str]], completion: int) -> tuple[int, int]:

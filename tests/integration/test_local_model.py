@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import openai
 import orjson
 import pytest
 
+from tests.helpers.clients import track
 from tests.helpers.gateway import GatewayHandle, start_gateway
 
 
@@ -35,23 +36,9 @@ def greedy_local_answer(question: str, max_tokens: int) -> str:
     return str(out["choices"][0]["message"]["content"])
 
 
-_open: list[openai.AsyncOpenAI] = []
-
-
-@pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
-    """Close this test's SDK clients: one left to the garbage collector closes its
-    sockets later, possibly a file descriptor a newer connection reuses by then."""
-    yield
-    while _open:
-        await _open.pop().close()
-
-
 def client(gw: GatewayHandle) -> openai.AsyncOpenAI:
-    c = openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0,
-                           timeout=120)
-    _open.append(c)
-    return c
+    return track(openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0,
+                                    timeout=120))
 
 
 async def test_embedded_default_lists_local_models(embedded: GatewayHandle) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,10 +21,10 @@ import pytest
 from tests.conftest import gateway_config
 from tests.helpers.admin import admin, create_key, ledger_rows
 from tests.helpers.gateway import GatewayHandle, free_port, start_gateway
+from tests.helpers.postgres import run_sql, scratch_database, url_of
 from tests.helpers.sim import SimHandle
 
 MASTER = "master-" + os.urandom(8).hex()
-PG_ADMIN = os.environ.get("TOLLWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MESSAGES: Any = [{"role": "user", "content": "Still there?"}]
 
 
@@ -51,14 +50,6 @@ class RedisServer:
             self.proc = None
 
 
-async def _pg(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
     r = RedisServer()
@@ -71,20 +62,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    name = f"tollway_outage_{secrets.token_hex(5)}"
-    asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
-    try:
+    with scratch_database("tollway_outage") as name:
         yield name
-    finally:
-        asyncio.run(_pg(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
 def ogw(sim: SimHandle, redis_server: RedisServer, database: str) -> Iterator[GatewayHandle]:
     cfg = gateway_config(sim.url)
     cfg["store"] = {"redis_url": f"redis://127.0.0.1:{redis_server.port}/0",
-                    "postgres_url": PG_ADMIN.rsplit("/", 1)[0] + f"/{database}"}
+                    "postgres_url": url_of(database)}
     cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
     cfg["rate_limits"] = {"models": {"sim": {"rpm": 10_000}}}
     cfg["ledger"] = {"flush_seconds": 0.2}
@@ -135,13 +121,13 @@ async def test_postgres_down_and_back_loses_no_ledger_row(
     before = count()
     c = openai.AsyncOpenAI(base_url=ogw.base_url, api_key=MASTER, max_retries=0)
     assert await send(c, 5) == [200] * 5
-    await _pg(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-    await _pg("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    await run_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    await run_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
               f"WHERE datname = '{database}'")
     during = await send(c, 20)  # the master key needs no key lookup; rows wait in memory
     with pytest.raises(asyncpg.PostgresError):  # the outage is real
-        await asyncpg.connect(PG_ADMIN.rsplit("/", 1)[0] + f"/{database}")
-    await _pg(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await asyncpg.connect(url_of(database))
+    await run_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     after = await send(c, 5)
     await c.close()
     assert during == [200] * 20 and after == [200] * 5

@@ -1,0 +1,27 @@
+"""SDK clients a test made, closed when it ends (an autouse fixture in conftest).
+
+A client left to the garbage collector closes its sockets later, possibly a file
+descriptor a newer connection reuses by then: that connection's reply never comes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+_open: list[_Closable] = []
+
+
+def track(client: C) -> C:
+    _open.append(client)
+    return client
+
+
+async def close_all() -> None:
+    while _open:
+        await _open.pop().close()
