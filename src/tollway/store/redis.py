@@ -71,6 +71,12 @@ def _num(x: float) -> str:
 # otherwise format them with 14 digits.
 _COMMON = """
 local function fmt(x) return string.format('%.17g', x) end
+-- A reserve or take's answer: {refused claim (0-based) or -1, each counter's level}.
+local function reply(refused, levels)
+  local out = {refused}
+  for i = 1, #levels do out[i + 1] = fmt(levels[i]) end
+  return out
+end
 local function clock(server, now)
   if server == '1' then
     local t = redis.call('TIME')
@@ -114,7 +120,7 @@ local now = clock(ARGV[3], ARGV[4])
 local life = tonumber(ARGV[5]) - tonumber(ARGV[4])
 sweep(holds, held, ARGV[1], now)
 local n = (#ARGV - 5) / 3
-local levels, out = {}, {}
+local levels = {}
 for i = 1, n do
   levels[i] = (tonumber(redis.call('GET', KEYS[4 + i])) or 0)
             + (tonumber(redis.call('HGET', held, ARGV[3 * i + 3])) or 0)
@@ -122,32 +128,27 @@ end
 if redis.call('EXISTS', hold) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then
   -- A retried reserve (the hold is in place, and in these levels, already), or one
   -- whose request was settled first: nothing to take.
-  out[1] = -1
-  for i = 1, n do out[i + 1] = fmt(levels[i]) end
-  return out
+  return reply(-1, levels)
 end
 for i = 1, n do
   if levels[i] + tonumber(ARGV[3 * i + 5]) > tonumber(ARGV[3 * i + 4]) * (1 + 1e-12) then
-    out[1] = i - 1
-    for j = 1, n do out[j + 1] = fmt(levels[j]) end
-    return out
+    return reply(i - 1, levels)
   end
 end
 -- The hold's lifetime, for its settle mark (capped: the mark only has to outlive retries).
 local items = {string.format('%d', math.min(math.max(math.ceil(life * 1000), 1), 604800000))}
-out[1] = -1
 for i = 1, n do
   local c, amount = ARGV[3 * i + 3], tonumber(ARGV[3 * i + 5])
   redis.call('HSET', held, c, fmt((tonumber(redis.call('HGET', held, c)) or 0) + amount))
   items[#items + 1] = c
   items[#items + 1] = ARGV[3 * i + 5]
-  out[i + 1] = fmt(levels[i] + amount)
+  levels[i] = levels[i] + amount
 end
 redis.call('RPUSH', hold, unpack(items))
 local expiry = tonumber(ARGV[5])  -- exactly as given, on the caller's clock
 if ARGV[3] == '1' then expiry = now + life end
 redis.call('ZADD', holds, fmt(expiry), ARGV[2])
-return out
+return reply(-1, levels)
 """
 
 # KEYS: holds, held, hold, settled mark, spent per charge. ARGV: hold id, mark ms for
@@ -239,15 +240,13 @@ _TAKE = "-- tollway " + LAYOUT + " limits.take" + _LIMIT_COMMON + """
 local id, window = ARGV[1], tonumber(ARGV[2])
 local now = clock(ARGV[3], ARGV[4])
 local n = #KEYS / 3
-local levels, out = {}, {-1}
+local levels = {}
 for i = 1, n do
   levels[i] = expire(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], window, now)
 end
 for i = 1, n do
   if levels[i] + tonumber(ARGV[2 * i + 4]) > tonumber(ARGV[2 * i + 3]) * (1 + 1e-12) then
-    out[1] = i - 1
-    for j = 1, n do out[j + 1] = fmt(levels[j]) end
-    return out
+    return reply(i - 1, levels)
   end
 end
 for i = 1, n do
@@ -265,9 +264,9 @@ for i = 1, n do
   redis.call('HSET', amt, id, ARGV[2 * i + 4])
   local ttl = string.format('%d', math.ceil((t - now + window) * 1000))
   for _, key in ipairs({log, amt, sum}) do redis.call('PEXPIRE', key, ttl) end
-  out[i + 1] = fmt(levels[i] + amount)
+  levels[i] = levels[i] + amount
 end
-return out
+return reply(-1, levels)
 """
 
 # KEYS: (amt, sum) per counter. ARGV: entry id, amount per counter.
