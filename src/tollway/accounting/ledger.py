@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
-import orjson
 
 from tollway.config import LedgerConfig
 from tollway.store.base import LedgerStore
@@ -189,6 +188,3 @@ class Ledger:
         taken.unlink()
         self.written += len(rows)
 
-
-def row_json(row: LedgerRow) -> bytes:
-    return orjson.dumps(msgspec.to_builtins(row))
