@@ -60,9 +60,11 @@ import zlib
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from tollway.types import ChatRequest, Message
@@ -157,19 +159,36 @@ def build_encoding(name: str) -> Any:
                              special_tokens=_SPECIALS[name])
 
 
-_encodings: dict[str, Any] = {}
-_lock = threading.Lock()
+class _BuiltOnce(Generic[T]):
+    """A value per name, built at most once per process. Thread-safe: counts also run
+    off the event loop. Each table has its own lock, since building a counter builds
+    its encoding."""
+
+    def __init__(self, build: Callable[[str], T]) -> None:
+        self._build = build
+        self._values: dict[str, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> T:
+        value = self._values.get(name)
+        if value is None:
+            with self._lock:
+                value = self._values.get(name)
+                if value is None:
+                    value = self._values[name] = self._build(name)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+_encodings: _BuiltOnce[Any] = _BuiltOnce(build_encoding)
 
 
 def encoding(name: str = "o200k_base") -> Any:
     """The tiktoken Encoding for `name`, built once per process."""
-    enc = _encodings.get(name)
-    if enc is None:
-        with _lock:
-            enc = _encodings.get(name)
-            if enc is None:
-                enc = _encodings[name] = build_encoding(name)
-    return enc
+    return _encodings.get(name)
 
 
 @lru_cache(maxsize=1024)
@@ -232,19 +251,11 @@ class _Counter:
         return text not in self.cache.counts
 
 
-_counters: dict[str, _Counter] = {}
-_counters_lock = threading.Lock()  # not _lock: building a counter builds its encoding
+_counters: _BuiltOnce[_Counter] = _BuiltOnce(_Counter)
 
 
 def _counter(model: str) -> _Counter:
-    name = encoding_name_for(model)
-    c = _counters.get(name)
-    if c is None:
-        with _counters_lock:
-            c = _counters.get(name)
-            if c is None:
-                c = _counters[name] = _Counter(name)
-    return c
+    return _counters.get(encoding_name_for(model))
 
 
 def warm(models: list[str]) -> None:
@@ -256,8 +267,7 @@ def warm(models: list[str]) -> None:
 
 def clear_caches() -> None:
     """Forget every cached count (benchmarks measure cold counting with it)."""
-    with _counters_lock:
-        _counters.clear()
+    _counters.clear()
     _functions_tokens.cache_clear()
 
 
