@@ -132,6 +132,45 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
         )
 
 
+class SemanticCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Serve an earlier answer to a differently worded question with the same meaning.
+    Entries are partitioned (tenant, model, parameters, system prompt and earlier
+    turns); only the latest user turn is compared, by all-MiniLM-L6-v2 run locally."""
+
+    enabled: bool = False
+    threshold: float | None = None  # cosine similarity; None: the calibrated default
+    max_entries: int = 100_000  # per partition; the oldest go first
+
+
+class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The response cache. Off unless enabled here (for every alias) or per alias
+    (`models.NAME.cache`)."""
+
+    enabled: bool = False
+    # Who shares entries: each team (keys without a team: each key), each key, each
+    # end user of a key, or everyone ("global").
+    scope: Literal["team", "key", "user", "global"] = "team"
+    ttl_seconds: float = 3600.0
+    max_entries: int = 10_000  # exact entries, least recently used evicted
+    # A request with a higher explicit temperature asks for variety: not cached unless
+    # it sends `x-tollway-cache: force`. (No temperature given: cached.)
+    max_temperature: float = 0.7
+    version: str = "1"  # part of every key: change it to start afresh
+    # Fail open: a cache call slower than this is abandoned and the request goes on.
+    timeout_ms: float = 50.0
+    redis_url: str | None = None  # its own Redis; default: the store's (embedded: SQLite)
+    semantic: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
+
+
+class ModelCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Per-alias overrides of the `cache` section (unset: inherited)."""
+
+    enabled: bool | None = None
+    ttl_seconds: float | None = None
+    semantic: bool | None = None
+    threshold: float | None = None
+
+
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     deployments: list[DeploymentConfig]
     # Per-alias limits; each falls back to the server-wide one.
@@ -145,6 +184,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     fallbacks: list[str] = []
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
+    cache: ModelCacheConfig | None = None
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -286,6 +326,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
     local: LocalModelConfig = msgspec.field(default_factory=LocalModelConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
 
     def resolve(self, name: str) -> tuple[str, ModelConfig] | None:
         """Alias or model name -> (canonical alias, its model config)."""
@@ -383,6 +424,7 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"prices.{model}: prices must be >= 0")
     _check_budgets(cfg)
     _check_routing(cfg)
+    _check_cache(cfg)
     st = cfg.store
     if st.shared and not (st.redis_url and st.postgres_url):
         raise ConfigError("store: the shared store needs both redis_url and postgres_url "
@@ -448,6 +490,25 @@ def _check_routing(cfg: Config) -> None:
         if not 0 < b.failure_rate <= 1 or b.min_requests < 1 or b.half_open_probes < 1:
             raise ConfigError(f"{where}: failure_rate in (0, 1], min_requests >= 1, "
                               "half_open_probes >= 1")
+
+
+def _check_cache(cfg: Config) -> None:
+    c = cfg.cache
+    if c.ttl_seconds <= 0 or c.max_entries < 1 or c.timeout_ms <= 0:
+        raise ConfigError("cache: ttl_seconds > 0, max_entries >= 1 and timeout_ms > 0")
+    if c.redis_url and not c.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"cache.redis_url: expected a redis:// URL, got {c.redis_url!r}")
+    thresholds = [("cache.semantic.threshold", c.semantic.threshold)] + [
+        (f"models.{a}.cache.threshold", mc.cache.threshold)
+        for a, mc in cfg.models.items() if mc.cache is not None]
+    for where, t in thresholds:
+        if t is not None and not 0 < t <= 1:
+            raise ConfigError(f"{where}: a cosine similarity in (0, 1], e.g. 0.9")
+    if c.semantic.max_entries < 1:
+        raise ConfigError("cache.semantic.max_entries: must be >= 1")
+    for a, mc in cfg.models.items():
+        if mc.cache is not None and mc.cache.ttl_seconds is not None and mc.cache.ttl_seconds <= 0:
+            raise ConfigError(f"models.{a}.cache.ttl_seconds: must be > 0")
 
 
 def check_budget(budget: Budget, where: str) -> None:

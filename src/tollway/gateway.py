@@ -2,21 +2,24 @@
 gateway, top to bottom:
 
     authenticate -> pick the tier -> resolve the alias (is the key allowed it?) ->
-    cap the output -> find the budgets that apply -> count the input (when a limit
-    or budget needs it) -> maybe downgrade (short input; budget nearly spent) ->
+    cap the output -> look in the cache (a hit is answered here, at no cost) ->
+    find the budgets that apply -> count the input (when a limit or budget needs
+    it) -> maybe downgrade (short input; budget nearly spent) ->
     pre-flight cost checks (input length, worst case vs the ceiling, unpriced
     models) -> reserve the worst case on every budget -> route to a deployment (in
     order, moving on only on failures another deployment could fix) -> meter the
     stream
 
 and, once the answer is complete (or failed, or the client left), `finish` settles
-the hold to the real cost exactly once and records the ledger row, the metrics and
-the log line. Each step is one call into a module with a small interface.
+the hold to the real cost exactly once, records the ledger row, the metrics and the
+log line, and caches a complete answer. Each step is one call into a module with a
+small interface.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -29,6 +32,8 @@ from tollway.accounting import prices, tokens
 from tollway.accounting.ledger import Ledger, LedgerRow
 from tollway.accounting.meter import StreamMeter, output_tokens_of
 from tollway.accounting.tokens import count_request_async
+from tollway.cache.entry import CachedAnswer, body_of_stream, replay_reply, replay_stream
+from tollway.cache.response import Lookup, ResponseCache
 from tollway.config import Config, ModelConfig
 from tollway.errors import ModelNotFound, TollwayError, Unavailable
 from tollway.observe import Observer
@@ -68,6 +73,7 @@ class Answer:
     worst_case_usd: float | None = None
     meter: StreamMeter | None = None
     paced: tuple[Pacer, Any] | None = None  # an outbound pacing pass, settled at finish
+    cache: Lookup | None = None  # what the cache found (a hit), or will remember (a miss)
 
     @property
     def model(self) -> str:
@@ -82,6 +88,7 @@ class Settlement:
     cost_usd: float | None  # None: the model has no price
     estimated: bool  # usage is our count (stream cut, or the provider reported none)
     cut: bool = False
+    saved_usd: float = 0.0  # a cache hit: what the original call cost
 
 
 @dataclass(slots=True)
@@ -113,7 +120,10 @@ class Gateway:
         self.observer = Observer()
         self.alerts = Alerts(config.alerts, self.store)
         self._local_limits = MemoryLimits()  # rate limits while the shared store is down
+        self._cache_client: Any = None  # a Redis client of the cache's own, when configured
+        self.cache = self._open_cache(config, clock)
         self._warming: asyncio.Task[None] | None = None
+        self._cache_start: asyncio.Task[None] | None = None
         b = config.budgets
         self._budgets = bool(b.global_ or b.teams or b.users or b.features or b.conversations)
         self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
@@ -153,10 +163,19 @@ class Gateway:
         # Off the event loop: the server answers while the tokenizers load.
         models = sorted({d.model for r in self._routes.values() for d in r.deployments})
         self._warming = asyncio.create_task(asyncio.to_thread(tokens.warm, models))
+        if self.cache is not None:
+            self._cache_start = asyncio.create_task(self.cache.start())
 
     async def close(self) -> None:
         if self._warming is not None:
             await self._warming
+        if self._cache_start is not None:
+            with contextlib.suppress(Exception):  # logged when it failed
+                await self._cache_start
+        if self.cache is not None:
+            await self.cache.close()
+            if self._cache_client is not None:
+                await self._cache_client.aclose()
         await self.alerts.close()
         await self.ledger.close()
         await self.observer.close()
@@ -189,6 +208,14 @@ class Gateway:
         route = self._resolve(choice.model)
         auth.check_model(ctx.key, req.model, route.alias)
         cap_output(req, route.model, self.config, ctx, choice.max_tokens)
+        look = None
+        if self.cache is not None and self.cache.applies(route.alias):
+            look = await self.cache.lookup(req, route.alias, ctx, ctx.cache_ask)
+            if look.found is not None:
+                hit = await self._cached(req, route, ctx, look, now)
+                ctx.cache = look.status
+                return hit
+            ctx.cache = look.status
         applied = (budget.applicable(self.config.budgets, self._who(ctx), now)
                    if self._budgets or (ctx.key is not None and ctx.key.budgets) else [])
         rate = rate_limits.applicable(self.config.rate_limits, ctx.key, ctx.user,
@@ -215,6 +242,7 @@ class Gateway:
             await self._reserve(ctx, applied, worst_usd, worst_tokens, now)
         answer = await self._send(req, route, ctx, input_tokens)
         answer.input_tokens = input_tokens
+        answer.cache = look
         if ceiling is not None:
             answer.worst_case_usd = ceiling.worst_case_usd
         if answer.stream is not None:
@@ -232,6 +260,9 @@ class Gateway:
         """Price what was used: the provider's reported usage, never our estimate when
         usage exists; without it (a cut or abandoned stream), our count of the input
         and of the output received so far."""
+        if answer.cache is not None and answer.cache.found is not None:
+            return Settlement(usage=None, cost_usd=0.0, estimated=False,
+                              saved_usd=answer.cache.found.cost_usd)
         source = answer.reply if answer.reply is not None else answer.stream
         usage = source.usage if source is not None else None
         cut = answer.meter is not None and answer.meter.cut
@@ -290,7 +321,66 @@ class Gateway:
         self.ledger.record(row)
         self.observer.request(row)
         self.alerts.after(hold.applied if hold is not None else [], usd, self.clock())
+        if (answer is not None and answer.cache is not None and error is None
+                and status is None and settlement is not None):
+            await self._remember(answer, answer.cache, settlement)
         return settlement
+
+    def _open_cache(self, config: Config, clock: Callable[[], float]) -> ResponseCache | None:
+        c = config.cache
+        if not (c.enabled or any(mc.cache is not None and (mc.cache.enabled or mc.cache.semantic)
+                                 for mc in config.models.values())):
+            return None
+        store = self.store.cache
+        if c.redis_url:  # its own Redis, with the fail-open budget as its socket timeout
+            from redis.asyncio import Redis
+
+            from tollway.store.redis import LAYOUT
+            from tollway.store.redis_cache import RedisCache
+
+            t = max(c.timeout_ms / 1000, 0.001)
+            self._cache_client = Redis.from_url(c.redis_url, socket_timeout=t,
+                                                socket_connect_timeout=t)
+            store = RedisCache(self._cache_client, f"tw:{LAYOUT}:", c.max_entries)
+        return ResponseCache(config, store, clock, lambda: self.observer.store_error("cache"))
+
+    async def _cached(self, req: ChatRequest, route: _Route, ctx: CallContext, look: Lookup,
+                      now: float) -> Answer:
+        """Answer from the cache: no upstream call, no budget hold, cost 0. Rate limits
+        still count the request (with no tokens)."""
+        found = look.found
+        assert found is not None
+        rate = rate_limits.applicable(self.config.rate_limits, ctx.key, ctx.user,
+                                      None if ctx.key is not None or ctx.master else ctx.ip,
+                                      route.alias)
+        if rate:
+            ctx.ticket = await self._admit(rate, 0, now)
+        ctx.alias = route.alias
+        ctx.deployment = Deployment(provider="cache", model=found.model)
+        answer = Answer(ctx.deployment, cache=look)
+        if req.stream:
+            answer.stream = replay_stream(found)
+            answer.stream.emit_usage = wants_usage(req)
+            ctx.first_byte = time.perf_counter()
+        else:
+            answer.reply = replay_reply(found)
+        return answer
+
+    async def _remember(self, answer: Answer, look: Lookup, s: Settlement) -> None:
+        """Cache an answer the caller received in full."""
+        if self.cache is None or look.found is not None or look.keys is None or s.cut:
+            return
+        if answer.reply is not None:
+            body: dict[str, Any] | None = answer.reply.body
+        elif answer.stream is not None:
+            body = body_of_stream(answer.stream.received, answer.model)
+        else:
+            body = None
+        if body is None:
+            return
+        await self.cache.remember(look, CachedAnswer(
+            model=answer.model, provider=answer.deployment.provider, body=body,
+            usage=s.usage, cost_usd=s.cost_usd or 0.0, expires_at=0.0))
 
     def _who(self, ctx: CallContext) -> budget.Who:
         key = ctx.key
@@ -451,7 +541,8 @@ def ledger_row(ctx: CallContext, s: Settlement | None, error: TollwayError | Non
         ttft_ms=(round((ctx.first_byte - ctx.t0) * 1000, 3) if ctx.first_byte is not None
                  else None),
         error=error.type if error is not None else None,
-        retries=ctx.retries, fallback_from=ctx.fallback_from)
+        retries=ctx.retries, fallback_from=ctx.fallback_from,
+        saved_usd=s.saved_usd if s is not None else 0.0, cache=ctx.cache)
 
 
 def cap_output(req: ChatRequest, model: ModelConfig, config: Config, ctx: CallContext,

@@ -75,6 +75,8 @@ class Observer:
         self.retries: dict[tuple[str, str], int] = {}
         self.store_errors: dict[str, int] = {}  # by part: keys, limits, budgets
         self.fallbacks: dict[tuple[str, str], int] = {}  # (from, to)
+        self.cache: dict[tuple[str, str], int] = {}  # (alias, hit|semantic-hit|miss|bypass)
+        self.saved: dict[str, float] = {}  # by alias: what cache hits would have cost
         self._scrape: tuple[list[BudgetLevel], int, list[UpstreamLevel]] = ([], 0, [])
         self.registry.register(_Families(self))
         self._log: BinaryIO | None = None
@@ -109,6 +111,11 @@ class Observer:
         if row.fallback_from:
             fk = (row.fallback_from, model)
             self.fallbacks[fk] = self.fallbacks.get(fk, 0) + 1
+        if row.cache is not None:
+            ck = (row.model_asked or "-", row.cache)
+            self.cache[ck] = self.cache.get(ck, 0) + 1
+            if row.saved_usd:
+                self.saved[ck[0]] = self.saved.get(ck[0], 0.0) + row.saved_usd
         if self._log is not None:
             self._log.write(_encode(row) + b"\n")
 
@@ -186,6 +193,16 @@ class _Families(Collector):
         for fk, n in o.fallbacks.items():
             fallbacks.add_metric(fk, n)
         yield fallbacks
+        cache = CounterMetricFamily("tollway_cache_requests", "Requests the response cache "
+                                    "saw, by result", labels=["model", "result"])
+        for ck, n in o.cache.items():
+            cache.add_metric(ck, n)
+        yield cache
+        saved = CounterMetricFamily("tollway_cache_saved_usd", "What the answers served "
+                                    "from the cache would have cost", labels=["model"])
+        for alias, v in o.saved.items():
+            saved.add_metric([alias], v)
+        yield saved
         errors = CounterMetricFamily("tollway_store_errors", "Store calls that failed, by "
                                      "part (the failure policy decided what happened)",
                                      labels=["part"])

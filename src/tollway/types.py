@@ -222,4 +222,6 @@ class CallContext:
     hold: Any = None  # the budget hold to settle (gateway.Hold)
     ticket: Any = None  # the rate-limit entry to settle (policy.limits.Ticket)
     remaining_usd: float | None = None  # after this request's reservation
+    cache_ask: Any = None  # the request's cache controls (cache.controls.CacheAsk)
+    cache: str | None = None  # hit | semantic-hit | miss | bypass, when the cache applies
     finished: bool = False

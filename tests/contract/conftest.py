@@ -20,6 +20,9 @@ from tollway.store.base import Store
 from tollway.store.embedded import EmbeddedStore
 from tollway.store.postgres import PostgresStore
 from tollway.store.redis import RedisStore
+from tollway.store.redis_cache import RedisCache
+
+CACHE_ENTRIES = 50  # the cache's size bound in these tests
 
 
 @pytest.fixture(params=["embedded", "postgres", "redis"])
@@ -31,7 +34,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path,
     elif request.param == "redis":
         s = await RedisBacked.open(tmp_path)
     else:
-        s = EmbeddedStore(str(tmp_path / "store"))
+        s = EmbeddedStore(str(tmp_path / "store"), cache_entries=CACHE_ENTRIES)
     try:
         yield s
     finally:
@@ -107,12 +110,13 @@ class PostgresBacked:
         self.pg, self.embedded = pg, embedded
         self.keys, self.ledger = pg.keys, pg.ledger
         self.budgets, self.limits, self.once = embedded.budgets, embedded.limits, embedded.once
+        self.cache = embedded.cache
 
     @classmethod
     async def open(cls, url: str, tmp_path: Path) -> PostgresBacked:
         pg = PostgresStore(url)
         await pg.open()
-        return cls(pg, EmbeddedStore(str(tmp_path / "store")))
+        return cls(pg, EmbeddedStore(str(tmp_path / "store"), cache_entries=CACHE_ENTRIES))
 
     async def close(self) -> None:
         await self.pg.close()
@@ -152,6 +156,7 @@ class RedisBacked:
         self.redis, self.embedded, self._prefix = r, embedded, prefix
         self.keys, self.ledger = embedded.keys, embedded.ledger
         self.budgets, self.limits, self.once = r.budgets, r.limits, r.once
+        self.cache = RedisCache(r.client, r.prefix, CACHE_ENTRIES)
 
     @classmethod
     async def open(cls, tmp_path: Path) -> RedisBacked:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol, TypeVar
 
+import openai
+
 
 class _Closable(Protocol):
     async def close(self) -> None: ...
@@ -25,3 +27,8 @@ def track(client: C) -> C:
 async def close_all() -> None:
     while _open:
         await _open.pop().close()
+
+
+def openai_client(base_url: str, key: str) -> openai.AsyncOpenAI:
+    """A tracked AsyncOpenAI that does not retry (the gateway retries; tests count)."""
+    return track(openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0))

@@ -57,6 +57,7 @@ class LedgerRow(msgspec.Struct, kw_only=True):
     error: str | None = None  # the error type the caller saw
     retries: int = 0
     fallback_from: str | None = None  # the first model tried, when another answered
+    cache: str | None = None  # hit | semantic-hit | miss | bypass, when the cache applies
 
 
 class SpendRow(msgspec.Struct, kw_only=True):

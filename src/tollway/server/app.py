@@ -16,6 +16,7 @@ from starlette.routing import Route, Router
 
 from tollway import __version__
 from tollway.accounting.prices import format_usd
+from tollway.cache.controls import ask_of
 from tollway.config import Config, ServerConfig
 from tollway.errors import MethodNotAllowed, NotFound, TollwayError
 from tollway.gateway import Answer, Gateway, Settlement
@@ -70,6 +71,11 @@ def answer_headers(ctx: CallContext, answer: Answer | None) -> Headers:
         h.append((b"x-tollway-budget-remaining-usd", format_usd(ctx.remaining_usd).encode()))
     if ctx.ticket is not None:
         h += rate_limits.headers(ctx.ticket)
+    if ctx.cache is not None:
+        h.append((b"x-tollway-cache", ctx.cache.encode()))
+        look = answer.cache if answer is not None else None
+        if look is not None and look.similarity is not None:
+            h.append((b"x-tollway-cache-similarity", f"{look.similarity:.4f}".encode()))
     return h
 
 
@@ -79,6 +85,8 @@ def cost_headers(s: Settlement) -> Headers:
     if s.usage is not None:
         h.append((b"x-tollway-input-tokens", str(s.usage.prompt_tokens).encode()))
         h.append((b"x-tollway-output-tokens", str(s.usage.completion_tokens).encode()))
+    if s.saved_usd:
+        h.append((b"x-tollway-saved-usd", format_usd(s.saved_usd).encode()))
     return h
 
 
@@ -89,6 +97,8 @@ def cost_trailer(s: Settlement) -> bytes:
     tokens = (f" input_tokens={s.usage.prompt_tokens} output_tokens={s.usage.completion_tokens}"
               if s.usage is not None else "")
     flags = " estimated=true" if s.estimated else ""
+    if s.saved_usd:
+        flags += f" saved_usd={format_usd(s.saved_usd)}"
     return f": tollway cost_usd={usd}{tokens}{flags}\n\n".encode()
 
 
@@ -131,6 +141,7 @@ class ChatEndpoint:
         status: int | None = None
         try:
             await gateway.authenticate(ctx)
+            ctx.cache_ask = ask_of(e.cache_control, e.cache_headers)
             check_json_content_type(scope)
             server = self.app.config.server
             req = dialect.parse(await read_body(scope, receive, server.max_body_bytes), server)

@@ -30,8 +30,8 @@ log = logging.getLogger("tollway")
 class Edge:
     """What the edge needs from the request headers, read in one pass."""
 
-    __slots__ = ("api_key", "content_length", "content_type", "conversation", "feature",
-                 "request_id", "tier", "user")
+    __slots__ = ("api_key", "cache_control", "cache_headers", "content_length",
+                 "content_type", "conversation", "feature", "request_id", "tier", "user")
 
     def __init__(self, scope: Scope) -> None:
         rid = ctype = clen = None
@@ -40,6 +40,8 @@ class Edge:
         self.user: str | None = None
         self.feature: str | None = None
         self.conversation: str | None = None
+        self.cache_control: str | None = None
+        self.cache_headers: list[tuple[bytes, str]] | None = None  # x-tollway-cache*
         for k, v in scope["headers"]:
             if k == b"content-type":
                 ctype = bytes(v)
@@ -51,6 +53,8 @@ class Edge:
                     self.api_key = token.strip()
             elif k == b"x-api-key":
                 self.api_key = self.api_key or bytes(v).decode("latin-1").strip() or None
+            elif k == b"cache-control":
+                self.cache_control = bytes(v).decode("latin-1")
             elif k.startswith(b"x-"):
                 if k == b"x-request-id":
                     rid = bytes(v)
@@ -73,6 +77,10 @@ class Edge:
             self.feature = v
         elif k == b"x-tollway-conversation-id":
             self.conversation = v
+        elif k.startswith(b"x-tollway-cache"):
+            if self.cache_headers is None:
+                self.cache_headers = []
+            self.cache_headers.append((k, v))
 
 
 def edge(scope: Scope) -> Edge:

@@ -13,7 +13,8 @@ def open_store(config: Config) -> Store:
         from tollway.store.shared import SharedStore
 
         assert st.redis_url is not None and st.postgres_url is not None
-        return SharedStore(st.redis_url, st.postgres_url)
+        return SharedStore(st.redis_url, st.postgres_url,
+                           cache_entries=config.cache.max_entries)
     from tollway.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(st.path)
+    return EmbeddedStore(st.path, cache_entries=config.cache.max_entries)

@@ -115,12 +115,33 @@ class OnceStore(Protocol):
         ...
 
 
+class CacheStore(Protocol):
+    """Cached answers by key (bounded: the least recently used go first) and, per
+    semantic partition, an append-only log of entries that every replica reads from
+    its last cursor into its own vector index. Expiry here only frees space: entries
+    carry their expiry, which the cache checks on the gateway's clock."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def append(self, partition: str, entry: bytes, ttl: float, max_entries: int
+                     ) -> None:
+        """Add to a partition's log, keeping about its newest `max_entries`."""
+        ...
+
+    async def read(self, partition: str, cursor: str) -> tuple[list[bytes], str]:
+        """The entries appended after `cursor` ("" for the start) and the new cursor."""
+        ...
+
+
 class Store(Protocol):
     budgets: BudgetStore
     limits: LimitStore
     keys: KeyStore
     ledger: LedgerStore
     once: OnceStore
+    cache: CacheStore
 
     async def open(self) -> None:
         """Connect (and migrate); before the first use."""

@@ -27,6 +27,7 @@ from tollway.accounting.ledger import LedgerRow, SpendRow, spend_of
 from tollway.policy.keys import KeyRecord
 from tollway.store.base import (
     BudgetStore,
+    CacheStore,
     Claim,
     KeyStore,
     LedgerStore,
@@ -34,6 +35,7 @@ from tollway.store.base import (
     OnceStore,
     Reservation,
 )
+from tollway.store.embedded_cache import EmbeddedCache
 
 T = TypeVar("T")
 
@@ -366,7 +368,7 @@ class MemoryOnce:
 
 
 class EmbeddedStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, cache_entries: int = 10_000) -> None:
         self._db = _Db(Path(path) / "tollway.db")
         spent = dict(self._db.call(
             lambda c: c.execute("SELECT name, amount FROM counters").fetchall()))
@@ -376,6 +378,7 @@ class EmbeddedStore:
         self.keys: KeyStore = SqliteKeys(self._db)
         self.ledger: LedgerStore = SqliteLedger(self._db, memory)
         self.once: OnceStore = MemoryOnce()
+        self.cache: CacheStore = EmbeddedCache(self._db, cache_entries)
 
     async def open(self) -> None:
         """Nothing to do: the database opened with the store (zero setup)."""

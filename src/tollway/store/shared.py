@@ -1,17 +1,25 @@
 """The shared store, for a fleet of stateless replicas: Redis holds what must be
 atomic and fast (budget counters and holds, rate-limit windows, once-marks), and
-PostgreSQL what must be durable and queryable (keys, the ledger)."""
+PostgreSQL what must be durable and queryable (keys, the ledger). Cached answers live in Redis."""
 
 from __future__ import annotations
 
-from tollway.store.base import BudgetStore, KeyStore, LedgerStore, LimitStore, OnceStore
+from tollway.store.base import (
+    BudgetStore,
+    CacheStore,
+    KeyStore,
+    LedgerStore,
+    LimitStore,
+    OnceStore,
+)
 
 
 class SharedStore:
-    def __init__(self, redis_url: str, postgres_url: str, *, use_server_time: bool = True
-                 ) -> None:
+    def __init__(self, redis_url: str, postgres_url: str, *, use_server_time: bool = True,
+                 cache_entries: int = 10_000) -> None:
         from tollway.store.postgres import PostgresStore
         from tollway.store.redis import RedisStore
+        from tollway.store.redis_cache import RedisCache
 
         self.redis = RedisStore(redis_url, use_server_time=use_server_time)
         self.postgres = PostgresStore(postgres_url)
@@ -20,6 +28,7 @@ class SharedStore:
         self.once: OnceStore = self.redis.once
         self.keys: KeyStore = self.postgres.keys
         self.ledger: LedgerStore = self.postgres.ledger
+        self.cache: CacheStore = RedisCache(self.redis.client, self.redis.prefix, cache_entries)
 
     async def open(self) -> None:
         await self.redis.open()

@@ -1,0 +1,73 @@
+"""What makes two requests the same request.
+
+The key is a hash of the normalised request after alias resolution: the version, the
+tenant scope and namespace, the alias, every sampling parameter and every message
+(system prompt included). `stream`, `stream_options` and `user` are not in it: they
+change how an answer is delivered, not what it says.
+
+It is built in two parts so the semantic cache can share them: the *partition* is
+everything but the latest message (tenant, parameters, system prompt, earlier turns),
+and the exact key is the partition plus the latest message. Two requests may be
+compared by meaning only inside one partition: a hard boundary, never a similarity
+filter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from tollway.types import ChatRequest, Message
+
+_encode = msgspec.json.Encoder(order="sorted").encode
+
+
+@dataclass(slots=True, frozen=True)
+class Keys:
+    exact: str
+    partition: str
+    # The latest user turn's text, when the request can be matched by meaning (it ends
+    # with a plain-text user message); None otherwise.
+    text: str | None
+
+
+def _message(m: Message) -> Any:
+    # A text-only parts list and the same text as a string are one message.
+    content: Any = m.content
+    if isinstance(content, list) and all(p.get("type") == "text" for p in content):
+        content = "".join(p.get("text", "") for p in content)
+    out: dict[str, Any] = {"role": m.role, "content": content}
+    for name in ("name", "tool_calls", "tool_call_id", "function_call"):
+        v = getattr(m, name)
+        if v is not None:
+            out[name] = v
+    return out
+
+
+def _parameters(req: ChatRequest) -> dict[str, Any]:
+    return {
+        "max_tokens": req.output_limit(), "n": req.n or 1, "temperature": req.temperature,
+        "top_p": req.top_p, "stop": req.stop_list() or None, "seed": req.seed,
+        "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
+        "tools": req.tools, "tool_choice": req.tool_choice,
+        "parallel_tool_calls": req.parallel_tool_calls, "response_format": req.response_format,
+        "extra": req.extra or None,
+    }
+
+
+def keys_of(req: ChatRequest, alias: str, tenant: str, namespace: str, version: str) -> Keys:
+    head = [version, tenant, namespace, alias, _parameters(req),
+            [_message(m) for m in req.messages[:-1]]]
+    h = hashlib.blake2b(_encode(head), digest_size=16)
+    partition = h.hexdigest()
+    last = req.messages[-1] if req.messages else None
+    h.update(_encode(_message(last)) if last is not None else b"null")
+    text = None
+    if last is not None and last.role == "user" and last.name is None:
+        content = _message(last)["content"]
+        if isinstance(content, str) and content.strip():
+            text = content
+    return Keys(exact=h.hexdigest(), partition=partition, text=text)

@@ -1,0 +1,255 @@
+"""The response cache on the request path: look up before routing, remember after a
+successful answer. It fails open: a store error or a call slower than
+`cache.timeout_ms` is logged and treated as a miss, and after a few failures in a row
+the store is left alone for a while, so a dead cache costs nothing per request.
+
+Lookup order: the exact key; then, when the alias has the semantic cache on and the
+request ends with a plain user turn that is not about the present ("today", "latest",
+a date), its embedding is compared within its partition, and a candidate above the
+threshold is served only if the verification step finds no difference in negation,
+numbers, dates or named entities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tollway.cache import entry as entries
+from tollway.cache.controls import AliasCache, CacheAsk, bypass_reason, for_alias
+from tollway.cache.entry import CachedAnswer
+from tollway.cache.keys import Keys, keys_of
+from tollway.config import Config
+from tollway.store.base import CacheStore
+from tollway.types import CallContext, ChatRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tollway.cache.index import Partition
+
+log = logging.getLogger("tollway.cache")
+T = TypeVar("T")
+
+FAILURES_TO_PAUSE = 3  # consecutive store failures before the store is skipped
+PAUSE_SECONDS = 5.0
+SYNC_SECONDS = 0.25  # how stale a partition's view of the shared log may get
+CANDIDATES = 4  # semantic candidates checked per lookup, best first
+
+
+@dataclass(slots=True)
+class Lookup:
+    status: str  # hit | semantic-hit | miss | bypass (the x-tollway-cache header)
+    keys: Keys | None = None
+    settings: AliasCache | None = None
+    ask: CacheAsk | None = None
+    found: CachedAnswer | None = None
+    similarity: float | None = None
+    vector: np.ndarray | None = None  # the query's embedding, kept for remembering it
+
+
+class ResponseCache:
+    def __init__(self, config: Config, store: CacheStore, clock: Callable[[], float],
+                 on_error: Callable[[], None]) -> None:
+        self.config = config.cache
+        self.store = store
+        self.clock = clock
+        self._on_error = on_error
+        self._settings = {alias: for_alias(self.config, mc.cache)
+                          for alias, mc in config.models.items()}
+        self.enabled = any(s.enabled for s in self._settings.values())
+        self.semantic = any(s.semantic for s in self._settings.values())
+        self._timeout = self.config.timeout_ms / 1000
+        self._failures = 0
+        self._paused_until = 0.0
+        self._partitions: dict[str, Partition] = {}
+        self._syncing: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # One thread for the embedding model: CPU-bound, and off the event loop.
+        self._embedder = (ThreadPoolExecutor(1, thread_name_prefix="tollway-embed")
+                          if self.semantic else None)
+
+    def applies(self, alias: str) -> bool:
+        s = self._settings.get(alias)
+        return s is not None and s.enabled
+
+    async def start(self) -> None:
+        if self._embedder is not None:  # load the model before the first request needs it
+            from tollway.cache.embed import default_embedder
+
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._embedder,
+                                                                 default_embedder)
+            except Exception:
+                log.exception("the semantic cache's embedding model did not load")
+                raise
+
+    async def drain(self) -> None:
+        """Wait for the background reads in flight (tests; shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._embedder is not None:
+            self._embedder.shutdown()
+
+    async def lookup(self, req: ChatRequest, alias: str, ctx: CallContext,
+                     ask: CacheAsk | None) -> Lookup:
+        settings = self._settings[alias]
+        if bypass_reason(req, self.config, ask) is not None:
+            return Lookup("bypass")
+        keys = keys_of(req, alias, self._tenant(ctx), ask.namespace if ask else "",
+                       self.config.version)
+        look = Lookup("miss", keys, settings, ask)
+        if ask is not None and not ask.read:
+            return look
+        raw = await self._call(self.store.get(keys.exact))
+        now = self.clock()
+        if raw is not None:
+            found = _decoded(raw, now)
+            if found is not None:
+                look.status, look.found = "hit", found
+                return look
+        if settings.semantic and keys.text is not None:
+            try:
+                await self._semantic(look, keys.text, now)
+            except Exception:  # the model failed: answer without the semantic cache
+                self._on_error()
+                log.exception("semantic cache lookup failed")
+        return look
+
+    async def remember(self, look: Lookup, answer: CachedAnswer) -> None:
+        """Store an answer the caller received in full. Called after the reply was sent;
+        the local index and the embedded store see it before the first await, so the
+        next request finds it."""
+        keys, settings = look.keys, look.settings
+        if keys is None or settings is None or (look.ask is not None and not look.ask.write):
+            return
+        ttl = look.ask.ttl if look.ask is not None and look.ask.ttl else settings.ttl
+        answer.expires_at = self.clock() + ttl
+        item = None
+        if look.vector is not None and keys.text is not None:
+            from tollway.cache.index import SemanticEntry
+
+            item = SemanticEntry(id=keys.exact, text=keys.text, vector=look.vector.tobytes(),
+                                 expires_at=answer.expires_at)
+            self._partition(keys.partition).add(item)
+        await self._call(self.store.put(keys.exact, entries.encode(answer), ttl))
+        if item is not None:
+            from tollway.cache.index import encode_entry
+
+            await self._call(self.store.append(keys.partition, encode_entry(item), ttl,
+                                               self.config.semantic.max_entries))
+
+    async def _semantic(self, look: Lookup, text: str, now: float) -> None:
+        from tollway.cache.verify import DEFAULT_THRESHOLD, accept, is_temporal
+
+        if is_temporal(text):
+            return
+        assert look.keys is not None and look.settings is not None
+        look.vector = vector = await self._embed(text)
+        part = self._partition(look.keys.partition)
+        await self._sync(look.keys.partition, part)
+        threshold = look.settings.threshold or DEFAULT_THRESHOLD
+        for cand in part.search(vector, threshold, CANDIDATES):
+            item = cand.entry
+            if item.expires_at <= now or not accept(text, item.text, cand.similarity, threshold):
+                continue
+            raw = await self._call(self.store.get(item.id))
+            found = _decoded(raw, now) if raw is not None else None
+            if found is not None:
+                look.status, look.found, look.similarity = "semantic-hit", found, cand.similarity
+                return
+
+    async def _embed(self, text: str) -> np.ndarray:
+        from tollway.cache.embed import default_embedder
+
+        def one() -> np.ndarray:
+            vector: np.ndarray = default_embedder().embed([text])[0]
+            return vector
+
+        return await asyncio.get_running_loop().run_in_executor(self._embedder, one)
+
+    def _partition(self, name: str) -> Partition:
+        part = self._partitions.get(name)
+        if part is None:
+            from tollway.cache.index import Partition
+
+            part = self._partitions[name] = Partition(self.config.semantic.max_entries)
+        return part
+
+    async def _sync(self, name: str, part: Partition) -> None:
+        """Read the entries other replicas (or an earlier run) added. The first read
+        of a partition is waited for; later ones run in the background."""
+        mono = time.monotonic()
+        if mono - part.synced_at < SYNC_SECONDS or name in self._syncing:
+            return
+        if part.synced_at < 0:
+            await self._read_log(name, part)
+            return
+        self._syncing.add(name)
+        task = asyncio.create_task(self._read_log(name, part))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_log(self, name: str, part: Partition) -> None:
+        from tollway.cache.index import decode_entry
+
+        try:
+            got = await self._call(self.store.read(name, part.cursor))
+            if got is not None:
+                items, part.cursor = got
+                for raw in items:
+                    part.add(decode_entry(raw))
+            part.synced_at = time.monotonic()
+        finally:
+            self._syncing.discard(name)
+
+    def _tenant(self, ctx: CallContext) -> str:
+        scope = self.config.scope
+        if scope == "global":
+            return "global"
+        owner = (f"key:{ctx.key.lineage}" if ctx.key is not None
+                 else "master" if ctx.master else "open")
+        if scope == "team" and ctx.team:
+            return f"team:{ctx.team}"
+        if scope == "user":
+            return f"{owner}/user:{ctx.user or ''}"
+        return owner
+
+    async def _call(self, op: Awaitable[T]) -> T | None:
+        """A store call within the time budget; None when it failed or was skipped."""
+        if self._paused_until > time.monotonic():
+            if asyncio.iscoroutine(op):
+                op.close()
+            return None
+        try:
+            # Not wait_for: that would run `op` as a task of its own, a loop turn later.
+            async with asyncio.timeout(self._timeout):
+                out = await op
+        except Exception as e:  # fail open: log, count, carry on without the cache
+            self._failures += 1
+            self._on_error()
+            if self._failures >= FAILURES_TO_PAUSE:
+                self._paused_until = time.monotonic() + PAUSE_SECONDS
+                log.warning("cache store failing (%s: %s); skipping it for %.0f s",
+                            type(e).__name__, e, PAUSE_SECONDS)
+            else:
+                log.warning("cache store call failed (%s: %s)", type(e).__name__, e)
+            return None
+        self._failures = 0
+        return out
+
+
+def _decoded(raw: bytes, now: float) -> CachedAnswer | None:
+    try:
+        found = entries.decode(raw)
+    except Exception:  # written by another version, or damaged: a miss
+        return None
+    return found if found.expires_at > now else None
