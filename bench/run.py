@@ -14,7 +14,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 # overhead.py rewrites docs/benchmarks.md whole; the others replace their own section of
 # it, so it runs first.
-BENCHMARKS = ["overhead.py", "tokens.py", "reliability.py", "workers.py"]
+BENCHMARKS = ["overhead.py", "tokens.py", "reliability.py", "workers.py",
+              "cache_precision.py", "cache.py"]
 
 
 def apt_install(package: str) -> None:

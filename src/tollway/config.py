@@ -138,7 +138,10 @@ class SemanticCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     turns); only the latest user turn is compared, by all-MiniLM-L6-v2 run locally."""
 
     enabled: bool = False
-    threshold: float | None = None  # cosine similarity; None: the calibrated default
+    # The match score (0-1: the cosine and the words that differ, weighed by a model
+    # fitted on labelled question pairs) a candidate must reach; None: the calibrated
+    # default, chosen for >= 90% precision (docs/benchmarks.md).
+    threshold: float | None = None
     max_entries: int = 100_000  # per partition; the oldest go first
 
 
@@ -503,7 +506,7 @@ def _check_cache(cfg: Config) -> None:
         for a, mc in cfg.models.items() if mc.cache is not None]
     for where, t in thresholds:
         if t is not None and not 0 < t <= 1:
-            raise ConfigError(f"{where}: a cosine similarity in (0, 1], e.g. 0.9")
+            raise ConfigError(f"{where}: a match score in (0, 1], e.g. 0.86")
     if c.semantic.max_entries < 1:
         raise ConfigError("cache.semantic.max_entries: must be >= 1")
     for a, mc in cfg.models.items():

@@ -148,7 +148,7 @@ class ResponseCache:
                                                self.config.semantic.max_entries))
 
     async def _semantic(self, look: Lookup, text: str, now: float) -> None:
-        from tollway.cache.verify import DEFAULT_THRESHOLD, accept, is_temporal
+        from tollway.cache.verify import COSINE_FLOOR, DEFAULT_THRESHOLD, accept, is_temporal
 
         if is_temporal(text):
             return
@@ -157,7 +157,7 @@ class ResponseCache:
         part = self._partition(look.keys.partition)
         await self._sync(look.keys.partition, part)
         threshold = look.settings.threshold or DEFAULT_THRESHOLD
-        for cand in part.search(vector, threshold, CANDIDATES):
+        for cand in part.search(vector, COSINE_FLOOR, CANDIDATES):
             item = cand.entry
             if item.expires_at <= now or not accept(text, item.text, cand.similarity, threshold):
                 continue

@@ -1,0 +1,227 @@
+"""The response cache's speed (issue 6): how long a semantic lookup takes at 10k and
+100k entries per partition, and what a hit costs end to end next to a miss. Writes
+its own section of docs/benchmarks.md, between the cache:begin/end markers.
+
+    .venv/bin/python bench/cache.py           # ~2 min -> docs/benchmarks.md
+    .venv/bin/python bench/cache.py --quick   # fewer samples -> bench/results/
+
+1. Lookup, in process: embedding the query (all-MiniLM-L6-v2, numpy, one thread),
+   searching a partition of N entries (numpy brute force), and the verification step;
+   p50/p99 over many queries. The index's speed does not depend on what the vectors
+   say, so the partitions are filled with random unit vectors.
+2. End to end, through `tollway serve` in front of `tollway simulate`: one client
+   sends requests one at a time; latency p50/p99 of a miss (a new question), an exact
+   hit, a semantic hit (a reworded question) and no cache at all, with an instant
+   upstream (what the cache itself costs) and with a model-like one (first token
+   after 300 ms, 20 tokens at 20 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import yaml
+
+import harness
+import report
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+RESULTS = ROOT / "bench" / "results"
+BEGIN, END = "<!-- cache:begin -->", "<!-- cache:end -->"
+QUESTION = "How do I reset the password of my account on the mobile app?"
+REWORDED = "How can I reset my account password in the mobile app?"
+
+
+def log(msg: str) -> None:
+    print(f"cache: {msg}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+# -- 1. lookup in process --------------------------------------------------------------
+
+
+def lookup_costs(sizes: list[int], queries: int) -> dict[str, Any]:
+    from tollway.cache.embed import default_embedder
+    from tollway.cache.index import DIMS, Partition, SemanticEntry
+    from tollway.cache.verify import DEFAULT_THRESHOLD, accept
+
+    embedder = default_embedder()
+    texts = [f"{QUESTION} (variant {i})" for i in range(queries)]
+    embed_ms = []
+    for t in texts:
+        t0 = time.perf_counter()
+        embedder.embed([t])
+        embed_ms.append((time.perf_counter() - t0) * 1000)
+    verify_ms = []
+    for t in texts:
+        t0 = time.perf_counter()
+        accept(t, REWORDED, 0.95, DEFAULT_THRESHOLD)
+        verify_ms.append((time.perf_counter() - t0) * 1000)
+    out: dict[str, Any] = {"embed": embed_ms, "verify": verify_ms, "search": {}}
+    rng = np.random.default_rng(7)
+    for n in sizes:
+        part = Partition(max_entries=n)
+        vecs = rng.standard_normal((n, DIMS)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        for i in range(n):
+            part.add(SemanticEntry(id=str(i), text="", vector=vecs[i].tobytes(),
+                                   expires_at=0.0))
+        qs = rng.standard_normal((queries, DIMS)).astype(np.float32)
+        qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+        ms = []
+        for q in qs:
+            t0 = time.perf_counter()
+            part.search(q, 0.5)
+            ms.append((time.perf_counter() - t0) * 1000)
+        out["search"][n] = ms
+        log(f"search at {n:,}: p50 {statistics.median(ms):.2f} ms")
+    return out
+
+
+# -- 2. end to end -----------------------------------------------------------------------
+
+
+def gateway_config(sim_url: str) -> dict[str, Any]:
+    dep = {"provider": "openai", "model": "sim-model", "api_base": sim_url + "/v1",
+           "api_key": "sim"}
+    return {
+        "server": {"access_log": False},
+        "prices": {"sim-model": {"input": 1.0, "output": 2.0}},
+        "models": {"plain": {"deployments": [dep]},
+                   "exact": {"deployments": [dep], "cache": {"enabled": True}},
+                   "semantic": {"deployments": [dep], "cache": {"enabled": True,
+                                                                "semantic": True}}},
+    }
+
+
+async def timed(http: aiohttp.ClientSession, url: str, model: str, question: str,
+                system: str = "You are a support assistant.") -> tuple[float, str]:
+    body = {"model": model, "max_tokens": 20, "messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": question}]}
+    t0 = time.perf_counter()
+    async with http.post(url, json=body) as r:
+        await r.read()
+        assert r.status == 200, await r.text()
+        return (time.perf_counter() - t0) * 1000, r.headers.get("x-tollway-cache", "-")
+
+
+async def end_to_end(gw_url: str, sim_url: str, n: int, upstream: dict[str, Any]
+                     ) -> dict[str, list[float]]:
+    url = gw_url + "/v1/chat/completions"
+    out: dict[str, list[float]] = {"plain": [], "miss": [], "semantic miss": [], "hit": [],
+                                   "semantic hit": []}
+    async with aiohttp.ClientSession() as http:
+        async with http.put(sim_url + "/_sim/config", json=upstream) as r:
+            r.raise_for_status()
+        for _ in range(5):  # warm: connections, the embedding model's first call
+            await timed(http, url, "semantic", f"warm-up {os.urandom(4).hex()}")
+        for i in range(n):
+            # A system prompt of its own per round: a fresh partition, so the semantic
+            # miss is a miss and the reworded question has exactly one candidate.
+            system = f"You are support assistant {os.urandom(4).hex()}."
+            for name, model, question, want in (
+                    ("plain", "plain", QUESTION, "-"),
+                    ("miss", "exact", QUESTION, "miss"),
+                    ("hit", "exact", QUESTION, "hit"),
+                    ("semantic miss", "semantic", QUESTION, "miss"),
+                    ("semantic hit", "semantic", REWORDED, "semantic-hit")):
+                ms, got = await timed(http, url, model, question, system)
+                if got != want:
+                    raise RuntimeError(f"{name}: expected x-tollway-cache {want}, got {got}"
+                                       f" (request {i})")
+                out[name].append(ms)
+    return out
+
+
+def run_end_to_end(work: Path, n: int) -> dict[str, dict[str, list[float]]]:
+    servers = harness.Servers(work)
+    try:
+        sim_port, gw_port = harness.free_port(), harness.free_port()
+        sim = servers.start("simulator", [*harness.tollway_argv(), "simulate", "--port",
+                                          str(sim_port)])
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        harness.wait_ready(sim, sim_url + "/_sim/stats")
+        cfg = work / "tollway.yaml"
+        cfg.write_text(yaml.safe_dump(gateway_config(sim_url)))
+        gw = servers.start("gateway", [*harness.tollway_argv(), "serve", "--port",
+                                       str(gw_port), "--config", str(cfg)])
+        gw_url = f"http://127.0.0.1:{gw_port}"
+        harness.wait_ready(gw, gw_url + "/health")
+        results = {}
+        for label, upstream in (
+                ("instant upstream", {"ttft_ms": 0, "token_ms": 0, "output_tokens": 20}),
+                ("model-like upstream", {"ttft_ms": 300, "token_ms": 20,
+                                         "output_tokens": 20})):
+            log(f"end to end, {label}")
+            runs = n if label.startswith("instant") else max(10, n // 10)
+            results[label] = asyncio.run(end_to_end(gw_url, sim_url, runs, upstream))
+        return results
+    finally:
+        servers.stop_all()
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def render(command: str, look: dict[str, Any], e2e: dict[str, dict[str, list[float]]]) -> str:
+    def p(values: list[float]) -> tuple[str, str]:
+        return f"{statistics.median(values):.2f}", f"{pct(values, 0.99):.2f}"
+
+    rows = [("embed the query (all-MiniLM-L6-v2, numpy, 1 thread)", *p(look["embed"])),
+            ("verification step", *p(look["verify"]))]
+    rows += [(f"search a partition of {n:,} entries", *p(ms))
+             for n, ms in look["search"].items()]
+    lookup = report.table(["semantic lookup, in process", "p50 ms", "p99 ms"], rows)
+    e2e_tables = []
+    for label, res in e2e.items():
+        miss_p50 = statistics.median(res["miss"])
+        rows = [(name, *p(ms), f"{statistics.median(ms) / miss_p50:.2f}")
+                for name, ms in res.items()]
+        e2e_tables.append(f"**{label}** ({len(res['miss'])} requests of each kind)\n\n"
+                          + report.table(["request", "p50 ms", "p99 ms", "p50 / miss"], rows))
+    return "\n\n".join([
+        BEGIN, "## Cache speed",
+        f"Command: `{command}` (code: {report.code_version()}). Semantic lookup in "
+        "process; end to end through `tollway serve` (one worker, embedded store) in front "
+        "of `tollway simulate`, one request at a time from one aiohttp client. `plain`: an "
+        "alias without the cache; `miss`: the exact cache, a new question (lookup, upstream "
+        "call, write behind); `hit`: the same question again; `semantic miss`: an alias "
+        "with the semantic cache, a new question (adds embedding and search); "
+        "`semantic hit`: a reworded question (embedding, search, verification, then the "
+        "stored answer).",
+        lookup, *e2e_tables, END])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    out = args.out or (RESULTS / "cache-quick.md" if args.quick else DOC)
+    command = ".venv/bin/python bench/cache.py" + (" --quick" if args.quick else "")
+    queries = 100 if args.quick else 400
+    look = lookup_costs([10_000, 100_000], queries)
+    with tempfile.TemporaryDirectory(prefix="tollway-bench-cache-") as work:
+        e2e = run_end_to_end(Path(work), 50 if args.quick else 200)
+    harness.write_section(out, render(command, look, e2e), BEGIN, END)
+    log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

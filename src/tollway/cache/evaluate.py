@@ -1,0 +1,140 @@
+"""`tollway cache eval PAIRS.jsonl`: how the semantic cache would do on labelled pairs.
+
+Each line is `{"a": str, "b": str, "same": bool}`. A pair is a *hit* when the cache
+would serve a's answer to b: neither text is temporal, `verify` passes and the match
+score reaches the threshold (`verify.accept`). precision = hits labelled same / hits,
+recall = hits labelled same / pairs labelled same, hit rate = hits / pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from tollway.cache import verify
+from tollway.cache.embed import Embedder, default_embedder
+
+SWEEP = tuple(round(0.05 * i, 2) for i in range(6, 20))  # 0.30 ... 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    a: str
+    b: str
+    same: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    threshold: float
+    precision: float
+    recall: float
+    hit_rate: float
+    hits: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Per pair: the cosine, the match score, whether anything vetoes it (temporal or a
+    verify reason), and the label."""
+
+    cosine: npt.NDArray[np.float32]
+    score: npt.NDArray[np.float64]
+    vetoed: npt.NDArray[np.bool_]
+    same: npt.NDArray[np.bool_]
+    reasons: list[str | None]
+
+    def point(self, threshold: float, *, cosine_only: bool = False) -> Point:
+        if cosine_only:
+            hit = self.cosine >= threshold
+        else:
+            hit = ~self.vetoed & (self.score >= threshold) & (
+                self.cosine >= verify.COSINE_FLOOR)
+        return _point(threshold, hit, self.same)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    pairs: int
+    same: int
+    threshold: float
+    precision: float
+    recall: float
+    hit_rate: float
+    sweep: list[Point]
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _point(threshold: float, hit: npt.NDArray[np.bool_], same: npt.NDArray[np.bool_]) -> Point:
+    hits = int(hit.sum())
+    good = int((hit & same).sum())
+    n_same = int(same.sum())
+    return Point(threshold=threshold, precision=good / hits if hits else 1.0,
+                 recall=good / n_same if n_same else 0.0,
+                 hit_rate=hits / len(same) if len(same) else 0.0, hits=hits)
+
+
+def load_pairs(path: Path, limit: int | None = None) -> list[Pair]:
+    """Read a pairs file; a malformed line raises ValueError naming it."""
+    pairs: list[Pair] = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                pairs.append(Pair(str(d["a"]), str(d["b"]), bool(d["same"])))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n}: expected {{\"a\", \"b\", \"same\"}}: {e}") from e
+            if limit is not None and len(pairs) >= limit:
+                break
+    return pairs
+
+
+def cosines(pairs: list[Pair], embedder: Embedder) -> npt.NDArray[np.float32]:
+    """Cosine similarity of each pair; every distinct text is embedded once."""
+    texts = sorted({t for p in pairs for t in (p.a, p.b)})
+    index = {t: i for i, t in enumerate(texts)}
+    emb = embedder.embed(texts)
+    ia = np.fromiter((index[p.a] for p in pairs), np.int64, len(pairs))
+    ib = np.fromiter((index[p.b] for p in pairs), np.int64, len(pairs))
+    return np.einsum("ij,ij->i", emb[ia], emb[ib])  # type: ignore[no-any-return]
+
+
+def score(pairs: list[Pair], embedder: Embedder | None = None) -> Scored:
+    cos = cosines(pairs, embedder or default_embedder())
+    reasons: list[str | None] = []
+    scores = np.empty(len(pairs))
+    for i, (p, c) in enumerate(zip(pairs, cos, strict=True)):
+        temporal = verify.is_temporal(p.a) or verify.is_temporal(p.b)
+        reasons.append("temporal" if temporal else verify.verify(p.a, p.b))
+        scores[i] = verify.match_score(p.a, p.b, float(c))
+    vetoed = np.array([r is not None for r in reasons], bool)
+    same = np.array([p.same for p in pairs], bool)
+    return Scored(cos, scores, vetoed, same, reasons)
+
+
+def evaluate(pairs: list[Pair], threshold: float = verify.DEFAULT_THRESHOLD,
+             embedder: Embedder | None = None) -> Result:
+    s = score(pairs, embedder)
+    at = s.point(threshold)
+    return Result(pairs=len(pairs), same=int(s.same.sum()), threshold=threshold,
+                  precision=at.precision, recall=at.recall, hit_rate=at.hit_rate,
+                  sweep=[s.point(t) for t in sorted({*SWEEP, threshold})])
+
+
+def render(r: Result) -> str:
+    lines = [f"{r.pairs} pairs, {r.same} labelled same; threshold {r.threshold:.2f}: "
+             f"precision {r.precision:.1%}  recall {r.recall:.1%}  hit rate {r.hit_rate:.1%}",
+             "", "threshold  precision  recall  hit rate    hits"]
+    for p in r.sweep:
+        mark = "  <- threshold" if p.threshold == r.threshold else ""
+        lines.append(f"     {p.threshold:.2f}     {p.precision:6.1%}  {p.recall:6.1%}    "
+                     f"{p.hit_rate:6.1%}  {p.hits:6d}{mark}")
+    return "\n".join(lines)

