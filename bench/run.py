@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parent
 # overhead.py rewrites docs/benchmarks.md whole; the others replace their own section of
 # it, so it runs first.
 BENCHMARKS = ["overhead.py", "tokens.py", "reliability.py", "workers.py",
-              "cache_precision.py", "cache.py"]
+              "cache_precision.py", "cache.py", "guards.py"]
 
 
 def apt_install(package: str) -> None:

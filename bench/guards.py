@@ -1,0 +1,271 @@
+"""Guards: precision and recall of the PII and injection guards on the labelled sets,
+and the latency all guards together add to a 2k-token request. Writes its own section
+of docs/benchmarks.md, between the guards:begin/end markers.
+
+    .venv/bin/python bench/guards.py           # ~1 min -> docs/benchmarks.md
+    .venv/bin/python bench/guards.py --quick   # fewer iterations -> bench/results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import harness
+import report
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.data.guard_cases
+
+from tests.data.guard_cases import (  # noqa: E402
+    InjectionCase,
+    Tally,
+    injection_cases,
+    pii_cases,
+    score_pii,
+)
+
+from tollway.accounting import tokens  # noqa: E402
+from tollway.guards import injection, pii, schema, validate  # noqa: E402
+from tollway.types import ChatRequest, Message  # noqa: E402
+
+DOC = ROOT / "docs" / "benchmarks.md"
+RESULTS = ROOT / "bench" / "results"
+BEGIN, END = "<!-- guards:begin -->", "<!-- guards:end -->"
+SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+# A support conversation: prose, a code block, dates, prices, versions, one email and
+# one phone number, as a 2k-token request carries them.
+TURN_USER = (
+    "Thanks for the quick reply. I looked at the logs from 2024-03-15 again and the job "
+    "that failed ran version 2.14.1 of the exporter, which uploads about 1,200 files per "
+    "hour. The retry policy waits 30 seconds, then 60, then 120. Could you explain why the "
+    "queue grows after 10:30 every day, and what I should change in the config? Here is the "
+    "relevant part:\n\n```python\ndef upload(batch, retries=3):\n    for i in range(retries):\n"
+    "        try:\n            return client.put(batch, timeout=30)\n        except "
+    "TimeoutError:\n            time.sleep(2 ** i)\n    raise RuntimeError('gave up')\n```\n")
+TURN_ASSISTANT = (
+    "The queue grows because the retries of one batch hold a worker for up to 210 seconds, "
+    "and at 10:30 the nightly export adds 3 extra batches per minute. Two changes help: cap "
+    "the total retry time rather than the count, and move the retry to a separate queue so "
+    "a slow batch does not block fresh ones. Your bill of $1,299.40 suggests 16 GB workers; "
+    "8 GB would do for this load. ")
+CONTACT = "My colleague Dana (dana.reyes@example.com, +1 415 555 2671) set it up originally. "
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def request_2k() -> tuple[ChatRequest, int]:
+    messages = [Message("system", "You are a concise support engineer for a data platform.")]
+    i = 0
+    while True:
+        user = TURN_USER + (CONTACT if i == 0 else "")
+        messages += [Message("user", user), Message("assistant", TURN_ASSISTANT)]
+        n = sum(tokens.count_text(m.text()) for m in messages)
+        if n >= 2000:
+            return ChatRequest(model="m", messages=messages), n
+        i += 1
+
+
+def timings(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e6)
+    return out
+
+
+def p(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def latency(n: int, repeats: int) -> tuple[int, int, dict[str, list[list[float]]]]:
+    req, n_tokens = request_2k()
+    texts = [m.text() for m in req.messages]
+    limits = validate.InputLimits()
+
+    def pii_find() -> object:
+        return [pii.find(t) for t in texts]
+
+    def pii_redact() -> object:
+        ph = pii.Placeholders()
+        return [pii.redact(t, pii.find(t), ph) for t in texts]
+
+    def inj() -> object:
+        return [injection.screen(t) for t in texts]
+
+    def all_guards() -> object:
+        validate.check(req, limits)
+        ph = pii.Placeholders()
+        return [(pii.redact(t, pii.find(t), ph), injection.screen(t)) for t in texts]
+
+    cases = {"input validation": lambda: validate.check(req, limits),
+             "PII find": pii_find, "PII find + redact": pii_redact,
+             "injection screen": inj, "all guards (validate, redact, screen)": all_guards}
+    for fn in cases.values():
+        timings(fn, 50)  # warm caches (phonenumbers metadata, regex compilation)
+    runs: dict[str, list[list[float]]] = {k: [] for k in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            runs[name].append(timings(fn, n))
+    return n_tokens, sum(map(len, texts)), runs
+
+
+def schema_latency(n: int) -> dict[str, float]:
+    import jsonschema
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "order", "schema": {
+        "type": "object", "required": ["id", "items", "total"], "properties": {
+            "id": {"type": "string"}, "total": {"type": "number", "minimum": 0},
+            "items": {"type": "array", "items": {"type": "object", "required": ["sku", "qty"],
+                      "properties": {"sku": {"type": "string"},
+                                     "qty": {"type": "integer", "minimum": 1}}}}}}}}
+    out = ('{"id": "A-1", "total": 42.5, "items": ['
+           + ", ".join(f'{{"sku": "S{i}", "qty": {i + 1}}}' for i in range(20)) + "]}")
+    schema.check(out, fmt)
+    ours = timings(lambda: schema.check(out, fmt), n)
+    checker = jsonschema.Draft202012Validator(fmt["json_schema"]["schema"])
+    import orjson
+    theirs = timings(lambda: checker.is_valid(orjson.loads(out)), n)
+    return {"fastjsonschema (ours, incl. parse)": statistics.median(ours),
+            "jsonschema Draft 2020-12 (incl. parse)": statistics.median(theirs)}
+
+
+def injection_tally(cases: list[InjectionCase], threshold: float) -> tuple[Tally, Counter[str],
+                                                                           Counter[str]]:
+    tally = Tally()
+    caught: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for c in cases:
+        hit = injection.screen(c.text).score >= threshold
+        total[c.kind] += 1
+        caught[c.kind] += hit
+        kind = "injection"
+        tally.tp[kind] += hit and c.attack
+        tally.fp[kind] += hit and not c.attack
+        tally.fn[kind] += (not hit) and c.attack
+    return tally, caught, total
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def render(command: str, n_runs: int, repeats: int,
+           lat: tuple[int, int, dict[str, list[list[float]]]], schema_us: dict[str, float]
+           ) -> str:
+    cases = pii_cases()
+    whole, dev, hold = (score_pii(cases), score_pii([c for c in cases if c.split == "dev"]),
+                        score_pii([c for c in cases if c.split == "holdout"]))
+    n_pos = sum(len(c.expected) for c in cases)
+    pii_rows = [(k, str(whole.tp[k] + whole.fn[k]), pct(whole.precision(k)),
+                 pct(whole.recall(k))) for k in pii.KINDS]
+    pii_rows.append(("**all**", str(n_pos), pct(whole.precision()), pct(whole.recall())))
+    pii_rows.append(("dev part (written before the rules)",
+                     str(sum(len(c.expected) for c in cases if c.split == "dev")),
+                     pct(dev.precision()), pct(dev.recall())))
+    pii_rows.append(("holdout part (written after, not tuned on)",
+                     str(sum(len(c.expected) for c in cases if c.split == "holdout")),
+                     pct(hold.precision()), pct(hold.recall())))
+    misses = "; ".join(f"{what} {kind} `{value}`" for what, kind, value in whole.misses) or "none"
+
+    inj = injection_cases()
+    tally, caught, total = injection_tally(inj, injection.DEFAULT_THRESHOLD)
+    n_attacks = sum(c.attack for c in inj)
+    class_rows = [(k, str(total[k]), f"{caught[k]}/{total[k]}") for k in total if k != "benign"]
+    class_rows.append(("benign look-alikes (flagged)", str(total["benign"]),
+                       f"{caught['benign']}/{total['benign']}"))
+    sweep_rows = []
+    for th in SWEEP:
+        t, _, _ = injection_tally(inj, th)
+        sweep_rows.append((f"{th:.1f}", pct(t.precision()), pct(t.recall())))
+
+    n_tokens, chars, runs = lat
+    lat_rows = [(name, report.spread([statistics.median(r) for r in rs], "{:,.0f}"),
+                 report.spread([p(r, 0.99) for r in rs], "{:,.0f}"))
+                for name, rs in runs.items()]
+    schema_rows = [(k, f"{v:,.1f}") for k, v in schema_us.items()]
+    return f"""{BEGIN}
+## Guards
+
+Written by `bench/guards.py`; reproduce with `{command}`. {report.cpu_model()},
+Python {platform.python_version()}, phonenumbers {version("phonenumbers")}, python-stdnum
+{version("python-stdnum")}, fastjsonschema {version("fastjsonschema")};
+{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, code {report.code_version()}.
+
+**PII** (`guards/pii.py`) on `tests/data/pii_cases.jsonl`: {len(cases)} texts,
+{n_pos} labelled values, {sum(not c.expected for c in cases)} texts with none (order and
+tracking numbers, dates, timestamps, prices, versions, ISBNs, UUIDs, hashes, Luhn-invalid
+cards, checksum-invalid IBANs, phone-like codes, `sk-` in prose, public keys). Scored per
+value: a finding counts only with the right kind and exactly the labelled text.
+
+{report.table(["kind", "labelled", "precision", "recall"], pii_rows)}
+
+Errors: {misses}.
+
+**Prompt injection** (`guards/injection.py`, heuristic only, no classifier) on
+`tests/data/injection_cases.jsonl`: {n_attacks} attacks, {len(inj) - n_attacks} benign
+look-alikes. At the default threshold {injection.DEFAULT_THRESHOLD}: precision
+{pct(tally.precision())}, recall {pct(tally.recall())}. The rules were tuned on this set
+(its first run scored 92.5% / 84.5%), so read these as an upper bound for unseen phrasing.
+
+{report.table(["class", "cases", "caught"], class_rows)}
+
+Threshold sweep:
+
+{report.table(["threshold", "precision", "recall"], sweep_rows)}
+
+**Added latency** on a {n_tokens:,}-token request ({chars:,} characters
+in {len(request_2k()[0].messages)} messages, with a date, prices, versions, code, one email
+and one phone number); µs per request, median [min .. max] over {repeats} repeats of the
+p50 and p99 of {n_runs:,} runs each. Every message is screened (the wiring may screen only
+user and tool messages, which costs less).
+
+{report.table(["guard", "p50", "p99"], lat_rows)}
+
+**Structured output check** of a 20-item order against its schema, µs (median of
+{n_runs:,}):
+
+{report.table(["validator", "µs"], schema_rows)}
+{END}
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
+    ap.add_argument("--out", type=Path, help="markdown file whose guards section is rewritten "
+                    "(default: docs/benchmarks.md, or bench/results/guards-quick.md with --quick)")
+    args, _ = ap.parse_known_args(argv)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out or (RESULTS / "guards-quick.md" if args.quick else DOC)
+    n_runs, repeats = (300, 3) if args.quick else (2000, 5)
+    command = harness.record([harness.PY, str(Path(__file__))]
+                             + (["--quick"] if args.quick else []))
+    command = command.replace(harness.PY, ".venv/bin/python")
+    log("latency ...")
+    lat = latency(n_runs, repeats)
+    schema_us = schema_latency(n_runs)
+    harness.write_section(out, render(command, n_runs, repeats, lat, schema_us), BEGIN, END)
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
