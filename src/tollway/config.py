@@ -165,6 +165,47 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     semantic: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
 
 
+GuardMode = Literal["off", "log", "redact", "block"]
+
+
+class InputGuardConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Limits checked before anything else; a request past one gets a 400 naming it."""
+
+    max_messages: int | None = 1000
+    max_chars_per_message: int | None = 100_000
+    max_chars_total: int | None = 1_000_000
+    allowed_roles: list[str] | None = None  # None: all
+    allowed_content_types: list[str] | None = None  # content part types; None: all
+
+
+class GuardModes(msgspec.Struct, forbid_unknown_fields=True):
+    """Per-alias (`models.NAME.guards`) or per-key overrides; unset: inherited."""
+
+    pii: GuardMode | None = None
+    pii_output: GuardMode | None = None
+    restore_pii: bool | None = None
+    injection: Literal["off", "log", "block"] | None = None
+    injection_threshold: float | None = None
+
+
+class GuardsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Guards on what goes to a model and what comes back. `pii` on the input: off,
+    log (record what was found), redact (typed placeholders replace the values before
+    the request leaves; `restore_pii` puts them back in the reply) or block (400).
+    `pii_output` on the reply: log, redact or block (502); on a stream only log, as the
+    text has reached the client by the time it is complete. `injection`: off, log or
+    block at `injection_threshold`. Output that breaks the request's JSON schema is
+    retried `schema_retries` times, then answered with an error: never passed on."""
+
+    input: InputGuardConfig = msgspec.field(default_factory=InputGuardConfig)
+    pii: GuardMode = "off"
+    pii_output: GuardMode = "off"
+    restore_pii: bool = False
+    injection: Literal["off", "log", "block"] = "off"
+    injection_threshold: float = 0.5
+    schema_retries: int = 1
+
+
 class ModelCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Per-alias overrides of the `cache` section (unset: inherited)."""
 
@@ -188,6 +229,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
     cache: ModelCacheConfig | None = None
+    guards: GuardModes | None = None
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -330,6 +372,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
     local: LocalModelConfig = msgspec.field(default_factory=LocalModelConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
 
     def resolve(self, name: str) -> tuple[str, ModelConfig] | None:
         """Alias or model name -> (canonical alias, its model config)."""
@@ -428,6 +471,7 @@ def _check(cfg: Config) -> None:
     _check_budgets(cfg)
     _check_routing(cfg)
     _check_cache(cfg)
+    _check_guards(cfg)
     st = cfg.store
     if st.shared and not (st.redis_url and st.postgres_url):
         raise ConfigError("store: the shared store needs both redis_url and postgres_url "
@@ -512,6 +556,22 @@ def _check_cache(cfg: Config) -> None:
     for a, mc in cfg.models.items():
         if mc.cache is not None and mc.cache.ttl_seconds is not None and mc.cache.ttl_seconds <= 0:
             raise ConfigError(f"models.{a}.cache.ttl_seconds: must be > 0")
+
+
+def _check_guards(cfg: Config) -> None:
+    g = cfg.guards
+    if g.schema_retries < 0:
+        raise ConfigError("guards.schema_retries: must be >= 0")
+    thresholds = [("guards.injection_threshold", g.injection_threshold)] + [
+        (f"models.{a}.guards.injection_threshold", mc.guards.injection_threshold)
+        for a, mc in cfg.models.items() if mc.guards is not None]
+    for where, t in thresholds:
+        if t is not None and not 0 < t <= 1:
+            raise ConfigError(f"{where}: a score in (0, 1], e.g. 0.5")
+    for name in ("max_messages", "max_chars_per_message", "max_chars_total"):
+        v = getattr(g.input, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"guards.input.{name}: must be >= 1 (or null for no limit)")
 
 
 def check_budget(budget: Budget, where: str) -> None:

@@ -135,6 +135,14 @@ class UpstreamError(TollwayError):
     code = "upstream_error"
 
 
+class InvalidOutput(TollwayError):
+    """The model's answer broke what the request asked for (its JSON schema)."""
+
+    status = 502
+    type = "invalid_model_output"
+    code = "schema_mismatch"
+
+
 class UpstreamTimeout(TollwayError):
     status = 504
     type = "timeout_error"

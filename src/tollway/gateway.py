@@ -2,12 +2,14 @@
 gateway, top to bottom:
 
     authenticate -> pick the tier -> resolve the alias (is the key allowed it?) ->
-    cap the output -> look in the cache (a hit is answered here, at no cost) ->
-    find the budgets that apply -> count the input (when a limit or budget needs
-    it) -> maybe downgrade (short input; budget nearly spent) ->
+    input guards (limits, prompt injection, PII) -> cap the output -> look in the
+    cache (a hit is answered here, at no cost) -> find the budgets that apply ->
+    count the input (when a limit or budget needs it) -> maybe downgrade (short
+    input; budget nearly spent) ->
     pre-flight cost checks (input length, worst case vs the ceiling, unpriced
     models) -> reserve the worst case on every budget -> route to a deployment (in
-    order, moving on only on failures another deployment could fix) -> meter the
+    order, moving on only on failures another deployment could fix) -> output guards
+    (the JSON schema asked for, retried; PII placeholders put back) -> meter the
     stream
 
 and, once the answer is complete (or failed, or the client left), `finish` settles
@@ -35,7 +37,10 @@ from tollway.accounting.tokens import count_request_async
 from tollway.cache.entry import CachedAnswer, body_of_stream, replay_reply, replay_stream
 from tollway.cache.response import Lookup, ResponseCache
 from tollway.config import Config, ModelConfig
-from tollway.errors import ModelNotFound, TollwayError, Unavailable
+from tollway.errors import InvalidOutput, ModelNotFound, TollwayError, Unavailable
+from tollway.guards import output
+from tollway.guards import policy as guard_policy
+from tollway.guards import schema as schema_check
 from tollway.observe import Observer
 from tollway.policy import auth, budget, cost
 from tollway.policy import limits as rate_limits
@@ -130,6 +135,8 @@ class Gateway:
                          if d.api_key}
         table = prices.load_table(config.prices)
         self._routes: dict[str, _Route] = {}
+        self._guards = {alias: guard_policy.resolve(config.guards, mc.guards)
+                        for alias, mc in config.models.items()}
         # Per deployment (identity-hashed), looked up on every request.
         self._prices: dict[Deployment, prices.Price | None] = {}
         self.router = Router(self.providers)
@@ -207,6 +214,10 @@ class Gateway:
         choice = tiers.select(req.model, ctx.tier_header, self.config)
         route = self._resolve(choice.model)
         auth.check_model(ctx.key, req.model, route.alias)
+        policy = (self._guards[route.alias] if ctx.key is None or ctx.key.guards is None
+                  else guard_policy.resolve(self.config.guards, route.model.guards,
+                                            ctx.key.guards))
+        ctx.guards = record = guard_policy.inspect(req, policy)
         cap_output(req, route.model, self.config, ctx, choice.max_tokens)
         look = None
         if self.cache is not None and self.cache.applies(route.alias):
@@ -214,7 +225,7 @@ class Gateway:
             if look.found is not None:
                 hit = await self._cached(req, route, ctx, look, now)
                 ctx.cache = look.status
-                return hit
+                return self._restore(hit, record)
             ctx.cache = look.status
         applied = (budget.applicable(self.config.budgets, self._who(ctx), now)
                    if self._budgets or (ctx.key is not None and ctx.key.budgets) else [])
@@ -236,12 +247,25 @@ class Gateway:
         if input_tokens is not None:
             ceiling, worst_usd = self._preflight(req, route, input_tokens, ctx, applied)
         worst_tokens = (input_tokens or 0) + (req.output_limit() or 0) * (req.n or 1)
+        if schema_check.wanted(req.response_format) and policy.schema_retries:
+            # Output that breaks the schema is asked for again: reserve every attempt.
+            worst_usd *= 1 + policy.schema_retries
+            worst_tokens *= 1 + policy.schema_retries
         if rate:
             ctx.ticket = await self._admit(rate, worst_tokens, now)
         if applied:
             await self._reserve(ctx, applied, worst_usd, worst_tokens, now)
         answer = await self._send(req, route, ctx, input_tokens)
         answer.input_tokens = input_tokens
+        if schema_check.wanted(req.response_format):
+            answer = await self._checked(req, route, ctx, answer, policy, input_tokens)
+        if answer.reply is not None:
+            fixed = guard_policy.check_output(
+                "\n".join(t for _, t in output.reply_texts(answer.reply.body) if t),
+                policy, record, stream=False)
+            if fixed is not None and len(answer.reply.body.get("choices") or ()) == 1:
+                answer.reply.body["choices"][0]["message"]["content"] = fixed
+        answer = self._restore(answer, record)
         answer.cache = look
         if ceiling is not None:
             answer.worst_case_usd = ceiling.worst_case_usd
@@ -300,6 +324,17 @@ class Gateway:
             # Abandoned before any answer: the upstream had the prompt.
             n = await count_request_async(req, ctx.deployment.model)
             settlement = self.settle(Answer(ctx.deployment, input_tokens=n))
+        if ctx.spent:  # discarded attempts (schema retries) cost what they cost
+            settlement = _merged(ctx.spent, settlement)
+        if (answer is not None and answer.stream is not None and ctx.guards is not None
+                and error is None):
+            body = body_of_stream(answer.stream.received, answer.model)
+            if body is not None:
+                with contextlib.suppress(TollwayError):  # a stream's output is only logged
+                    guard_policy.check_output("\n".join(
+                        t for _, t in output.reply_texts(body) if t),
+                        self._guards.get(ctx.alias) or guard_policy.resolve(
+                            self.config.guards), ctx.guards, stream=True)
         usd = (settlement.cost_usd or 0.0) if settlement is not None else 0.0
         tokens = settlement.usage.total_tokens if settlement and settlement.usage else 0
         if ctx.ticket is not None:
@@ -321,8 +356,10 @@ class Gateway:
         self.ledger.record(row)
         self.observer.request(row)
         self.alerts.after(hold.applied if hold is not None else [], usd, self.clock())
+        record = ctx.guards
         if (answer is not None and answer.cache is not None and error is None
-                and status is None and settlement is not None):
+                and status is None and settlement is not None
+                and (record is None or record.placeholders is None)):  # never cache restored PII
             await self._remember(answer, answer.cache, settlement)
         return settlement
 
@@ -381,6 +418,60 @@ class Gateway:
         await self.cache.remember(look, CachedAnswer(
             model=answer.model, provider=answer.deployment.provider, body=body,
             usage=s.usage, cost_usd=s.cost_usd or 0.0, expires_at=0.0))
+
+    async def _checked(self, req: ChatRequest, route: _Route, ctx: CallContext,
+                       answer: Answer, policy: guard_policy.GuardPolicy,
+                       input_tokens: int | None) -> Answer:
+        """The output a request asked for as JSON, checked against its schema; asked for
+        again up to `schema_retries` times; never passed on when still wrong. A stream
+        is read whole first, then replayed."""
+        assert req.response_format is not None
+        record: guard_policy.GuardRecord = ctx.guards
+        for attempt in range(policy.schema_retries + 1):
+            if answer.stream is not None:
+                await output.read_all(answer.stream.frames)
+                body = body_of_stream(answer.stream.received, answer.model)
+            else:
+                body = answer.reply.body if answer.reply is not None else None
+            problem = (output.schema_error(body, req.response_format) if body is not None
+                       else "the answer could not be read as a chat completion")
+            if problem is None:
+                if attempt:
+                    record.actions.append(f"schema:retried:{attempt}")
+                if answer.stream is not None and body is not None:
+                    replay = replay_stream(CachedAnswer(
+                        model=answer.model, provider=answer.deployment.provider, body=body,
+                        usage=answer.stream.usage, cost_usd=0.0, expires_at=0.0))
+                    replay.received = answer.stream.received
+                    answer.stream = replay
+                return answer
+            # This attempt is paid for and discarded.
+            if answer.input_tokens is None and answer.stream is not None:
+                answer.input_tokens = await count_request_async(req, answer.model)
+            ctx.spent = [*(ctx.spent or []), self.settle(answer)]
+            if attempt < policy.schema_retries:
+                answer = await self._send(req, route, ctx, input_tokens)
+                answer.input_tokens = input_tokens
+        record.actions.append("schema:refused")
+        raise InvalidOutput(f"The model's answer did not match the requested "
+                            f"response_format after {policy.schema_retries + 1} attempt(s): "
+                            f"{problem}. Nothing invalid was passed on.")
+
+    @staticmethod
+    def _restore(answer: Answer, record: guard_policy.GuardRecord) -> Answer:
+        """Put redacted values back into the reply, when configured."""
+        if record.placeholders is None or not record.placeholders.originals:
+            return answer
+        mapping = record.placeholders.originals
+        if answer.reply is not None:
+            answer.reply.body = dict(answer.reply.body)
+            answer.reply.body["choices"] = [
+                {**c, "message": dict(c.get("message") or {})}
+                for c in answer.reply.body.get("choices") or ()]
+            output.restore_body(answer.reply.body, mapping)
+        elif answer.stream is not None:
+            answer.stream.frames = output.restore_frames(answer.stream.frames, mapping)
+        return answer
 
     def _who(self, ctx: CallContext) -> budget.Who:
         key = ctx.key
@@ -542,7 +633,24 @@ def ledger_row(ctx: CallContext, s: Settlement | None, error: TollwayError | Non
                  else None),
         error=error.type if error is not None else None,
         retries=ctx.retries, fallback_from=ctx.fallback_from,
-        saved_usd=s.saved_usd if s is not None else 0.0, cache=ctx.cache)
+        saved_usd=s.saved_usd if s is not None else 0.0, cache=ctx.cache,
+        guards=ctx.guards.summary() if ctx.guards is not None else None)
+
+
+def _merged(spent: list[Settlement], last: Settlement | None) -> Settlement:
+    """One settlement for several attempts: tokens and dollars added up."""
+    parts = [*spent, *([last] if last is not None else [])]
+    usages = [p.usage for p in parts if p.usage is not None]
+    usage = Usage(prompt_tokens=sum(u.prompt_tokens for u in usages),
+                  completion_tokens=sum(u.completion_tokens for u in usages),
+                  total_tokens=sum(u.total_tokens for u in usages),
+                  cached_tokens=sum(u.cached_tokens for u in usages)) if usages else None
+    costs = [p.cost_usd for p in parts]
+    return Settlement(usage=usage, cost_usd=None if any(c is None for c in costs)
+                      else sum(c or 0.0 for c in costs),
+                      estimated=any(p.estimated for p in parts),
+                      cut=last is not None and last.cut,
+                      saved_usd=last.saved_usd if last is not None else 0.0)
 
 
 def cap_output(req: ChatRequest, model: ModelConfig, config: Config, ctx: CallContext,

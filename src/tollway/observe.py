@@ -77,6 +77,7 @@ class Observer:
         self.fallbacks: dict[tuple[str, str], int] = {}  # (from, to)
         self.cache: dict[tuple[str, str], int] = {}  # (alias, hit|semantic-hit|miss|bypass)
         self.saved: dict[str, float] = {}  # by alias: what cache hits would have cost
+        self.guard_actions: dict[tuple[str, str], int] = {}  # (guard, action)
         self._scrape: tuple[list[BudgetLevel], int, list[UpstreamLevel]] = ([], 0, [])
         self.registry.register(_Families(self))
         self._log: BinaryIO | None = None
@@ -111,6 +112,11 @@ class Observer:
         if row.fallback_from:
             fk = (row.fallback_from, model)
             self.fallbacks[fk] = self.fallbacks.get(fk, 0) + 1
+        if row.guards:
+            for decision in row.guards.split(","):
+                guard, _, rest = decision.partition(":")
+                gk = (guard, rest.partition(":")[0])
+                self.guard_actions[gk] = self.guard_actions.get(gk, 0) + 1
         if row.cache is not None:
             ck = (row.model_asked or "-", row.cache)
             self.cache[ck] = self.cache.get(ck, 0) + 1
@@ -203,6 +209,12 @@ class _Families(Collector):
         for alias, v in o.saved.items():
             saved.add_metric([alias], v)
         yield saved
+        guards = CounterMetricFamily("tollway_guard_actions", "What guards did, by guard "
+                                     "and action (log, redact, retried, refused...)",
+                                     labels=["guard", "action"])
+        for gk, n in o.guard_actions.items():
+            guards.add_metric(gk, n)
+        yield guards
         errors = CounterMetricFamily("tollway_store_errors", "Store calls that failed, by "
                                      "part (the failure policy decided what happened)",
                                      labels=["part"])

@@ -224,4 +224,6 @@ class CallContext:
     remaining_usd: float | None = None  # after this request's reservation
     cache_ask: Any = None  # the request's cache controls (cache.controls.CacheAsk)
     cache: str | None = None  # hit | semantic-hit | miss | bypass, when the cache applies
+    guards: Any = None  # what the guards did (guards.policy.GuardRecord)
+    spent: Any = None  # settlements of attempts that were discarded (schema retries)
     finished: bool = False

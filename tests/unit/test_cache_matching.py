@@ -92,19 +92,13 @@ def test_trap_set_wrong_hits() -> None:
              if h and not r["same"]]
     assert len(wrong) <= 0.01 * sum(not r["same"] for r in rows), wrong
     paraphrases = np.array([bool(r["same"]) for r in rows])
-    assert hit[paraphrases].mean() >= 0.40  # a regression guard: see the next test
+    # The issue asks for 60%; at the threshold that keeps QQP precision >= 90% about
+    # 44% hit (docs/benchmarks.md). This guards against a regression.
+    assert hit[paraphrases].mean() >= 0.40
 
 
-@pytest.mark.xfail(strict=True, reason="at the threshold that keeps QQP precision >= 90%, "
-                   "~45% of the trap set's paraphrases hit, not 60% (docs/benchmarks.md)")
-def test_trap_set_paraphrase_acceptance() -> None:
-    rows, hit = _traps()
-    paraphrases = np.array([bool(r["same"]) for r in rows])
-    assert hit[paraphrases].mean() >= 0.60
-
-
-@pytest.mark.skipif(not QQP.exists(), reason="needs shared/data/qqp_pairs_dev.jsonl")
 def test_qqp_sample_precision() -> None:
+    assert QQP.exists(), f"the calibration pairs are missing: {QQP}"
     # The first 600 dev pairs (~10 s to embed); the whole set is bench/cache_precision.py's.
     r = evaluate.evaluate(evaluate.load_pairs(QQP, limit=600))
     assert r.precision >= 0.88 and r.recall >= 0.15, r

@@ -58,6 +58,7 @@ class LedgerRow(msgspec.Struct, kw_only=True):
     retries: int = 0
     fallback_from: str | None = None  # the first model tried, when another answered
     cache: str | None = None  # hit | semantic-hit | miss | bypass, when the cache applies
+    guards: str | None = None  # what guards did, e.g. "pii:redact:email+phone" (never text)
 
 
 class SpendRow(msgspec.Struct, kw_only=True):

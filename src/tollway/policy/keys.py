@@ -14,7 +14,7 @@ import secrets
 
 import msgspec
 
-from tollway.config import Budget
+from tollway.config import Budget, GuardModes
 
 PREFIX = "tw-"
 
@@ -30,6 +30,7 @@ class KeySettings(msgspec.Struct, kw_only=True):
     rpm: int | None = None
     tpm: int | None = None
     budgets: list[Budget] = []
+    guards: GuardModes | None = None  # overrides the alias's and the global guards
 
 
 class KeyState(KeySettings, kw_only=True):

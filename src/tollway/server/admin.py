@@ -26,7 +26,7 @@ import msgspec
 from starlette.routing import Route
 
 from tollway.accounting.ledger import SPEND_GROUPS, SpendRow
-from tollway.config import Budget, check_budget
+from tollway.config import Budget, GuardModes, check_budget
 from tollway.errors import (
     ConfigError,
     Forbidden,
@@ -64,7 +64,7 @@ ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 PRIVATE_FIELDS = frozenset({"hash"})
 # What a rotation carries over to the new key (lineage is passed separately).
 ROTATED_SETTINGS = ("name", "user", "team", "features", "models", "rpm", "tpm", "budgets",
-                    "expires_at", "disabled")
+                    "guards", "expires_at", "disabled")
 
 
 class NewKey(KeySettings, forbid_unknown_fields=True):
@@ -82,6 +82,7 @@ class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
     rpm: int | msgspec.UnsetType | None = msgspec.UNSET
     tpm: int | msgspec.UnsetType | None = msgspec.UNSET
     budgets: list[Budget] | msgspec.UnsetType = msgspec.UNSET
+    guards: GuardModes | msgspec.UnsetType | None = msgspec.UNSET
     disabled: bool | msgspec.UnsetType = msgspec.UNSET
     expires_at: float | msgspec.UnsetType | None = msgspec.UNSET
 

@@ -13,7 +13,9 @@ Faults, one per request at most: the queued `next_faults` first, else one seeded
 against the rates. 429/500/503 answer an error in the endpoint's format (429 with
 Retry-After and retry-after-ms); `hang` never answers (until the caller leaves);
 `reset` aborts the TCP connection; `drop_stream` aborts a stream after
-`drop_after_tokens` tokens (half by default), and acts as `reset` on a JSON request.
+`drop_after_tokens` tokens (half by default), and acts as `reset` on a JSON request;
+`bad_json` answers plain text where response_format asked for JSON (a model that
+ignores it).
 
 Rate limit (`rpm_limit`, `tpm_limit`; `limits.py`): a provider's per-minute limits over
 a sliding 60 s window. Every chat answer then carries the provider's headers
@@ -186,6 +188,9 @@ class Simulator:
                       req: SimRequest, rid: str, progress: _Progress,
                       headers: dict[str, str]) -> web.StreamResponse:
         fault = self.faults.pick()
+        if fault == "bad_json":
+            self.stats.faults_injected[fault] += 1
+            req, fault = dataclasses.replace(req, json_mode=False, json_schema=None), None
         if fault is not None:
             self.stats.faults_injected[fault] += 1
             if fault in ("429", "500", "503"):

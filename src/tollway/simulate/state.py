@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
-FaultKind = Literal["429", "500", "503", "hang", "reset", "drop_stream"]
+FaultKind = Literal["429", "500", "503", "hang", "reset", "drop_stream", "bad_json"]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 Rate = Annotated[float, msgspec.Meta(ge=0, le=1)]
@@ -30,6 +30,8 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_hang: Rate = 0.0
     rate_reset: Rate = 0.0
     rate_drop_stream: Rate = 0.0
+    # A model that ignores response_format: the reply is plain text, not the JSON asked.
+    rate_bad_json: Rate = 0.0
     retry_after: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     seed: int = 0
     # When set, requests must present this key (Bearer or x-api-key) or get a 401.
@@ -56,7 +58,7 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def rates(self) -> tuple[float, ...]:
         """Per-kind rates, in FAULT_KINDS order."""
         return (self.rate_429, self.rate_500, self.rate_503, self.rate_hang, self.rate_reset,
-                self.rate_drop_stream)
+                self.rate_drop_stream, self.rate_bad_json)
 
     def merged(self, patch: dict[str, Any]) -> SimConfig:
         """A new config with `patch`'s fields replaced; raises msgspec.ValidationError."""

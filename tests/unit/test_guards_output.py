@@ -1,0 +1,57 @@
+"""The guards' request-path pieces: which policy applies, placeholders put back into
+replies and streams, and the schema check over a reply's choices."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import orjson
+
+from tollway.config import GuardModes, GuardsConfig
+from tollway.guards import output
+from tollway.guards.policy import resolve
+
+MAPPING = {"[EMAIL_1]": "jane@example.org"}
+
+
+def test_the_key_overrides_the_alias_which_overrides_the_section() -> None:
+    cfg = GuardsConfig(pii="log", injection="log")
+    p = resolve(cfg, GuardModes(pii="redact"), GuardModes(injection="block"))
+    assert (p.pii, p.injection) == ("redact", "block")
+    assert resolve(cfg, None, None).pii == "log"
+
+
+def test_placeholders_are_put_back_in_a_reply() -> None:
+    body = {"choices": [{"message": {"role": "assistant",
+                                     "content": "Mail [EMAIL_1], not [EMAIL_2]."}}]}
+    output.restore_body(body, MAPPING)
+    assert body["choices"][0]["message"]["content"] == "Mail jane@example.org, not [EMAIL_2]."
+
+
+async def test_placeholders_split_across_stream_events_are_put_back() -> None:
+    def event(content: str, finish: str | None = None) -> bytes:
+        return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {
+            "content": content}, "finish_reason": finish}]}) + b"\n\n"
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield event("Write to [EMA")
+        yield event("IL_1] today") + event("", "stop")
+
+    text = ""
+    async for blob in output.restore_frames(frames(), MAPPING):
+        for ev in blob.split(b"\n\n"):
+            if ev:
+                text += orjson.loads(ev[6:])["choices"][0]["delta"]["content"]
+    assert text == "Write to jane@example.org today"
+
+
+def test_schema_errors_name_the_choice() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"schema": {
+        "type": "object", "required": ["a"]}}}
+    good = {"choices": [{"message": {"content": '{"a": 1}'}}]}
+    bad = {"choices": [{"message": {"content": '{"a": 1}'}}, {"message": {"content": "hi"}}]}
+    tools = {"choices": [{"message": {"content": None, "tool_calls": [{"id": "t"}]}}]}
+    assert output.schema_error(good, fmt) is None
+    assert output.schema_error(tools, fmt) is None
+    problem = output.schema_error(bad, fmt)
+    assert problem is not None and problem.startswith("choices[1]: ")
