@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `tollway serve` runs the model
+
 import aiohttp
 import numpy as np
 import yaml
