@@ -33,7 +33,8 @@ from tests.data.guard_cases import (  # noqa: E402
 )
 
 from tollway.accounting import tokens  # noqa: E402
-from tollway.guards import injection, pii, schema, validate  # noqa: E402
+from tollway.config import GuardsConfig  # noqa: E402
+from tollway.guards import injection, pii, policy, schema, validate  # noqa: E402
 from tollway.types import ChatRequest, Message  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -110,15 +111,38 @@ def latency(n: int, repeats: int) -> tuple[int, int, dict[str, list[list[float]]
         ph = pii.Placeholders()
         return [(pii.redact(t, pii.find(t), ph), injection.screen(t)) for t in texts]
 
+    # As wired: guards.policy.inspect (limits, injection on user/tool messages, PII on
+    # all), in log mode (the request is not changed, so it can be reused). A new request
+    # has every message text unseen; a conversation's next turn resends its history,
+    # whose findings are remembered by text, so only the new user turn is scanned.
+    on_path = policy.resolve(GuardsConfig(pii="log", injection="log"))
+
+    def fresh(tag: str) -> ChatRequest:
+        return ChatRequest(model="m", messages=[  # every text unseen, even within it
+            Message(m.role, f"{m.text()} [{tag}.{j}]") for j, m in enumerate(req.messages)])
+
+    def next_turn(tag: str) -> ChatRequest:
+        return ChatRequest(model="m", messages=[
+            *req.messages, Message("user", f"{TURN_USER} Also, ticket {tag}?")])
+
+    def feeder(make: Callable[[str], ChatRequest]) -> Callable[[], object]:
+        made = iter([make(str(i)) for i in range(n + 50)])
+        return lambda: policy.inspect(next(made), on_path)
+
     cases = {"input validation": lambda: validate.check(req, limits),
              "PII find": pii_find, "PII find + redact": pii_redact,
              "injection screen": inj, "all guards (validate, redact, screen)": all_guards}
+    path_cases = {"on the request path: a new request": lambda: feeder(fresh),
+                  "on the request path: a conversation's next turn": lambda: feeder(next_turn)}
     for fn in cases.values():
         timings(fn, 50)  # warm caches (phonenumbers metadata, regex compilation)
-    runs: dict[str, list[list[float]]] = {k: [] for k in cases}
+    runs: dict[str, list[list[float]]] = {k: [] for k in [*cases, *path_cases]}
     for _ in range(repeats):
         for name, fn in cases.items():
             runs[name].append(timings(fn, n))
+        for name, make_fn in path_cases.items():
+            policy.inspect(req, on_path)  # the conversation so far has been seen
+            runs[name].append(timings(make_fn(), n))
     return n_tokens, sum(map(len, texts)), runs
 
 
@@ -229,8 +253,11 @@ Threshold sweep:
 **Added latency** on a {n_tokens:,}-token request ({chars:,} characters
 in {len(request_2k()[0].messages)} messages, with a date, prices, versions, code, one email
 and one phone number); µs per request, median [min .. max] over {repeats} repeats of the
-p50 and p99 of {n_runs:,} runs each. Every message is screened (the wiring may screen only
-user and tool messages, which costs less).
+p50 and p99 of {n_runs:,} runs each. The first rows run each guard on every message; the
+last two are `guards.policy.inspect` as the gateway calls it (limits, injection on user
+and tool messages, PII on all): for a request whose every message is new, and for a
+conversation's next turn, whose history was seen (findings are remembered per message
+text, so only the new turn is scanned).
 
 {report.table(["guard", "p50", "p99"], lat_rows)}
 
