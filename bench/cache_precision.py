@@ -34,7 +34,10 @@ import harness
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "bench" / "results"
-QQP = ROOT.parent / "shared" / "data" / "qqp_pairs_dev.jsonl"
+# The calibration pairs sit beside the repository (the workplace's shared data);
+# TOLLWAY_QQP_PAIRS points elsewhere.
+QQP = Path(os.environ.get("TOLLWAY_QQP_PAIRS")
+           or ROOT.parent / "shared" / "data" / "qqp_pairs_dev.jsonl")
 TRAPS = ROOT / "tests" / "data" / "cache_traps.jsonl"
 WEIGHTS = ROOT / "src" / "tollway" / "cache" / "match_weights.json"
 BEGIN, END = "<!-- cache_precision:begin -->", "<!-- cache_precision:end -->"
