@@ -326,15 +326,15 @@ class Gateway:
             settlement = self.settle(Answer(ctx.deployment, input_tokens=n))
         if ctx.spent:  # discarded attempts (schema retries) cost what they cost
             settlement = _merged(ctx.spent, settlement)
-        if (answer is not None and answer.stream is not None and ctx.guards is not None
-                and error is None):
+        record = ctx.guards
+        if (answer is not None and answer.stream is not None and error is None
+                and record is not None and record.policy is not None
+                and record.policy.pii_output != "off"):
             body = body_of_stream(answer.stream.received, answer.model)
-            if body is not None:
-                with contextlib.suppress(TollwayError):  # a stream's output is only logged
-                    guard_policy.check_output("\n".join(
-                        t for _, t in output.reply_texts(body) if t),
-                        self._guards.get(ctx.alias) or guard_policy.resolve(
-                            self.config.guards), ctx.guards, stream=True)
+            if body is not None:  # a stream's output is only logged: it has been sent
+                guard_policy.check_output("\n".join(
+                    t for _, t in output.reply_texts(body) if t), record.policy, record,
+                    stream=True)
         usd = (settlement.cost_usd or 0.0) if settlement is not None else 0.0
         tokens = settlement.usage.total_tokens if settlement and settlement.usage else 0
         if ctx.ticket is not None:
@@ -356,7 +356,6 @@ class Gateway:
         self.ledger.record(row)
         self.observer.request(row)
         self.alerts.after(hold.applied if hold is not None else [], usd, self.clock())
-        record = ctx.guards
         if (answer is not None and answer.cache is not None and error is None
                 and status is None and settlement is not None
                 and (record is None or record.placeholders is None)):  # never cache restored PII

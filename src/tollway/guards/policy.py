@@ -72,6 +72,7 @@ def resolve(cfg: GuardsConfig, *overrides: GuardModes | None) -> GuardPolicy:
 class GuardRecord:
     actions: list[str] = field(default_factory=list)  # e.g. "pii:redact:email+phone"
     placeholders: pii.Placeholders | None = None  # to restore in the reply
+    policy: GuardPolicy | None = None  # what applied (the output checks need it)
 
     def summary(self) -> str | None:
         return ",".join(self.actions) if self.actions else None
@@ -105,7 +106,7 @@ def inspect(req: ChatRequest, policy: GuardPolicy) -> GuardRecord:
     """Run the input guards; raise `InvalidRequest` / `GuardBlocked`, or redact `req` in
     place and say what was done."""
     check_limits(req, policy.limits)
-    record = GuardRecord()
+    record = GuardRecord(policy=policy)
     if policy.injection != "off":
         worst = injection.Screen(0.0, ())
         for m in req.messages:
