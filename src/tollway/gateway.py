@@ -247,7 +247,7 @@ class Gateway:
         if input_tokens is not None:
             ceiling, worst_usd = self._preflight(req, route, input_tokens, ctx, applied)
         worst_tokens = (input_tokens or 0) + (req.output_limit() or 0) * (req.n or 1)
-        if schema_check.wanted(req.response_format) and policy.schema_retries:
+        if schema_check.wanted(req.response_format):
             # Output that breaks the schema is asked for again: reserve every attempt.
             worst_usd *= 1 + policy.schema_retries
             worst_tokens *= 1 + policy.schema_retries
@@ -257,15 +257,7 @@ class Gateway:
             await self._reserve(ctx, applied, worst_usd, worst_tokens, now)
         answer = await self._send(req, route, ctx, input_tokens)
         answer.input_tokens = input_tokens
-        if schema_check.wanted(req.response_format):
-            answer = await self._checked(req, route, ctx, answer, policy, input_tokens)
-        if answer.reply is not None:
-            fixed = guard_policy.check_output(
-                "\n".join(t for _, t in output.reply_texts(answer.reply.body) if t),
-                policy, record, stream=False)
-            if fixed is not None and len(answer.reply.body.get("choices") or ()) == 1:
-                answer.reply.body["choices"][0]["message"]["content"] = fixed
-        answer = self._restore(answer, record)
+        answer = await self._guard_output(req, route, ctx, answer, policy, input_tokens)
         answer.cache = look
         if ceiling is not None:
             answer.worst_case_usd = ceiling.worst_case_usd
@@ -417,6 +409,21 @@ class Gateway:
         await self.cache.remember(look, CachedAnswer(
             model=answer.model, provider=answer.deployment.provider, body=body,
             usage=s.usage, cost_usd=s.cost_usd or 0.0, expires_at=0.0))
+
+    async def _guard_output(self, req: ChatRequest, route: _Route, ctx: CallContext,
+                            answer: Answer, policy: guard_policy.GuardPolicy,
+                            input_tokens: int | None) -> Answer:
+        """The output guards: the JSON schema asked for (retried), PII in a JSON reply,
+        and the redacted values put back."""
+        record: guard_policy.GuardRecord = ctx.guards
+        if schema_check.wanted(req.response_format):
+            answer = await self._checked(req, route, ctx, answer, policy, input_tokens)
+        if answer.reply is not None and policy.pii_output != "off":
+            for message, text in output.reply_texts(answer.reply.body):
+                fixed = guard_policy.check_output(text or "", policy, record, stream=False)
+                if fixed is not None:
+                    message["content"] = fixed
+        return self._restore(answer, record)
 
     async def _checked(self, req: ChatRequest, route: _Route, ctx: CallContext,
                        answer: Answer, policy: guard_policy.GuardPolicy,

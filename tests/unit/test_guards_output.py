@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import orjson
+import pytest
 
 from tollway.config import GuardModes, GuardsConfig
 from tollway.guards import output
-from tollway.guards.policy import resolve
+from tollway.guards.policy import GuardBlocked, GuardRecord, check_output, resolve
 
 MAPPING = {"[EMAIL_1]": "jane@example.org"}
 
@@ -55,3 +56,19 @@ def test_schema_errors_name_the_choice() -> None:
     assert output.schema_error(tools, fmt) is None
     problem = output.schema_error(bad, fmt)
     assert problem is not None and problem.startswith("choices[1]: ")
+
+
+def test_output_pii_is_redacted_blocked_or_only_logged_on_streams() -> None:
+    text = "Sure, write to jane@example.org."
+    redact = resolve(GuardsConfig(pii_output="redact"))
+    record = GuardRecord()
+    assert check_output(text, redact, record, stream=False) == "Sure, write to [EMAIL_1]."
+    assert record.actions == ["pii_output:redact:email"]
+    block = resolve(GuardsConfig(pii_output="block"))
+    with pytest.raises(GuardBlocked) as e:
+        check_output(text, block, GuardRecord(), stream=False)
+    assert e.value.status == 502 and "jane" not in e.value.message
+    streamed = GuardRecord()
+    assert check_output(text, block, streamed, stream=True) is None  # already sent: logged
+    assert streamed.actions == ["pii_output:log:email"]
+    assert check_output("No personal data here.", block, GuardRecord(), stream=False) is None
