@@ -37,7 +37,7 @@ services:
 test: setup lint services
 	$(PY) -m pytest
 
-bench: setup
+bench: setup services
 	$(PY) bench/run.py
 
 clean:

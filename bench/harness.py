@@ -63,8 +63,10 @@ class Servers:
     log_dir: Path
     started: list[Server] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Server:
-        record(argv, env)
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+              shown: dict[str, str] | None = None) -> Server:
+        """`shown` is what the report prints for `env` (a secret as `$NAME`)."""
+        record(argv, env if shown is None else shown)
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -113,9 +115,11 @@ def wait_port(server: Server, port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{server.name} not listening on {port} after {timeout:g}s")
 
 
-def http(method: str, url: str, body: bytes | None = None) -> bytes:
-    req = urllib.request.Request(url, data=body, method=method,
-                                 headers={"Content-Type": "application/json"})
+def http(method: str, url: str, body: bytes | None = None, key: str | None = None) -> bytes:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=30) as r:
         data: bytes = r.read()
         return data
@@ -139,6 +143,13 @@ def machine_seconds() -> tuple[float, float]:
         user, nice, system, _idle, _iowait, irq, softirq, steal = (
             int(v) for v in f.readline().split()[1:9])
     return (user + nice + system + irq + softirq) / TICK, steal / TICK
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Restart VmHWM from the current RSS (Linux >= 4.0), so a later read is the peak
+    since now; if not allowed, VmHWM stays the peak since the process started."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -188,16 +199,35 @@ def child_cpu_seconds() -> float:
     return r.children_user + r.children_system
 
 
-def run_wrk(url: str, body: Path, connections: int, duration: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Auth:
+    """A bearer key for the load generators, passed in $BENCH_AUTH; the report shows
+    `shown` (e.g. `$KEY`) in its place."""
+
+    secret: str
+    shown: str
+
+    def env(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(for the process, for the report)"""
+        return {"BENCH_AUTH": self.secret}, {"BENCH_AUTH": self.shown}
+
+
+def auth_env(auth: Auth | None) -> tuple[dict[str, str], dict[str, str]]:
+    return auth.env() if auth else ({}, {})
+
+
+def run_wrk(url: str, body: Path, connections: int, duration: float,
+            auth: Auth | None = None) -> dict[str, Any]:
     """Closed loop: `connections` keep-alive connections, each sends as soon as it has
     its answer. One wrk thread is plenty here and leaves the cores to the servers."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
             "-s", str(BENCH / "post.lua"), url]
+    secret, shown = auth_env(auth)
     env = {"BENCH_BODY": str(body)}
-    record(argv, env)
+    record(argv, env | shown)
     cpu0 = child_cpu_seconds()
-    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
-                         timeout=duration + 30, check=True).stdout
+    out = subprocess.run(argv, env={**os.environ, **env, **secret}, capture_output=True,
+                         text=True, timeout=duration + 30, check=True).stdout
     cpu = child_cpu_seconds() - cpu0
     line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
     r: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
@@ -210,23 +240,26 @@ def run_wrk(url: str, body: Path, connections: int, duration: float) -> dict[str
 
 
 def run_loadgen(url: str, body: Path, rate: float, duration: float, warmup: float,
-                timeout: float = 15.0) -> dict[str, Any]:
+                timeout: float = 15.0, auth: Auth | None = None) -> dict[str, Any]:
     """Open loop at a constant rate, latency from the intended send time."""
     argv = [PY, str(BENCH / "loadgen.py"), url, "--body", str(body), "--rate", f"{rate:g}",
             "--duration", f"{duration:g}", "--warmup", f"{warmup:g}", "--timeout",
             f"{timeout:g}"]
-    record(argv)
+    secret, shown = auth_env(auth)
+    record(argv, shown)
     cpu0 = child_cpu_seconds()
-    out = subprocess.run(argv, capture_output=True, text=True, check=True,
-                         timeout=warmup + duration + 2 * timeout + 30).stdout
+    out = subprocess.run(argv, env={**os.environ, **secret}, capture_output=True, text=True,
+                         check=True, timeout=warmup + duration + 2 * timeout + 30).stdout
     r: dict[str, Any] = json.loads(out)
     r["loadgen_cpu_s"] = child_cpu_seconds() - cpu0
     return r
 
 
-def sse_frames(url: str, body: bytes) -> int:
-    """How many `data:` frames one streamed reply has (to turn streams/s into chunks/s)."""
-    return http("POST", url, body).count(b"data:")
+def sse_frames(url: str, body: bytes, auth: Auth | None = None) -> tuple[int, int]:
+    """How many `data:` frames one streamed reply has, and its body's bytes (to turn
+    wrk's bytes received into chunks/s)."""
+    reply = http("POST", url, body, auth.secret if auth else None)
+    return reply.count(b"data:"), len(reply)
 
 
 def free_port() -> int:

@@ -5,7 +5,9 @@ measured from the request's *intended* send time, so a stalled server cannot hid
 stall by slowing the generator down (no coordinated omission). Runs in its own process
 (uvloop + aiohttp) and prints one JSON object on stdout.
 
-    loadgen.py URL --body FILE --rate 500 --duration 5 --warmup 1 [--stream]
+    loadgen.py URL --body FILE --rate 500 --duration 5 --warmup 1
+
+A bearer key, if any, comes from $BENCH_AUTH (kept out of argv, like post.lua does).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -70,6 +73,8 @@ async def generate(url: str, body: bytes, rate: float, duration: float, warmup: 
     run.sent_total = int(rate * (warmup + duration))
     conn = aiohttp.TCPConnector(limit=0, force_close=False)
     headers = {"Content-Type": "application/json"}
+    if auth := os.environ.get("BENCH_AUTH"):
+        headers["Authorization"] = f"Bearer {auth}"
     async with aiohttp.ClientSession(connector=conn, headers=headers,
                                      timeout=aiohttp.ClientTimeout(total=limit_s),
                                      skip_auto_headers=("User-Agent",)) as session:

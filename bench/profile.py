@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,22 +24,8 @@ from pathlib import Path
 
 import harness
 from harness import Servers
+from hotpath import FRAME, ensure_py_spy, package
 from overhead import RESULTS, body_file, gateway_config
-
-FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]+):(?P<line>\d+)\)$")
-
-
-def ensure_py_spy() -> str:
-    exe = Path(harness.PY).parent / "py-spy"
-    if not exe.exists() and shutil.which("py-spy") is None:
-        subprocess.run([harness.PY, "-m", "pip", "install", "-q", "py-spy"], check=True)
-    return str(exe) if exe.exists() else "py-spy"
-
-
-def package(file: str) -> str:
-    """`aiohttp/client.py` -> aiohttp; site-packages and stdlib paths alike."""
-    parts = file.split("site-packages/")[-1].split("/")
-    return parts[0].removesuffix(".py") if parts[0] else "?"
 
 
 def summarize(raw: Path, duration: float, rate: int) -> str:

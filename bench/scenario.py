@@ -6,10 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 TARGETS = ("direct", "floor", "gateway")
-# The raw floor only proxies JSON replies, so it runs in the non-streaming throughput runs.
+# Against the simulator: Tollway with keys, budgets, rate limits and the ledger on, and
+# LiteLLM's proxy, next to the three above.
+SIM = (*TARGETS, "features", "litellm")
+# The exact cache's hits only in the JSON runs; the raw floor only proxies JSON replies.
+JSON = (*TARGETS, "features", "cached", "litellm", "raw")
 WITH_RAW = (*TARGETS, "raw")
+PROXIES = ("floor", "gateway", "features", "cached", "litellm", "raw")
 LABEL = {"direct": "(a) direct", "floor": "(b) floor proxy", "gateway": "(c) gateway",
-         "raw": "(d) raw floor"}
+         "features": "(c1) gateway + keys, budgets, limits, ledger",
+         "cached": "(c2) c1 + exact cache, all hits", "litellm": "(d) LiteLLM proxy",
+         "raw": "(e) raw floor"}
 
 Run = dict[str, Any]  # one measurement: wrk's or loadgen's figures plus CPU readings
 Kind = Literal["throughput", "latency", "stream_latency", "stream_throughput"]
@@ -27,12 +34,14 @@ class Plan:
     stream_rates: tuple[float, ...]  # streams/s against the slow-token simulator
     token_ms: float = 20.0
     stream_tokens: int = 50
+    timeout: float = 3.0  # open loop: a request slower than this counts as failed
 
 
-FULL = Plan(repeats=3, duration=5.0, lat_repeats=5, lat_duration=3.0, warmup=1.0,
-            connections=64, rates=(200, 500, 1000), stream_rates=(20, 100))
+# Sized so that `make bench` (every benchmark) fits in 15 minutes on 2 cores.
+FULL = Plan(repeats=3, duration=3.0, lat_repeats=3, lat_duration=2.0, warmup=0.5,
+            connections=64, rates=(200, 500, 1000), stream_rates=(20,))
 QUICK = Plan(repeats=1, duration=2.0, lat_repeats=1, lat_duration=2.0, warmup=0.5,
-             connections=64, rates=(500,), stream_rates=(50,))
+             connections=64, rates=(500,), stream_rates=(20,))
 
 
 @dataclass
@@ -43,6 +52,8 @@ class Scenario:
     params: dict[str, Any]
     targets: tuple[str, ...] = TARGETS
     runs: dict[str, list[Run]] = field(default_factory=dict)
+    peak_rss_kib: dict[str, int] = field(default_factory=dict)  # per proxy, this scenario
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for t in self.targets:
@@ -51,12 +62,15 @@ class Scenario:
     def values(self, target: str, metric: str) -> list[float]:
         return [float(r[metric]) for r in self.runs[target]]
 
+    def by_repeat(self, target: str, metric: str) -> dict[int, float]:
+        return {int(r["repeat"]): float(r[metric]) for r in self.runs[target]}
+
     def ratio(self, num: str, den: str, metric: str) -> list[float]:
         """Per-repeat ratio, so both sides of each ratio saw the same machine state."""
-        return [a / b for a, b in zip(self.values(num, metric), self.values(den, metric),
-                                      strict=True) if b]
+        a, b = self.by_repeat(num, metric), self.by_repeat(den, metric)
+        return [a[k] / b[k] for k in sorted(a.keys() & b.keys()) if b[k]]
 
     def added(self, target: str, metric: str) -> list[float]:
         """Per-repeat difference from the direct call (what the proxy adds)."""
-        return [a - b for a, b in zip(self.values(target, metric),
-                                      self.values("direct", metric), strict=True)]
+        a, d = self.by_repeat(target, metric), self.by_repeat("direct", metric)
+        return [a[k] - d[k] for k in sorted(a.keys() & d.keys())]
