@@ -24,7 +24,7 @@ BENCHMARKS = ["overhead.py", "tokens.py", "reliability.py", "workers.py",
 # texts' embeddings from an earlier run of the same model on the same texts (each
 # section names its command).
 FULL_ARGS = {"reliability.py": ["--flood-seconds", "65"], "workers.py": ["--duration", "3"],
-             "cache_precision.py": ["--reuse-embeddings", "--sample-if-cold", "6000"]}
+             "cache_precision.py": ["--reuse-embeddings", "--sample-if-cold", "3000"]}
 
 
 def apt_install(package: str) -> None:
