@@ -34,6 +34,7 @@ from tollway.accounting import prices, tokens
 from tollway.accounting.ledger import Ledger, LedgerRow
 from tollway.accounting.meter import StreamMeter, output_tokens_of
 from tollway.accounting.tokens import count_request_async
+from tollway.cache.controls import for_alias
 from tollway.cache.entry import CachedAnswer, body_of_stream, replay_reply, replay_stream
 from tollway.cache.response import Lookup, ResponseCache
 from tollway.config import Config, ModelConfig
@@ -79,6 +80,9 @@ class Answer:
     meter: StreamMeter | None = None
     paced: tuple[Pacer, Any] | None = None  # an outbound pacing pass, settled at finish
     cache: Lookup | None = None  # what the cache found (a hit), or will remember (a miss)
+    # A finished stream as one chat.completion: assembled once, for whoever needs it
+    # (the schema check, the output PII log, the cache).
+    assembled: dict[str, Any] | None = None
 
     @property
     def model(self) -> str:
@@ -229,9 +233,7 @@ class Gateway:
             ctx.cache = look.status
         applied = (budget.applicable(self.config.budgets, self._who(ctx), now)
                    if self._budgets or (ctx.key is not None and ctx.key.budgets) else [])
-        rate = rate_limits.applicable(self.config.rate_limits, ctx.key, ctx.user,
-                                      None if ctx.key is not None or ctx.master else ctx.ip,
-                                      route.alias)
+        rate = self._rate_limits(ctx, route)
         input_tokens = None
         short_input_rule = choice.tier and self.config.auto_downgrade.enabled
         if (applied or route.limits.need_count or short_input_rule
@@ -322,7 +324,7 @@ class Gateway:
         if (answer is not None and answer.stream is not None and error is None
                 and record is not None and record.policy is not None
                 and record.policy.pii_output != "off"):
-            body = body_of_stream(answer.stream.received, answer.model)
+            body = _body(answer)
             if body is not None:  # a stream's output is only logged: it has been sent
                 guard_policy.check_output("\n".join(
                     t for _, t in output.reply_texts(body) if t), record.policy, record,
@@ -356,8 +358,7 @@ class Gateway:
 
     def _open_cache(self, config: Config, clock: Callable[[], float]) -> ResponseCache | None:
         c = config.cache
-        if not (c.enabled or any(mc.cache is not None and (mc.cache.enabled or mc.cache.semantic)
-                                 for mc in config.models.values())):
+        if not any(for_alias(c, mc.cache).enabled for mc in config.models.values()):
             return None
         store = self.store.cache
         if c.redis_url:  # its own Redis, with the fail-open budget as its socket timeout
@@ -378,9 +379,7 @@ class Gateway:
         still count the request (with no tokens)."""
         found = look.found
         assert found is not None
-        rate = rate_limits.applicable(self.config.rate_limits, ctx.key, ctx.user,
-                                      None if ctx.key is not None or ctx.master else ctx.ip,
-                                      route.alias)
+        rate = self._rate_limits(ctx, route)
         if rate:
             ctx.ticket = await self._admit(rate, 0, now)
         ctx.alias = route.alias
@@ -398,12 +397,7 @@ class Gateway:
         """Cache an answer the caller received in full."""
         if self.cache is None or look.found is not None or look.keys is None or s.cut:
             return
-        if answer.reply is not None:
-            body: dict[str, Any] | None = answer.reply.body
-        elif answer.stream is not None:
-            body = body_of_stream(answer.stream.received, answer.model)
-        else:
-            body = None
+        body = _body(answer)
         if body is None:
             return
         await self.cache.remember(look, CachedAnswer(
@@ -436,9 +430,7 @@ class Gateway:
         for attempt in range(policy.schema_retries + 1):
             if answer.stream is not None:
                 await output.read_all(answer.stream.frames)
-                body = body_of_stream(answer.stream.received, answer.model)
-            else:
-                body = answer.reply.body if answer.reply is not None else None
+            body = _body(answer)
             problem = (output.schema_error(body, req.response_format) if body is not None
                        else "the answer could not be read as a chat completion")
             if problem is None:
@@ -449,7 +441,7 @@ class Gateway:
                         model=answer.model, provider=answer.deployment.provider, body=body,
                         usage=answer.stream.usage, cost_usd=0.0, expires_at=0.0))
                     replay.received = answer.stream.received
-                    answer.stream = replay
+                    answer.stream = replay  # `assembled` stays: the same answer
                 return answer
             # This attempt is paid for and discarded.
             if answer.input_tokens is None and answer.stream is not None:
@@ -469,15 +461,17 @@ class Gateway:
         if record.placeholders is None or not record.placeholders.originals:
             return answer
         mapping = record.placeholders.originals
-        if answer.reply is not None:
-            answer.reply.body = dict(answer.reply.body)
-            answer.reply.body["choices"] = [
-                {**c, "message": dict(c.get("message") or {})}
-                for c in answer.reply.body.get("choices") or ()]
+        if answer.reply is not None:  # this request's own body: never cached (see finish)
             output.restore_body(answer.reply.body, mapping)
         elif answer.stream is not None:
             answer.stream.frames = output.restore_frames(answer.stream.frames, mapping)
         return answer
+
+    def _rate_limits(self, ctx: CallContext, route: _Route) -> list[rate_limits.Limit]:
+        # Callers without a key (or the master key) are limited by their address.
+        return rate_limits.applicable(self.config.rate_limits, ctx.key, ctx.user,
+                                      None if ctx.key is not None or ctx.master else ctx.ip,
+                                      route.alias)
 
     def _who(self, ctx: CallContext) -> budget.Who:
         key = ctx.key
@@ -593,6 +587,15 @@ class Gateway:
             # stream() returns once the upstream sent its first event.
             ctx.first_byte = time.perf_counter()
         return Answer(sent.deployment, reply=sent.reply, stream=sent.stream, paced=sent.paced)
+
+
+def _body(answer: Answer) -> dict[str, Any] | None:
+    """The answer as a chat.completion: the reply's, or the finished stream's."""
+    if answer.reply is not None:
+        return answer.reply.body
+    if answer.assembled is None and answer.stream is not None:
+        answer.assembled = body_of_stream(answer.stream.received, answer.model)
+    return answer.assembled
 
 
 def _output_tokens(seen: list[bytes], model: str) -> int:

@@ -77,11 +77,12 @@ class AliasCache:
 
 def for_alias(cfg: CacheConfig, override: ModelCacheConfig | None) -> AliasCache:
     o = override or ModelCacheConfig()
-    enabled = o.enabled if o.enabled is not None else cfg.enabled
+    # Turning the semantic cache on for an alias turns its cache on.
+    enabled = (o.enabled if o.enabled is not None else cfg.enabled) or bool(o.semantic)
     semantic = o.semantic if o.semantic is not None else cfg.semantic.enabled
-    return AliasCache(enabled=enabled or bool(o.semantic),
+    return AliasCache(enabled=enabled,
                       ttl=o.ttl_seconds if o.ttl_seconds is not None else cfg.ttl_seconds,
-                      semantic=semantic and (enabled or bool(o.semantic)),
+                      semantic=semantic and enabled,
                       threshold=o.threshold if o.threshold is not None
                       else cfg.semantic.threshold)
 

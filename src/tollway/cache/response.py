@@ -62,7 +62,6 @@ class ResponseCache:
         self._on_error = on_error
         self._settings = {alias: for_alias(self.config, mc.cache)
                           for alias, mc in config.models.items()}
-        self.enabled = any(s.enabled for s in self._settings.values())
         self.semantic = any(s.semantic for s in self._settings.values())
         self._timeout = self.config.timeout_ms / 1000
         self._failures = 0
