@@ -45,6 +45,11 @@ class GatewayHandle:
     def log(self) -> str:
         return (self.workdir / "gateway.log").read_text(errors="replace")
 
+    def metrics(self) -> str:
+        """GET /metrics: the Prometheus text."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path | None = None,
               deadline_s: float = 60) -> None:

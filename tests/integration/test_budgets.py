@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,11 +73,6 @@ def client(gw: GatewayHandle, key: str, connections: int = 10) -> openai.AsyncOp
         max_connections=connections, max_keepalive_connections=connections))
     return openai.AsyncOpenAI(base_url=gw.base_url, api_key=key, max_retries=0,
                               http_client=http)
-
-
-def metrics_text(gw: GatewayHandle) -> str:
-    with urllib.request.urlopen(f"{gw.url}/metrics", timeout=10) as r:
-        return str(r.read().decode())
 
 
 def rows_for(gw: GatewayHandle, **match: Any) -> list[dict[str, Any]]:
@@ -164,7 +158,7 @@ async def test_an_aborted_stream_is_billed_once_for_what_was_generated(
     cost = (n_in * PRICE_IN + row["output_tokens"] * PRICE_OUT) / 1e6
     assert row["cost_usd"] == pytest.approx(cost)
     # The hold was settled to that cost: the metrics show the key's budget less it.
-    metrics = metrics_text(bgw)
+    metrics = bgw.metrics()
     line = next(x for x in metrics.splitlines() if x.startswith("tollway_budget_remaining{")
                 and f'name="{rec["lineage"]}"' in x)
     assert float(line.rsplit(" ", 1)[1]) == pytest.approx(1.0 - cost)
@@ -226,7 +220,7 @@ async def test_keys_and_provider_keys_never_reach_logs_errors_or_the_ledger(
 
 
 def test_metrics_count_requests_tokens_and_dollars(bgw: GatewayHandle) -> None:
-    text = metrics_text(bgw)
+    text = bgw.metrics()
     assert ('tollway_requests_total{model="sim-model",outcome="ok",provider="openai",'
             'status="200"}') in text
     assert "tollway_cost_usd_total{" in text and "tollway_request_seconds_bucket{" in text

@@ -219,7 +219,7 @@ async def test_a_dead_cache_store_fails_open(sim: SimHandle, fresh_sim: SimHandl
         try:
             c = client(handle)
             statuses = [(await ask(c, unique("Still working?")))[1] for _ in range(12)]
-            metrics = await asyncio.to_thread(_get, f"{handle.url}/metrics")
+            metrics = await asyncio.to_thread(handle.metrics)
         finally:
             handle.stop()
     assert statuses == ["miss"] * 12  # every request answered, by the upstream
@@ -229,10 +229,3 @@ async def test_a_dead_cache_store_fails_open(sim: SimHandle, fresh_sim: SimHandl
     line = next(x for x in metrics.splitlines()
                 if x.startswith('tollway_store_errors_total{part="cache"}'))
     assert 3 <= float(line.split()[-1]) <= 4
-
-
-def _get(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return str(r.read().decode())

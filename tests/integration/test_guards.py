@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -121,7 +120,7 @@ async def test_blocking_and_logging(gw_guards: GatewayHandle, fresh_sim: SimHand
                if r["request_id"] == logged.headers["x-request-id"])
     assert "injection:log:" in row["guards"] and "pii:log:" in row["guards"]
     assert SECRETS["email"] in received(fresh_sim)  # log mode sends it as it is
-    metrics = await asyncio.to_thread(_get, f"{gw_guards.url}/metrics")
+    metrics = await asyncio.to_thread(gw_guards.metrics)
     assert 'tollway_guard_actions_total{action="log",guard="injection"}' in metrics
 
 
@@ -180,8 +179,3 @@ async def test_output_still_wrong_after_the_retries_is_never_passed_on(
     rows = [r for r in ledger_rows(gw_guards.url, MASTER) if r["status"] == 502]
     assert rows and all(r["cost_usd"] > 0 and r["guards"].endswith("schema:refused")
                         for r in rows[-2:])
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return str(r.read().decode())
