@@ -24,15 +24,8 @@ MASTER = "bench-master-" + secrets.token_hex(8)
 
 def config(work: Path, name: str, upstream_port: int, *, cache: bool) -> Path:
     path = work / f"gateway-{name}.yaml"
-    cached = "\n    cache: {enabled: true}" if cache else ""
-    path.write_text(f"""models:
-  sim-model:
-    deployments:
-      - provider: openai
-        model: sim-model
-        api_base: http://127.0.0.1:{upstream_port}/v1
-        api_key: sim{cached}
-prices:
+    cached = "    cache: {enabled: true}\n" if cache else ""
+    path.write_text(harness.sim_models_yaml(upstream_port, cached) + f"""prices:
   sim-model: {json.dumps(PRICE)}
 store:
   path: {work / name}-store

@@ -268,6 +268,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def sim_models_yaml(upstream_port: int, alias_extra: str = "") -> str:
+    """The `models:` section every benchmarked gateway shares: the alias is the
+    upstream's model name, so direct, floor, gateway and LiteLLM get the same body.
+    `alias_extra` is more YAML for the alias (indented four spaces)."""
+    return f"""models:
+  sim-model:
+    deployments:
+      - provider: openai
+        model: sim-model
+        api_base: http://127.0.0.1:{upstream_port}/v1
+        api_key: sim
+{alias_extra}"""
+
+
 def tollway_argv() -> list[str]:
     script = Path(sys.executable).parent / "tollway"
     return [str(script)] if script.exists() else [sys.executable, "-m", "tollway.cli"]

@@ -77,14 +77,7 @@ def body_file(work: Path, name: str, *, stream: bool) -> Path:
 def gateway_config(work: Path, name: str, upstream_port: int) -> Path:
     # The alias is the upstream's model name, so all three targets get the same body.
     path = work / f"gateway-{name}.yaml"
-    path.write_text(f"""models:
-  sim-model:
-    deployments:
-      - provider: openai
-        model: sim-model
-        api_base: http://127.0.0.1:{upstream_port}/v1
-        api_key: sim
-""")
+    path.write_text(harness.sim_models_yaml(upstream_port))
     return path
 
 
