@@ -77,7 +77,8 @@ class ScratchPostgres:
         else:
             conn = await asyncpg.connect(self._shared)
             try:
-                await conn.execute("TRUNCATE keys, ledger")
+                await conn.execute("TRUNCATE keys, ledger, conversations, conversation_turns, "
+                                   "conversation_summaries")
             finally:
                 await conn.close()
         return self._shared
@@ -104,13 +105,15 @@ async def postgres() -> AsyncIterator[ScratchPostgres]:
 
 
 class PostgresBacked:
-    """Keys and the ledger in PostgreSQL; budgets, limits and once-marks embedded."""
+    """Keys, the ledger and conversations in PostgreSQL; budgets, limits and once-marks
+    embedded."""
 
     def __init__(self, pg: PostgresStore, embedded: EmbeddedStore) -> None:
         self.pg, self.embedded = pg, embedded
         self.keys, self.ledger = pg.keys, pg.ledger
         self.budgets, self.limits, self.once = embedded.budgets, embedded.limits, embedded.once
         self.cache = embedded.cache
+        self.conversations = pg.conversations
 
     @classmethod
     async def open(cls, url: str, tmp_path: Path) -> PostgresBacked:
@@ -157,6 +160,7 @@ class RedisBacked:
         self.keys, self.ledger = embedded.keys, embedded.ledger
         self.budgets, self.limits, self.once = r.budgets, r.limits, r.once
         self.cache = RedisCache(r.client, r.prefix, CACHE_ENTRIES)
+        self.conversations = embedded.conversations
 
     @classmethod
     async def open(cls, tmp_path: Path) -> RedisBacked:

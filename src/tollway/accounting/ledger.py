@@ -59,6 +59,10 @@ class LedgerRow(msgspec.Struct, kw_only=True):
     fallback_from: str | None = None  # the first model tried, when another answered
     cache: str | None = None  # hit | semantic-hit | miss | bypass, when the cache applies
     guards: str | None = None  # what guards did, e.g. "pii:redact:email+phone" (never text)
+    # A history policy or a server-side conversation: the tokens of history sent (all
+    # but the latest turn) and those that trimming or summarising kept back.
+    history_tokens: int | None = None
+    history_saved_tokens: int | None = None
 
 
 class SpendRow(msgspec.Struct, kw_only=True):

@@ -135,6 +135,63 @@ class CacheStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ConversationInfo:
+    """A server-side conversation, without its turns."""
+
+    owner: str  # who may read and extend it (see conversation/thread.py)
+    id: str  # the caller's id, unique per owner
+    created_at: float
+    updated_at: float
+    turns: int  # messages stored
+    tokens: int  # input + output tokens of every request made in it
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConversation:
+    info: ConversationInfo
+    system: bytes | None  # the latest system prompt: a JSON list of messages
+    turns: list[bytes]  # one JSON message each, oldest first
+
+
+class ConversationStore(Protocol):
+    """Server-side conversations (their turns, as opaque JSON messages) and the
+    summaries that stand in for their older turns. Everything is addressed by owner:
+    one owner never reads, extends or deletes another's."""
+
+    async def load(self, owner: str, conversation: str) -> StoredConversation | None: ...
+
+    async def append(self, owner: str, conversation: str, system: bytes | None,
+                     turns: Sequence[bytes], tokens: int, cost_usd: float,
+                     now: float) -> int:
+        """Add `turns` after the stored ones (creating the conversation when new;
+        concurrent appends to one conversation are serialised, never interleaved
+        within one call); replace the stored system prompt when `system` is given; add
+        `tokens` and `cost_usd` to its totals. Returns the number of turns stored."""
+        ...
+
+    async def list(self, owner: str | None, limit: int) -> list[ConversationInfo]:
+        """The most recently updated first; `owner` None: every owner's."""
+        ...
+
+    async def delete(self, owner: str, conversation: str) -> bool:
+        """Delete the conversation, its turns and its summaries, for good. False when
+        this owner has no such conversation."""
+        ...
+
+    async def summary(self, owner: str, prefixes: Sequence[str]) -> tuple[str, bytes] | None:
+        """The first of `prefixes` (in the order given) that has a summary stored for
+        this owner, and that summary."""
+        ...
+
+    async def put_summary(self, owner: str, prefix: str, conversation: str | None,
+                          summary: bytes, now: float) -> None:
+        """Store (or replace) the summary of a history prefix; `conversation` ties it
+        to a server-side conversation, so deleting that deletes it."""
+        ...
+
+
 class Store(Protocol):
     budgets: BudgetStore
     limits: LimitStore
@@ -142,6 +199,7 @@ class Store(Protocol):
     ledger: LedgerStore
     once: OnceStore
     cache: CacheStore
+    conversations: ConversationStore
 
     async def open(self) -> None:
         """Connect (and migrate); before the first use."""

@@ -29,6 +29,7 @@ from tollway.store.base import (
     BudgetStore,
     CacheStore,
     Claim,
+    ConversationStore,
     KeyStore,
     LedgerStore,
     LimitStore,
@@ -36,6 +37,7 @@ from tollway.store.base import (
     Reservation,
 )
 from tollway.store.embedded_cache import EmbeddedCache
+from tollway.store.embedded_conversations import EmbeddedConversations
 
 T = TypeVar("T")
 
@@ -379,6 +381,7 @@ class EmbeddedStore:
         self.ledger: LedgerStore = SqliteLedger(self._db, memory)
         self.once: OnceStore = MemoryOnce()
         self.cache: CacheStore = EmbeddedCache(self._db, cache_entries)
+        self.conversations: ConversationStore = EmbeddedConversations(self._db)
 
     async def open(self) -> None:
         """Nothing to do: the database opened with the store (zero setup)."""

@@ -1,5 +1,6 @@
-"""The PostgreSQL half of the shared store: keys and the ledger, durable and
-queryable by every replica (store/shared.py composes it with Redis).
+"""The PostgreSQL half of the shared store: keys, the ledger and conversations
+(postgres_conversations.py), durable and queryable by every replica (store/shared.py
+composes it with Redis).
 
 Keys are served from memory, like the embedded store, but here other replicas write
 too: `put` sends a NOTIFY in its own statement's transaction, and every replica
@@ -30,6 +31,7 @@ import msgspec
 
 from tollway.accounting.ledger import SPEND_GROUPS, LedgerRow, SpendRow
 from tollway.policy.keys import KeyRecord
+from tollway.store.postgres_conversations import PostgresConversations
 
 log = logging.getLogger("tollway.store.postgres")
 
@@ -85,7 +87,8 @@ async def migrate(url: str) -> list[int]:
 
 
 class PostgresStore:
-    """Keys and the ledger in PostgreSQL. `open()` before use (it migrates)."""
+    """Keys, the ledger and conversations in PostgreSQL. `open()` before use (it
+    migrates)."""
 
     def __init__(self, url: str, *, pool_size: int = 10, ping_seconds: float = 5.0,
                  command_timeout: float | None = 60.0) -> None:
@@ -100,6 +103,7 @@ class PostgresStore:
         self.listens = 0  # LISTEN connections made: 1 plus reconnects
         self.keys = PostgresKeys(self)
         self.ledger = PostgresLedger(self)
+        self.conversations = PostgresConversations(self)
 
     @property
     def pool(self) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from tollway.store.base import (
     BudgetStore,
     CacheStore,
+    ConversationStore,
     KeyStore,
     LedgerStore,
     LimitStore,
@@ -28,6 +29,7 @@ class SharedStore:
         self.once: OnceStore = self.redis.once
         self.keys: KeyStore = self.postgres.keys
         self.ledger: LedgerStore = self.postgres.ledger
+        self.conversations: ConversationStore = self.postgres.conversations
         self.cache: CacheStore = RedisCache(self.redis.client, self.redis.prefix, cache_entries)
 
     async def open(self) -> None:
