@@ -32,7 +32,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `tollway serve` runs th
 
 import aiohttp
 import numpy as np
-import yaml
 
 import harness
 import report
@@ -153,17 +152,7 @@ async def end_to_end(gw_url: str, sim_url: str, n: int, upstream: dict[str, Any]
 def run_end_to_end(work: Path, n: int) -> dict[str, dict[str, list[float]]]:
     servers = harness.Servers(work)
     try:
-        sim_port, gw_port = harness.free_port(), harness.free_port()
-        sim = servers.start("simulator", [*harness.tollway_argv(), "simulate", "--port",
-                                          str(sim_port)])
-        sim_url = f"http://127.0.0.1:{sim_port}"
-        harness.wait_ready(sim, sim_url + "/_sim/stats")
-        cfg = work / "tollway.yaml"
-        cfg.write_text(yaml.safe_dump(gateway_config(sim_url)))
-        gw = servers.start("gateway", [*harness.tollway_argv(), "serve", "--port",
-                                       str(gw_port), "--config", str(cfg)])
-        gw_url = f"http://127.0.0.1:{gw_port}"
-        harness.wait_ready(gw, gw_url + "/health")
+        sim_url, gw_url = harness.simulator_and_gateway(servers, work, gateway_config)
         results = {}
         for label, upstream in (
                 ("instant upstream", {"ttft_ms": 0, "token_ms": 0, "output_tokens": 20}),

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,6 +280,25 @@ def sim_models_yaml(upstream_port: int, alias_extra: str = "") -> str:
         api_base: http://127.0.0.1:{upstream_port}/v1
         api_key: sim
 {alias_extra}"""
+
+
+def simulator_and_gateway(servers: Servers, work: Path,
+                          config: Callable[[str], dict[str, Any]]) -> tuple[str, str]:
+    """`tollway simulate` and a `tollway serve` configured by `config(simulator_url)`,
+    both ready; their URLs."""
+    import yaml  # (not needed by the benchmarks that only drive wrk)
+
+    sim_port, gw_port = free_port(), free_port()
+    sim = servers.start("simulator", [*tollway_argv(), "simulate", "--port", str(sim_port)])
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    wait_ready(sim, sim_url + "/_sim/stats")
+    cfg = work / "tollway.yaml"
+    cfg.write_text(yaml.safe_dump(config(sim_url)))
+    gw = servers.start("gateway", [*tollway_argv(), "serve", "--port", str(gw_port),
+                                   "--config", str(cfg)])
+    gw_url = f"http://127.0.0.1:{gw_port}"
+    wait_ready(gw, gw_url + "/health")
+    return sim_url, gw_url
 
 
 def tollway_argv() -> list[str]:

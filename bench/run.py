@@ -18,7 +18,7 @@ BENCH = Path(__file__).resolve().parent
 # overhead.py rewrites docs/benchmarks.md whole; the others replace their own section of
 # it, so it runs first.
 BENCHMARKS = ["overhead.py", "tokens.py", "reliability.py", "workers.py",
-              "cache_precision.py", "cache.py", "guards.py"]
+              "cache_precision.py", "cache.py", "guards.py", "history.py"]
 # What the full run passes on top, to stay within its time: the shortest inbound flood
 # that still spans a whole sliding minute, 3 s wrk runs for the fleet, and the dev
 # texts' embeddings from an earlier run of the same model on the same texts (each

@@ -206,6 +206,47 @@ class GuardsConfig(msgspec.Struct, forbid_unknown_fields=True):
     schema_retries: int = 1
 
 
+HistoryPolicy = Literal["none", "window", "summarise"]
+
+
+class HistoryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """How much of a conversation's history goes upstream, for server-side
+    conversations and for histories a client sends whole. `window`: the system prompt
+    and the most recent turns that fit in `window_tokens` (the latest turn always goes;
+    a tool call never goes without its results). `summarise`: once the prompt passes
+    `summarise_above` tokens, the older turns are replaced by a summary that
+    `summary_model` writes, kept and extended every few turns (never every turn),
+    leaving about the last `keep_recent_tokens` verbatim."""
+
+    policy: HistoryPolicy = "none"
+    window_tokens: int = 4000
+    summarise_above: int = 4000
+    keep_recent_tokens: int = 1500
+    summary_model: str | None = None  # an alias; None: the request's own
+    summary_max_tokens: int = 400
+
+
+class ModelHistoryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Per-alias overrides of the `history` section (unset: inherited)."""
+
+    policy: HistoryPolicy | None = None
+    window_tokens: int | None = None
+    summarise_above: int | None = None
+    keep_recent_tokens: int | None = None
+    summary_model: str | None = None
+    summary_max_tokens: int | None = None
+
+
+class ConversationsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Server-side conversations: a request that names one (`x-tollway-conversation`
+    or the body's `conversation`) sends only its new turns; the gateway keeps the
+    rest, owned by the calling key (and end user). Caps are conversation budgets
+    (`budgets.conversations`)."""
+
+    enabled: bool = True
+    max_turns: int = 2000  # messages kept per conversation; past it, start a new one
+
+
 class ModelCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Per-alias overrides of the `cache` section (unset: inherited)."""
 
@@ -230,6 +271,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     breaker: BreakerConfig | None = None
     cache: ModelCacheConfig | None = None
     guards: GuardModes | None = None
+    history: ModelHistoryConfig | None = None
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -373,6 +415,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     local: LocalModelConfig = msgspec.field(default_factory=LocalModelConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
+    history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
+    conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
 
     def resolve(self, name: str) -> tuple[str, ModelConfig] | None:
         """Alias or model name -> (canonical alias, its model config)."""
@@ -472,6 +516,7 @@ def _check(cfg: Config) -> None:
     _check_routing(cfg)
     _check_cache(cfg)
     _check_guards(cfg)
+    _check_history(cfg)
     st = cfg.store
     if st.shared and not (st.redis_url and st.postgres_url):
         raise ConfigError("store: the shared store needs both redis_url and postgres_url "
@@ -572,6 +617,24 @@ def _check_guards(cfg: Config) -> None:
         v = getattr(g.input, name)
         if v is not None and v < 1:
             raise ConfigError(f"guards.input.{name}: must be >= 1 (or null for no limit)")
+
+
+def _check_history(cfg: Config) -> None:
+    sections: list[tuple[str, HistoryConfig | ModelHistoryConfig]] = [("history", cfg.history)]
+    sections += [(f"models.{a}.history", mc.history) for a, mc in cfg.models.items()
+                 if mc.history is not None]
+    for where, h in sections:
+        for name in ("window_tokens", "summarise_above", "summary_max_tokens"):
+            v = getattr(h, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1")
+        if h.keep_recent_tokens is not None and h.keep_recent_tokens < 0:
+            raise ConfigError(f"{where}.keep_recent_tokens: must be >= 0")
+        if h.summary_model is not None and cfg.resolve(h.summary_model) is None:
+            raise ConfigError(f"{where}.summary_model: {h.summary_model!r} is not a "
+                              "configured model")
+    if cfg.conversations.max_turns < 2:
+        raise ConfigError("conversations.max_turns: must be >= 2")
 
 
 def check_budget(budget: Budget, where: str) -> None:

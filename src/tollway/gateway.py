@@ -2,7 +2,9 @@
 gateway, top to bottom:
 
     authenticate -> pick the tier -> resolve the alias (is the key allowed it?) ->
-    input guards (limits, prompt injection, PII) -> cap the output -> look in the
+    input limits -> a stored conversation's history put in front of the new turns ->
+    input guards (prompt injection, PII) -> the history policy (window, summarise)
+    -> cap the output -> look in the
     cache (a hit is answered here, at no cost) -> find the budgets that apply ->
     count the input (when a limit or budget needs it) -> maybe downgrade (short
     input; budget nearly spent) ->
@@ -10,7 +12,8 @@ gateway, top to bottom:
     models) -> reserve the worst case on every budget -> route to a deployment (in
     order, moving on only on failures another deployment could fix) -> output guards
     (the JSON schema asked for, retried; PII placeholders put back) -> meter the
-    stream
+    stream -> store a conversation's new turns with the reply (before the caller has
+    all of it, so its next turn sees them)
 
 and, once the answer is complete (or failed, or the client left), `finish` settles
 the hold to the real cost exactly once, records the ledger row, the metrics and the
@@ -38,10 +41,19 @@ from tollway.cache.controls import for_alias
 from tollway.cache.entry import CachedAnswer, body_of_stream, replay_reply, replay_stream
 from tollway.cache.response import Lookup, ResponseCache
 from tollway.config import Config, ModelConfig
-from tollway.errors import InvalidOutput, ModelNotFound, TollwayError, Unavailable
+from tollway.conversation import history, summary, thread
+from tollway.errors import (
+    BudgetExceeded,
+    InvalidOutput,
+    InvalidRequest,
+    ModelNotFound,
+    TollwayError,
+    Unavailable,
+)
 from tollway.guards import output
 from tollway.guards import policy as guard_policy
 from tollway.guards import schema as schema_check
+from tollway.guards.validate import check as check_limits
 from tollway.observe import Observer
 from tollway.policy import auth, budget, cost
 from tollway.policy import limits as rate_limits
@@ -59,6 +71,7 @@ from tollway.types import (
     CallContext,
     ChatRequest,
     Deployment,
+    FrameStream,
     Reply,
     ReplyStream,
     Usage,
@@ -98,6 +111,16 @@ class Settlement:
     estimated: bool  # usage is our count (stream cut, or the provider reported none)
     cut: bool = False
     saved_usd: float = 0.0  # a cache hit: what the original call cost
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryOutcome:
+    """What the history policy sent (reply headers, ledger)."""
+
+    policy: str
+    tokens: int  # history sent: every message before the latest turn
+    saved_tokens: int  # kept back by trimming or summarising
+    summarised: bool = False  # this request wrote a new summary
 
 
 @dataclass(slots=True)
@@ -217,11 +240,19 @@ class Gateway:
             ctx.user = req.user or (ctx.key.user if ctx.key is not None else None)
         choice = tiers.select(req.model, ctx.tier_header, self.config)
         route = self._resolve(choice.model)
-        auth.check_model(ctx.key, req.model, route.alias)
+        if ctx.internal is None:  # the gateway's own calls use the models it configured
+            auth.check_model(ctx.key, req.model, route.alias)
         policy = (self._guards[route.alias] if ctx.key is None or ctx.key.guards is None
                   else guard_policy.resolve(self.config.guards, route.model.guards,
                                             ctx.key.guards))
+        check_limits(req, policy.limits)  # on what the caller sent
+        conversation = thread.id_of(req, ctx.stored_conversation)
+        if conversation is not None:
+            await self._recall(req, ctx, conversation)
         ctx.guards = record = guard_policy.inspect(req, policy)
+        rule = history.resolve(self.config.history, route.model.history, ctx.history_ask)
+        if rule.policy != "none" or ctx.thread is not None:
+            await self._shape_history(req, route, ctx, rule)
         cap_output(req, route.model, self.config, ctx, choice.max_tokens)
         look = None
         if self.cache is not None and self.cache.applies(route.alias):
@@ -229,7 +260,7 @@ class Gateway:
             if look.found is not None:
                 hit = await self._cached(req, route, ctx, look, now)
                 ctx.cache = look.status
-                return self._restore(hit, record)
+                return await self._keep_turns(ctx, self._restore(hit, record))
             ctx.cache = look.status
         applied = (budget.applicable(self.config.budgets, self._who(ctx), now)
                    if self._budgets or (ctx.key is not None and ctx.key.budgets) else [])
@@ -272,7 +303,7 @@ class Gateway:
                                     answer.model)
                 answer.stream.frames = meter.frames(answer.stream.frames)
                 answer.meter = meter
-        return answer
+        return await self._keep_turns(ctx, answer)
 
     def settle(self, answer: Answer) -> Settlement:
         """Price what was used: the provider's reported usage, never our estimate when
@@ -467,6 +498,151 @@ class Gateway:
             answer.stream.frames = output.restore_frames(answer.stream.frames, mapping)
         return answer
 
+    async def _recall(self, req: ChatRequest, ctx: CallContext, conversation: str) -> None:
+        """A stored conversation's history in front of the request's new turns. Fails
+        closed: without its history the turn would be answered out of context."""
+        if not self.config.conversations.enabled:
+            raise InvalidRequest("Server-side conversations are turned off on this gateway "
+                                 "(conversations.enabled); send the whole history instead.",
+                                 param="x-tollway-conversation")
+        t = thread.start(req, thread.owner_of(ctx), conversation)
+        try:
+            stored = await self.store.conversations.load(t.owner, t.id)
+        except Exception as e:
+            self.observer.store_error("conversations")
+            log.warning("conversation store unreachable: %s", e)
+            raise Unavailable(f"The conversation store is unreachable, so conversation "
+                              f"'{conversation}' cannot be read right now.",
+                              retry_after=5) from e
+        thread.assemble(req, t, stored, self.config.conversations.max_turns)
+        ctx.thread, ctx.conversation = t, conversation
+
+    async def _keep_turns(self, ctx: CallContext, answer: Answer) -> Answer:
+        """Store a conversation's new turns with the reply: a JSON reply before it is
+        sent, a stream when it has ended and before the caller sees its end. Either
+        way, the caller's next turn finds them, whichever replica it reaches."""
+        if ctx.thread is None:
+            return answer
+        if answer.stream is None:
+            await self._save_turns(ctx, answer)
+        else:
+            answer.stream.frames = self._saved_at_end(answer.stream.frames, ctx, answer)
+        return answer
+
+    async def _saved_at_end(self, frames: FrameStream, ctx: CallContext,
+                            answer: Answer) -> FrameStream:
+        async for f in frames:
+            yield f
+        await self._save_turns(ctx, answer)
+
+    async def _save_turns(self, ctx: CallContext, answer: Answer) -> None:
+        t: thread.Thread = ctx.thread
+        found = answer.cache.found if answer.cache is not None else None
+        turn = thread.reply_turn(found.body if found is not None else _body(answer))
+        s = self.settle(answer)
+        used = s.usage.total_tokens if s.usage is not None else 0
+        try:
+            await self.store.conversations.append(
+                t.owner, t.id, t.system, [*t.new, *([turn] if turn is not None else [])],
+                used + t.extra_tokens, (s.cost_usd or 0.0) + t.extra_usd, self.clock())
+        except Exception:  # the answer is paid for: it still goes to the caller
+            self.observer.store_error("conversations")
+            log.exception("conversation %s: this turn was not stored", t.id)
+
+    async def _shape_history(self, req: ChatRequest, route: _Route, ctx: CallContext,
+                             rule: history.HistoryRule) -> None:
+        """Apply the history policy to `req.messages` and say what it sent."""
+        model = route.deployments[0].model
+        lay = history.layout(req.messages)
+        costs = tokens.message_costs(lay.rest, model)
+        pinned = sum(tokens.message_costs(lay.pinned, model))
+        defs = 0  # function definitions count in the prompt (not as history)
+        if req.tools or "functions" in req.extra:
+            defs = tokens.count_request(req, model) - tokens.REPLY_PRIMING - pinned - sum(costs)
+        fixed = pinned + defs
+        wrote = False
+        if rule.policy == "window":
+            kept = history.window(lay, costs, fixed, rule.window_tokens, tokens.REPLY_PRIMING)
+        elif rule.policy == "summarise":
+            kept, wrote = await self._summarised(route, ctx, rule, lay, costs, fixed)
+        else:
+            kept = history.summarised(lay, costs, fixed, tokens.REPLY_PRIMING, 0, None, 0)
+        req.messages = kept.messages
+        ctx.history = HistoryOutcome(rule.policy, kept.history_tokens - defs,
+                                     max(kept.full_tokens - kept.sent_tokens, 0), wrote)
+
+    async def _summarised(self, route: _Route, ctx: CallContext, rule: history.HistoryRule,
+                          lay: history.Layout, costs: list[int], fixed: int
+                          ) -> tuple[history.Kept, bool]:
+        """The history with a summary for its older turns: the stored one for the
+        longest prefix, extended when the prompt has outgrown the threshold again."""
+        priming, model = tokens.REPLY_PRIMING, route.deployments[0].model
+        alias = rule.summary_model or route.alias
+        hashes = history.prefix_hashes(lay, f"{alias}|{rule.summary_max_tokens}")
+        owner = ctx.thread.owner if ctx.thread is not None else thread.owner_of(ctx)
+        covered, text = 0, None
+        try:
+            found = await self.store.conversations.summary(
+                owner, [hashes[b] for b in sorted(hashes, reverse=True)])
+        except Exception as e:  # fail open: summarise afresh
+            self.observer.store_error("conversations")
+            log.warning("conversation store unreachable (summaries): %s", e)
+            found = None
+        if found is not None:
+            covered = next(b for b, h in hashes.items() if h == found[0])
+            text = summary.decode(found[1]).text
+        note = summary.message(text) if text is not None else None
+        cost = tokens.message_costs([note], model)[0] if note is not None else 0
+        fold = history.plan_summary(lay, costs, fixed, priming, covered, cost, rule)
+        if fold is None:
+            return history.summarised(lay, costs, fixed, priming, covered, note, cost), False
+        try:
+            text = await self._summarise(ctx, alias, rule, text,
+                                         lay.rest[fold.start:fold.end])
+        except BudgetExceeded:
+            raise  # a conversation past its cap stops here: nothing more is sent
+        except TollwayError as e:  # no summary this turn: the window keeps it in bounds
+            log.warning("summariser failed (%s); trimming to a window instead", e.message)
+            return history.window(lay, costs, fixed, rule.summarise_above, priming), False
+        try:
+            await self.store.conversations.put_summary(
+                owner, hashes[fold.end], ctx.thread.id if ctx.thread is not None else None,
+                summary.encode(summary.Stored(text, fold.end)), self.clock())
+        except Exception as e:
+            self.observer.store_error("conversations")
+            log.warning("conversation store unreachable (summaries): %s", e)
+        note = summary.message(text)
+        cost = tokens.message_costs([note], model)[0]
+        return history.summarised(lay, costs, fixed, priming, fold.end, note, cost), True
+
+    async def _summarise(self, ctx: CallContext, alias: str, rule: history.HistoryRule,
+                         previous: str | None, turns: list[Any]) -> str:
+        """One call to the summary model, through the whole request path: its own ledger
+        row, charged to the same key, user, feature and conversation (so a conversation
+        past its cap is refused here, before anything is sent)."""
+        req = summary.request(alias, previous, turns, rule.summary_max_tokens)
+        sub = CallContext(request_id=f"{ctx.request_id}:summary", user=ctx.user,
+                          feature=ctx.feature, conversation=ctx.conversation, ip=ctx.ip,
+                          key=ctx.key, master=ctx.master, team=ctx.team, internal="summary",
+                          history_ask=history.HistoryAsk("none"))
+        answer: Answer | None = None
+        error: TollwayError | None = None
+        try:
+            answer = await self.chat(req, sub)
+            assert answer.reply is not None  # not streamed
+            text = summary.text_of(answer.reply.body)
+            if text is None:
+                raise InvalidOutput("The summary model returned no text.")
+            return text
+        except TollwayError as e:
+            error = self.scrub(e)
+            raise
+        finally:
+            s = await self.finish(sub, req, answer, error)
+            if ctx.thread is not None and s is not None:
+                ctx.thread.extra_tokens += s.usage.total_tokens if s.usage is not None else 0
+                ctx.thread.extra_usd += s.cost_usd or 0.0
+
     def _rate_limits(self, ctx: CallContext, route: _Route) -> list[rate_limits.Limit]:
         # Callers without a key (or the master key) are limited by their address.
         return rate_limits.applicable(self.config.rate_limits, ctx.key, ctx.user,
@@ -478,7 +654,9 @@ class Gateway:
         return budget.Who(key_lineage=key.lineage if key is not None else None,
                           key_budgets=tuple(key.budgets) if key is not None else (),
                           team=ctx.team, user=ctx.user, feature=ctx.feature,
-                          conversation=ctx.conversation)
+                          conversation=ctx.conversation,
+                          conversation_owner=(thread.owner_of(ctx) if ctx.conversation
+                                              else None))
 
     async def _downgrade(self, choice: tiers.TierChoice, input_tokens: int,
                          applied: list[budget.Applied], now: float,
@@ -643,7 +821,9 @@ def ledger_row(ctx: CallContext, s: Settlement | None, error: TollwayError | Non
         error=error.type if error is not None else None,
         retries=ctx.retries, fallback_from=ctx.fallback_from,
         saved_usd=s.saved_usd if s is not None else 0.0, cache=ctx.cache,
-        guards=ctx.guards.summary() if ctx.guards is not None else None)
+        guards=ctx.guards.summary() if ctx.guards is not None else None,
+        history_tokens=ctx.history.tokens if ctx.history is not None else None,
+        history_saved_tokens=ctx.history.saved_tokens if ctx.history is not None else None)
 
 
 def _merged(spent: list[Settlement], last: Settlement | None) -> Settlement:

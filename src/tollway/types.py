@@ -199,7 +199,9 @@ class CallContext:
     tier_header: str | None = None  # x-tollway-tier
     api_key: str | None = None  # the presented secret; cleared as soon as it is checked
     feature: str | None = None  # x-tollway-feature, else the key's first feature tag
-    conversation: str | None = None  # x-tollway-conversation-id
+    conversation: str | None = None  # x-tollway-conversation-id (a label), or a stored one
+    stored_conversation: str | None = None  # x-tollway-conversation: kept server-side
+    history_ask: Any = None  # x-tollway-history* (conversation.history.HistoryAsk)
     ip: str | None = None  # the client's address (rate limits for callers without a key)
     started: float = field(default_factory=time.time)  # epoch seconds, for the ledger
     t0: float = field(default_factory=time.perf_counter)
@@ -226,4 +228,7 @@ class CallContext:
     cache: str | None = None  # hit | semantic-hit | miss | bypass, when the cache applies
     guards: Any = None  # what the guards did (guards.policy.GuardRecord)
     spent: Any = None  # settlements of attempts that were discarded (schema retries)
+    thread: Any = None  # a server-side conversation (conversation.thread.Thread)
+    history: Any = None  # what the history policy did (gateway.HistoryOutcome)
+    internal: str | None = None  # a call the gateway makes itself ("summary")
     finished: bool = False

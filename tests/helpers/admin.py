@@ -10,14 +10,22 @@ from typing import Any
 
 
 def admin(url: str, master: str, method: str, path: str, body: Any = None) -> Any:
+    status, got = call(url, master, method, path, body)
+    if status >= 400:
+        raise AssertionError(f"{method} {path} -> {status}: {got}")
+    return got
+
+
+def call(url: str, key: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """(status, decoded JSON body) of one request with `key` as the bearer token."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(f"{url}{path}", data=data, method=method, headers={
-        "authorization": f"Bearer {master}", "content-type": "application/json"})
+        "authorization": f"Bearer {key}", "content-type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
+            return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
-        raise AssertionError(f"{method} {path} -> {e.code}: {e.read().decode()}") from None
+        return e.code, json.loads(e.read() or b"null")
 
 
 def create_key(url: str, master: str, **settings: Any) -> tuple[str, dict[str, Any]]:

@@ -41,6 +41,21 @@ def test_every_level_applies_and_star_means_each() -> None:
     assert [a.counter for a in bob] == ["global//usd/d20261122", "user/bob/tokens/d20261122"]
 
 
+def test_a_conversation_cap_is_counted_per_owner_and_says_how_to_go_on() -> None:
+    cfg = BudgetsConfig(conversations=[Budget(tokens=500, period="total")])
+    now = utc(2026, 11, 22, 12)
+    mine, theirs = (budget.applicable(cfg, budget.Who(conversation="c9",
+                                                      conversation_owner=o), now)[0]
+                    for o in ("key_a", "key_b"))
+    assert mine.counter == "conversation/key_a|c9/tokens/total"
+    assert theirs.counter != mine.counter and mine.name == theirs.name == "c9"
+    err = budget.refusal(mine, 480.0, 60.0, 429, now)
+    assert err.code == "conversation_cap_exceeded" and err.retry_after is None
+    assert "Conversation 'c9' has reached its cap" in err.message
+    assert "500 tokens" in err.message and "20 tokens left" in err.message
+    assert "Start a new conversation" in err.message
+
+
 def test_two_budgets_on_one_counter_keep_the_lower() -> None:
     who = budget.Who(key_lineage="k", key_budgets=(Budget(usd=10), Budget(usd=3)))
     got = budget.applicable(BudgetsConfig(), who, 0)

@@ -99,7 +99,7 @@ _SPECIALS = {
 
 _PER_MESSAGE = 3
 _PER_NAME = 1
-_REPLY_PRIMING = 3
+REPLY_PRIMING = 3
 _PER_CALL = 3  # an assistant's function call, on top of its name and arguments
 _FUNCTION_RESULT = -2  # a function/tool result, relative to an ordinary named message
 _FUNCTIONS = 9  # the function definitions block, on top of its rendered text
@@ -377,7 +377,7 @@ def _message_tokens(m: Message, c: _Counter, text: str, call_names: dict[str, st
 
 
 def _messages_tokens(messages: list[Message], c: _Counter, pad_system: bool) -> int:
-    total = _REPLY_PRIMING
+    total = REPLY_PRIMING
     call_names: dict[str, str] = {}
     for m in messages:
         text = m.text()
@@ -386,6 +386,14 @@ def _messages_tokens(messages: list[Message], c: _Counter, pad_system: bool) -> 
             pad_system = False
         total += _message_tokens(m, c, text, call_names)
     return total
+
+
+def message_costs(messages: list[Message], model: str = "") -> list[int]:
+    """Each message's prompt tokens, framing included: their sum plus REPLY_PRIMING
+    is `count_messages` (what trimming a history weighs turns by)."""
+    c = _counter(model)
+    call_names: dict[str, str] = {}
+    return [_message_tokens(m, c, m.text(), call_names) for m in messages]
 
 
 def count_messages(messages: list[Message], model: str = "") -> int:

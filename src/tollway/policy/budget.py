@@ -55,6 +55,8 @@ class Who:
     user: str | None = None
     feature: str | None = None
     conversation: str | None = None
+    # Whose conversation: one owner's id never shares a counter with another's.
+    conversation_owner: str | None = None
 
 
 def window(period: str, now: float) -> tuple[str, float | None]:
@@ -73,13 +75,14 @@ def window(period: str, now: float) -> tuple[str, float | None]:
 
 
 def _apply(out: list[Applied], scope: str, name: str, budgets: list[Budget] | tuple[Budget, ...],
-           now: float) -> None:
+           now: float, owner: str | None = None) -> None:
+    counted = f"{owner}|{name}" if owner is not None else name
     for b in budgets:
         metric: Metric = "usd" if b.usd is not None else "tokens"
         limit = float(b.usd if b.usd is not None else b.tokens or 0)
         wid, resets = window(b.period, now)
         out.append(Applied(scope, name, b.period, metric, limit,
-                           f"{scope}/{name}/{metric}/{wid}", resets))
+                           f"{scope}/{counted}/{metric}/{wid}", resets))
 
 
 def applicable(cfg: BudgetsConfig, who: Who, now: float) -> list[Applied]:
@@ -95,7 +98,8 @@ def applicable(cfg: BudgetsConfig, who: Who, now: float) -> list[Applied]:
         _apply(out, "feature", who.feature,
                cfg.features.get(who.feature) or cfg.features.get("*") or (), now)
     if who.conversation is not None:
-        _apply(out, "conversation", who.conversation, cfg.conversations, now)
+        _apply(out, "conversation", who.conversation, cfg.conversations, now,
+               who.conversation_owner)
     if len({a.counter for a in out}) < len(out):  # two budgets on one counter: the lower
         lowest: dict[str, Applied] = {}
         for a in out:
@@ -124,11 +128,19 @@ def refusal(a: Applied, level: float, amount: float, status: int, now: float) ->
                                    f"{int(amount)} tokens")
     resets = ("it does not reset" if a.resets_at is None else
               "it resets at " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.resets_at)))
-    msg = (f"Budget exceeded: {a.describe()} ({limit_s}) has {left_s} left, and this "
-           f"request could use up to {need_s} (its worst case); {resets}. Lower max_tokens, "
-           "shorten the input, or raise the budget.")
+    if a.scope == "conversation":
+        msg = (f"Conversation '{a.name}' has reached its cap: {a.describe()} ({limit_s}) has "
+               f"{left_s} left, and this turn could use up to {need_s}; {resets}. Start a "
+               "new conversation (a new id in x-tollway-conversation or "
+               "x-tollway-conversation-id) to go on. Nothing was sent to the model.")
+    else:
+        msg = (f"Budget exceeded: {a.describe()} ({limit_s}) has {left_s} left, and this "
+               f"request could use up to {need_s} (its worst case); {resets}. Lower "
+               "max_tokens, shorten the input, or raise the budget.")
     err = BudgetExceeded(msg, status=status,
                          retry_after=None if a.resets_at is None else a.resets_at - now)
+    if a.scope == "conversation":
+        err.code = "conversation_cap_exceeded"
     err.budget = a
     err.remaining = left
     return err

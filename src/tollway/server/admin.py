@@ -9,6 +9,8 @@ the create/rotate answer; its hash never does.
     GET   /admin/keys/{id}          show            PATCH /admin/keys/{id} update
     POST  /admin/keys/{id}/revoke   revoke now      POST .../rotate        rotate
     GET   /admin/spend?by=&since=&until=  (by: day)   GET /admin/ledger?since=&until=
+    GET   /admin/conversations?owner=&limit=   every owner's (or one owner's)
+    GET   /admin/conversations/{id}?owner=     read       DELETE (same)   delete
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.routing import Route
 
 from tollway.accounting.ledger import SPEND_GROUPS, SpendRow
 from tollway.config import Budget, GuardModes, check_budget
+from tollway.conversation import thread
 from tollway.errors import (
     ConfigError,
     Forbidden,
@@ -51,6 +54,7 @@ from tollway.server.asgi import (
     send_error,
     send_json,
 )
+from tollway.server.conversations import limit_of
 
 if TYPE_CHECKING:
     from tollway.server.app import TollwayApp
@@ -346,6 +350,37 @@ class Admin:
         rows = await self.app.gateway.store.ledger.rows(since, until)
         return Result(200, {"data": msgspec.to_builtins(rows)})
 
+    async def list_conversations(self, scope: Scope, receive: Receive) -> Result:
+        q = query(scope, ("owner", "limit"))
+        found = await self.app.gateway.store.conversations.list(
+            q.get("owner") or None, limit_of(q.get("limit")))
+        return Result(200, {"object": "list", "data": [
+            {**thread.summary_view(i), "owner": i.owner} for i in found]})
+
+    async def get_conversation(self, scope: Scope, receive: Receive) -> Result:
+        owner, cid = self._conversation(scope)
+        stored = await self.app.gateway.store.conversations.load(owner, cid)
+        if stored is None:
+            raise NotFound(f"No conversation '{cid}' owned by '{owner}'.", param="id")
+        return Result(200, {**thread.view(stored), "owner": owner})
+
+    async def delete_conversation(self, scope: Scope, receive: Receive) -> Result:
+        owner, cid = self._conversation(scope)
+        if not await self.app.gateway.store.conversations.delete(owner, cid):
+            raise NotFound(f"No conversation '{cid}' owned by '{owner}'.", param="id")
+        log.info("admin: deleted conversation %s of %s", cid, owner)
+        return Result(200, {"id": cid, "object": "conversation.deleted", "deleted": True,
+                            "owner": owner})
+
+    @staticmethod
+    def _conversation(scope: Scope) -> tuple[str, str]:
+        owner = query(scope, ("owner",)).get("owner")
+        if not owner:
+            raise InvalidRequest("owner: required — conversation ids are unique per owner "
+                                 "(GET /admin/conversations lists them with their owner)",
+                                 param="owner")
+        return owner, thread.check_id(scope["path_params"]["id"], "id")
+
 
 def refuse_rotation(rec: KeyRecord, now: float) -> None:
     """Rotation replaces a working key; a dead one would come back to life."""
@@ -404,4 +439,7 @@ def admin_routes(app: TollwayApp) -> list[Route]:
         route("/admin/keys/{id}/rotate", POST=a.rotate_key),
         route("/admin/spend", GET=a.spend),
         route("/admin/ledger", GET=a.ledger),
+        route("/admin/conversations", GET=a.list_conversations),
+        route("/admin/conversations/{id}", GET=a.get_conversation,
+              DELETE=a.delete_conversation),
     ]

@@ -18,6 +18,7 @@ from tollway import __version__
 from tollway.accounting.prices import format_usd
 from tollway.cache.controls import ask_of
 from tollway.config import Config, ServerConfig
+from tollway.conversation import history
 from tollway.errors import MethodNotAllowed, NotFound, TollwayError
 from tollway.gateway import Answer, Gateway, Settlement
 from tollway.observe import UpstreamLevel
@@ -25,7 +26,7 @@ from tollway.policy import budget
 from tollway.policy import limits as rate_limits
 from tollway.providers import http
 from tollway.providers.http import iter_chunks
-from tollway.server.admin import admin_routes
+from tollway.server.admin import ANY_METHOD, admin_routes
 from tollway.server.asgi import (
     ClientGone,
     DisconnectWatch,
@@ -42,6 +43,7 @@ from tollway.server.asgi import (
     send_json,
     send_sse,
 )
+from tollway.server.conversations import ConversationsEndpoint
 from tollway.server.ready import readiness
 from tollway.types import CallContext, ChatRequest, Reply, ReplyStream
 from tollway.wire import anthropic as anthropic_wire
@@ -71,6 +73,12 @@ def answer_headers(ctx: CallContext, answer: Answer | None) -> Headers:
         h.append((b"x-tollway-budget-remaining-usd", format_usd(ctx.remaining_usd).encode()))
     if ctx.ticket is not None:
         h += rate_limits.headers(ctx.ticket)
+    if ctx.thread is not None:
+        h.append((b"x-tollway-conversation", ctx.thread.id.encode()))
+    if ctx.history is not None:
+        h.append((b"x-tollway-history", ctx.history.policy.encode()))
+        h.append((b"x-tollway-history-tokens", str(ctx.history.tokens).encode()))
+        h.append((b"x-tollway-history-saved-tokens", str(ctx.history.saved_tokens).encode()))
     if ctx.cache is not None:
         h.append((b"x-tollway-cache", ctx.cache.encode()))
         look = answer.cache if answer is not None else None
@@ -130,6 +138,7 @@ class ChatEndpoint:
         client = scope.get("client")
         ctx = CallContext(request_id=e.request_id, tier_header=e.tier, api_key=e.api_key,
                           user=e.user, feature=e.feature, conversation=e.conversation,
+                          stored_conversation=e.stored_conversation,
                           ip=client[0] if client else None)
         dialect = self.dialect
         gateway = self.app.gateway
@@ -142,6 +151,7 @@ class ChatEndpoint:
         try:
             await gateway.authenticate(ctx)
             ctx.cache_ask = ask_of(e.cache_control, e.cache_headers)
+            ctx.history_ask = history.ask_of(e.history, e.history_tokens)
             check_json_content_type(scope)
             server = self.app.config.server
             req = dialect.parse(await read_body(scope, receive, server.max_body_bytes), server)
@@ -300,8 +310,8 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     err = NotFound(f"No route for {scope['method']} {scope['path']}. Tollway serves "
-                   "/v1/chat/completions, /v1/messages, /v1/models, /health, /health/ready, "
-                   "/metrics and /admin/.")
+                   "/v1/chat/completions, /v1/messages, /v1/models, /v1/conversations, "
+                   "/health, /health/ready, /metrics and /admin/.")
     await send_error(send, err, _rid(scope))
 
 
@@ -333,6 +343,11 @@ class TollwayApp:
             Route("/health", Health(), methods=["GET"]),
             Route("/health/ready", Ready(self), methods=["GET"]),
             Route("/metrics", Metrics(self), methods=["GET"]),
+            # Every method: the endpoint refuses the wrong ones in the OpenAI shape.
+            Route("/v1/conversations", ConversationsEndpoint(self, one=False),
+                  methods=ANY_METHOD),
+            Route("/v1/conversations/{id}", ConversationsEndpoint(self, one=True),
+                  methods=ANY_METHOD),
             *admin_routes(self),
         ]
         self.router = Router(routes=routes, default=not_found)

@@ -31,7 +31,8 @@ class Edge:
     """What the edge needs from the request headers, read in one pass."""
 
     __slots__ = ("api_key", "cache_control", "cache_headers", "content_length",
-                 "content_type", "conversation", "feature", "request_id", "tier", "user")
+                 "content_type", "conversation", "feature", "history", "history_tokens",
+                 "request_id", "stored_conversation", "tier", "user")
 
     def __init__(self, scope: Scope) -> None:
         rid = ctype = clen = None
@@ -40,6 +41,9 @@ class Edge:
         self.user: str | None = None
         self.feature: str | None = None
         self.conversation: str | None = None
+        self.stored_conversation: str | None = None
+        self.history: str | None = None
+        self.history_tokens: str | None = None
         self.cache_control: str | None = None
         self.cache_headers: list[tuple[bytes, str]] | None = None  # x-tollway-cache*
         for k, v in scope["headers"]:
@@ -77,6 +81,12 @@ class Edge:
             self.feature = v
         elif k == b"x-tollway-conversation-id":
             self.conversation = v
+        elif k == b"x-tollway-conversation":
+            self.stored_conversation = v
+        elif k == b"x-tollway-history":
+            self.history = v
+        elif k == b"x-tollway-history-tokens":
+            self.history_tokens = v
         elif k.startswith(b"x-tollway-cache"):
             if self.cache_headers is None:
                 self.cache_headers = []

@@ -1,0 +1,1 @@
+"""Conversation memory: server-side conversations and history policies."""

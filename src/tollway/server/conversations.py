@@ -1,0 +1,117 @@
+"""A caller's own server-side conversations:
+
+    GET    /v1/conversations          list (most recently updated first; ?limit=)
+    GET    /v1/conversations/{id}     read: the system prompt and every stored turn
+    DELETE /v1/conversations/{id}     delete it, its turns and its summaries, for good
+
+Authenticated like the chat endpoints; the owner is the calling key's lineage and the
+end user named by `x-tollway-user` (else the key's user), as for chat requests. Another
+owner's conversation is simply not found. The master key reaches every owner's through
+/admin/conversations.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from tollway.conversation import thread
+from tollway.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    TollwayError,
+    Unavailable,
+)
+from tollway.server.asgi import (
+    ClientGone,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    edge,
+    json_bytes,
+    send_error,
+    send_json,
+)
+from tollway.types import CallContext
+
+if TYPE_CHECKING:
+    from tollway.server.app import TollwayApp
+
+MAX_LIST = 1000
+log = logging.getLogger("tollway")
+
+
+def limit_of(text: str | None) -> int:
+    if text is None:
+        return 100
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST:
+        raise InvalidRequest(f"limit: a whole number from 1 to {MAX_LIST}, got {text!r}",
+                             param="limit")
+    return int(text)
+
+
+class ConversationsEndpoint:
+    def __init__(self, app: TollwayApp, one: bool) -> None:
+        self.app = app
+        self.one = one  # /v1/conversations/{id}, else the list
+        self.allow = "GET, DELETE" if one else "GET"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        e = edge(scope)
+        headers: Headers = [(b"x-request-id", e.request_id.encode()),
+                            (b"cache-control", b"no-store")]
+        try:
+            if scope["method"] not in self.allow.split(", "):
+                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
+                                       f"use {self.allow}.")
+            ctx = CallContext(request_id=e.request_id, api_key=e.api_key, user=e.user)
+            gateway = self.app.gateway
+            await gateway.authenticate(ctx)
+            if ctx.user is None and ctx.key is not None:
+                ctx.user = ctx.key.user
+            owner = thread.owner_of(ctx)
+            body: dict[str, Any]
+            store = gateway.store.conversations
+            if not self.one:
+                q = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                               keep_blank_values=True))
+                unknown = set(q) - {"limit"}
+                if unknown:
+                    raise InvalidRequest(f"{unknown.pop()}: unknown query parameter; expected "
+                                         "limit", param="limit")
+                found = await store.list(owner, limit_of(q.get("limit")))
+                body = {"object": "list", "data": [thread.summary_view(i) for i in found]}
+            else:
+                cid = thread.check_id(scope["path_params"]["id"], "id")
+                if scope["method"] == "DELETE":
+                    if not await store.delete(owner, cid):
+                        raise _missing(cid)
+                    body = {"id": cid, "object": "conversation.deleted", "deleted": True}
+                else:
+                    stored = await store.load(owner, cid)
+                    if stored is None:
+                        raise _missing(cid)
+                    body = thread.view(stored)
+        except TollwayError as err:
+            if err.status == 405:
+                headers.append((b"allow", self.allow.encode()))
+            await send_error(send, err, headers)
+            return
+        except ClientGone:
+            return
+        except Exception as e:  # the conversation store is down
+            self.app.gateway.observer.store_error("conversations")
+            log.warning("conversation store unreachable: %s", e)
+            await send_error(send, Unavailable("The conversation store is unreachable; try "
+                                               "again shortly.", retry_after=5), headers)
+            return
+        await send_json(send, 200, json_bytes(body), headers)
+
+
+def _missing(cid: str) -> NotFound:
+    return NotFound(f"No conversation '{cid}' for this key (and end user). Conversations "
+                    "belong to the key and user that started them.", param="id")
+
