@@ -174,3 +174,29 @@ def test_workers_need_the_shared_store(tmp_path: Any) -> None:
                          cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 1
     assert "--workers: more than one worker needs the shared store" in out.stderr
+
+
+async def test_a_conversation_continues_on_whichever_replica_takes_the_turn(
+        fleet: list[GatewayHandle], fresh_sim: SimHandle,
+        clients: list[openai.AsyncOpenAI]) -> None:
+    """Each turn lands on the next replica, streamed or not; every one sees all the
+    turns before it (each was stored in PostgreSQL before its reply ended)."""
+    key, _ = create_key(fleet[0].url, MASTER, name="conversing")
+    clients += [openai.AsyncOpenAI(base_url=g.base_url, api_key=key, max_retries=0)
+                for g in fleet]
+    cid = "fleet-" + os.urandom(4).hex()
+    said: list[str] = []
+    for turn in range(6):
+        c = clients[turn % 3]
+        question = f"Question {turn}?"
+        kwargs: Any = {"model": "sim", "extra_headers": {"x-tollway-conversation": cid},
+                       "messages": [{"role": "user", "content": question}]}
+        if turn % 2:
+            stream = await c.chat.completions.create(stream=True, **kwargs)
+            answer = "".join([ch.choices[0].delta.content or "" async for ch in stream
+                              if ch.choices])
+        else:
+            answer = (await c.chat.completions.create(**kwargs)).choices[0].message.content
+        sent = fresh_sim.stats()["recent_requests"][-1]["body"]["messages"]
+        assert [m["content"] for m in sent] == [*said, question]
+        said += [question, answer or ""]
