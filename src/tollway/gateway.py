@@ -164,6 +164,8 @@ class Gateway:
         self._routes: dict[str, _Route] = {}
         self._guards = {alias: guard_policy.resolve(config.guards, mc.guards)
                         for alias, mc in config.models.items()}
+        self._history = {alias: history.resolve(config.history, mc.history, None)
+                         for alias, mc in config.models.items()}
         # Per deployment (identity-hashed), looked up on every request.
         self._prices: dict[Deployment, prices.Price | None] = {}
         self.router = Router(self.providers)
@@ -250,7 +252,8 @@ class Gateway:
         if conversation is not None:
             await self._recall(req, ctx, conversation)
         ctx.guards = record = guard_policy.inspect(req, policy)
-        rule = history.resolve(self.config.history, route.model.history, ctx.history_ask)
+        rule = (self._history[route.alias] if ctx.history_ask is None else
+                history.resolve(self.config.history, route.model.history, ctx.history_ask))
         if rule.policy != "none" or ctx.thread is not None:
             await self._shape_history(req, route, ctx, rule)
         cap_output(req, route.model, self.config, ctx, choice.max_tokens)
