@@ -9,6 +9,7 @@ of docs/benchmarks.md, between the guards:begin/end markers.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import statistics
 import sys
@@ -65,6 +66,17 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+_made = itertools.count()
+
+
+def new_tag() -> str:
+    """A tag never used before in this run, so that a tagged text is never in the guards'
+    memo (not even in a later repeat), written in letters that make no digit run, key
+    prefix or trigger word: the number scan and the screen see the same request however
+    many were made."""
+    return "".join("bcdfjmpqvz"[int(d)] for d in str(next(_made)))
+
+
 def request_2k() -> tuple[ChatRequest, int]:
     messages = [Message("system", "You are a concise support engineer for a data platform.")]
     i = 0
@@ -99,6 +111,9 @@ def latency(n: int, repeats: int) -> tuple[int, int, dict[str, list[list[float]]
     def pii_find() -> object:
         return [pii.find(t) for t in texts]
 
+    def pii_find_all() -> object:
+        return pii.find_all(texts)
+
     def pii_redact() -> object:
         ph = pii.Placeholders()
         return [pii.redact(t, pii.find(t), ph) for t in texts]
@@ -111,26 +126,32 @@ def latency(n: int, repeats: int) -> tuple[int, int, dict[str, list[list[float]]
         ph = pii.Placeholders()
         return [(pii.redact(t, pii.find(t), ph), injection.screen(t)) for t in texts]
 
-    # As wired: guards.policy.inspect (limits, injection on user/tool messages, PII on
-    # all), in log mode (the request is not changed, so it can be reused). A new request
+    # As wired: the limits, then guards.policy.inspect (injection on user/tool messages,
+    # PII on all), in log mode (the request is not changed, so it can be reused). A new request
     # has every message text unseen; a conversation's next turn resends its history,
     # whose findings are remembered by text, so only the new user turn is scanned.
     on_path = policy.resolve(GuardsConfig(pii="log", injection="log"))
 
-    def fresh(tag: str) -> ChatRequest:
+    def fresh() -> ChatRequest:
         return ChatRequest(model="m", messages=[  # every text unseen, even within it
-            Message(m.role, f"{m.text()} [{tag}.{j}]") for j, m in enumerate(req.messages)])
+            Message(m.role, f"{m.text()} [{new_tag()}]") for m in req.messages])
 
-    def next_turn(tag: str) -> ChatRequest:
+    def next_turn() -> ChatRequest:
         return ChatRequest(model="m", messages=[
-            *req.messages, Message("user", f"{TURN_USER} Also, ticket {tag}?")])
+            *req.messages, Message("user", f"{TURN_USER} Also, what about {new_tag()}?")])
 
-    def feeder(make: Callable[[str], ChatRequest]) -> Callable[[], object]:
-        made = iter([make(str(i)) for i in range(n + 50)])
-        return lambda: policy.inspect(next(made), on_path)
+    def feeder(make: Callable[[], ChatRequest]) -> Callable[[], object]:
+        made = iter([make() for _ in range(n + 50)])
+
+        def wired() -> object:  # as the gateway: the limits, then the guards
+            r = next(made)
+            validate.check(r, on_path.limits)
+            return policy.inspect(r, on_path)
+        return wired
 
     cases = {"input validation": lambda: validate.check(req, limits),
-             "PII find": pii_find, "PII find + redact": pii_redact,
+             "PII find": pii_find, "PII find_all (one call for all messages)": pii_find_all,
+             "PII find + redact": pii_redact,
              "injection screen": inj, "all guards (validate, redact, screen)": all_guards}
     path_cases = {"on the request path: a new request": lambda: feeder(fresh),
                   "on the request path: a conversation's next turn": lambda: feeder(next_turn)}
@@ -253,13 +274,36 @@ Threshold sweep:
 **Added latency** on a {n_tokens:,}-token request ({chars:,} characters
 in {len(request_2k()[0].messages)} messages, with a date, prices, versions, code, one email
 and one phone number); µs per request, median [min .. max] over {repeats} repeats of the
-p50 and p99 of {n_runs:,} runs each. The first rows run each guard on every message; the
-last two are `guards.policy.inspect` as the gateway calls it (limits, injection on user
-and tool messages, PII on all): for a request whose every message is new, and for a
-conversation's next turn, whose history was seen (findings are remembered per message
-text, so only the new turn is scanned).
+p50 and p99 of {n_runs:,} runs each. The first rows run each guard on every message
+(`find_all`: all of them in one call, as `inspect` does); the last two are the
+limits (`guards.validate.check`) and `guards.policy.inspect` as the gateway calls them
+(injection on user and tool messages, PII on all): for a request whose every message
+is new (each text carries a tag never used before, written in letters so it adds
+nothing to scan), and for a conversation's next turn, whose history was seen
+(findings are remembered per message text, so only the new turn is scanned). The
+machine has 2 shared cores: on a busy one these timings can double.
 
 {report.table(["guard", "p50", "p99"], lat_rows)}
+
+The budget is 0.5 ms p50 for all guards on a 2k-token request (issue 10). Before the
+changes below (the guards as committed at 8690d89), this script measured a new request
+at 464 [463 .. 470] µs p50 and a next turn at 42 [41 .. 43] on this machine when idle
+(earlier runs of this section on a busy machine reported 1.0-1.2 ms). The changes
+decide exactly what was decided before: the precision and recall above are unchanged,
+and the previous code gave the same findings on 200,000 generated texts, the same
+scores on 100,000 and the same `inspect` outcome on 20,000 generated requests. They do
+less per character and per message:
+- the number scan reads a copy of the text whose digits all read "0", so its pattern
+  opens with a literal the regex engine skips to, and a lookahead turns short numbers
+  away (the 8.9 KB here: 72 -> 23 µs); a run shaped as a date, version or price is
+  dismissed by its shape, decided once per shape;
+- the 17 gate substrings of the keys that are long tokens are looked for only in text
+  holding a run of 15 key characters (one `bytes.translate` and one substring test);
+- a request's new texts are scanned together (`pii.find_all`): the gates and the
+  number scan run once over the texts joined, not once per message;
+- the injection screen clears benign text with one split into words, leetspeak undone
+  by the same translation table (screening the user texts joined measured no faster:
+  the cost is per word).
 
 **Structured output check** of a 20-item order against its schema, µs (median of
 {n_runs:,}):

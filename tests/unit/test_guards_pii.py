@@ -45,6 +45,38 @@ def test_near_misses_are_not_flagged(text: str) -> None:
     assert kinds_and_values(text) == []
 
 
+@pytest.mark.parametrize(("text", "kind", "value"), [
+    # Shapes at the edges of the fast paths: the shortest token key (the gate looks for
+    # runs of 15 key characters), an AWS secret split by "/", a PEM header with no body,
+    # the shortest dotted quad, an unseparated card, spaced SSN, trunk-0 and "(0)" phones,
+    # and non-ASCII text (scanned without the bytes fast path).
+    ("token xoxb-1-abcdefgh here", "secret", "xoxb-1-abcdefgh"),
+    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "secret",
+     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    ("-----BEGIN PRIVATE KEY-----", "secret", "-----BEGIN PRIVATE KEY-----"),
+    ("dns 8.8.4.4 answers", "ip_address", "8.8.4.4"),
+    ("paid 4111111111111111.", "credit_card", "4111111111111111"),
+    ("SSN 536 22 1748 ok", "us_ssn", "536 22 1748"),
+    ("call 020 7946 0958 today", "phone", "020 7946 0958"),
+    ("ring +44 (0) 20 7946 0958", "phone", "+44 (0) 20 7946 0958"),
+    ("Llámame al +34 612 34 56 78 mañana.", "phone", "+34 612 34 56 78"),
+])
+def test_edge_shapes_are_found(text: str, kind: str, value: str) -> None:
+    assert kinds_and_values(text) == [(kind, value)]
+
+
+def test_find_all_is_find_per_text() -> None:
+    # The texts are scanned joined: nothing may run from one into the next (a phone
+    # split over two messages, an IBAN's head in one and its digits in the next).
+    texts = ["call 415 555", "2671 now", "GB29 NWBK", "6016 1331 9268 19", "",
+             "card 4111 1111 1111 1111", "peer 2001:db8::8a2e:370:7334", "aws", "_secret_key",
+             "Llámame al +34 612 34 56 78", "mail a@example.com", "-----BEGIN", "PRIVATE KEY-----"]
+    found = pii.find_all(texts)
+    assert found == [pii.find(t) for t in texts]
+    assert [[f.kind for f in fs] for fs in found] == [
+        [], [], [], [], [], ["credit_card"], ["ip_address"], [], [], ["phone"], ["email"], [], []]
+
+
 def test_secret_kinds_are_named() -> None:
     text = "key ghp_" + "a1B2" * 9 + " and sk_live_" + "Zx9" * 8
     assert [f.detail for f in pii.find(text)] == ["github_token", "stripe_key"]

@@ -2,11 +2,12 @@
 
 The lower-cased text's set of words is intersected with trigger words (ignore, prompt,
 jailbreak, ...) and a few markers (<|, ###) are looked for; text without any is scored 0
-at once. Around each trigger the rules run on a window of text; each rule that
-matches adds its weight, combined as a noisy-or (1 - prod(1 - w)), so two weak signals
-make a stronger one but nothing passes 1. Rules name an attack's structure (a verb of
-dismissal *and* an object that is the model's instructions), not single words: "ignore
-the .venv folder in git" or "kill the process" never match.
+at once (one split of the text, leetspeak undone, decides that for most text). Around
+each trigger the rules run on a window of text; each rule that matches adds its weight,
+combined as a noisy-or (1 - prod(1 - w)), so two weak signals make a stronger one but
+nothing passes 1. Rules name an attack's structure (a verb of dismissal *and* an object
+that is the model's instructions), not single words: "ignore the .venv folder in git" or
+"kill the process" never match.
 
 An optional `Classifier` (a model) can be combined with the heuristic: the final score
 is the larger of the two, so the classifier can catch what the rules miss but cannot
@@ -142,6 +143,11 @@ _RULES: Final = (
 _B64: Final = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
 _ZERO_WIDTH: Final = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _LEET: Final = bytes.maketrans(b"013457@$", b"oieastas")
+# Leetspeak undone, then punctuation to spaces, as one table. No trigger word but
+# "base64" (a hint, looked for as a substring) holds a character it changes, so the
+# words of this one translation hold every trigger of both of `screen`'s passes.
+_LEET_PUNCT: Final = _LEET.translate(_PUNCT)
+_CLEAR: Final = Screen(0.0, ())
 _DEOBFUSCATE_MAX: Final = 600  # leetspeak is undone for short texts only (cost bound)
 
 
@@ -151,6 +157,8 @@ def screen(text: str) -> Screen:
     if not low.isascii():
         # Zero-width characters and full-width letters hide trigger words.
         low = unicodedata.normalize("NFKC", low.translate(_ZERO_WIDTH))
+    if _quiet(low):
+        return _CLEAR
     reasons = _match(low)
     if not reasons and len(low) <= _DEOBFUSCATE_MAX:
         alt_bytes = low.encode().translate(_LEET)  # 1gn0r3 -> ignore
@@ -158,7 +166,7 @@ def screen(text: str) -> Screen:
         if alt_bytes != low.encode() and not _TRIGGER_WORDS.isdisjoint(
                 alt_bytes.translate(_PUNCT).split()) and (reasons := _match(alt_bytes.decode())):
             reasons.add("obfuscated")
-    if "base64" in low or "decode" in low or "b64" in low:
+    if _hints_base64(low):
         for m in _B64.finditer(text):
             inner = _decode(m.group())
             if inner is not None:
@@ -189,6 +197,21 @@ def _scored(reasons: set[str]) -> Screen:
     for name in reasons:
         keep *= 1.0 - _WEIGHT[name]
     return Screen(round(1.0 - keep, 4), tuple(sorted(reasons)))
+
+
+def _quiet(low: str) -> bool:
+    """Whether `screen` has nothing to look at: no trigger word (leetspeak undone or
+    not), no marker and no base64 hint. Half the work of its passes on benign text."""
+    if not _TRIGGER_WORDS.isdisjoint(low.encode().translate(_LEET_PUNCT).split()):
+        return False
+    for gate, marker in _MARKERS:
+        if gate in low and marker in low:
+            return False
+    return not _hints_base64(low)
+
+
+def _hints_base64(low: str) -> bool:
+    return "base64" in low or "decode" in low or "b64" in low
 
 
 def _match(low: str) -> set[str]:

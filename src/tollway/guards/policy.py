@@ -1,19 +1,23 @@
 """Which guards apply to a request, and what they did to it.
 
 The policy is the `guards` section, overridden by the alias's `guards` and then by the
-key's. `inspect` runs the input guards in order — limits, prompt injection (on what
+key's. The gateway checks its input limits (`validate.py`) on what the caller sent;
+`inspect` then runs the input guards on what goes upstream — prompt injection (on what
 callers and tools wrote: user and tool messages; system prompts are the operator's),
 PII (every message) — and returns a `GuardRecord`: the decisions, for the ledger and
 the metrics (which guard, what action, which kinds: never the text), and the
 placeholders to restore in the reply.
 
 A conversation resends its history on every turn, so each message's findings are
-remembered by its text (bounded): only the new turn is scanned.
+remembered by its text (bounded): only the new turn is scanned. The texts not seen
+before are scanned together (`pii.find_all`), so a new request pays each scan once, not
+once per message.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -21,7 +25,6 @@ from tollway.config import GuardModes, GuardsConfig
 from tollway.errors import TollwayError
 from tollway.guards import injection, pii
 from tollway.guards.validate import InputLimits
-from tollway.guards.validate import check as check_limits
 from tollway.types import ChatRequest
 
 MEMO_ENTRIES: Final = 4096
@@ -79,42 +82,47 @@ class GuardRecord:
 
 
 class _Memo:
-    """A bounded LRU of a pure function of a message's text."""
+    """A bounded LRU of a pure function of a message's text, given a function that
+    computes it for a list of texts at once."""
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Callable[[list[str]], list[Any]]) -> None:
         self._fn = fn
         self._seen: OrderedDict[str, Any] = OrderedDict()
 
-    def __call__(self, text: str) -> Any:
-        if len(text) > MEMO_MAX_CHARS:
-            return self._fn(text)
-        found = self._seen.get(text)
-        if found is None:
-            found = self._seen[text] = self._fn(text)
-            if len(self._seen) > MEMO_ENTRIES:
-                self._seen.popitem(last=False)
-        else:
-            self._seen.move_to_end(text)
-        return found
+    def __call__(self, texts: list[str]) -> list[Any]:
+        """The function's value for each of `texts`, computing the unseen ones at once."""
+        seen = self._seen
+        new = list(dict.fromkeys(t for t in texts if t not in seen))
+        made = dict(zip(new, self._fn(new), strict=True)) if new else {}
+        out = []
+        for t in texts:
+            if t in made:
+                out.append(made[t])
+            else:
+                seen.move_to_end(t)
+                out.append(seen[t])
+        for t, value in made.items():
+            if len(t) <= MEMO_MAX_CHARS:
+                seen[t] = value
+        while len(seen) > MEMO_ENTRIES:
+            seen.popitem(last=False)
+        return out
 
 
-_find = _Memo(lambda t: tuple(pii.find(t)))
-_screen = _Memo(injection.screen)
+_find = _Memo(lambda texts: [tuple(f) for f in pii.find_all(texts)])
+_screen = _Memo(lambda texts: [injection.screen(t) for t in texts])
+_CLEAR: Final = injection.Screen(0.0, ())
 
 
 def inspect(req: ChatRequest, policy: GuardPolicy) -> GuardRecord:
-    """Run the input guards; raise `InvalidRequest` / `GuardBlocked`, or redact `req` in
-    place and say what was done."""
-    check_limits(req, policy.limits)
+    """Run the input guards on the request as it goes upstream (a stored conversation's
+    history included; the limits were checked on what the caller sent: `validate.check`);
+    raise `GuardBlocked`, or redact `req` in place and say what was done."""
     record = GuardRecord(policy=policy)
     if policy.injection != "off":
-        worst = injection.Screen(0.0, ())
-        for m in req.messages:
-            if m.role in ("user", "tool", "function"):
-                for text in _texts(m.content):
-                    s = _screen(text)
-                    if s.score > worst.score:
-                        worst = s
+        screens = _screen([t for m in req.messages if m.role in ("user", "tool", "function")
+                           for t in _texts(m.content)])
+        worst = max(screens, key=lambda s: s.score, default=_CLEAR)  # the first of the worst
         if worst.score >= policy.injection_threshold:
             reasons = "+".join(worst.reasons)
             if policy.injection == "block":
@@ -125,9 +133,11 @@ def inspect(req: ChatRequest, policy: GuardPolicy) -> GuardRecord:
     if policy.pii != "off":
         kinds: set[str] = set()
         placeholders = pii.Placeholders()
+        # In the order `_texts` lists them, which the loop below follows.
+        found_each = iter(_find([t for m in req.messages for t in _texts(m.content)]))
         for m in req.messages:
             if isinstance(m.content, str):
-                found = _find(m.content)
+                found = next(found_each)
                 if found:
                     kinds.update(f.kind for f in found)
                     if policy.pii == "redact":
@@ -135,7 +145,7 @@ def inspect(req: ChatRequest, policy: GuardPolicy) -> GuardRecord:
             elif m.content:
                 for part in m.content:
                     value = part.get("text") if part.get("type") == "text" else None
-                    if isinstance(value, str) and (found := _find(value)):
+                    if isinstance(value, str) and (found := next(found_each)):
                         kinds.update(f.kind for f in found)
                         if policy.pii == "redact":
                             part["text"] = pii.redact(value, list(found), placeholders).text
