@@ -46,6 +46,9 @@ class LocalProvider:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollway-local")
         self._llm: Any = None
         self._load_lock = asyncio.Lock()
+        # Text pieces (~tokens) generated since start, on the model thread: shows that an
+        # abandoned stream stopped generating (/health/ready).
+        self.generated = 0
 
     def model_path(self) -> Path | None:
         return Path(self.cfg.model_path) if self.cfg.model_path else bundled_model_path()
@@ -60,7 +63,7 @@ class LocalProvider:
         ok = runtime and path is not None and path.exists()
         return {"ok": ok, "model_path": str(path) if path else None,
                 "runtime": "llama-cpp-python" if runtime else "missing",
-                "loaded": self._llm is not None}
+                "loaded": self._llm is not None, "generated": self.generated}
 
     async def _model(self) -> Any:
         if self._llm is not None:
@@ -129,6 +132,8 @@ class LocalProvider:
         def work() -> None:
             try:
                 for item in _generate(llm, req, stop):
+                    if isinstance(item, str):
+                        self.generated += 1
                     emit(item)
                     if stop.is_set():
                         break
