@@ -245,6 +245,9 @@ class ConversationsConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     enabled: bool = True
     max_turns: int = 2000  # messages kept per conversation; past it, start a new one
+    # Conversations idle this long are deleted (with their summaries, and summaries of
+    # histories sent whole as old); None: kept until deleted.
+    retention_days: float | None = None
 
 
 class ModelCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -635,6 +638,10 @@ def _check_history(cfg: Config) -> None:
                               "configured model")
     if cfg.conversations.max_turns < 2:
         raise ConfigError("conversations.max_turns: must be >= 2")
+    days = cfg.conversations.retention_days
+    if days is not None and days <= 0:
+        raise ConfigError("conversations.retention_days: must be > 0 (or left out to keep "
+                          "conversations until deleted)")
 
 
 def check_budget(budget: Budget, where: str) -> None:

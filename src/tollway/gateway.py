@@ -78,6 +78,7 @@ from tollway.types import (
 )
 
 log = logging.getLogger("tollway")
+PRUNE_SECONDS = 3600.0  # how often idle conversations are looked for (with a retention)
 
 
 @dataclass(slots=True)
@@ -156,6 +157,7 @@ class Gateway:
         self.cache = self._open_cache(config, clock)
         self._warming: asyncio.Task[None] | None = None
         self._cache_start: asyncio.Task[None] | None = None
+        self._pruning: asyncio.Task[None] | None = None
         b = config.budgets
         self._budgets = bool(b.global_ or b.teams or b.users or b.features or b.conversations)
         self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
@@ -201,8 +203,35 @@ class Gateway:
         self._warming = asyncio.create_task(asyncio.to_thread(tokens.warm, models))
         if self.cache is not None:
             self._cache_start = asyncio.create_task(self.cache.start())
+        if self.config.conversations.retention_days is not None:
+            self._pruning = asyncio.create_task(self._prune_every(PRUNE_SECONDS))
+
+    async def prune_conversations(self) -> int:
+        """Delete the conversations idle for longer than `conversations.retention_days`
+        (every replica may: it is idempotent)."""
+        days = self.config.conversations.retention_days
+        if days is None:
+            return 0
+        try:
+            n = await self.store.conversations.prune(self.clock() - days * 86400)
+        except Exception as e:  # tried again at the next round
+            self.observer.store_error("conversations")
+            log.warning("conversation store unreachable (retention): %s", e)
+            return 0
+        if n:
+            log.info("retention: deleted %d conversation(s) idle for %g days", n, days)
+        return n
+
+    async def _prune_every(self, seconds: float) -> None:
+        while True:
+            await self.prune_conversations()
+            await asyncio.sleep(seconds)
 
     async def close(self) -> None:
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruning
         if self._warming is not None:
             await self._warming
         if self._cache_start is not None:

@@ -171,6 +171,26 @@ async def test_delete_takes_the_turns_and_tied_summaries(
     assert (again.info.created_at, again.info.tokens) == (5.0, 2)
 
 
+async def test_prune_deletes_what_has_been_idle_since(
+        conversations: ConversationStore) -> None:
+    cs = conversations
+    await cs.append("o", "old", None, [b"stale turn"], 1, 0.0, now=100.0)
+    await cs.append("o", "kept", None, [b"t0"], 1, 0.0, now=100.0)
+    await cs.append("o", "kept", None, [b"t1"], 1, 0.0, now=500.0)  # touched since
+    await cs.put_summary("o", "p-old-conv", "old", b"s1", now=400.0)
+    await cs.put_summary("o", "p-loose-old", None, b"s2", now=100.0)
+    await cs.put_summary("o", "p-loose-new", None, b"s3", now=400.0)
+    await cs.put_summary("o", "p-kept", "kept", b"s4", now=400.0)
+    assert await cs.prune(before=300.0) == 1
+    assert await cs.load("o", "old") is None
+    kept = await cs.load("o", "kept")
+    assert kept is not None and kept.turns == [b"t0", b"t1"]
+    assert await cs.summary("o", ["p-old-conv", "p-loose-old"]) is None
+    assert await cs.summary("o", ["p-loose-new"]) == ("p-loose-new", b"s3")
+    assert await cs.summary("o", ["p-kept"]) == ("p-kept", b"s4")
+    assert await cs.prune(before=300.0) == 0
+
+
 async def test_the_first_stored_prefix_wins(conversations: ConversationStore) -> None:
     cs = conversations
     await cs.put_summary("o", "p1", None, b"s1", now=1.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -20,9 +21,13 @@ from tests.helpers.admin import admin, call, create_key, ledger_rows
 from tests.helpers.clients import track
 from tests.helpers.gateway import GatewayHandle, start_gateway
 from tests.helpers.sim import SimHandle
+from tollway import config
 from tollway.accounting.tokens import count_messages
 from tollway.conversation.summary import HEADER as SUMMARY_HEADER
-from tollway.types import Message
+from tollway.gateway import Gateway
+from tollway.providers import http
+from tollway.types import CallContext, Message
+from tollway.wire.openai import parse_chat_request
 
 MASTER = "master-" + os.urandom(12).hex()
 WINDOW = 2000
@@ -365,3 +370,39 @@ async def test_bad_conversation_input_is_a_400_naming_it(
             model="sim", messages=[{"role": "user", "content": "hi"}], extra_headers=headers)
     assert param in e.value.message
     assert fresh_sim.stats()["requests"] == 0
+
+
+async def test_idle_conversations_go_after_the_retention_period(
+        sim: SimHandle, tmp_path: Path) -> None:
+    """The gateway used as a library, with an injected clock: a conversation idle for
+    longer than `conversations.retention_days` is deleted; one in use stays."""
+    now = [1_800_000_000.0]
+    cfg = config.parse({
+        "models": {"sim": {"deployments": [{"provider": "openai", "model": "sim-model",
+                                            "api_base": sim.openai_base, "api_key": "k"}]}},
+        "store": {"path": str(tmp_path / "store")},
+        "conversations": {"retention_days": 30},
+    }, env={})
+    gw = Gateway(cfg, clock=lambda: now[0])
+    await gw.start()
+
+    async def turn(cid: str, text: str) -> None:
+        req = parse_chat_request(orjson.dumps({"model": "sim", "max_tokens": 5, "messages": [
+            {"role": "user", "content": text}]}))
+        ctx = CallContext(request_id="r-" + os.urandom(4).hex(), stored_conversation=cid)
+        answer = await gw.chat(req, ctx)
+        await gw.finish(ctx, req, answer, settlement=gw.settle(answer))
+
+    try:
+        await turn("idle", "Remember my locker code 7731.")
+        await turn("busy", "Hello.")
+        now[0] += 20 * 86400
+        await turn("busy", "Still here.")
+        now[0] += 15 * 86400  # idle: 35 days; busy: 15
+        assert await gw.prune_conversations() == 1
+        assert await gw.store.conversations.load("open", "idle") is None
+        busy = await gw.store.conversations.load("open", "busy")
+        assert busy is not None and len(busy.turns) == 4
+    finally:
+        await gw.close()
+        await http.close()

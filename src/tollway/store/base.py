@@ -180,6 +180,12 @@ class ConversationStore(Protocol):
         this owner has no such conversation."""
         ...
 
+    async def prune(self, before: float) -> int:
+        """Delete, for good, every conversation last updated before `before` (with its
+        turns and summaries) and every summary written before it; how many
+        conversations went."""
+        ...
+
     async def summary(self, owner: str, prefixes: Sequence[str]) -> tuple[str, bytes] | None:
         """The first of `prefixes` (in the order given) that has a summary stored for
         this owner, and that summary."""

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     system BLOB, turns INTEGER NOT NULL, tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
     PRIMARY KEY (owner, id));
 CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (owner, updated_at);
+CREATE INDEX IF NOT EXISTS conversations_idle ON conversations (updated_at);
 CREATE TABLE IF NOT EXISTS conversation_turns (
     owner TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, message BLOB NOT NULL,
     PRIMARY KEY (owner, id, seq));
@@ -33,6 +34,8 @@ CREATE TABLE IF NOT EXISTS conversation_summaries (
     created_at REAL NOT NULL, PRIMARY KEY (owner, prefix));
 CREATE INDEX IF NOT EXISTS conversation_summaries_conversation
     ON conversation_summaries (owner, conversation);
+CREATE INDEX IF NOT EXISTS conversation_summaries_created
+    ON conversation_summaries (created_at);
 """
 
 _INFO = "owner, id, created_at, updated_at, turns, tokens, cost_usd"
@@ -121,6 +124,24 @@ class EmbeddedConversations:
             # into the file and truncate it. Deletions are rare; this costs a few ms.
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             return found
+        return await self._db.run(write)
+
+    async def prune(self, before: float) -> int:
+        def write(c: sqlite3.Connection) -> int:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                gone = c.execute("SELECT owner, id FROM conversations WHERE updated_at < ?",
+                                 (before,)).fetchall()
+                c.executemany("DELETE FROM conversation_turns WHERE owner = ? AND id = ?",
+                              gone)
+                c.executemany("DELETE FROM conversation_summaries WHERE owner = ? "
+                              "AND conversation = ?", gone)
+                c.execute("DELETE FROM conversations WHERE updated_at < ?", (before,))
+                dropped = c.execute("DELETE FROM conversation_summaries WHERE created_at < ?",
+                                    (before,)).rowcount
+            if gone or dropped:  # as for a delete: the log held them as written
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            return len(gone)
         return await self._db.run(write)
 
     async def summary(self, owner: str, prefixes: Sequence[str]) -> tuple[str, bytes] | None:

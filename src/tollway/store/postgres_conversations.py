@@ -59,6 +59,18 @@ ON CONFLICT (owner, prefix) DO UPDATE SET conversation = EXCLUDED.conversation,
     summary = EXCLUDED.summary, created_at = EXCLUDED.created_at"""
 
 
+# One statement: the conversations idle since `before`, their turns and summaries, and
+# every summary written before it. A conversation an append is extending waits for it,
+# then is re-checked (READ COMMITTED) and kept, its updated_at now recent.
+_PRUNE = """
+WITH gone AS (DELETE FROM conversations WHERE updated_at < $1 RETURNING owner, id),
+turns AS (DELETE FROM conversation_turns t USING gone
+          WHERE t.owner = gone.owner AND t.id = gone.id),
+summaries AS (DELETE FROM conversation_summaries s WHERE s.created_at < $1
+              OR (s.owner, s.conversation) IN (SELECT owner, id FROM gone))
+SELECT count(*) FROM gone"""
+
+
 def _info(r: Any) -> ConversationInfo:
     return ConversationInfo(owner=r["owner"], id=r["id"], created_at=r["created_at"],
                             updated_at=r["updated_at"], turns=r["turns"], tokens=r["tokens"],
@@ -101,6 +113,9 @@ class PostgresConversations:
             await conn.execute("DELETE FROM conversation_summaries WHERE owner = $1 "
                                "AND conversation = $2", owner, conversation)
         return bool(found)
+
+    async def prune(self, before: float) -> int:
+        return int(await self._store.pool.fetchval(_PRUNE, before))
 
     async def summary(self, owner: str, prefixes: Sequence[str]) -> tuple[str, bytes] | None:
         if not prefixes:
