@@ -1,4 +1,5 @@
-"""`tollway keys create|list|revoke|rotate` and `tollway spend`: the admin API from a shell.
+"""`tollway keys create|list|revoke|rotate`, `tollway spend` and `tollway conversations
+list|show|delete`: the admin API from a shell.
 
 They talk to a running gateway over HTTP, because the store belongs to the server
 process. `--url` defaults to TOLLWAY_URL, else http://127.0.0.1:4000; the master key
@@ -288,6 +289,26 @@ def spend(c: Client, args: argparse.Namespace) -> None:
         print(spend_table(report))
 
 
+def conversations_list(c: Client, args: argparse.Namespace) -> None:
+    q = {"limit": str(args.limit), **({"owner": args.owner} if args.owner else {})}
+    data = c.call("GET", "/admin/conversations", query=q)
+    if args.format == "json":
+        print(orjson.dumps(orjson.loads(data)["data"], option=orjson.OPT_INDENT_2).decode())
+        return
+    rows = [[v["owner"], v["id"], str(v["turns"]), str(v["tokens"]), usd(v["cost_usd"]),
+             when(v["updated_at"])] for v in orjson.loads(data)["data"]]
+    print(table(["owner", "id", "messages", "tokens", "cost", "updated"], rows, {2, 3, 4}))
+
+
+def conversation_show(c: Client, args: argparse.Namespace) -> None:
+    print_json(c.call("GET", f"/admin/conversations/{args.id}", query={"owner": args.owner}))
+
+
+def conversation_delete(c: Client, args: argparse.Namespace) -> None:
+    c.call("DELETE", f"/admin/conversations/{args.id}", query={"owner": args.owner})
+    print(f"deleted conversation {args.id} of {args.owner} (its turns and summaries)")
+
+
 Command = Callable[[Client, argparse.Namespace], None]
 
 
@@ -344,6 +365,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                     help="how long the old key keeps working (default 1 day; 0: not at all)")
     ro.add_argument("--format", choices=["text", "json"], default="text")
     ro.set_defaults(func=run(rotate))
+
+    cv = sub.add_parser("conversations", help="list, show and delete server-side "
+                        "conversations (every owner's)")
+    cs = cv.add_subparsers(dest="conversations_command", required=True)
+    cl = cs.add_parser("list", parents=[common], help="the most recently updated first")
+    cl.add_argument("--owner", help="one owner's only (a key's lineage, or lineage/user)")
+    cl.add_argument("--limit", type=int, default=100)
+    cl.add_argument("--format", choices=["table", "json"], default="table")
+    cl.set_defaults(func=run(conversations_list))
+    for name, fn, what in (("show", conversation_show, "its system prompt and turns (JSON)"),
+                           ("delete", conversation_delete, "for good, with its summaries")):
+        one = cs.add_parser(name, parents=[common], help=what)
+        one.add_argument("id")
+        one.add_argument("--owner", required=True,
+                         help="ids are unique per owner: see `conversations list`")
+        one.set_defaults(func=run(fn))
 
     s = sub.add_parser("spend", parents=[common], help="spend from the ledger, grouped")
     s.add_argument("--by", choices=SPEND_GROUPS, default="day")

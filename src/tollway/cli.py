@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tollway import admin_cli
 
-    admin_cli.add_commands(sub)  # keys create|list|revoke|rotate, spend
+    admin_cli.add_commands(sub)  # keys create|list|revoke|rotate, spend, conversations
     return p
 
 

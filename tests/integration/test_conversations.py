@@ -21,7 +21,7 @@ from tests.helpers.admin import admin, call, create_key, ledger_rows
 from tests.helpers.clients import track
 from tests.helpers.gateway import GatewayHandle, start_gateway
 from tests.helpers.sim import SimHandle
-from tollway import config
+from tollway import cli, config
 from tollway.accounting.tokens import count_messages
 from tollway.conversation.summary import HEADER as SUMMARY_HEADER
 from tollway.gateway import Gateway
@@ -406,3 +406,27 @@ async def test_idle_conversations_go_after_the_retention_period(
     finally:
         await gw.close()
         await http.close()
+
+
+async def test_the_cli_lists_shows_and_deletes_conversations(
+        mgw: GatewayHandle, fresh_sim: SimHandle, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = new_id()
+    await client(mgw, MASTER).chat.completions.create(
+        model="sim", messages=[{"role": "user", "content": "Keep this."}],
+        extra_headers={"x-tollway-conversation": cid})
+    monkeypatch.setenv("TOLLWAY_URL", mgw.url)
+    monkeypatch.setenv("TOLLWAY_MASTER_KEY", MASTER)
+
+    def tollway(*argv: str) -> str:
+        assert cli.main(list(argv)) == 0
+        return capsys.readouterr().out
+
+    listed = tollway("conversations", "list", "--owner", "master")
+    row = next(line for line in listed.splitlines() if cid in line)
+    assert row.split()[:3] == ["master", cid, "2"]
+    shown = orjson.loads(tollway("conversations", "show", cid, "--owner", "master"))
+    assert shown["messages"][0] == {"role": "user", "content": "Keep this."}
+    assert "deleted" in tollway("conversations", "delete", cid, "--owner", "master")
+    assert cli.main(["conversations", "show", cid, "--owner", "master"]) == 1
+    assert f"No conversation '{cid}' owned by 'master'" in capsys.readouterr().err
