@@ -91,6 +91,24 @@ async def test_ledger_appends_are_idempotent_and_grouped(store: Store) -> None:
     assert [s.group for s in only_last] == ["chat"]
 
 
+async def test_ledger_rows_come_in_pages(store: Store) -> None:
+    rows = [_row(i) for i in range(7)] + [_row(7, ts=1_700_000_003.0)]  # a ts tie: by id
+    await store.ledger.append(rows)
+    expected = sorted(rows, key=lambda r: (r.ts, r.id))
+    pages, after = [], None
+    while True:
+        page = await store.ledger.rows(after=after, limit=3)
+        if not page:
+            break
+        pages.append([r.id for r in page])
+        after = (page[-1].ts, page[-1].id)
+    assert [i for p in pages for i in p] == [r.id for r in expected]
+    assert [len(p) for p in pages] == [3, 3, 2]
+    within = await store.ledger.rows(since=1_700_000_002, until=1_700_000_005, limit=2)
+    assert [r.id for r in within] == [r.id for r in expected if
+                                      1_700_000_002 <= r.ts < 1_700_000_005][:2]
+
+
 async def test_keys_by_hash_and_id(store: Store) -> None:
     secret, rec = mint(time.time(), name="ci", team="t1", features=["search"])
     await store.keys.put(rec)

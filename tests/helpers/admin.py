@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -35,5 +36,12 @@ def create_key(url: str, master: str, **settings: Any) -> tuple[str, dict[str, A
 
 
 def ledger_rows(url: str, master: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = admin(url, master, "GET", "/admin/ledger")["data"]
-    return rows
+    """Every row, page after page."""
+    rows: list[dict[str, Any]] = []
+    path = "/admin/ledger?limit=10000"
+    while True:
+        page = admin(url, master, "GET", path)
+        rows += page["data"]
+        if page["next"] is None:
+            return rows
+        path = "/admin/ledger?limit=10000&" + urllib.parse.urlencode({"after": page["next"]})

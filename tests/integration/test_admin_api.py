@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
@@ -302,6 +303,32 @@ def ledger_rows(gw: GatewayHandle, rids: set[str]) -> list[dict[str, Any]]:
         if len(rows) == len(rids) or time.monotonic() > deadline:
             return rows
         time.sleep(0.02)
+
+
+async def test_the_ledger_comes_in_pages(agw: GatewayHandle, fresh_sim: SimHandle) -> None:
+    secret, _ = new_key(agw, name="pager")
+    tag = secrets.token_hex(4)
+    rids = {f"page-{tag}-{i}" for i in range(5)}
+    for rid in sorted(rids):
+        await chat(agw, secret, "page me", rid=rid)
+    ledger_rows(agw, rids)  # all recorded
+    seen: list[dict[str, Any]] = []
+    path = "/admin/ledger?limit=2"
+    while True:
+        page = admin(agw, "GET", path)
+        assert page.status == 200 and len(page.body["data"]) <= 2
+        seen += page.body["data"]
+        if page.body["next"] is None:
+            break
+        path = "/admin/ledger?limit=2&" + urllib.parse.urlencode({"after": page.body["next"]})
+    ids = [r["id"] for r in seen]
+    assert len(ids) == len(set(ids))  # no row twice
+    assert rids <= {r["request_id"] for r in seen}
+    assert [(r["ts"], r["id"]) for r in seen] == sorted((r["ts"], r["id"]) for r in seen)
+    for bad, param in (("limit=0", "limit"), ("limit=lots", "limit"),
+                       ("after=yesterday", "after")):
+        a = admin(agw, "GET", f"/admin/ledger?{bad}")
+        assert a.status == 400 and a.body["error"]["param"] == param
 
 
 async def test_spend_by_feature_matches_the_requests_made(agw: GatewayHandle,

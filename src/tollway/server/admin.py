@@ -8,7 +8,8 @@ the create/rotate answer; its hash never does.
     POST  /admin/keys               create          GET /admin/keys        list
     GET   /admin/keys/{id}          show            PATCH /admin/keys/{id} update
     POST  /admin/keys/{id}/revoke   revoke now      POST .../rotate        rotate
-    GET   /admin/spend?by=&since=&until=  (by: day)   GET /admin/ledger?since=&until=
+    GET   /admin/spend?by=&since=&until=  (by: day)
+    GET   /admin/ledger?since=&until=&limit=&after=   a page of rows; `next` for the next
     GET   /admin/conversations?owner=&limit=   every owner's (or one owner's)
     GET   /admin/conversations/{id}?owner=     read       DELETE (same)   delete
 """
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tollway.admin")
 
 MAX_BODY = 64 * 1024  # an admin body is a few hundred bytes
+LEDGER_PAGE, MAX_LEDGER_PAGE = 1000, 10_000  # rows per /admin/ledger page
 DEFAULT_GRACE_SECONDS = 86400.0
 # Every path takes every method and refuses the wrong ones itself (see the docstring).
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -345,10 +347,17 @@ class Admin:
                            "total": msgspec.to_builtins(to_pico(total(rows)))})
 
     async def ledger(self, scope: Scope, receive: Receive) -> Result:
-        since, until = window(query(scope, ("since", "until")))
+        """A page of rows in time order; `next` (when more may follow) is the `after` of
+        the next page."""
+        q = query(scope, ("since", "until", "after", "limit"))
+        since, until = window(q)
+        limit = _int_param(q.get("limit"), "limit", LEDGER_PAGE, 1, MAX_LEDGER_PAGE)
+        after = _cursor(q["after"]) if q.get("after") else None
         await self.app.gateway.ledger.flush()
-        rows = await self.app.gateway.store.ledger.rows(since, until)
-        return Result(200, {"data": msgspec.to_builtins(rows)})
+        rows = await self.app.gateway.store.ledger.rows(since, until, after=after,
+                                                         limit=limit)
+        more = f"{rows[-1].ts!r}|{rows[-1].id}" if len(rows) == limit else None
+        return Result(200, {"data": msgspec.to_builtins(rows), "next": more})
 
     async def list_conversations(self, scope: Scope, receive: Receive) -> Result:
         q = query(scope, ("owner", "limit"))
@@ -380,6 +389,25 @@ class Admin:
                                  "(GET /admin/conversations lists them with their owner)",
                                  param="owner")
         return owner, thread.check_id(scope["path_params"]["id"], "id")
+
+
+def _int_param(text: str | None, param: str, default: int, lo: int, hi: int) -> int:
+    if text is None or text == "":
+        return default
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise InvalidRequest(f"{param}: a whole number from {lo} to {hi}, got {text!r}",
+                             param=param)
+    return int(text)
+
+
+def _cursor(text: str) -> tuple[float, str]:
+    """`after`: the `next` of the previous page (`<ts>|<row id>`)."""
+    ts, _, rid = text.partition("|")
+    try:
+        return float(ts), rid
+    except ValueError:
+        raise InvalidRequest(f"after: the 'next' value of the previous page, got {text!r}",
+                             param="after") from None
 
 
 def refuse_rotation(rec: KeyRecord, now: float) -> None:

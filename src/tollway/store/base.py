@@ -100,7 +100,11 @@ class LedgerStore(Protocol):
         """Write rows; idempotent by row id (a retried batch is not counted twice)."""
         ...
 
-    async def rows(self, since: float | None = None, until: float | None = None) -> list[LedgerRow]:
+    async def rows(self, since: float | None = None, until: float | None = None, *,
+                   after: tuple[float, str] | None = None,
+                   limit: int | None = None) -> list[LedgerRow]:
+        """Rows in [since, until), ordered by (ts, id); only those after the (ts, id)
+        cursor `after`, at most `limit` of them."""
         ...
 
     async def spend(self, by: str, since: float | None = None,

@@ -338,9 +338,12 @@ class SqliteLedger:
             self._budgets.dirty.update(name for name, _ in counters)
             raise
 
-    async def rows(self, since: float | None = None,
-                   until: float | None = None) -> list[LedgerRow]:
+    async def rows(self, since: float | None = None, until: float | None = None, *,
+                   after: tuple[float, str] | None = None,
+                   limit: int | None = None) -> list[LedgerRow]:
         lo = -math.inf if since is None else since
+        if after is not None:
+            lo = max(lo, after[0])
         hi = math.inf if until is None else until
 
         def read(c: sqlite3.Connection) -> list[LedgerRow]:
@@ -348,9 +351,9 @@ class SqliteLedger:
             for (blob,) in c.execute("SELECT rows FROM ledger_batches WHERE max_ts >= ? "
                                      "AND min_ts < ?", (lo, hi)):
                 for r in _decode_batch(blob):
-                    if lo <= r.ts < hi:
+                    if lo <= r.ts < hi and (after is None or (r.ts, r.id) > after):
                         found[r.id] = r
-            return sorted(found.values(), key=lambda r: (r.ts, r.id))
+            return sorted(found.values(), key=lambda r: (r.ts, r.id))[:limit]
         return await self._db.run(read)
 
     async def spend(self, by: str, since: float | None = None,

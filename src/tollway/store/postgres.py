@@ -303,7 +303,8 @@ _VALUES = ", ".join(f"coalesce(\"{f.name}\", 'NaN')"
 _APPEND = (f"INSERT INTO ledger ({_COLS}) SELECT {_VALUES} FROM json_populate_recordset("
            "NULL::ledger, convert_from($1::bytea, 'UTF8')::json) ON CONFLICT (id) DO NOTHING")
 _encode_rows = msgspec.json.Encoder().encode
-_ROWS = f"SELECT {_COLS} FROM ledger WHERE ts >= $1 AND ts < $2 ORDER BY ts, id"
+_ROWS = (f"SELECT {_COLS} FROM ledger WHERE ts >= $1 AND ts < $2 AND (ts, id) > ($3, $4) "
+         "ORDER BY ts, id LIMIT $5")
 
 # For each spend grouping: (the key grouped on, its label), with spend_of's exact
 # semantics: empty strings count as missing, as they do for Python's `or`; the day is
@@ -355,9 +356,11 @@ class PostgresLedger:
             blob = _encode_rows([_without_nul(r) for r in rows])
         await self._store.pool.execute(_APPEND, blob)
 
-    async def rows(self, since: float | None = None,
-                   until: float | None = None) -> list[LedgerRow]:
-        found = await self._store.pool.fetch(_ROWS, *_window(since, until))
+    async def rows(self, since: float | None = None, until: float | None = None, *,
+                   after: tuple[float, str] | None = None,
+                   limit: int | None = None) -> list[LedgerRow]:
+        cursor = after if after is not None else (-math.inf, "")
+        found = await self._store.pool.fetch(_ROWS, *_window(since, until), *cursor, limit)
         return [LedgerRow(**r) for r in found]
 
     async def spend(self, by: str, since: float | None = None,
