@@ -66,6 +66,45 @@ def test_verify_reasons(a: str, b: str, reason: str | None) -> None:
     assert verify.verify(b, a) == reason
 
 
+@pytest.mark.parametrize("forms", [
+    # "apply" lost "ly" ("app"), so it never met "applies" (-> "apply") or "applied"
+    ("apply", "applies", "applied", "applying"),
+    ("use", "uses", "used", "using"),  # "using" was left whole (a length condition)
+    ("modify", "modifies", "modified", "modifying"),  # "modified" -> "modifi"
+    ("study", "studies", "studied", "studying"),
+    ("movie", "movies"), ("city", "cities"), ("family", "families"),
+    ("meaning", "meanings"), ("building", "buildings"),  # a plural of an -ing noun
+    ("agree", "agreed", "agrees"), ("die", "died", "dies", "dying"),
+    ("travel", "travelled", "travelling"), ("cancel", "cancelled", "cancels"),
+    ("control", "controlled", "controlling"), ("run", "running", "runs"),
+    ("speed", "speeds", "speeding"), ("string", "strings"),
+    ("possible", "possibly"), ("easy", "easily"), ("quick", "quickly"),
+    ("invoice", "invoices"), ("take", "taking"), ("require", "required"),
+    ("close", "closed", "closing"), ("box", "boxes"), ("program", "programming"),
+])
+def test_stem_joins_the_forms_of_a_word(forms: tuple[str, ...]) -> None:
+    assert len({verify._stem(w) for w in forms}) == 1, {w: verify._stem(w) for w in forms}
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    # The old "-ly" and "-ing" rules made these one stem: apply/app, reply/reps,
+    # supply/sups, early/ear, string/str.
+    ("apply", "app"), ("reply", "reps"), ("supply", "sups"), ("early", "ear"),
+    ("string", "str"), ("apply", "apple"), ("multiply", "multiple"), ("thing", "the"),
+    # "-ed" goes only with a vowel before it, "-eed" only after one: not bed, seed, feed
+    ("bed", "be"), ("seed", "see"), ("feed", "fee"), ("speed", "spee"),
+])
+def test_stem_keeps_different_words_apart(a: str, b: str) -> None:
+    assert verify._stem(a) != verify._stem(b)
+
+
+def test_stem_fixes_reach_the_match() -> None:
+    # Both questions have "apply"/"applies", "use"/"using": no word is one-sided.
+    a = verify.parse("What fees apply when I use a card?")
+    b = verify.parse("Which fees applies using a card?")
+    assert a.content == b.content
+
+
 def test_accept_needs_similarity_score_and_verification() -> None:
     a, b = "How do I sort a list in Python?", "What's the way to sort a list in Python?"
     ea, eb = default_embedder().embed([a, b])
@@ -94,9 +133,11 @@ def test_trap_set_wrong_hits() -> None:
              if h and not r["same"]]
     assert len(wrong) <= 0.01 * sum(not r["same"] for r in rows), wrong
     paraphrases = np.array([bool(r["same"]) for r in rows])
-    # The issue asks for 60%; at the threshold that keeps QQP precision >= 90% about
-    # 44% hit (docs/benchmarks.md). This guards against a regression.
-    assert hit[paraphrases].mean() >= 0.40
+    # The issue asks for 60%: still not met. At the threshold that keeps QQP precision
+    # >= 90% (cross-validated), 44% hit (74 of 168, after the stemmer fixes; a two-tier
+    # rule that served ~50% fell just under 90% held out: docs/benchmarks.md). This
+    # guards against a regression.
+    assert hit[paraphrases].mean() >= 0.42
 
 
 def test_qqp_sample_precision() -> None:

@@ -148,9 +148,7 @@ def _stem(w: str) -> str:
     if len(w) <= 2:
         return w
     # plurals and the third person: cities -> citi, boxes -> box, invoices -> invoice
-    if w.endswith("ies") and len(w) >= 4:
-        w = w[:-2]
-    elif w.endswith(("sses", "xes", "ches", "shes", "zes")):
+    if w.endswith(("ies", "sses", "xes", "ches", "shes", "zes")) and len(w) >= 4:
         w = w[:-2]
     elif w.endswith("s") and not w.endswith(("ss", "us", "is")) and len(w) > 3:
         w = w[:-1]
