@@ -125,6 +125,22 @@ def test_summary_planning_folds_older_turns_and_keeps_recent_ones() -> None:
     assert kept.messages == [SYSTEM, note, *lay.rest[fold.end:]]
 
 
+def test_a_fold_smaller_than_a_summary_is_not_worth_a_call() -> None:
+    """A threshold below the summary's own size must not summarise every turn."""
+    messages = conversation(random.Random(4), 12)
+    lay = history.layout(messages)
+    costs = message_costs(lay.rest)
+    pinned = sum(message_costs(lay.pinned))
+    tiny = history.resolve(HistoryConfig(policy="summarise", summarise_above=50,
+                                         keep_recent_tokens=0, summary_max_tokens=400),
+                           None, None)
+    fold = history.plan_summary(lay, costs, pinned, REPLY_PRIMING, 0, 0, tiny)
+    assert fold is not None and sum(costs[:fold.end]) >= 400
+    # The next turn adds a reply and a question: far less than a summary's 400 tokens.
+    after = history.plan_summary(lay, costs, pinned, REPLY_PRIMING, lay.starts[-1], 400, tiny)
+    assert after is None
+
+
 def test_prefix_hashes_depend_only_on_the_prefix() -> None:
     messages = conversation(random.Random(5), 10)
     longer = [*messages[:-1], Message(role="assistant", content="more"),

@@ -189,7 +189,7 @@ def plan_summary(lay: Layout, costs: list[int], pinned_cost: int, priming: int,
                  covered: int, summary_cost: int, rule: HistoryRule) -> Fold | None:
     """With a summary covering rest[:covered] (cost `summary_cost`; 0 and 0 for none),
     the units to fold into a new summary — or None when the prompt is within the
-    threshold, or nothing could be folded."""
+    threshold, or what could be folded is less than a summary's size."""
     suffix = _suffix_sums(costs)
     if pinned_cost + summary_cost + suffix[covered] + priming <= rule.summarise_above:
         return None
@@ -200,7 +200,11 @@ def plan_summary(lay: Layout, costs: list[int], pinned_cost: int, priming: int,
             break
         end = s
     end = _user_start(lay, end) if end < lay.current else end
-    return Fold(covered, end) if end > covered else None
+    # Folding fewer tokens than a summary may take saves nothing (and with a threshold
+    # set below the summary's size would summarise every turn).
+    if sum(costs[covered:end]) < rule.summary_max_tokens:
+        return None
+    return Fold(covered, end)
 
 
 def summarised(lay: Layout, costs: list[int], pinned_cost: int, priming: int,
