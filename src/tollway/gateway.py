@@ -121,7 +121,6 @@ class HistoryOutcome:
     policy: str
     tokens: int  # history sent: every message before the latest turn
     saved_tokens: int  # kept back by trimming or summarising
-    summarised: bool = False  # this request wrote a new summary
 
 
 @dataclass(slots=True)
@@ -592,20 +591,19 @@ class Gateway:
         if req.tools or "functions" in req.extra:
             defs = tokens.count_request(req, model) - tokens.REPLY_PRIMING - pinned - sum(costs)
         fixed = pinned + defs
-        wrote = False
         if rule.policy == "window":
             kept = history.window(lay, costs, fixed, rule.window_tokens, tokens.REPLY_PRIMING)
         elif rule.policy == "summarise":
-            kept, wrote = await self._summarised(route, ctx, rule, lay, costs, fixed)
+            kept = await self._summarised(route, ctx, rule, lay, costs, fixed)
         else:
             kept = history.summarised(lay, costs, fixed, tokens.REPLY_PRIMING, 0, None, 0)
         req.messages = kept.messages
         ctx.history = HistoryOutcome(rule.policy, kept.history_tokens - defs,
-                                     max(kept.full_tokens - kept.sent_tokens, 0), wrote)
+                                     max(kept.full_tokens - kept.sent_tokens, 0))
 
     async def _summarised(self, route: _Route, ctx: CallContext, rule: history.HistoryRule,
                           lay: history.Layout, costs: list[int], fixed: int
-                          ) -> tuple[history.Kept, bool]:
+                          ) -> history.Kept:
         """The history with a summary for its older turns: the stored one for the
         longest prefix, extended when the prompt has outgrown the threshold again."""
         priming, model = tokens.REPLY_PRIMING, route.deployments[0].model
@@ -627,7 +625,7 @@ class Gateway:
         cost = tokens.message_costs([note], model)[0] if note is not None else 0
         fold = history.plan_summary(lay, costs, fixed, priming, covered, cost, rule)
         if fold is None:
-            return history.summarised(lay, costs, fixed, priming, covered, note, cost), False
+            return history.summarised(lay, costs, fixed, priming, covered, note, cost)
         try:
             text = await self._summarise(ctx, alias, rule, text,
                                          lay.rest[fold.start:fold.end])
@@ -635,7 +633,7 @@ class Gateway:
             raise  # a conversation past its cap stops here: nothing more is sent
         except TollwayError as e:  # no summary this turn: the window keeps it in bounds
             log.warning("summariser failed (%s); trimming to a window instead", e.message)
-            return history.window(lay, costs, fixed, rule.summarise_above, priming), False
+            return history.window(lay, costs, fixed, rule.summarise_above, priming)
         try:
             await self.store.conversations.put_summary(
                 owner, hashes[fold.end], ctx.thread.id if ctx.thread is not None else None,
@@ -645,7 +643,7 @@ class Gateway:
             log.warning("conversation store unreachable (summaries): %s", e)
         note = summary.message(text)
         cost = tokens.message_costs([note], model)[0]
-        return history.summarised(lay, costs, fixed, priming, fold.end, note, cost), True
+        return history.summarised(lay, costs, fixed, priming, fold.end, note, cost)
 
     async def _summarise(self, ctx: CallContext, alias: str, rule: history.HistoryRule,
                          previous: str | None, turns: list[Any]) -> str:

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
+from tollway.conversation.history import PINNED
 from tollway.errors import InvalidRequest
-from tollway.store.base import StoredConversation
+from tollway.store.base import ConversationInfo, StoredConversation
 from tollway.types import CallContext, ChatRequest, Message
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
-PINNED: Final = ("system", "developer")
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Message).decode
 _decode_list = msgspec.json.Decoder(list[Message]).decode
@@ -124,7 +124,7 @@ def view(stored: StoredConversation) -> dict[str, Any]:
             "messages": [msgspec.json.decode(t) for t in stored.turns]}
 
 
-def summary_view(info: Any) -> dict[str, Any]:
+def summary_view(info: ConversationInfo) -> dict[str, Any]:
     return {"id": info.id, "object": "conversation", "created_at": info.created_at,
             "updated_at": info.updated_at, "turns": info.turns, "tokens": info.tokens,
             "cost_usd": round(info.cost_usd, 12)}
