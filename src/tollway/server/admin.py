@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl
 
 import msgspec
 from starlette.routing import Route
@@ -51,11 +50,13 @@ from tollway.server.asgi import (
     Send,
     check_json_content_type,
     json_bytes,
+    query,
     read_body,
     send_error,
     send_json,
+    whole_number,
 )
-from tollway.server.conversations import limit_of
+from tollway.server.conversations import LIST_PAGE, MAX_LIST
 
 if TYPE_CHECKING:
     from tollway.server.app import TollwayApp
@@ -195,17 +196,6 @@ def parse_time(text: str, param: str, *, end: bool = False) -> float:
         return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
     raise InvalidRequest(f"{param}: expected a date (2026-11-01), a UTC datetime "
                          f"(2026-11-01T12:00:00Z) or epoch seconds, got {text!r}", param=param)
-
-
-def query(scope: Scope, allowed: Collection[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                          keep_blank_values=True):
-        if k not in allowed:
-            raise InvalidRequest(f"{k}: unknown query parameter; expected "
-                                 f"{', '.join(allowed)}", param=k)
-        out[k] = v
-    return out
 
 
 def window(q: dict[str, str]) -> tuple[float | None, float | None]:
@@ -351,7 +341,7 @@ class Admin:
         the next page."""
         q = query(scope, ("since", "until", "after", "limit"))
         since, until = window(q)
-        limit = _int_param(q.get("limit"), "limit", LEDGER_PAGE, 1, MAX_LEDGER_PAGE)
+        limit = whole_number(q.get("limit"), "limit", LEDGER_PAGE, 1, MAX_LEDGER_PAGE)
         after = _cursor(q["after"]) if q.get("after") else None
         await self.app.gateway.ledger.flush()
         rows = await self.app.gateway.store.ledger.rows(since, until, after=after,
@@ -362,7 +352,8 @@ class Admin:
     async def list_conversations(self, scope: Scope, receive: Receive) -> Result:
         q = query(scope, ("owner", "limit"))
         found = await self.app.gateway.store.conversations.list(
-            q.get("owner") or None, limit_of(q.get("limit")))
+            q.get("owner") or None,
+            whole_number(q.get("limit"), "limit", LIST_PAGE, 1, MAX_LIST))
         return Result(200, {"object": "list", "data": [
             {**thread.summary_view(i), "owner": i.owner} for i in found]})
 
@@ -389,15 +380,6 @@ class Admin:
                                  "(GET /admin/conversations lists them with their owner)",
                                  param="owner")
         return owner, thread.check_id(scope["path_params"]["id"], "id")
-
-
-def _int_param(text: str | None, param: str, default: int, lo: int, hi: int) -> int:
-    if text is None or text == "":
-        return default
-    if not text.isdigit() or not lo <= int(text) <= hi:
-        raise InvalidRequest(f"{param}: a whole number from {lo} to {hi}, got {text!r}",
-                             param=param)
-    return int(text)
 
 
 def _cursor(text: str) -> tuple[float, str]:

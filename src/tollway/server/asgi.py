@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
-from tollway.errors import PayloadTooLarge, TollwayError, UnsupportedMediaType
+from tollway.errors import InvalidRequest, PayloadTooLarge, TollwayError, UnsupportedMediaType
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -96,6 +97,28 @@ class Edge:
 def edge(scope: Scope) -> Edge:
     e: Edge = scope["tollway.edge"]
     return e
+
+
+def query(scope: Scope, allowed: Collection[str]) -> dict[str, str]:
+    """The query string's parameters; one not in `allowed` is a 400 naming it."""
+    out: dict[str, str] = {}
+    for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                          keep_blank_values=True):
+        if k not in allowed:
+            raise InvalidRequest(f"{k}: unknown query parameter; expected "
+                                 f"{', '.join(allowed)}", param=k)
+        out[k] = v
+    return out
+
+
+def whole_number(text: str | None, param: str, default: int, lo: int, hi: int) -> int:
+    """A query parameter that is a whole number in [lo, hi]; `default` when absent."""
+    if text is None:
+        return default
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise InvalidRequest(f"{param}: a whole number from {lo} to {hi}, got {text!r}",
+                             param=param)
+    return int(text)
 
 
 def check_json_content_type(scope: Scope) -> None:

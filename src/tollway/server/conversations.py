@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
 from tollway.conversation import thread
 from tollway.errors import (
-    InvalidRequest,
     MethodNotAllowed,
     NotFound,
     TollwayError,
@@ -32,25 +30,18 @@ from tollway.server.asgi import (
     Send,
     edge,
     json_bytes,
+    query,
     send_error,
     send_json,
+    whole_number,
 )
 from tollway.types import CallContext
 
 if TYPE_CHECKING:
     from tollway.server.app import TollwayApp
 
-MAX_LIST = 1000
+LIST_PAGE, MAX_LIST = 100, 1000  # conversations per listing
 log = logging.getLogger("tollway")
-
-
-def limit_of(text: str | None) -> int:
-    if text is None:
-        return 100
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST:
-        raise InvalidRequest(f"limit: a whole number from 1 to {MAX_LIST}, got {text!r}",
-                             param="limit")
-    return int(text)
 
 
 class ConversationsEndpoint:
@@ -76,13 +67,9 @@ class ConversationsEndpoint:
             body: dict[str, Any]
             store = gateway.store.conversations
             if not self.one:
-                q = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                               keep_blank_values=True))
-                unknown = set(q) - {"limit"}
-                if unknown:
-                    raise InvalidRequest(f"{unknown.pop()}: unknown query parameter; expected "
-                                         "limit", param="limit")
-                found = await store.list(owner, limit_of(q.get("limit")))
+                limit = whole_number(query(scope, ("limit",)).get("limit"), "limit",
+                                     LIST_PAGE, 1, MAX_LIST)
+                found = await store.list(owner, limit)
                 body = {"object": "list", "data": [thread.summary_view(i) for i in found]}
             else:
                 cid = thread.check_id(scope["path_params"]["id"], "id")
