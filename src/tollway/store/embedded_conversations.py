@@ -145,13 +145,15 @@ class EmbeddedConversations:
         return await self._db.run(write)
 
     async def summary(self, owner: str, prefixes: Sequence[str]) -> tuple[str, bytes] | None:
-        def read(c: sqlite3.Connection) -> tuple[str, bytes] | None:
-            for prefix in prefixes:  # each an index lookup, and the first found wins
-                row = c.execute("SELECT summary FROM conversation_summaries "
-                                "WHERE owner = ? AND prefix = ?", (owner, prefix)).fetchone()
-                if row is not None:
-                    return prefix, row[0]
+        if not prefixes:
             return None
+        marks = ",".join("?" * len(prefixes))
+
+        def read(c: sqlite3.Connection) -> tuple[str, bytes] | None:
+            found = dict(c.execute(f"SELECT prefix, summary FROM conversation_summaries "
+                                   f"WHERE owner = ? AND prefix IN ({marks})",
+                                   (owner, *prefixes)))
+            return next(((p, found[p]) for p in prefixes if p in found), None)
         return await self._db.run(read)
 
     async def put_summary(self, owner: str, prefix: str, conversation: str | None,
