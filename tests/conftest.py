@@ -43,6 +43,14 @@ def gateway_config(sim_url: str) -> dict[str, object]:
     }
 
 
+def cache_config(sim_url: str, **cache: object) -> dict[str, object]:
+    """The test gateway with the response cache on (and sim-model priced, so hits save)."""
+    cfg = gateway_config(sim_url)
+    cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
+    cfg["cache"] = {"enabled": True, **cache}
+    return cfg
+
+
 @pytest.fixture(autouse=True)
 async def _close_sdk_clients() -> AsyncIterator[None]:
     """Close the SDK clients a test made with `helpers.clients.track`."""

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import gateway_config
+from tests.conftest import cache_config
 from tests.helpers.admin import create_key, ledger_rows
 from tests.helpers.clients import openai_client
 from tests.helpers.gateway import GatewayHandle, start_gateway
@@ -22,16 +22,9 @@ from tests.helpers.sim import SimHandle
 MASTER = "master-" + os.urandom(8).hex()
 
 
-def cache_config(sim: SimHandle, **cache: Any) -> dict[str, Any]:
-    cfg = gateway_config(sim.url)
-    cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
-    cfg["cache"] = {"enabled": True, **cache}
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def gw_cache(sim: SimHandle) -> Iterator[GatewayHandle]:
-    handle = start_gateway(cache_config(sim), env={"TOLLWAY_MASTER_KEY": MASTER})
+    handle = start_gateway(cache_config(sim.url), env={"TOLLWAY_MASTER_KEY": MASTER})
     try:
         yield handle
     finally:
@@ -177,7 +170,7 @@ async def test_tenants_never_share_an_entry(gw_cache: GatewayHandle,
 
 async def test_the_cache_survives_a_restart(sim: SimHandle, fresh_sim: SimHandle,
                                             tmp_path: Any) -> None:
-    cfg = cache_config(sim)
+    cfg = cache_config(sim.url)
     cfg["store"] = {"path": str(tmp_path / "store")}
     msgs = unique("Remember me")
     first = start_gateway(cfg)
@@ -214,7 +207,7 @@ async def black_hole() -> AsyncIterator[int]:
 
 async def test_a_dead_cache_store_fails_open(sim: SimHandle, fresh_sim: SimHandle) -> None:
     async with black_hole() as port:
-        cfg = cache_config(sim, redis_url=f"redis://127.0.0.1:{port}/0", timeout_ms=30)
+        cfg = cache_config(sim.url, redis_url=f"redis://127.0.0.1:{port}/0", timeout_ms=30)
         handle = start_gateway(cfg)
         try:
             c = client(handle)

@@ -13,7 +13,7 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import gateway_config
+from tests.conftest import cache_config
 from tests.helpers.admin import create_key
 from tests.helpers.clients import openai_client
 from tests.helpers.gateway import GatewayHandle, start_gateway
@@ -25,10 +25,7 @@ REDIS_DB = "redis://127.0.0.1:6379/8"  # a database of its own, flushed around t
 
 
 def semantic_config(sim: SimHandle) -> dict[str, Any]:
-    cfg = gateway_config(sim.url)
-    cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
-    cfg["cache"] = {"enabled": True, "semantic": {"enabled": True}}
-    return cfg
+    return cache_config(sim.url, semantic={"enabled": True})
 
 
 @pytest.fixture(scope="module")

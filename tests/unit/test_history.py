@@ -37,10 +37,14 @@ def conversation(rng: random.Random, turns: int) -> list[Message]:
     return out
 
 
-def apply_window(messages: list[Message], budget: int) -> history.Kept:
+def weighed(messages: list[Message]) -> tuple[history.Layout, list[int], int]:
+    """A history's layout, its turns' token costs and the pinned messages' cost."""
     lay = history.layout(messages)
-    costs = message_costs(lay.rest)
-    pinned = sum(message_costs(lay.pinned))
+    return lay, message_costs(lay.rest), sum(message_costs(lay.pinned))
+
+
+def apply_window(messages: list[Message], budget: int) -> history.Kept:
+    lay, costs, pinned = weighed(messages)
     return history.window(lay, costs, pinned, budget, REPLY_PRIMING)
 
 
@@ -109,9 +113,7 @@ def test_a_history_without_a_user_message_keeps_its_last_unit() -> None:
 
 def test_summary_planning_folds_older_turns_and_keeps_recent_ones() -> None:
     messages = conversation(random.Random(3), 30)
-    lay = history.layout(messages)
-    costs = message_costs(lay.rest)
-    pinned = sum(message_costs(lay.pinned))
+    lay, costs, pinned = weighed(messages)
     rule = history.resolve(HistoryConfig(policy="summarise", summarise_above=1500,
                                          keep_recent_tokens=600), None, None)
     fold = history.plan_summary(lay, costs, pinned, REPLY_PRIMING, 0, 0, rule)
@@ -128,9 +130,7 @@ def test_summary_planning_folds_older_turns_and_keeps_recent_ones() -> None:
 def test_a_fold_smaller_than_a_summary_is_not_worth_a_call() -> None:
     """A threshold below the summary's own size must not summarise every turn."""
     messages = conversation(random.Random(4), 12)
-    lay = history.layout(messages)
-    costs = message_costs(lay.rest)
-    pinned = sum(message_costs(lay.pinned))
+    lay, costs, pinned = weighed(messages)
     tiny = history.resolve(HistoryConfig(policy="summarise", summarise_above=50,
                                          keep_recent_tokens=0, summary_max_tokens=400),
                            None, None)
