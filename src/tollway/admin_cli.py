@@ -25,10 +25,10 @@ from urllib.parse import urlencode
 import msgspec
 import orjson
 
-from tollway.accounting.ledger import SPEND_GROUPS, SpendRow
+from tollway.accounting.rows import SPEND_GROUPS, SpendRow
 from tollway.config import Budget, check_budget
 from tollway.errors import ConfigError
-from tollway.policy.keys import KeyState
+from tollway.keys import KeyState
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -9,15 +9,11 @@ before we learn about them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgspec
-
-if TYPE_CHECKING:
-    from tollway.policy.keys import KeyRecord
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -189,46 +185,17 @@ class Deployment:
 
 
 @dataclass(slots=True)
-class CallContext:
-    """One call's record: who is calling (filled at the edge and by authentication),
-    what the gateway decided, and what happened; the ledger row is written from it."""
+class Answer:
+    """What one deployment answered: a full reply or a stream, never both."""
 
-    request_id: str
-    # The end user: x-tollway-user, else the request's `user`, else the key's owner.
-    user: str | None = None
-    tier_header: str | None = None  # x-tollway-tier
-    api_key: str | None = None  # the presented secret; cleared as soon as it is checked
-    feature: str | None = None  # x-tollway-feature, else the key's first feature tag
-    conversation: str | None = None  # x-tollway-conversation-id (a label), or a stored one
-    stored_conversation: str | None = None  # x-tollway-conversation: kept server-side
-    history_ask: Any = None  # x-tollway-history* (conversation.history.HistoryAsk)
-    ip: str | None = None  # the client's address (rate limits for callers without a key)
-    started: float = field(default_factory=time.time)  # epoch seconds, for the ledger
-    t0: float = field(default_factory=time.perf_counter)
-    # Set by authentication.
-    key: KeyRecord | None = None
-    master: bool = False
-    team: str | None = None
-    # Set by the gateway as it decides.
-    model_asked: str | None = None
-    stream: bool = False
-    alias: str = ""
-    tier: str | None = None
-    downgraded_from: str | None = None  # the tier asked for, when downgraded
-    downgrade_reason: str | None = None  # "short_input" | "budget"
-    max_tokens_clamped: str | None = None  # why: "cap" | "tier" | "cost_ceiling"
-    deployment: Deployment | None = None  # being called, or answered
-    retries: int = 0
-    fallback_from: str | None = None
-    first_byte: float | None = None  # perf_counter when the first upstream bytes came
-    hold: Any = None  # the budget hold to settle (gateway.Hold)
-    ticket: Any = None  # the rate-limit entry to settle (policy.limits.Ticket)
-    remaining_usd: float | None = None  # after this request's reservation
-    cache_ask: Any = None  # the request's cache controls (cache.controls.CacheAsk)
-    cache: str | None = None  # hit | semantic-hit | miss | bypass, when the cache applies
-    guards: Any = None  # what the guards did (guards.policy.GuardRecord)
-    spent: Any = None  # settlements of attempts that were discarded (schema retries)
-    thread: Any = None  # a server-side conversation (conversation.thread.Thread)
-    history: Any = None  # what the history policy did (gateway.HistoryOutcome)
-    internal: str | None = None  # a call the gateway makes itself ("summary")
-    finished: bool = False
+    deployment: Deployment
+    reply: Reply | None = None
+    stream: ReplyStream | None = None
+    # A finished stream as one chat.completion, assembled once for whoever needs it
+    # (the schema check, the output PII log, the cache, the conversation store):
+    # `wire.sse.body_of`.
+    assembled: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> str:
+        return self.deployment.model

@@ -15,8 +15,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from tollway.accounting.ledger import SPEND_GROUPS, LedgerRow, SpendRow, spend_of
-from tollway.policy.keys import mint
+from tollway.accounting.rows import SPEND_GROUPS, LedgerRow, SpendRow, spend_of
+from tollway.keys import mint
 from tollway.store import postgres as pgmod
 from tollway.store.postgres import (
     LEDGER_COLUMNS,

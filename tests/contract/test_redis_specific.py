@@ -16,7 +16,7 @@ from redis.crc import key_slot
 
 from tests.contract.conftest import REDIS_URL, drop_prefix, new_prefix, open_redis
 from tollway.store.base import Claim
-from tollway.store.embedded import MemoryBudgets, MemoryLimits
+from tollway.store.memory import MemoryBudgets, MemoryLimits
 from tollway.store.redis import RedisStore, counter_ttl
 
 Opener = Callable[..., Awaitable[RedisStore]]

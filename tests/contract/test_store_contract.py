@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tollway.accounting.ledger import LedgerRow
-from tollway.policy.keys import mint
+from tollway.accounting.rows import LedgerRow
+from tollway.keys import mint
 from tollway.store.base import Claim, Store
 
 

@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import gateway_config
 from tests.helpers.gateway import GatewayHandle, free_port, start_gateway
 from tests.helpers.sim import SimHandle
-from tollway.policy.keys import hash_secret
+from tollway.keys import hash_secret
 
 MASTER = "master-" + secrets.token_hex(16)
 PRICE_IN, PRICE_OUT = 1.0, 2.0  # USD per 1M tokens of sim-model

@@ -14,16 +14,17 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.helpers.sim import SimHandle, start_simulator
 from tollway.errors import InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout
-from tollway.providers import http
 from tollway.providers.anthropic import AnthropicProvider
-from tollway.providers.http import iter_chunks
+from tollway.providers.http import Transport
 from tollway.types import ChatRequest, Chunk, ChunkStream, Deployment, ReplyStream
 from tollway.wire.anthropic import reply_to_anthropic, stream_to_anthropic
 from tollway.wire.openai import parse_chat_request
+from tollway.wire.sse import iter_chunks
 
 KEY = "sk-ant-test"
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-provider = AnthropicProvider()
+transport = Transport()
+provider = AnthropicProvider(transport)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ async def sim(upstream: SimHandle) -> AsyncIterator[SimHandle]:
     upstream.reset()
     upstream.config(ttft_ms=0, token_ms=0, output_tokens=12, require_key=KEY)
     yield upstream
-    await http.close()  # each test leaves no pooled connections behind
+    await transport.close()  # each test leaves no pooled connections behind
 
 
 async def until(sim: SimHandle, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from aiohttp import web
 from tests.helpers.gateway import free_port
 from tests.helpers.sim import SimHandle
 from tollway import config
+from tollway.accounting.settlement import Answered, Failed
 from tollway.accounting.tokens import count_request
 from tollway.errors import BudgetExceeded
 from tollway.gateway import Gateway
-from tollway.providers import http
-from tollway.types import CallContext
+from tollway.gateway.call import Call
+from tollway.policy.auth import Caller
 from tollway.wire.openai import parse_chat_request
 
 MAX_TOKENS = 50
@@ -59,13 +60,13 @@ def make_gateway(sim: SimHandle, tmp_path: Path, clock: Clock,
 async def call(gw: Gateway, user: str = "alice") -> bool:
     """One request through the library path; True if it was admitted."""
     req = parse_chat_request(BODY)
-    ctx = CallContext(request_id="r-" + os.urandom(4).hex(), user=user)
+    c = Call("r-" + os.urandom(4).hex(), caller=Caller(user=user))
     try:
-        answer = await gw.chat(req, ctx)
+        answer = await gw.chat(c, req)
     except BudgetExceeded as e:
-        await gw.finish(ctx, req, None, e)
+        await gw.finish(c, Failed(e))
         return False
-    await gw.finish(ctx, req, answer, settlement=gw.settle(answer))
+    await gw.finish(c, Answered(answer))
     return True
 
 
@@ -75,7 +76,6 @@ async def closing() -> AsyncIterator[list[Gateway]]:
     yield made
     for gw in made:
         await gw.close()
-    await http.close()
 
 
 @pytest.mark.parametrize(("period", "before", "after"), [

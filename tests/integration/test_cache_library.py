@@ -12,10 +12,10 @@ import pytest
 
 from tests.helpers.sim import SimHandle
 from tollway import config
+from tollway.accounting.settlement import Answered
 from tollway.cache.controls import CacheAsk
 from tollway.gateway import Gateway
-from tollway.providers import http
-from tollway.types import CallContext
+from tollway.gateway.call import Asks, Call
 from tollway.wire.openai import parse_chat_request
 
 
@@ -42,19 +42,18 @@ async def gw(sim: SimHandle, tmp_path: Path) -> AsyncIterator[tuple[Gateway, Clo
         yield gateway, clock
     finally:
         await gateway.close()
-        await http.close()
 
 
 async def call(gw: Gateway, question: str, ask: CacheAsk | None = None) -> str | None:
     """One request; what the cache did with it (the write behind a miss finished)."""
     req = parse_chat_request(orjson.dumps({"model": "sim", "max_tokens": 10, "messages": [
         {"role": "user", "content": question}]}))
-    ctx = CallContext(request_id="r-" + os.urandom(4).hex(), cache_ask=ask)
-    answer = await gw.chat(req, ctx)
-    await gw.finish(ctx, req, answer, settlement=gw.settle(answer))
+    c = Call("r-" + os.urandom(4).hex(), asks=Asks(cache=ask))
+    answer = await gw.chat(c, req)
+    await gw.finish(c, Answered(answer))
     assert gw.cache is not None
     await gw.cache.drain()
-    return ctx.cache
+    return c.cache.status if c.cache is not None else None
 
 
 async def test_entries_expire_on_the_gateways_clock(gw: tuple[Gateway, Clock],

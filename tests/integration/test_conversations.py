@@ -22,11 +22,12 @@ from tests.helpers.clients import track
 from tests.helpers.gateway import GatewayHandle, start_gateway
 from tests.helpers.sim import SimHandle
 from tollway import cli, config
+from tollway.accounting.settlement import Answered
 from tollway.accounting.tokens import count_messages
 from tollway.conversation.summary import HEADER as SUMMARY_HEADER
 from tollway.gateway import Gateway
-from tollway.providers import http
-from tollway.types import CallContext, Message
+from tollway.gateway.call import Asks, Call
+from tollway.types import Message
 from tollway.wire.openai import parse_chat_request
 
 MASTER = "master-" + os.urandom(12).hex()
@@ -389,9 +390,9 @@ async def test_idle_conversations_go_after_the_retention_period(
     async def turn(cid: str, text: str) -> None:
         req = parse_chat_request(orjson.dumps({"model": "sim", "max_tokens": 5, "messages": [
             {"role": "user", "content": text}]}))
-        ctx = CallContext(request_id="r-" + os.urandom(4).hex(), stored_conversation=cid)
-        answer = await gw.chat(req, ctx)
-        await gw.finish(ctx, req, answer, settlement=gw.settle(answer))
+        c = Call("r-" + os.urandom(4).hex(), asks=Asks(stored_conversation=cid))
+        answer = await gw.chat(c, req)
+        await gw.finish(c, Answered(answer))
 
     try:
         await turn("idle", "Remember my locker code 7731.")
@@ -405,7 +406,6 @@ async def test_idle_conversations_go_after_the_retention_period(
         assert busy is not None and len(busy.turns) == 4
     finally:
         await gw.close()
-        await http.close()
 
 
 async def test_the_cli_lists_shows_and_deletes_conversations(

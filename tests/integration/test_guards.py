@@ -21,6 +21,7 @@ from tests.helpers.admin import ledger_rows
 from tests.helpers.clients import openai_client, track
 from tests.helpers.gateway import GatewayHandle, start_gateway
 from tests.helpers.sim import SimHandle
+from tollway.accounting.prices import format_usd
 
 MASTER = "master-" + os.urandom(8).hex()
 SECRETS = {
@@ -150,8 +151,12 @@ async def test_output_that_breaks_the_schema_is_retried(gw_guards: GatewayHandle
     row = next(r for r in ledger_rows(gw_guards.url, MASTER)
                if r["request_id"] == raw.headers["x-request-id"])
     assert "schema:retried:1" in row["guards"]
-    # Both attempts are billed: the discarded one's tokens are in the row.
-    assert row["output_tokens"] > int(raw.headers["x-tollway-output-tokens"])
+    # Both attempts are billed: the discarded one's tokens are in the row, beyond the
+    # usage of the answer delivered; the reply's cost headers are that same one figure.
+    delivered = raw.parse().usage
+    assert delivered is not None and row["output_tokens"] > delivered.completion_tokens
+    assert row["output_tokens"] == int(raw.headers["x-tollway-output-tokens"])
+    assert raw.headers["x-tollway-cost-usd"] == format_usd(row["cost_usd"]) != "0"
 
     # Streamed: read whole, checked, then replayed; only valid JSON reaches the client.
     fresh_sim.config(next_faults=["bad_json"])

@@ -25,8 +25,8 @@ from tests.helpers.sim import SimHandle, start_simulator
 from tollway.accounting.tokens import count_request, count_text
 from tollway.config import PacingConfig
 from tollway.errors import RateLimited, Unavailable
-from tollway.providers import http
 from tollway.providers.anthropic import AnthropicProvider
+from tollway.providers.http import Transport
 from tollway.providers.openai import OpenAIProvider
 from tollway.routing.pacing import Pacer
 from tollway.simulate.server import SIMULATOR, add_cli_args, config_from_args, start
@@ -733,7 +733,9 @@ async def stream_ratelimit(provider: OpenAIProvider | AnthropicProvider, req: Ch
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 async def test_providers_report_ratelimit_headers(sim: SimHandle, kind: str) -> None:
     sim.config(rpm_limit=2, tpm_limit=100_000)
-    provider = {"openai": OpenAIProvider(), "anthropic": AnthropicProvider()}[kind]
+    transport = Transport()
+    provider = (OpenAIProvider(transport) if kind == "openai"
+                else AnthropicProvider(transport))
     prefix = "x-ratelimit-" if kind == "openai" else "anthropic-ratelimit-"
     requests_left = ("x-ratelimit-remaining-requests" if kind == "openai"
                      else "anthropic-ratelimit-requests-remaining")
@@ -761,4 +763,4 @@ async def test_providers_report_ratelimit_headers(sim: SimHandle, kind: str) -> 
         assert e.value.upstream_headers[requests_left] == "0"
         assert all(k.startswith(prefix) for k in e.value.upstream_headers)
     finally:
-        await http.close()
+        await transport.close()

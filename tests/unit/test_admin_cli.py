@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers.gateway import free_port
 from tollway import admin_cli
-from tollway.accounting.ledger import SpendRow
+from tollway.accounting.rows import SpendRow
 from tollway.admin_cli import KeyView, SpendReport, parse_budget, parse_duration, usd
 from tollway.config import Budget
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tollway.accounting.ledger import LedgerRow
+from tollway.accounting.rows import LedgerRow
 from tollway.store.base import Claim
 from tollway.store.embedded import EmbeddedStore
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tollway.accounting.ledger import Ledger, LedgerRow, SpendRow
+from tollway.accounting.rows import LedgerRow, SpendRow
 from tollway.config import LedgerConfig
+from tollway.store.ledger_writer import Ledger
 
 
 class FlakyLedgerStore:

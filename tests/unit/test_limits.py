@@ -12,10 +12,10 @@ import pytest
 
 from tollway.config import RateLimit, RateLimitsConfig
 from tollway.errors import RateLimited
+from tollway.keys import KeyRecord
 from tollway.policy import limits
-from tollway.policy.keys import KeyRecord
 from tollway.store.base import Claim, Reservation
-from tollway.store.embedded import MemoryLimits
+from tollway.store.memory import MemoryLimits
 
 
 def key(kid: str = "key_ab12", lineage: str | None = None, **kw: object) -> KeyRecord:

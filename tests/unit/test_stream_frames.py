@@ -4,9 +4,9 @@ import orjson
 import pytest
 
 from tollway.errors import UpstreamError
-from tollway.providers.http import split_events
 from tollway.providers.openai import _look
 from tollway.types import Deployment, ReplyStream, Usage
+from tollway.wire.sse import split_events
 
 DEP = Deployment(provider="openai", model="m")
 

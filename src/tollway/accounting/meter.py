@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from tollway.accounting.tokens import count_text
-from tollway.providers.http import split_events
 from tollway.types import FrameStream, ReplyStream, Usage
+from tollway.wire.sse import split_events
 
 
 def output_tokens_of(data: bytes, model: str) -> int:
@@ -82,3 +82,10 @@ class StreamMeter:
             out.append(b"data: " + orjson.dumps({**base, "choices": [],
                                                  "usage": usage.to_openai()}) + b"\n\n")
         return b"".join(out)
+
+
+def received_output_tokens(received: list[bytes], model: str) -> int:
+    """Tokens of generated text in what a stream forwarded (billing one that ended
+    without usage: the client left, the stream broke)."""
+    events, _ = split_events(b"".join(received))
+    return sum(output_tokens_of(data, model) for _, data in events)

@@ -430,3 +430,27 @@ async def count_request_async(req: ChatRequest, model: str) -> int:
     if _new_chars(req, _counter(model)) > _THREAD_MIN_CHARS:
         return await asyncio.to_thread(count_request, req, model)
     return count_request(req, model)
+
+
+class InputCount:
+    """A request's input tokens, counted once per tokenizer and only when something
+    needs them (a limit, a budget, pacing, or billing a stream that reported no usage):
+    a downgrade to a model with the same encoding reuses the count. The request's
+    messages are final by the first count (history shaping comes before)."""
+
+    __slots__ = ("_by_encoding", "req")
+
+    def __init__(self, req: ChatRequest) -> None:
+        self.req = req
+        self._by_encoding: dict[str, int] = {}
+
+    async def of(self, model: str) -> int:
+        name = encoding_name_for(model)
+        n = self._by_encoding.get(name)
+        if n is None:
+            n = self._by_encoding[name] = await count_request_async(self.req, model)
+        return n
+
+    def known(self, model: str) -> int | None:
+        """The count for `model`'s encoding, if it was made."""
+        return self._by_encoding.get(encoding_name_for(model))

@@ -20,13 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tollway.accounting.settlement import Answered, Outcome, Release, Settlement
 from tollway.cache import entry as entries
 from tollway.cache.controls import AliasCache, CacheAsk, bypass_reason, for_alias
 from tollway.cache.entry import CachedAnswer
 from tollway.cache.keys import Keys, keys_of
 from tollway.config import Config
+from tollway.policy.auth import Caller
 from tollway.store.base import CacheStore
-from tollway.types import CallContext, ChatRequest
+from tollway.types import ChatRequest
+from tollway.wire.sse import body_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -98,12 +101,12 @@ class ResponseCache:
         if self._embedder is not None:
             self._embedder.shutdown()
 
-    async def lookup(self, req: ChatRequest, alias: str, ctx: CallContext,
+    async def lookup(self, req: ChatRequest, alias: str, caller: Caller,
                      ask: CacheAsk | None) -> Lookup:
         settings = self._settings[alias]
         if bypass_reason(req, self.config, ask) is not None:
             return Lookup("bypass")
-        keys = keys_of(req, alias, self._tenant(ctx), ask.namespace if ask else "",
+        keys = keys_of(req, alias, self._tenant(caller), ask.namespace if ask else "",
                        self.config.version)
         look = Lookup("miss", keys, settings, ask)
         if ask is not None and not ask.read:
@@ -122,6 +125,22 @@ class ResponseCache:
                 self._on_error()
                 log.exception("semantic cache lookup failed")
         return look
+
+    def filler(self, look: Lookup) -> Release:
+        """Keep the answer a miss led to, once the caller has received it whole (not
+        cut, not failed, not abandoned)."""
+
+        async def fill(outcome: Outcome, s: Settlement) -> None:
+            if not isinstance(outcome, Answered) or s.cut:
+                return
+            answer = outcome.answer
+            body = body_of(answer)
+            if body is not None:
+                await self.remember(look, CachedAnswer(
+                    model=answer.model, provider=answer.deployment.provider, body=body,
+                    usage=s.usage, cost_usd=s.usd, expires_at=0.0))
+
+        return fill
 
     async def remember(self, look: Lookup, answer: CachedAnswer) -> None:
         """Store an answer the caller received in full. Called after the reply was sent;
@@ -210,16 +229,16 @@ class ResponseCache:
         finally:
             self._syncing.discard(name)
 
-    def _tenant(self, ctx: CallContext) -> str:
+    def _tenant(self, caller: Caller) -> str:
         scope = self.config.scope
         if scope == "global":
             return "global"
-        owner = (f"key:{ctx.key.lineage}" if ctx.key is not None
-                 else "master" if ctx.master else "open")
-        if scope == "team" and ctx.team:
-            return f"team:{ctx.team}"
+        owner = (f"key:{caller.key.lineage}" if caller.key is not None
+                 else "master" if caller.master else "open")
+        if scope == "team" and caller.team:
+            return f"team:{caller.team}"
         if scope == "user":
-            return f"{owner}/user:{ctx.user or ''}"
+            return f"{owner}/user:{caller.user or ''}"
         return owner
 
     async def _call(self, op: Awaitable[T]) -> T | None:

@@ -24,7 +24,7 @@ import msgspec
 from tollway.conversation.history import PINNED
 from tollway.errors import InvalidRequest
 from tollway.store.base import ConversationInfo, StoredConversation
-from tollway.types import CallContext, ChatRequest, Message
+from tollway.types import ChatRequest, Message
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 _encode = msgspec.json.Encoder().encode
@@ -43,15 +43,6 @@ class Thread:
     stored: int = 0  # turns there were before this request
     extra_tokens: int = 0  # spent on its behalf (the summariser), added to its totals
     extra_usd: float = 0.0
-
-
-def owner_of(ctx: CallContext) -> str:
-    """A key's lineage (or the master key, or `open` with no auth), and the end user
-    when one is named."""
-    base = (ctx.key.lineage if ctx.key is not None
-            else "master" if ctx.master else "open")
-    # (PostgreSQL text cannot hold NUL; a caller-supplied user name might.)
-    return f"{base}/{ctx.user.replace(chr(0), '?')}" if ctx.user else base
 
 
 def check_id(value: Any, param: str) -> str:

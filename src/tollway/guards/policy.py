@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from tollway.config import GuardModes, GuardsConfig
+from tollway.config import Config, GuardModes, GuardsConfig
 from tollway.errors import TollwayError
 from tollway.guards import injection, pii
 from tollway.guards.validate import InputLimits
+from tollway.keys import KeyRecord
 from tollway.types import ChatRequest
 
 MEMO_ENTRIES: Final = 4096
@@ -69,6 +70,22 @@ def resolve(cfg: GuardsConfig, *overrides: GuardModes | None) -> GuardPolicy:
         **({"allowed_content_types": frozenset(i.allowed_content_types)}
            if i.allowed_content_types is not None else {}))
     return GuardPolicy(limits, pii_mode, out, restore, inj, threshold, cfg.schema_retries)
+
+
+class Policies:
+    """Each alias's policy, resolved once; a key with its own guards resolves per
+    request."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config.guards
+        self._aliases = {alias: mc.guards for alias, mc in config.models.items()}
+        self._policies = {alias: resolve(config.guards, mc.guards)
+                          for alias, mc in config.models.items()}
+
+    def of(self, alias: str, key: KeyRecord | None) -> GuardPolicy:
+        if key is None or key.guards is None:
+            return self._policies[alias]
+        return resolve(self.config, self._aliases[alias], key.guards)
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ import msgspec
 from tollway.accounting.prices import format_usd
 from tollway.config import AlertsConfig
 from tollway.policy.budget import Applied, window
-from tollway.providers import http
+from tollway.providers.http import Transport
 from tollway.store.base import Store
 
 log = logging.getLogger("tollway.alerts")
@@ -41,9 +41,10 @@ class Alert(msgspec.Struct, kw_only=True):
 
 
 class Alerts:
-    def __init__(self, cfg: AlertsConfig, store: Store) -> None:
+    def __init__(self, cfg: AlertsConfig, store: Store, transport: Transport) -> None:
         self.cfg = cfg
         self.store = store
+        self.transport = transport  # the gateway's: webhooks share its connection pool
         self.fired: list[Alert] = []  # this process's, newest last (bounded)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -112,7 +113,7 @@ class Alerts:
         delay = 0.5
         for attempt in range(1, self.cfg.webhook_attempts + 1):
             try:
-                async with http.session().post(
+                async with self.transport.session().post(
                         url, data=body, headers={"content-type": "application/json"},
                         timeout=aiohttp.ClientTimeout(total=10)) as r:
                     if r.status < 300:

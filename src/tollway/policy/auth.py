@@ -11,22 +11,46 @@ only a key's id or hint ever reaches an error, a log line or the ledger.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tollway.config import AuthConfig
 from tollway.errors import Forbidden, Unauthorized
-from tollway.policy.keys import PREFIX, KeyRecord, hash_secret, hint
+from tollway.keys import PREFIX, KeyRecord, hash_secret, hint
 from tollway.store.base import KeyStore
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """Who is calling. Fixed once the key is checked, except the end user, which is
+    settled once the body is read (`with_user`)."""
+
     key: KeyRecord | None = None
     master: bool = False
+    team: str | None = None  # the key's team
+    user: str | None = None  # x-tollway-user; then the body's `user`; then the key's owner
+    feature: str | None = None  # x-tollway-feature, else the key's first feature tag
+    ip: str | None = None  # the client's address (limits callers without a key)
 
+    @property
+    def lineage(self) -> str:
+        """Whose spend and conversations: a key's lineage (it survives rotation), the
+        master key, or `open` with no auth."""
+        return self.key.lineage if self.key is not None else "master" if self.master else "open"
 
-ANONYMOUS = Caller()
-MASTER = Caller(master=True)
+    @property
+    def owner(self) -> str:
+        """Who owns the conversations this caller makes: the lineage, and the end user
+        when one is named (one owner never reads or extends another's)."""
+        # (PostgreSQL text cannot hold NUL; a caller-supplied user name might.)
+        return f"{self.lineage}/{self.user.replace(chr(0), '?')}" if self.user else self.lineage
+
+    def with_user(self, body_user: str | None) -> Caller:
+        """The end user once the body is read: the header's, else the body's `user`,
+        else the key's owner."""
+        if self.user is not None:
+            return self
+        user = body_user or (self.key.user if self.key is not None else None)
+        return self if user is None else replace(self, user=user)
 
 
 def keys_required(cfg: AuthConfig) -> bool:
@@ -38,13 +62,15 @@ def is_master(secret: str | None, cfg: AuthConfig) -> bool:
     return bool(secret and master and hmac.compare_digest(secret.encode(), master.encode()))
 
 
-async def authenticate(secret: str | None, keys: KeyStore, cfg: AuthConfig,
-                       now: float) -> Caller:
+async def authenticate(secret: str | None, keys: KeyStore, cfg: AuthConfig, now: float,
+                       edge: Caller) -> Caller:
+    """`edge` (what the request says of itself: user, feature, address) with the key
+    checked; raises Unauthorized."""
     if is_master(secret, cfg):
-        return MASTER
+        return replace(edge, master=True)
     if secret is None or not secret.startswith(PREFIX):
         if not keys_required(cfg):
-            return ANONYMOUS
+            return edge
         if secret is None:
             raise Unauthorized("Missing API key: send your Tollway key as "
                                "'Authorization: Bearer tw-…' or in the 'x-api-key' header.")
@@ -56,7 +82,8 @@ async def authenticate(secret: str | None, keys: KeyStore, cfg: AuthConfig,
     why = rec.refusal(now)
     if why is not None:
         raise Unauthorized(f"API key {rec.hint} ({rec.id}) {why}.", code="key_refused")
-    return Caller(key=rec)
+    feature = edge.feature or (rec.features[0] if rec.features else None)
+    return replace(edge, key=rec, team=rec.team, feature=feature)
 
 
 def check_model(key: KeyRecord | None, asked: str, alias: str) -> None:

@@ -66,6 +66,11 @@ class CeilingDecision:
     worst_case_usd: float
 
 
+def worst_output(req: ChatRequest) -> int:
+    """The most output tokens a request can be billed for: max_tokens for each choice."""
+    return (req.output_limit() or 0) * (req.n or 1)
+
+
 def fit_ceiling(req: ChatRequest, input_tokens: int, price: Price, limits: Limits,
                 model: str) -> CeilingDecision | None:
     """Lower max_tokens so the worst case fits the ceiling, or refuse when what is left
@@ -74,15 +79,15 @@ def fit_ceiling(req: ChatRequest, input_tokens: int, price: Price, limits: Limit
     if ceiling is None:
         return None
     choices = req.n or 1
-    asked = req.output_limit() or 0
-    worst = worst_case(input_tokens, asked * choices, price)
+    asked = worst_output(req)
+    worst = worst_case(input_tokens, asked, price)
     fits = max_output_within(ceiling, input_tokens, price) // choices
     if worst <= ceiling:
         return CeilingDecision(max_output=fits, clamped=False, worst_case_usd=worst)
     if fits < limits.min_output_tokens:
         raise InvalidRequest(
             f"Estimated worst-case cost ${format_usd(worst)} ({input_tokens} input tokens + "
-            f"{asked * choices} output tokens on {model}) exceeds the per-request ceiling "
+            f"{asked} output tokens on {model}) exceeds the per-request ceiling "
             f"${format_usd(ceiling)}, and only {max(fits, 0)} output tokens would fit "
             f"(minimum {limits.min_output_tokens}). Shorten the input or raise the ceiling.",
             param="max_tokens", code="cost_ceiling_exceeded")

@@ -22,7 +22,7 @@ from typing import Literal
 
 from tollway.config import RateLimit, RateLimitsConfig
 from tollway.errors import RateLimited
-from tollway.policy.keys import KeyRecord
+from tollway.keys import KeyRecord
 from tollway.store.base import Claim, LimitStore
 
 Metric = Literal["requests", "tokens"]

@@ -47,6 +47,7 @@ from tollway.types import (
     ReplyStream,
     Usage,
 )
+from tollway.wire import sse
 from tollway.wire.anthropic_shapes import (
     dumps,
     finish_reason,
@@ -366,9 +367,15 @@ class StreamTranslator:
 class AnthropicProvider:
     name = "anthropic"
 
+    def __init__(self, transport: http.Transport) -> None:
+        self.transport = transport
+
+    async def close(self) -> None:
+        """Nothing of its own: the transport is the gateway's."""
+
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
         body = orjson.dumps(messages_body(req, dep.model))
-        data, ratelimit = await http.post_json(_url(dep), body, _headers(dep), dep)
+        data, ratelimit = await self.transport.post_json(_url(dep), body, _headers(dep), dep)
         if data.get("type") == "error":
             raise UpstreamError(f"Upstream {http.where(dep)} answered with an error: "
                                 f"{data.get('error', data)}")
@@ -378,31 +385,31 @@ class AnthropicProvider:
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         body = orjson.dumps(messages_body(req, dep.model))
-        stream = await http.open_stream(_url(dep), body, _headers(dep), dep)
+        stream = await self.transport.open_stream(_url(dep), body, _headers(dep), dep)
         translator = StreamTranslator(dep.model, http.where(dep))
         batches = stream.batches()
         try:
             # An error as the first event is still retryable, so it is raised from here.
-            first: list[http.SseEvent] = await anext(batches, [])  # read by open_stream
+            first: list[sse.SseEvent] = await anext(batches, [])  # read by open_stream
             pending = [c for ev in first for c in _translate(translator, ev, dep)]
         except BaseException:
             stream.resp.close()
             raise
-        out = ReplyStream(frames=http.no_frames(), model=translator.model,
+        out = ReplyStream(frames=sse.no_frames(), model=translator.model,
                           ratelimit=stream.ratelimit)
-        out.frames = http.encode_chunks(
+        out.frames = sse.encode_chunks(
             _chunks(stream, batches, pending, translator, out, dep), out)
         return out
 
 
-def _translate(t: StreamTranslator, ev: http.SseEvent, dep: Deployment) -> list[Chunk]:
+def _translate(t: StreamTranslator, ev: sse.SseEvent, dep: Deployment) -> list[Chunk]:
     data = http.parse_event(ev[1], dep)
     if "type" not in data and ev[0]:
         data["type"] = ev[0].decode()
     return t.feed(data)
 
 
-async def _chunks(stream: http.OpenStream, batches: AsyncIterator[list[http.SseEvent]],
+async def _chunks(stream: http.OpenStream, batches: AsyncIterator[list[sse.SseEvent]],
                   pending: list[Chunk], t: StreamTranslator, out: ReplyStream,
                   dep: Deployment) -> ChunkStream:
     """Translate upstream events into chunks; record usage and the answering model."""

@@ -29,6 +29,11 @@ class Provider(Protocol):
         (so failures before the first byte raise here, while they can still be retried)."""
         ...
 
+    async def close(self) -> None:
+        """Let go of what the provider holds (threads, models); the transport is its
+        owner's to close."""
+        ...
+
 
 def retry_after(headers: Any) -> float | None:
     """Seconds from `retry-after-ms` (preferred, OpenAI) or `retry-after`."""
@@ -74,10 +79,21 @@ def redact(text: str, *secrets: str | None) -> str:
     return _KEYLIKE.sub("[redacted]", text)
 
 
-def error_from_status(status: int, body: bytes, headers: Any, dep: Deployment) -> TollwayError:
-    # Imported here: http imports this module.
-    from tollway.providers.http import ratelimit_headers
+_RATELIMIT = ("x-ratelimit-", "anthropic-ratelimit-")
 
+
+def ratelimit_headers(headers: Any) -> dict[str, str]:
+    """The provider's rate-limit headers (OpenAI's and Anthropic's), lower-cased, in
+    one pass over the response's headers."""
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        k = k.lower()
+        if k.startswith(_RATELIMIT):
+            out[k] = v
+    return out
+
+
+def error_from_status(status: int, body: bytes, headers: Any, dep: Deployment) -> TollwayError:
     err = _error_from_status(status, body, headers, dep)
     err.upstream_status = status
     err.upstream_headers = ratelimit_headers(headers)

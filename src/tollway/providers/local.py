@@ -21,8 +21,8 @@ from typing import Any
 
 from tollway.config import LocalModelConfig
 from tollway.errors import InvalidRequest, Unavailable, UpstreamTimeout
-from tollway.providers import http
 from tollway.types import ChatRequest, Chunk, ChunkStream, Deployment, Reply, ReplyStream, Usage
+from tollway.wire import sse
 
 _END = object()
 
@@ -112,7 +112,7 @@ class LocalProvider:
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         out, chunks = await self._start(req, dep)
-        out.frames = http.encode_chunks(chunks, out)
+        out.frames = sse.encode_chunks(chunks, out)
         return out
 
     async def _start(self, req: ChatRequest, dep: Deployment) -> tuple[ReplyStream, ChunkStream]:
@@ -122,7 +122,7 @@ class LocalProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
-        out = ReplyStream(frames=http.no_frames(), model=dep.model)
+        out = ReplyStream(frames=sse.no_frames(), model=dep.model)
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 

@@ -11,6 +11,7 @@ import orjson
 from tollway.errors import UpstreamError
 from tollway.providers import http
 from tollway.types import ChatRequest, Deployment, FrameStream, Reply, ReplyStream, Usage
+from tollway.wire import sse
 from tollway.wire.openai import upstream_body
 
 DEFAULT_BASE = "https://api.openai.com/v1"
@@ -41,16 +42,22 @@ def _headers(dep: Deployment) -> dict[str, str]:
 class OpenAIProvider:
     name = "openai"
 
+    def __init__(self, transport: http.Transport) -> None:
+        self.transport = transport
+
+    async def close(self) -> None:
+        """Nothing of its own: the transport is the gateway's."""
+
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
         body = orjson.dumps(upstream_body(req, dep.model))
-        data, ratelimit = await http.post_json(_url(dep), body, _headers(dep), dep)
+        data, ratelimit = await self.transport.post_json(_url(dep), body, _headers(dep), dep)
         return Reply(body=data, model=str(data.get("model") or dep.model),
                      usage=Usage.from_openai(data.get("usage")), ratelimit=ratelimit)
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         body = orjson.dumps(upstream_body(req, dep.model))
-        stream = await http.open_stream(_url(dep), body, _headers(dep), dep)
-        out = ReplyStream(frames=http.no_frames(), model=dep.model,
+        stream = await self.transport.open_stream(_url(dep), body, _headers(dep), dep)
+        out = ReplyStream(frames=sse.no_frames(), model=dep.model,
                           ratelimit=stream.ratelimit)
         out.frames = _frames(stream, out, dep)
         return out
@@ -88,7 +95,7 @@ async def _frames(stream: http.OpenStream, out: ReplyStream, dep: Deployment) ->
 def _look(ready: bytes, out: ReplyStream, dep: Deployment) -> tuple[bytes, bool]:
     """The slow path: events one by one. Returns what to forward and whether the
     stream ended ([DONE])."""
-    events, _ = http.split_events(ready)
+    events, _ = sse.split_events(ready)
     blob: list[bytes] = []
     for _, data in events:
         if data == b"[DONE]":

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from tollway.config import Config
 from tollway.providers.base import Provider
+from tollway.providers.http import Transport
 
 
-def build_providers(config: Config) -> dict[str, Provider]:
+def build_providers(config: Config, transport: Transport) -> dict[str, Provider]:
     from tollway.providers.anthropic import AnthropicProvider
     from tollway.providers.local import LocalProvider
     from tollway.providers.openai import OpenAIProvider
 
     return {
-        "openai": OpenAIProvider(),
-        "anthropic": AnthropicProvider(),
+        "openai": OpenAIProvider(transport),
+        "anthropic": AnthropicProvider(transport),
         "local": LocalProvider(config.local),
     }

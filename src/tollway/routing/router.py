@@ -22,15 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tollway.accounting.prices import Price
+from tollway.accounting.settlement import Outcome, Release, Releases, Settlement
 from tollway.config import BreakerConfig, PacingConfig, RetryConfig
 from tollway.errors import TollwayError, Unavailable
 from tollway.providers.base import Provider
 from tollway.routing import retry
 from tollway.routing.balance import Load, choose
 from tollway.routing.breaker import Breaker
-from tollway.routing.pacing import Pacer
+from tollway.routing.pacing import Pacer, Pass
 from tollway.routing.retry import RetryBudget
-from tollway.types import CallContext, ChatRequest, Deployment, Reply, ReplyStream
+from tollway.types import Answer, ChatRequest, Deployment
 
 
 @dataclass(slots=True)
@@ -57,11 +58,12 @@ class Upstream:
 
 
 @dataclass(slots=True)
-class Sent:
-    deployment: Deployment
-    reply: Reply | None = None
-    stream: ReplyStream | None = None
-    paced: tuple[Pacer, object] | None = None  # settle with the real tokens
+class Attempts:
+    """What sending did, for the ledger: the router's own record of one request."""
+
+    deployment: Deployment | None = None  # being called, or answered
+    retries: int = 0  # upstream calls beyond the first
+    fallback_from: str | None = None  # the first model tried, when another answered
 
 
 class Router:
@@ -83,14 +85,15 @@ class Router:
         """Does any deployment on the chain pace its sends (so tokens must be counted)?"""
         return any(self.upstreams[d].pacer.active for p in chain for d in p.deployments)
 
-    async def send(self, req: ChatRequest, chain: list[Pool], ctx: CallContext,
-                   tokens: int) -> Sent:
+    async def send(self, req: ChatRequest, chain: list[Pool], attempts: Attempts,
+                   tokens: int, releases: Releases) -> Answer:
         """Call upstream until one answers; `tokens` is the request's estimated size
-        (input + max output), for outbound pacing."""
+        (input + max output), for outbound pacing, whose pass is given back with the
+        real tokens when the request is settled."""
         cfg = chain[0].retry
         chain[0].budget.deposit()
         deadline = self.clock() + cfg.max_seconds
-        attempts = 0
+        calls = 0
         first: Deployment | None = None
         last: TollwayError | None = None
         overflow_from: int | None = None  # the window a context overflow happened at
@@ -99,7 +102,7 @@ class Router:
                 continue
             tried: set[Deployment] = set()
             rounds = 0
-            while attempts < cfg.max_attempts and self.clock() < deadline:
+            while calls < cfg.max_attempts and self.clock() < deadline:
                 dep = self._pick(pool, tried)
                 if dep is None:
                     # Everything here was tried (or is open): again after a backoff, if
@@ -120,12 +123,11 @@ class Router:
                     up.breaker.cancel()
                     last = e
                     continue
-                attempts += 1
-                ctx.retries = attempts - 1
-                ctx.deployment = dep
+                calls += 1
+                attempts.retries, attempts.deployment = calls - 1, dep
                 first = first or dep
                 try:
-                    sent = await self._call(req, dep, up)
+                    answer = await self._call(req, dep, up)
                 except TollwayError as e:
                     if e.upstream_headers:  # a 429 says how long the provider needs
                         up.pacer.learn(e.upstream_headers)
@@ -136,11 +138,12 @@ class Router:
                         raise
                     last = e
                     continue
-                sent.paced = (up.pacer, paced) if paced is not None else None
+                if paced is not None:
+                    releases.push("pacing pass", _settle_pace(up.pacer, paced))
                 if dep is not first and first is not None and first.model != dep.model:
-                    ctx.fallback_from = first.model
-                return sent
-        raise self._give_up(chain, last, attempts)
+                    attempts.fallback_from = first.model
+                return answer
+        raise self._give_up(chain, last, calls)
 
     def _pick(self, pool: Pool, tried: set[Deployment]) -> Deployment | None:
         candidates = [d for d in pool.deployments
@@ -155,23 +158,23 @@ class Router:
             candidates.remove(dep)
         return None
 
-    async def _pace(self, up: Upstream, tokens: int) -> object | None:
+    async def _pace(self, up: Upstream, tokens: int) -> Pass | None:
         if not up.pacer.active:
             return None
         return await up.pacer.acquire(tokens)
 
-    async def _call(self, req: ChatRequest, dep: Deployment, up: Upstream) -> Sent:
+    async def _call(self, req: ChatRequest, dep: Deployment, up: Upstream) -> Answer:
         provider = self.providers[dep.provider]
         up.load.start()
         t0 = time.perf_counter()
         try:
             if req.stream:
                 stream = await provider.stream(req, dep)
-                sent = Sent(dep, stream=stream)
+                answer = Answer(dep, stream=stream)
                 headers = stream.ratelimit
             else:
                 reply = await provider.complete(req, dep)
-                sent = Sent(dep, reply=reply)
+                answer = Answer(dep, reply=reply)
                 headers = reply.ratelimit
         except TollwayError as e:
             up.load.done(None)
@@ -185,7 +188,7 @@ class Router:
         up.breaker.record(True)
         if headers:
             up.pacer.learn(headers)
-        return sent
+        return answer
 
     def _retry_wait(self, pool: Pool, last: TollwayError | None, n: int) -> float | None:
         """How long to wait before trying the pool again; None: do not."""
@@ -200,7 +203,7 @@ class Router:
         return any((self.upstreams[d].window or 0) > window for d in pool.deployments)
 
     def _give_up(self, chain: list[Pool], last: TollwayError | None,
-                 attempts: int) -> TollwayError:
+                 calls: int) -> TollwayError:
         """Nothing answered. The last upstream error goes back as it is (a 429 stays a
         429 with its Retry-After, a timeout a 504), saying how many calls were made;
         when nothing could even be called, 503 with the time until a breaker lets
@@ -211,7 +214,16 @@ class Router:
             return Unavailable(f"Every upstream for '{chain[0].alias}' is failing and "
                                "paused (circuit breakers open); try again shortly.",
                                retry_after=max(wait, 1.0), code="circuit_open")
-        if attempts > 1:
-            last.message = f"{last.message} (after {attempts} attempts)"
+        if calls > 1:
+            last.message = f"{last.message} (after {calls} attempts)"
             last.args = (last.message,)
         return last
+
+
+def _settle_pace(pacer: Pacer, ticket: Pass) -> Release:
+    """Give the pacing pass back with the tokens used (unknown: the estimate stands)."""
+
+    async def settle(_: Outcome, s: Settlement) -> None:
+        pacer.settle(ticket, s.tokens if s.usage is not None else None)
+
+    return settle

@@ -22,12 +22,12 @@ import re
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.routing import Route
 
-from tollway.accounting.ledger import SPEND_GROUPS, SpendRow
+from tollway.accounting.rows import SPEND_GROUPS, SpendRow
 from tollway.config import Budget, GuardModes, check_budget
 from tollway.conversation import thread
 from tollway.errors import (
@@ -39,8 +39,9 @@ from tollway.errors import (
     TollwayError,
     Unauthorized,
 )
+from tollway.gateway import Gateway
+from tollway.keys import KeyRecord, KeySettings, mint
 from tollway.policy.auth import is_master
-from tollway.policy.keys import KeyRecord, KeySettings, mint
 from tollway.server.asgi import (
     ClientGone,
     Edge,
@@ -57,9 +58,6 @@ from tollway.server.asgi import (
     whole_number,
 )
 from tollway.server.conversations import LIST_PAGE, MAX_LIST
-
-if TYPE_CHECKING:
-    from tollway.server.app import TollwayApp
 
 log = logging.getLogger("tollway.admin")
 
@@ -224,12 +222,12 @@ class Admin:
     """The handlers. Key changes are read-modify-write on the store, so they take one
     lock: two concurrent rotations of a key must not mint two successors."""
 
-    def __init__(self, app: TollwayApp) -> None:
-        self.app = app
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
         self._lock = asyncio.Lock()
 
     def authorize(self, secret: str | None) -> None:
-        auth = self.app.config.auth
+        auth = self.gateway.config.auth
         if not auth.master_key:
             raise Forbidden("The admin API is disabled: no master key is configured. Set "
                             "TOLLWAY_MASTER_KEY (or auth.master_key) and restart.",
@@ -240,14 +238,14 @@ class Admin:
                                "'Authorization: Bearer <key>' or in the 'x-api-key' header.")
 
     def now(self) -> float:
-        return self.app.gateway.clock()
+        return self.gateway.clock()
 
     def served(self) -> list[str]:
-        return self.app.config.public_models()
+        return self.gateway.config.public_models()
 
     async def _key(self, scope: Scope) -> KeyRecord:
         kid = scope["path_params"]["id"]
-        rec = await self.app.gateway.store.keys.by_id(kid)
+        rec = await self.gateway.store.keys.by_id(kid)
         if rec is None:
             raise NotFound(f"No key with id '{kid}'.", param="id")
         return rec
@@ -268,13 +266,13 @@ class Admin:
             settings["expires_at"] = now + req.expires_in_seconds
         secret, rec = mint(now, **settings)
         check_settings(rec, given, self.served())
-        await self.app.gateway.store.keys.put(rec)
+        await self.gateway.store.keys.put(rec)
         log.info("admin: created key %s (%s)", rec.id, rec.hint)
         return Result(201, {"key": secret, "record": public_view(rec, now)})
 
     async def list_keys(self, scope: Scope, receive: Receive) -> Result:
         now = self.now()
-        recs = await self.app.gateway.store.keys.all()
+        recs = await self.gateway.store.keys.all()
         return Result(200, {"data": [public_view(r, now) for r in recs]})
 
     async def get_key(self, scope: Scope, receive: Receive) -> Result:
@@ -285,7 +283,7 @@ class Admin:
         async with self._lock:
             rec = msgspec.structs.replace(await self._key(scope), **changes)
             check_settings(rec, changes, self.served())
-            await self.app.gateway.store.keys.put(rec)
+            await self.gateway.store.keys.put(rec)
         log.info("admin: updated key %s (%s)", rec.id, ", ".join(changes) or "no change")
         return Result(200, public_view(rec, self.now()))
 
@@ -295,7 +293,7 @@ class Admin:
             now = self.now()
             if rec.revoked_at is None or rec.revoked_at > now:  # keep the first revocation
                 rec = msgspec.structs.replace(rec, revoked_at=now)
-                await self.app.gateway.store.keys.put(rec)
+                await self.gateway.store.keys.put(rec)
                 log.info("admin: revoked key %s (%s)", rec.id, rec.hint)
         return Result(200, public_view(rec, now))
 
@@ -303,7 +301,7 @@ class Admin:
         grace = (await self._body(scope, receive, Rotation)).grace_seconds
         if grace < 0:
             raise InvalidRequest("grace_seconds: must be >= 0", param="grace_seconds")
-        keys = self.app.gateway.store.keys
+        keys = self.gateway.store.keys
         async with self._lock:
             old = await self._key(scope)
             now = self.now()
@@ -329,9 +327,9 @@ class Admin:
             raise InvalidRequest(f"by: one of {', '.join(SPEND_GROUPS)}, got {by!r}",
                                  param="by")
         since, until = window(q)
-        await self.app.gateway.ledger.flush()  # so every finished request is counted
+        await self.gateway.ledger.flush()  # so every finished request is counted
         rows = [to_pico(r) for r in
-                await self.app.gateway.store.ledger.spend(by, since, until)]
+                await self.gateway.store.ledger.spend(by, since, until)]
         return Result(200, {"by": by, "since": since, "until": until,
                            "data": msgspec.to_builtins(rows),
                            "total": msgspec.to_builtins(to_pico(total(rows)))})
@@ -343,15 +341,15 @@ class Admin:
         since, until = window(q)
         limit = whole_number(q.get("limit"), "limit", LEDGER_PAGE, 1, MAX_LEDGER_PAGE)
         after = _cursor(q["after"]) if q.get("after") else None
-        await self.app.gateway.ledger.flush()
-        rows = await self.app.gateway.store.ledger.rows(since, until, after=after,
+        await self.gateway.ledger.flush()
+        rows = await self.gateway.store.ledger.rows(since, until, after=after,
                                                          limit=limit)
         more = f"{rows[-1].ts!r}|{rows[-1].id}" if len(rows) == limit else None
         return Result(200, {"data": msgspec.to_builtins(rows), "next": more})
 
     async def list_conversations(self, scope: Scope, receive: Receive) -> Result:
         q = query(scope, ("owner", "limit"))
-        found = await self.app.gateway.store.conversations.list(
+        found = await self.gateway.store.conversations.list(
             q.get("owner") or None,
             whole_number(q.get("limit"), "limit", LIST_PAGE, 1, MAX_LIST))
         return Result(200, {"object": "list", "data": [
@@ -359,14 +357,14 @@ class Admin:
 
     async def get_conversation(self, scope: Scope, receive: Receive) -> Result:
         owner, cid = self._conversation(scope)
-        stored = await self.app.gateway.store.conversations.load(owner, cid)
+        stored = await self.gateway.store.conversations.load(owner, cid)
         if stored is None:
             raise NotFound(f"No conversation '{cid}' owned by '{owner}'.", param="id")
         return Result(200, {**thread.view(stored), "owner": owner})
 
     async def delete_conversation(self, scope: Scope, receive: Receive) -> Result:
         owner, cid = self._conversation(scope)
-        if not await self.app.gateway.store.conversations.delete(owner, cid):
+        if not await self.gateway.store.conversations.delete(owner, cid):
             raise NotFound(f"No conversation '{cid}' owned by '{owner}'.", param="id")
         log.info("admin: deleted conversation %s of %s", cid, owner)
         return Result(200, {"id": cid, "object": "conversation.deleted", "deleted": True,
@@ -436,8 +434,8 @@ class Endpoint:
         await send_json(send, reply.status, json_bytes(reply.body), headers)
 
 
-def admin_routes(app: TollwayApp) -> list[Route]:
-    a = Admin(app)
+def admin_routes(gateway: Gateway) -> list[Route]:
+    a = Admin(gateway)
 
     def route(path: str, **handlers: Handler) -> Route:
         return Route(path, Endpoint(a, handlers), methods=ANY_METHOD)

@@ -179,7 +179,7 @@ SSE_HEADERS: Headers = [
 
 
 async def send_sse(send: Send, frames: AsyncGenerator[bytes, None], headers: Headers,
-                   end: Callable[[], bytes],
+                   end: Callable[[], Awaitable[bytes]],
                    on_error: Callable[[TollwayError], bytes]) -> None:
     """Stream `frames`, then `end()` (called once the frames are done). A failure
     after the headers went out can only be told in-band: `on_error` writes it in the
@@ -189,7 +189,7 @@ async def send_sse(send: Send, frames: AsyncGenerator[bytes, None], headers: Hea
     try:
         async for blob in frames:
             await send({"type": "http.response.body", "body": blob, "more_body": True})
-        tail = end()
+        tail = await end()
     except TollwayError as e:
         tail = on_error(e)
     except Exception as e:  # a bug: the stream already began, so say it in-band

@@ -13,7 +13,7 @@ owner's conversation is simply not found. The master key reaches every owner's t
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tollway.conversation import thread
 from tollway.errors import (
@@ -22,6 +22,8 @@ from tollway.errors import (
     TollwayError,
     Unavailable,
 )
+from tollway.gateway import Gateway
+from tollway.policy.auth import Caller
 from tollway.server.asgi import (
     ClientGone,
     Headers,
@@ -35,18 +37,14 @@ from tollway.server.asgi import (
     send_json,
     whole_number,
 )
-from tollway.types import CallContext
-
-if TYPE_CHECKING:
-    from tollway.server.app import TollwayApp
 
 LIST_PAGE, MAX_LIST = 100, 1000  # conversations per listing
 log = logging.getLogger("tollway")
 
 
 class ConversationsEndpoint:
-    def __init__(self, app: TollwayApp, one: bool) -> None:
-        self.app = app
+    def __init__(self, gateway: Gateway, one: bool) -> None:
+        self.gateway = gateway
         self.one = one  # /v1/conversations/{id}, else the list
         self.allow = "GET, DELETE" if one else "GET"
 
@@ -58,14 +56,10 @@ class ConversationsEndpoint:
             if scope["method"] not in self.allow.split(", "):
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
                                        f"use {self.allow}.")
-            ctx = CallContext(request_id=e.request_id, api_key=e.api_key, user=e.user)
-            gateway = self.app.gateway
-            await gateway.authenticate(ctx)
-            if ctx.user is None and ctx.key is not None:
-                ctx.user = ctx.key.user
-            owner = thread.owner_of(ctx)
+            caller = await self.gateway.authenticate(e.api_key, Caller(user=e.user))
+            owner = caller.with_user(None).owner
             body: dict[str, Any]
-            store = gateway.store.conversations
+            store = self.gateway.store.conversations
             if not self.one:
                 limit = whole_number(query(scope, ("limit",)).get("limit"), "limit",
                                      LIST_PAGE, 1, MAX_LIST)
@@ -90,7 +84,7 @@ class ConversationsEndpoint:
         except ClientGone:
             return
         except Exception as e:  # the conversation store is down
-            self.app.gateway.observer.store_error("conversations")
+            self.gateway.observer.store_error("conversations")
             log.warning("conversation store unreachable: %s", e)
             await send_error(send, Unavailable("The conversation store is unreachable; try "
                                                "again shortly.", retry_after=5), headers)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from tollway.accounting.ledger import LedgerRow, SpendRow
-    from tollway.policy.keys import KeyRecord
+    from tollway.accounting.rows import LedgerRow, SpendRow
+    from tollway.keys import KeyRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +138,10 @@ class CacheStore(Protocol):
         """The entries appended after `cursor` ("" for the start) and the new cursor."""
         ...
 
+    async def close(self) -> None:
+        """Let go of a connection of its own (the store closes what it shares)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ConversationInfo:
@@ -205,6 +209,9 @@ class ConversationStore(Protocol):
 class Store(Protocol):
     budgets: BudgetStore
     limits: LimitStore
+    # Where rate limits are kept while `limits` is unreachable: this process alone
+    # (the shared store fails open for limits). The embedded store's own.
+    fallback_limits: LimitStore
     keys: KeyStore
     ledger: LedgerStore
     once: OnceStore

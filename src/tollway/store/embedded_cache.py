@@ -8,10 +8,8 @@ import sqlite3
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from tollway.store.embedded import _Db
+from tollway.store.sqlite import Db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache_entries (key TEXT PRIMARY KEY, value BLOB NOT NULL,
@@ -30,7 +28,7 @@ class _Log:
 
 
 class EmbeddedCache:
-    def __init__(self, db: _Db, max_entries: int) -> None:
+    def __init__(self, db: Db, max_entries: int) -> None:
         self._db = db
         self._max = max_entries
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
@@ -57,6 +55,9 @@ class EmbeddedCache:
                 log = self._logs[part] = _Log(base=seq)
             log.items.append(entry)
             log.expires = max(log.expires, expires)
+
+    async def close(self) -> None:
+        """Nothing of its own: the store closes the database."""
 
     async def get(self, key: str) -> bytes | None:
         found = self._entries.get(key)

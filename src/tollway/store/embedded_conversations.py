@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from tollway.store.base import ConversationInfo, StoredConversation
-
-if TYPE_CHECKING:
-    from tollway.store.embedded import _Db
+from tollway.store.sqlite import Db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -67,7 +64,7 @@ def _info(row: tuple[str, str, float, float, int, int, float]) -> ConversationIn
 
 
 class EmbeddedConversations:
-    def __init__(self, db: _Db) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
         db.call(_setup)
 

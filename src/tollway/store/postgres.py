@@ -29,8 +29,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from tollway.accounting.ledger import SPEND_GROUPS, LedgerRow, SpendRow
-from tollway.policy.keys import KeyRecord
+from tollway.accounting.rows import SPEND_GROUPS, LedgerRow, SpendRow
+from tollway.keys import KeyRecord
 from tollway.store.postgres_conversations import PostgresConversations
 
 log = logging.getLogger("tollway.store.postgres")

@@ -9,12 +9,16 @@ A delete takes that lock first, so no append can slip turns in behind it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tollway.store.base import ConversationInfo, StoredConversation
 
-if TYPE_CHECKING:
-    from tollway.store.postgres import PostgresStore
+
+class Pooled(Protocol):
+    """What this part needs of the PostgreSQL store: its connection pool."""
+
+    @property
+    def pool(self) -> Any: ...  # an asyncpg.Pool (asyncpg ships no types)
 
 _INFO = "owner, id, created_at, updated_at, turns, tokens, cost_usd"
 
@@ -78,7 +82,7 @@ def _info(r: Any) -> ConversationInfo:
 
 
 class PostgresConversations:
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: Pooled) -> None:
         self._store = store
 
     async def load(self, owner: str, conversation: str) -> StoredConversation | None:

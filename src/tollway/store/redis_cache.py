@@ -35,8 +35,10 @@ end
 
 
 class RedisCache:
-    def __init__(self, client: Redis, prefix: str, max_entries: int) -> None:
+    def __init__(self, client: Redis, prefix: str, max_entries: int, *,
+                 owns_client: bool = False) -> None:
         self._client = client
+        self._owns_client = owns_client
         self._entry = f"{prefix}{{c}}:e:"
         self._lru = f"{prefix}{{c}}:lru"
         self._tick = f"{prefix}{{c}}:tick"
@@ -44,6 +46,17 @@ class RedisCache:
         self._max = max_entries
         self._get: AsyncScript = client.register_script(_GET)
         self._put: AsyncScript = client.register_script(_PUT)
+
+    @classmethod
+    def own(cls, url: str, prefix: str, max_entries: int, timeout: float) -> RedisCache:
+        """On a Redis of the cache's own (`cache.redis_url`), with the cache's fail-open
+        budget as its socket timeout."""
+        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return cls(client, prefix, max_entries, owns_client=True)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
 
     async def get(self, key: str) -> bytes | None:
         value = await self._get(keys=[self._entry + key, self._lru, self._tick], args=[key])

@@ -18,6 +18,7 @@ from tollway.store.base import (
 class SharedStore:
     def __init__(self, redis_url: str, postgres_url: str, *, use_server_time: bool = True,
                  cache_entries: int = 10_000) -> None:
+        from tollway.store.memory import MemoryLimits
         from tollway.store.postgres import PostgresStore
         from tollway.store.redis import RedisStore
         from tollway.store.redis_cache import RedisCache
@@ -26,6 +27,7 @@ class SharedStore:
         self.postgres = PostgresStore(postgres_url)
         self.budgets: BudgetStore = self.redis.budgets
         self.limits: LimitStore = self.redis.limits
+        self.fallback_limits: LimitStore = MemoryLimits()  # while Redis is down
         self.once: OnceStore = self.redis.once
         self.keys: KeyStore = self.postgres.keys
         self.ledger: LedgerStore = self.postgres.ledger
@@ -37,5 +39,6 @@ class SharedStore:
         await self.postgres.open()
 
     async def close(self) -> None:
+        await self.cache.close()
         await self.redis.close()
         await self.postgres.close()

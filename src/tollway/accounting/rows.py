@@ -1,0 +1,88 @@
+"""A ledger row: exactly one per request (success, error, refusal, abort), and the
+spend reports added up from rows. The writer that buffers rows on their way to the
+store is `store/ledger_writer.py`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+
+class LedgerRow(msgspec.Struct, kw_only=True):
+    id: str  # unique per row (the client may reuse x-request-id)
+    request_id: str
+    ts: float  # when the request arrived, epoch seconds
+    status: int  # the HTTP status the caller got (200 for a stream that began)
+    outcome: str  # ok | error | refused | aborted | cut
+    key_id: str | None = None
+    key_lineage: str | None = None
+    user: str | None = None
+    team: str | None = None
+    feature: str | None = None
+    conversation: str | None = None
+    model_asked: str | None = None
+    model: str | None = None  # the upstream model that answered
+    provider: str | None = None
+    tier: str | None = None
+    downgraded_from: str | None = None
+    stream: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = True
+    estimated: bool = False  # tokens are our count (abort, cut, no usage reported)
+    saved_usd: float = 0.0  # a cache hit's would-be cost
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    error: str | None = None  # the error type the caller saw
+    retries: int = 0
+    fallback_from: str | None = None  # the first model tried, when another answered
+    cache: str | None = None  # hit | semantic-hit | miss | bypass, when the cache applies
+    guards: str | None = None  # what guards did, e.g. "pii:redact:email+phone" (never text)
+    # A history policy or a server-side conversation: the tokens of history sent (all
+    # but the latest turn) and those that trimming or summarising kept back.
+    history_tokens: int | None = None
+    history_saved_tokens: int | None = None
+
+
+class SpendRow(msgspec.Struct, kw_only=True):
+    group: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    saved_usd: float
+
+
+SPEND_GROUPS = ("day", "model", "key", "user", "team", "feature")
+_GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
+    "day": lambda r: time.strftime("%Y-%m-%d", time.gmtime(r.ts)),
+    "model": lambda r: r.model or r.model_asked or "(none)",
+    "key": lambda r: r.key_lineage or "(no key)",
+    "user": lambda r: r.user or "(none)",
+    "team": lambda r: r.team or "(none)",
+    "feature": lambda r: r.feature or "(none)",
+}
+
+
+def spend_of(rows: Iterable[LedgerRow], by: str) -> list[SpendRow]:
+    """Totals of `rows` grouped by `by` (one of SPEND_GROUPS), sorted by group."""
+    group_of = _GROUP_OF.get(by)
+    if group_of is None:
+        raise ValueError(f"by: one of {', '.join(SPEND_GROUPS)}")
+    totals: dict[str, SpendRow] = {}
+    for r in rows:
+        g = group_of(r)
+        t = totals.get(g)
+        if t is None:
+            t = totals[g] = SpendRow(group=g, requests=0, input_tokens=0, output_tokens=0,
+                                     cost_usd=0.0, saved_usd=0.0)
+        t.requests += 1
+        t.input_tokens += r.input_tokens
+        t.output_tokens += r.output_tokens
+        t.cost_usd += r.cost_usd
+        t.saved_usd += r.saved_usd
+    return [totals[g] for g in sorted(totals)]

@@ -1,0 +1,164 @@
+"""A gateway assembled from its configuration: every stage built once, started and
+closed together, and the one object the server (or Python code) talks to.
+
+`Gateway` owns what lives as long as it does — the store, the upstream transport and
+the providers, the ledger writer, the cache, background tasks — and closes all of it in
+`close`, so a gateway used as a library leaves nothing running. The request path itself
+is `Pipeline` (pipeline.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from tollway.accounting import tokens
+from tollway.accounting.settlement import Outcome, Settlement
+from tollway.cache.controls import for_alias
+from tollway.cache.response import ResponseCache
+from tollway.config import Config
+from tollway.conversation.memory import Memory
+from tollway.errors import TollwayError
+from tollway.gateway.call import Call
+from tollway.gateway.pipeline import Pipeline, Stages
+from tollway.gateway.routes import Routes
+from tollway.guards.policy import Policies
+from tollway.observe import Observer
+from tollway.policy import auth
+from tollway.policy.admission import Admitter
+from tollway.policy.alerts import Alerts
+from tollway.policy.plan import Planner
+from tollway.providers.base import Provider, redact
+from tollway.providers.http import Transport
+from tollway.providers.registry import build_providers
+from tollway.routing.router import Router
+from tollway.store import open_store
+from tollway.store.base import Store
+from tollway.store.ledger_writer import Ledger
+from tollway.store.outage import Outages
+from tollway.types import Answer, ChatRequest, Deployment
+
+log = logging.getLogger("tollway")
+PRUNE_SECONDS = 3600.0  # how often idle conversations are looked for (with a retention)
+
+
+class Gateway:
+    def __init__(self, config: Config, providers: dict[str, Provider] | None = None,
+                 store: Store | None = None, clock: Callable[[], float] = time.time,
+                 transport: Transport | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.transport = transport if transport is not None else Transport()
+        self.providers = (providers if providers is not None
+                          else build_providers(config, self.transport))
+        self.store = store if store is not None else open_store(config)
+        self.observer = Observer()
+        self.outages = Outages(self.observer.store_error)
+        self.ledger = Ledger(self.store.ledger, config.ledger, config.store.path)
+        self.alerts = Alerts(config.alerts, self.store, self.transport)
+        self.router = Router(self.providers)
+        self.routes = Routes(config, self.router)
+        self.cache = (ResponseCache(config, self.store.cache, clock,
+                                    lambda: self.observer.store_error("cache"))
+                      if any(for_alias(config.cache, mc.cache).enabled
+                             for mc in config.models.values()) else None)
+        self.memory = Memory(config, self.store.conversations, self.outages, clock)
+        self.pipeline = Pipeline(Stages(
+            routes=self.routes, guards=Policies(config), memory=self.memory,
+            planner=Planner(config, self._levels), cache=self.cache,
+            admission=Admitter(config, self.store, self.outages), router=self.router,
+            ledger=self.ledger, observer=self.observer, alerts=self.alerts,
+            scrub=self.scrub, clock=clock))
+        self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
+                         if d.api_key}
+        self._warming: asyncio.Task[None] | None = None
+        self._cache_start: asyncio.Task[None] | None = None
+        self._pruning: asyncio.Task[None] | None = None
+
+    # --- the request path ------------------------------------------------------------
+
+    async def authenticate(self, secret: str | None, edge: auth.Caller) -> auth.Caller:
+        """The caller with its key checked (the master key, a `tw-` key, or nobody in
+        open mode); the key store failing means 503: a key cannot be checked."""
+        return await self.outages.closed(
+            "keys", "The key store is unreachable, so API keys cannot be checked right now.",
+            auth.authenticate(secret, self.store.keys, self.config.auth, self.clock(), edge))
+
+    async def chat(self, call: Call, req: ChatRequest) -> Answer:
+        return await self.pipeline.chat(call, req)
+
+    async def priced(self, call: Call, outcome: Outcome) -> Settlement:
+        return await self.pipeline.priced(call, outcome)
+
+    async def finish(self, call: Call, outcome: Outcome) -> Settlement:
+        return await self.pipeline.finish(call, outcome)
+
+    def scrub(self, err: TollwayError) -> TollwayError:
+        """Provider keys never leave the server: cut them (and anything key-shaped)
+        from an error's message before a caller or a log sees it."""
+        err.message = redact(err.message, *self._secrets)
+        err.args = (err.message,)
+        return err
+
+    def deployments(self) -> dict[str, list[Deployment]]:
+        return self.routes.deployments()
+
+    async def _levels(self, counters: list[str], now: float) -> list[float] | None:
+        return await self.outages.open("budgets", "no budget downgrade",
+                                       self.store.budgets.levels(counters, now))
+
+    # --- lifetime ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.ledger.start()
+        self.observer.start()
+        # Off the event loop: the server answers while the tokenizers load.
+        self._warming = asyncio.create_task(asyncio.to_thread(tokens.warm,
+                                                              self.routes.models()))
+        if self.cache is not None:
+            self._cache_start = asyncio.create_task(self.cache.start())
+        if self.config.conversations.retention_days is not None:
+            self._pruning = asyncio.create_task(self._prune_every(PRUNE_SECONDS))
+
+    async def close(self) -> None:
+        """Stop and let go of everything: background tasks, the cache, the alerts in
+        flight, the ledger (flushed), the store, the providers and the transport."""
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruning
+        if self._warming is not None:
+            await self._warming
+        if self._cache_start is not None:
+            with contextlib.suppress(Exception):  # logged when it failed
+                await self._cache_start
+        if self.cache is not None:
+            await self.cache.close()
+        await self.alerts.close()
+        await self.ledger.close()
+        await self.observer.close()
+        await self.store.close()
+        for provider in self.providers.values():
+            await provider.close()
+        await self.transport.close()
+
+    async def prune_conversations(self) -> int:
+        """Delete the conversations idle for longer than `conversations.retention_days`
+        (every replica may: it is idempotent)."""
+        days = self.config.conversations.retention_days
+        if days is None:
+            return 0
+        n = await self.outages.open("conversations", "retention: tried again next round",
+                                    self.store.conversations.prune(self.clock() - days * 86400))
+        if n:
+            log.info("retention: deleted %d conversation(s) idle for %g days", n, days)
+        return n or 0
+
+    async def _prune_every(self, seconds: float) -> None:
+        while True:
+            await self.prune_conversations()
+            await asyncio.sleep(seconds)

@@ -1,0 +1,101 @@
+"""One request's record, from the edge to `finish`.
+
+Who writes what, in the order of the request path (`pipeline.py`); everything else only
+reads:
+
+    request_id, started, t0  the edge (ChatEndpoint), or the parent call (a summary)
+    caller                   the edge, then `Gateway.authenticate` (the key), then
+                             `begin` (the end user, once the body is read)
+    asks                     the edge: what the request's headers asked of the gateway
+    model_asked, stream,
+    count                    `begin`
+    thread                   memory.recall (a server-side conversation)
+    guards                   guards.inspect (what the input guards did)
+    history                  memory.shape (what the history policy sent)
+    plan                     planner.cap, then planner.complete after the cache
+    cache                    cache.lookup
+    admission                admission.admit (or .take on a cache hit)
+    attempts                 the router (which deployment, retries, fallback)
+    first_byte, meter        the pipeline, once a stream's first event is in
+    spent                    the output guards' discarded attempts
+    releases                 each stage that takes something: `finish` unwinds them
+    settlement               `Pipeline.priced`, once: the trailer, the headers, the
+                             conversation store and the ledger read it
+    finished                 `finish`, which runs once
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from tollway.accounting.meter import StreamMeter
+from tollway.accounting.settlement import Releases, Settlement
+from tollway.accounting.tokens import InputCount
+from tollway.cache.controls import CacheAsk
+from tollway.cache.response import Lookup
+from tollway.conversation.history import HistoryAsk
+from tollway.conversation.memory import HistoryOutcome
+from tollway.conversation.thread import Thread
+from tollway.guards.policy import GuardRecord
+from tollway.policy.admission import Admission
+from tollway.policy.auth import Caller
+from tollway.policy.plan import Plan
+from tollway.routing.router import Attempts
+from tollway.types import ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Asks:
+    """What a request's own headers asked of the gateway."""
+
+    tier: str | None = None  # x-tollway-tier
+    conversation: str | None = None  # x-tollway-conversation-id: a label (budgets, ledger)
+    stored_conversation: str | None = None  # x-tollway-conversation: kept server-side
+    history: HistoryAsk | None = None  # x-tollway-history, x-tollway-history-tokens
+    cache: CacheAsk | None = None  # Cache-Control, x-tollway-cache*
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    request_id: str
+    caller: Caller = field(default_factory=Caller)
+    asks: Asks = field(default_factory=Asks)
+    internal: str | None = None  # a call the gateway makes itself ("summary")
+    started: float = field(default_factory=time.time)  # epoch seconds, for the ledger
+    t0: float = field(default_factory=time.perf_counter)
+    model_asked: str | None = None
+    stream: bool = False
+    count: InputCount | None = None
+    thread: Thread | None = None
+    guards: GuardRecord | None = None
+    history: HistoryOutcome | None = None
+    plan: Plan | None = None
+    cache: Lookup | None = None
+    admission: Admission | None = None
+    attempts: Attempts = field(default_factory=Attempts)
+    first_byte: float | None = None  # perf_counter when a stream's first event came
+    meter: StreamMeter | None = None
+    spent: list[Settlement] = field(default_factory=list)
+    releases: Releases = field(default_factory=Releases)
+    settlement: Settlement | None = None
+    finished: bool = False
+
+    @property
+    def conversation(self) -> str | None:
+        """The conversation it is charged to: a stored one, else the label."""
+        return self.thread.id if self.thread is not None else self.asks.conversation
+
+    def begin(self, req: ChatRequest) -> InputCount:
+        """The body is read: what was asked, and the end user it names."""
+        self.model_asked, self.stream = req.model, req.stream
+        self.caller = self.caller.with_user(req.user)
+        self.count = InputCount(req)
+        return self.count
+
+    def internal_call(self, purpose: str, history: HistoryAsk) -> Call:
+        """A call the gateway makes on this one's behalf: the same caller and
+        conversation, its own ledger row."""
+        return Call(request_id=f"{self.request_id}:{purpose}", caller=self.caller,
+                    asks=Asks(conversation=self.conversation, history=history),
+                    internal=purpose)

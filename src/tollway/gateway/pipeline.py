@@ -1,0 +1,259 @@
+"""The request path, in order. Every chat request, from HTTP or from Python, goes
+through `Pipeline.chat`, top to bottom:
+
+    1. begin: what was asked, the end user the body names
+    2. route: the tier, the alias, may the key use it          (gateway/routes.py)
+    3. input limits, on what the caller sent                   (guards/validate.py)
+    4. recall: a stored conversation's turns in front           (conversation/memory.py)
+    5. input guards: prompt injection, PII                      (guards/policy.py)
+    6. shape: the history policy (window, summarise)            (conversation/memory.py)
+    7. cap the output                                           (policy/plan.py)
+    8. look in the cache; a hit is answered here, at no cost    (cache/response.py)
+    9. plan: count, maybe downgrade, pre-flight, worst case     (policy/plan.py)
+   10. admit: rate limits, then hold the worst case on budgets  (policy/admission.py)
+   11. send: a deployment, retried and fallen back              (routing/router.py)
+   12. output guards: the schema asked for, PII, restore        (guards/answer.py)
+   13. deliver: meter a stream at the cost ceiling, and store a conversation's turns
+       once the answer is whole                                 (conversation/memory.py)
+
+and then `finish`, once, on every path (answered, failed, aborted): price the outcome
+once, unwind what the stages took (newest first: the cache fill, the pacing pass, the
+budget hold, the rate-limit entry — each given back with the real figures), then the
+ledger row, the metrics and log line, and the spend alerts. `gateway/call.py` says
+which step writes which part of the request's record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tollway.accounting import settlement
+from tollway.accounting.meter import StreamMeter, received_output_tokens
+from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
+from tollway.cache.response import Lookup, ResponseCache
+from tollway.conversation import history, summary
+from tollway.conversation.memory import Memory, Summary
+from tollway.errors import InvalidOutput, TollwayError
+from tollway.gateway.call import Call
+from tollway.gateway.record import ledger_row
+from tollway.gateway.routes import Route, Routes
+from tollway.guards import answer as output_guards
+from tollway.guards import policy as guard_policy
+from tollway.guards import schema as schema_check
+from tollway.guards.validate import check as check_limits
+from tollway.observe import Observer
+from tollway.policy.admission import Admission, Admitter
+from tollway.policy.alerts import Alerts
+from tollway.policy.limits import Limit
+from tollway.policy.plan import Planner
+from tollway.routing.router import Router
+from tollway.store.ledger_writer import Ledger
+from tollway.types import Answer, ChatRequest, Deployment
+from tollway.wire import replay, sse
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """The stages the pipeline calls, built by `Gateway` from the configuration."""
+
+    routes: Routes
+    guards: guard_policy.Policies
+    memory: Memory
+    planner: Planner
+    cache: ResponseCache | None
+    admission: Admitter
+    router: Router
+    ledger: Ledger
+    observer: Observer
+    alerts: Alerts
+    scrub: Callable[[TollwayError], TollwayError]
+    clock: Callable[[], float]
+
+
+class Pipeline:
+    def __init__(self, stages: Stages) -> None:
+        self.s = stages
+
+    async def chat(self, call: Call, req: ChatRequest) -> Answer:
+        s, now = self.s, self.s.clock()
+        count = call.begin(req)
+        route, choice = s.routes.choose(req.model, call.asks.tier, call.caller.key,
+                                        call.internal is not None)
+        policy = s.guards.of(route.alias, call.caller.key)
+        check_limits(req, policy.limits)
+        call.thread = await s.memory.recall(req, call.caller, call.asks.stored_conversation)
+        call.guards = guard_policy.inspect(req, policy)
+        call.history = await s.memory.shape(
+            req, s.memory.rule(route.alias, route.model.history, call.asks.history),
+            route.alias, route.deployments[0].model, call.caller.owner, call.thread,
+            lambda sub: self._summarise(call, sub))
+        plan = call.plan = s.planner.cap(req, route, choice)
+        if s.cache is not None and s.cache.applies(route.alias):
+            call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache)
+        rate = s.admission.rate_limits(call.caller, route.alias)
+        if call.cache is not None and call.cache.found is not None:
+            return await self._from_cache(call, req, call.cache, rate, now)
+        applied = s.admission.budgets(call.caller, call.conversation, now)
+        attempts = 1 + policy.schema_retries if schema_check.wanted(req.response_format) else 1
+        route = await s.planner.complete(
+            plan, req, route, choice, s.routes.resolve, count=count, applied=applied,
+            must_count=any(r.metric == "tokens" for r in rate) or s.routes.paced(route),
+            attempts=attempts, now=now)
+        call.admission = await s.admission.admit(rate, applied, plan.worst_usd,
+                                                 plan.worst_tokens, now, call.releases)
+        answer = await self._send(call, req, route)
+        answer = await output_guards.checked(req, policy, call.guards, answer,
+                                             lambda: self._send(call, req, route),
+                                             lambda discarded: self._discard(call, discarded))
+        if s.cache is not None and call.cache is not None and call.cache.keys is not None and (
+                call.guards.placeholders is None):  # never cache restored PII
+            call.releases.push("cache fill", s.cache.filler(call.cache))
+        return await self._deliver(call, req, answer)
+
+    async def finish(self, call: Call, outcome: Outcome) -> Settlement:
+        """Exactly once per request, whatever happened: price it, give back what it
+        took, and record it."""
+        if call.finished:
+            return call.settlement or settlement.ZERO
+        call.finished = True
+        s = await self.priced(call, outcome)
+        await call.releases.unwind(outcome, s, call.request_id)
+        row = ledger_row(call, outcome, s)
+        self.s.ledger.record(row)
+        self.s.observer.request(row)
+        applied = call.admission.applied if call.admission is not None else []
+        self.s.alerts.after(applied, s.usd, self.s.clock())
+        return s
+
+    async def priced(self, call: Call, outcome: Outcome) -> Settlement:
+        """What the request cost, worked out once: the stream trailer, the reply
+        headers, the conversation store and the ledger all read this figure."""
+        if call.settlement is None:
+            call.settlement = settlement.merged(call.spent, await self._price(call, outcome))
+        return call.settlement
+
+    async def _price(self, call: Call, outcome: Outcome) -> Settlement:
+        answer = outcome.answer
+        if answer is not None:
+            found = call.cache.found if call.cache is not None else None
+            if found is not None:
+                return settlement.cache_hit(found.cost_usd)
+            return await self._price_answer(call, answer, call.meter)
+        dep = call.attempts.deployment
+        if isinstance(outcome, Aborted) and dep is not None and call.count is not None:
+            # Abandoned before any answer: the upstream had the prompt.
+            n = await call.count.of(dep.model)
+            return settlement.estimated(n, 0, self.s.routes.price(dep))
+        return settlement.ZERO
+
+    async def _price_answer(self, call: Call, answer: Answer, meter: StreamMeter | None
+                            ) -> Settlement:
+        """The provider's usage; without it (a stream cut, abandoned, or no usage
+        reported), our count of the input and of the output received."""
+        price = self.s.routes.price(answer.deployment)
+        cut = meter is not None and meter.cut
+        source = answer.reply if answer.reply is not None else answer.stream
+        usage = source.usage if source is not None else None
+        if usage is not None or call.count is None:
+            return settlement.priced(usage, price, estimated=cut, cut=cut)
+        if answer.stream is None:  # a JSON reply without usage: the count, if one was made
+            n = call.plan.input_tokens if call.plan is not None else None
+            return (settlement.estimated(n, 0, price, cut=cut) if n is not None
+                    else settlement.priced(None, price, cut=cut))
+        n = await call.count.of(answer.model)
+        out = (meter.output_tokens if meter is not None
+               else received_output_tokens(answer.stream.received, answer.model))
+        return settlement.estimated(n, out, price, cut=cut)
+
+    async def _send(self, call: Call, req: ChatRequest, route: Route) -> Answer:
+        assert call.plan is not None
+        answer = await self.s.router.send(req, route.chain, call.attempts,
+                                          call.plan.attempt_tokens, call.releases)
+        if answer.stream is not None:  # stream() returns once the first event is in
+            call.first_byte = time.perf_counter()
+        return answer
+
+    async def _discard(self, call: Call, answer: Answer) -> None:
+        """An attempt the output guards threw away: paid for, billed with the rest."""
+        call.spent.append(await self._price_answer(call, answer, None))
+
+    async def _deliver(self, call: Call, req: ChatRequest, answer: Answer) -> Answer:
+        """The answer as it goes out: a stream metered at the cost ceiling and its
+        output PII logged once it ends; a conversation's turns stored with it."""
+        stream, plan, record = answer.stream, call.plan, call.guards
+        if stream is not None:
+            # Usage is always requested upstream (it is what we bill on); the client
+            # sees the usage event only if it asked for it.
+            stream.emit_usage = wants_usage(req)
+            if plan is not None and plan.ceiling is not None and plan.input_tokens is not None:
+                call.meter = StreamMeter(stream, plan.ceiling.max_output, plan.input_tokens,
+                                         answer.model)
+                stream.frames = call.meter.frames(stream.frames)
+            if record is not None and output_guards.wants_stream_log(record):
+                stream.frames = sse.then(stream.frames,
+                                         lambda: output_guards.log_stream(answer, record))
+        return await self._kept(call, answer, None)
+
+    async def _from_cache(self, call: Call, req: ChatRequest, look: Lookup,
+                          rate: list[Limit], now: float) -> Answer:
+        """Answer from the cache: no upstream call, no budget hold, cost 0. Rate limits
+        still count the request (with no tokens)."""
+        found = look.found
+        assert found is not None and call.guards is not None
+        if rate:
+            ticket = await self.s.admission.take(rate, 0, now, call.releases)
+            call.admission = Admission(ticket=ticket)
+        dep = call.attempts.deployment = Deployment(provider="cache", model=found.model)
+        if req.stream:
+            answer = Answer(dep, stream=replay.stream(found.body, found.model, found.usage))
+            answer.stream.emit_usage = wants_usage(req)  # type: ignore[union-attr]
+            call.first_byte = time.perf_counter()
+        else:
+            answer = Answer(dep, reply=replay.reply(found.body, found.model, found.usage))
+        return await self._kept(call, output_guards.restore(answer, call.guards), found.body)
+
+    async def _kept(self, call: Call, answer: Answer, stored: dict[str, Any] | None
+                    ) -> Answer:
+        """Store a conversation's new turns with the reply: a JSON reply before it is
+        returned, a stream once it has ended and before the caller sees its end —
+        either way its next turn finds them, whichever replica it reaches."""
+        t = call.thread
+        if t is None:
+            return answer
+
+        async def keep() -> None:
+            s = await self.priced(call, Answered(answer))
+            await self.s.memory.keep(t, stored if stored is not None else sse.body_of(answer), s)
+
+        if answer.stream is None:
+            await keep()
+        else:
+            answer.stream.frames = sse.then(answer.stream.frames, keep)
+        return answer
+
+    async def _summarise(self, parent: Call, req: ChatRequest) -> Summary:
+        """One call to the summary model through this whole path, charged to the same
+        caller and conversation (so a conversation past its cap is refused here, before
+        anything is sent), with its own ledger row."""
+        sub = parent.internal_call("summary", history.HistoryAsk("none"))
+        outcome: Outcome = Aborted()
+        text: str | None = None
+        try:
+            answer = await self.chat(sub, req)
+            outcome = Answered(answer)
+            assert answer.reply is not None  # not streamed
+            text = summary.text_of(answer.reply.body)
+            if text is None:
+                outcome = Failed(InvalidOutput("The summary model returned no text."), answer)
+        except TollwayError as e:
+            outcome = Failed(self.s.scrub(e))
+        finally:
+            spent = await self.finish(sub, outcome)
+        return Summary(text, spent, outcome.error if isinstance(outcome, Failed) else None)
+
+
+def wants_usage(req: ChatRequest) -> bool:
+    return req.stream_options is not None and req.stream_options.include_usage

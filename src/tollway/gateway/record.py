@@ -1,0 +1,69 @@
+"""A finished call as its ledger row (from which the metrics and the access log are
+made too)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+from tollway.accounting.rows import LedgerRow
+from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
+from tollway.gateway.call import Call
+
+# Row ids: a random prefix per process and a counter (unique across a fleet, and
+# cheaper than fresh randomness per request).
+_ROW_PREFIX = "row_" + os.urandom(6).hex() + "_"
+_row_seq = itertools.count()
+
+
+def status_of(outcome: Outcome) -> int:
+    """What the caller got: 200 (a stream that began and ended), the error's status,
+    or 499 for a client that went away."""
+    if isinstance(outcome, Aborted):
+        return 499
+    if isinstance(outcome, Failed):
+        return outcome.error.status
+    return 200
+
+
+def outcome_name(outcome: Outcome, s: Settlement) -> str:
+    if isinstance(outcome, Aborted):
+        return "aborted"
+    if isinstance(outcome, Failed):
+        e = outcome.error
+        return "refused" if e.status < 500 and e.upstream_status is None else "error"
+    assert isinstance(outcome, Answered)
+    return "cut" if s.cut else "ok"
+
+
+def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
+    caller, dep, usage = call.caller, call.attempts.deployment, s.usage
+    plan, history = call.plan, call.history
+    error = outcome.error if isinstance(outcome, Failed) else None
+    return LedgerRow(
+        id=f"{_ROW_PREFIX}{next(_row_seq)}", request_id=call.request_id, ts=call.started,
+        status=status_of(outcome), outcome=outcome_name(outcome, s),
+        key_id=caller.key.id if caller.key is not None else None,
+        key_lineage=(caller.key.lineage if caller.key is not None
+                     else "master" if caller.master else None),
+        user=caller.user, team=caller.team, feature=caller.feature,
+        conversation=call.conversation, model_asked=call.model_asked,
+        model=dep.model if dep is not None else None,
+        provider=dep.provider if dep is not None else None,
+        tier=plan.tier if plan is not None else None,
+        downgraded_from=plan.downgraded_from if plan is not None else None,
+        stream=call.stream,
+        input_tokens=usage.prompt_tokens if usage else 0,
+        output_tokens=usage.completion_tokens if usage else 0,
+        cached_tokens=usage.cached_tokens if usage else 0,
+        cost_usd=s.usd, priced=s.cost_usd is not None, estimated=s.estimated,
+        latency_ms=round((time.perf_counter() - call.t0) * 1000, 3),
+        ttft_ms=(round((call.first_byte - call.t0) * 1000, 3) if call.first_byte is not None
+                 else None),
+        error=error.type if error is not None else None,
+        retries=call.attempts.retries, fallback_from=call.attempts.fallback_from,
+        saved_usd=s.saved_usd, cache=call.cache.status if call.cache is not None else None,
+        guards=call.guards.summary() if call.guards is not None else None,
+        history_tokens=history.tokens if history is not None else None,
+        history_saved_tokens=history.saved_tokens if history is not None else None)

@@ -1,0 +1,127 @@
+"""Admission: may this request go upstream now, within its limits and budgets?
+
+Inbound rate limits are taken first (exact sliding windows; they fail open: with the
+shared store down each replica limits alone, in memory), then the worst case is
+reserved on every budget that applies, all or none (failing closed unless
+`budgets.on_store_error: open`). Each takes something that `finish` gives back with the
+real figures: the rate-limit entry is settled to the tokens used, the hold to the
+real cost (a refusal or an error costs 0).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from tollway.accounting.settlement import Outcome, Releases, Settlement
+from tollway.config import Config
+from tollway.policy import budget, limits
+from tollway.policy.auth import Caller
+from tollway.store.base import Store
+from tollway.store.outage import Outages
+
+
+@dataclass(slots=True)
+class Admission:
+    """What a request was admitted with (reply headers, alerts)."""
+
+    ticket: limits.Ticket | None = None
+    applied: list[budget.Applied] = field(default_factory=list)
+    remaining_usd: float | None = None  # the least left on a dollar budget, after the hold
+
+
+@dataclass(slots=True)
+class Hold:
+    """A reservation on budgets, settled once by `finish`."""
+
+    id: str
+    applied: list[budget.Applied]
+    refused: bool = False  # the store took nothing: nothing to settle
+
+
+class Admitter:
+    def __init__(self, config: Config, store: Store, outages: Outages) -> None:
+        self.config = config
+        self.store = store
+        self.outages = outages
+        b = config.budgets
+        self._budgets = bool(b.global_ or b.teams or b.users or b.features or b.conversations)
+
+    def budgets(self, caller: Caller, conversation: str | None, now: float
+                ) -> list[budget.Applied]:
+        """The budgets this request is charged to, in their current windows."""
+        key = caller.key
+        if not self._budgets and (key is None or not key.budgets):
+            return []
+        who = budget.Who(key_lineage=key.lineage if key is not None else None,
+                         key_budgets=tuple(key.budgets) if key is not None else (),
+                         team=caller.team, user=caller.user, feature=caller.feature,
+                         conversation=conversation,
+                         conversation_owner=caller.owner if conversation else None)
+        return budget.applicable(self.config.budgets, who, now)
+
+    def rate_limits(self, caller: Caller, alias: str) -> list[limits.Limit]:
+        # Callers without a key (or the master key) are limited by their address.
+        return limits.applicable(self.config.rate_limits, caller.key, caller.user,
+                                      None if caller.key is not None or caller.master
+                                      else caller.ip, alias)
+
+    async def admit(self, rate: list[limits.Limit], applied: list[budget.Applied],
+                    usd: float, tokens: int, now: float, releases: Releases) -> Admission:
+        """Take the rate limits, then hold the worst case on every budget; raises the
+        refusal (429, or the budget's status) naming what refused."""
+        out = Admission(applied=applied)
+        if rate:
+            out.ticket = await self.take(rate, tokens, now, releases)
+        if applied:
+            out.remaining_usd = await self._reserve(applied, usd, tokens, now, releases)
+        return out
+
+    async def take(self, rate: list[limits.Limit], tokens: int, now: float,
+                   releases: Releases) -> limits.Ticket:
+        """The rate limits alone (a cache hit takes them with no tokens)."""
+        ticket = await self.outages.open(
+            "limits", "limiting in this process",
+            limits.admit(self.store.limits, rate, tokens, now))
+        if ticket is None:
+            ticket = await limits.admit(self.store.fallback_limits, rate, tokens, now)
+            ticket.local = True
+        taken = ticket
+
+        async def settle(_: Outcome, s: Settlement) -> None:
+            store = self.store.fallback_limits if taken.local else self.store.limits
+            await limits.settle(store, taken, s.tokens)
+
+        releases.push("rate-limit entry", settle)
+        return ticket
+
+    async def _reserve(self, applied: list[budget.Applied], usd: float, tokens: int,
+                       now: float, releases: Releases) -> float | None:
+        cfg = self.config.budgets
+        hold = Hold("hold_" + os.urandom(10).hex(), applied)
+        claims = budget.claims(applied, usd, tokens)
+
+        async def settle(_: Outcome, s: Settlement) -> None:
+            if not hold.refused:
+                await self.store.budgets.settle(hold.id,
+                                                budget.charges(applied, s.usd, s.tokens))
+
+        # Pushed before the store is asked: if the client leaves while the reserve is in
+        # flight, `finish` still settles the hold (to 0) instead of leaving it held until
+        # it expires; the store never takes a hold that was settled first.
+        releases.push("budget hold", settle)
+        op = self.store.budgets.reserve(hold.id, claims, now + cfg.hold_seconds, now)
+        if cfg.on_store_error == "open":
+            got = await self.outages.open("budgets", "request let through unmetered", op)
+            if got is None:
+                return None
+        else:
+            got = await self.outages.closed(
+                "budgets", "The budget store is unreachable, so spending is paused "
+                "(budgets.on_store_error: closed).", op)
+        if got.refused is not None:
+            hold.refused = True
+            i = got.refused
+            raise budget.refusal(applied[i], got.levels[i], claims[i].amount,
+                                 cfg.refuse_status, now)
+        return budget.remaining_usd(applied, got.levels)

@@ -1,0 +1,233 @@
+"""The chat endpoints: POST a request in one dialect (OpenAI chat completions or
+Anthropic Messages) -> `Gateway.chat` -> JSON or SSE back, and `Gateway.finish` on every
+path.
+
+Both dialects share this path; a `Dialect` says how to parse a request and write
+replies, streams and errors. A watcher cancels the handling task when the client
+disconnects; the cancellation reaches the provider's stream, whose cleanup closes the
+upstream connection, so the provider stops generating (and billing) at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, replace
+
+from tollway.accounting.prices import format_usd
+from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
+from tollway.cache.controls import ask_of
+from tollway.config import ServerConfig
+from tollway.conversation import history
+from tollway.errors import TollwayError
+from tollway.gateway import Gateway
+from tollway.gateway.call import Asks, Call
+from tollway.policy import limits as rate_limits
+from tollway.policy.auth import Caller
+from tollway.server.asgi import (
+    ClientGone,
+    DisconnectWatch,
+    Edge,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    check_json_content_type,
+    edge,
+    json_bytes,
+    read_body,
+    send_json,
+    send_sse,
+)
+from tollway.types import Answer, ChatRequest, Reply, ReplyStream
+from tollway.wire import anthropic as anthropic_wire
+from tollway.wire import openai as openai_wire
+from tollway.wire.sse import iter_chunks
+
+log = logging.getLogger("tollway")
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one wire format reads a request and writes answers; the path is shared."""
+
+    parse: Callable[[bytes, ServerConfig], ChatRequest]
+    reply: Callable[[Reply], bytes]
+    frames: Callable[[ReplyStream], AsyncGenerator[bytes, None]]
+    stream_end: bytes
+    stream_error: Callable[[TollwayError], bytes]  # an error after the stream began
+    error: Callable[[TollwayError], bytes]
+
+
+class ChatEndpoint:
+    def __init__(self, gateway: Gateway, dialect: Dialect) -> None:
+        self.gateway = gateway
+        self.dialect = dialect
+        self.server = gateway.config.server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        e = edge(scope)
+        call = new_call(e, scope)
+        gateway = self.gateway
+        watch: DisconnectWatch | None = None
+        answer: Answer | None = None
+        outcome: Outcome = Aborted()
+        try:
+            call.caller = await gateway.authenticate(e.api_key, call.caller)
+            call.asks = replace(call.asks, cache=ask_of(e.cache_control, e.cache_headers),
+                                history=history.ask_of(e.history, e.history_tokens))
+            check_json_content_type(scope)
+            req = self.dialect.parse(await read_body(scope, receive, self.server.max_body_bytes),
+                                     self.server)
+            watch = DisconnectWatch(receive)
+            answer = await gateway.chat(call, req)
+            outcome = await self._answer(call, answer, send)
+        except TollwayError as err:
+            outcome = Failed(gateway.scrub(err), answer)
+            await send_json(send, err.status, self.dialect.error(err),
+                            [*answer_headers(call, answer), *err.headers()])
+        except ClientGone:
+            outcome = Aborted(answer)
+        except Exception:  # a bug: answer 500 in the OpenAI shape, still account for it
+            log.exception("internal error (%s)", call.request_id)
+            error = TollwayError(f"Internal error; the request id is {call.request_id}.")
+            outcome = Failed(error, answer)
+            with contextlib.suppress(Exception):  # fails if the response had begun
+                await send_json(send, 500, self.dialect.error(error),
+                                answer_headers(call, answer))
+        except asyncio.CancelledError:
+            outcome = Aborted(answer)
+            if watch is None or not watch.gone:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.info("client went away; upstream call cancelled (%s)", call.request_id)
+        finally:
+            if watch is not None:
+                watch.finish()
+            # Exactly once, on every path: settle the budget hold, write the ledger row.
+            await gateway.finish(call, outcome)
+
+    async def _answer(self, call: Call, answer: Answer, send: Send) -> Outcome:
+        """Send the answer: JSON with its cost in headers, or SSE with its cost in a
+        trailer; a stream that fails after it began says so in-band."""
+        gateway, dialect = self.gateway, self.dialect
+        headers = answer_headers(call, answer)
+        if answer.stream is None:
+            assert answer.reply is not None
+            s = await gateway.priced(call, Answered(answer))
+            await send_json(send, 200, dialect.reply(answer.reply), headers + cost_headers(s))
+            return Answered(answer)
+        failed: list[TollwayError] = []
+
+        async def end() -> bytes:
+            s = await gateway.priced(call, Answered(answer))
+            return cost_trailer(s) + dialect.stream_end
+
+        def error(err: TollwayError) -> bytes:
+            failed.append(gateway.scrub(err))
+            return dialect.stream_error(failed[0])
+
+        await send_sse(send, dialect.frames(answer.stream), headers, end, error)
+        return Failed(failed[0], answer) if failed else Answered(answer)
+
+
+def new_call(e: Edge, scope: Scope) -> Call:
+    """A request's record as the edge knows it: who it says it is, what it asks."""
+    client = scope.get("client")
+    return Call(e.request_id,
+                caller=Caller(user=e.user, feature=e.feature, ip=client[0] if client else None),
+                asks=Asks(tier=e.tier, conversation=e.conversation,
+                          stored_conversation=e.stored_conversation))
+
+
+def answer_headers(call: Call, answer: Answer | None) -> Headers:
+    h: Headers = [(b"x-request-id", call.request_id.encode())]
+    plan, admission = call.plan, call.admission
+    if answer is not None:
+        h.append((b"x-tollway-model", answer.model.encode()))
+        h.append((b"x-tollway-provider", answer.deployment.provider.encode()))
+        if plan is not None and plan.input_tokens is not None:
+            h.append((b"x-tollway-input-tokens-estimated", str(plan.input_tokens).encode()))
+        if plan is not None and plan.ceiling is not None:
+            h.append((b"x-tollway-max-cost-usd",
+                      format_usd(plan.ceiling.worst_case_usd).encode()))
+    if plan is not None:
+        h += _plan_headers(plan.tier, plan.downgraded_from, plan.downgrade_reason,
+                           plan.clamped)
+    if admission is not None:
+        if admission.remaining_usd is not None:
+            h.append((b"x-tollway-budget-remaining-usd",
+                      format_usd(admission.remaining_usd).encode()))
+        if admission.ticket is not None:
+            h += rate_limits.headers(admission.ticket)
+    if call.thread is not None:
+        h.append((b"x-tollway-conversation", call.thread.id.encode()))
+    if call.history is not None:
+        h.append((b"x-tollway-history", call.history.policy.encode()))
+        h.append((b"x-tollway-history-tokens", str(call.history.tokens).encode()))
+        h.append((b"x-tollway-history-saved-tokens", str(call.history.saved_tokens).encode()))
+    if call.cache is not None:
+        h.append((b"x-tollway-cache", call.cache.status.encode()))
+        if answer is not None and call.cache.similarity is not None:
+            h.append((b"x-tollway-cache-similarity", f"{call.cache.similarity:.4f}".encode()))
+    return h
+
+
+def _plan_headers(tier: str | None, downgraded_from: str | None, reason: str | None,
+                  clamped: str | None) -> Headers:
+    named = ((b"x-tollway-tier", tier), (b"x-tollway-downgraded-from", downgraded_from),
+             (b"x-tollway-downgrade-reason", reason),
+             (b"x-tollway-max-tokens-clamped", clamped))
+    return [(k, v.encode()) for k, v in named if v]
+
+
+def cost_headers(s: Settlement) -> Headers:
+    h: Headers = [(b"x-tollway-cost-usd",
+                   b"unpriced" if s.cost_usd is None else format_usd(s.cost_usd).encode())]
+    if s.usage is not None:
+        h.append((b"x-tollway-input-tokens", str(s.usage.prompt_tokens).encode()))
+        h.append((b"x-tollway-output-tokens", str(s.usage.completion_tokens).encode()))
+    if s.saved_usd:
+        h.append((b"x-tollway-saved-usd", format_usd(s.saved_usd).encode()))
+    return h
+
+
+def cost_trailer(s: Settlement) -> bytes:
+    """Headers are long gone when a stream ends: its cost travels as an SSE comment,
+    which SDKs and browsers ignore and curl shows."""
+    usd = "unpriced" if s.cost_usd is None else format_usd(s.cost_usd)
+    tokens = (f" input_tokens={s.usage.prompt_tokens} output_tokens={s.usage.completion_tokens}"
+              if s.usage is not None else "")
+    flags = " estimated=true" if s.estimated else ""
+    if s.saved_usd:
+        flags += f" saved_usd={format_usd(s.saved_usd)}"
+    return f": tollway cost_usd={usd}{tokens}{flags}\n\n".encode()
+
+
+def anthropic_frames(stream: ReplyStream) -> AsyncGenerator[bytes, None]:
+    # The parsed request asks for usage, so the usage event reaches the translator
+    # (Anthropic's message_delta carries it).
+    return anthropic_wire.stream_to_anthropic(iter_chunks(stream.frames), stream.model)
+
+
+OPENAI = Dialect(
+    parse=lambda body, server: openai_wire.parse_chat_request(
+        body, max_n=server.max_n, max_messages=server.max_messages),
+    reply=lambda reply: json_bytes(reply.body),
+    frames=lambda stream: stream.frames,  # already OpenAI events: forwarded as they are
+    stream_end=openai_wire.SSE_DONE,
+    stream_error=lambda e: openai_wire.sse_frame(e.body()),  # the OpenAI SDK raises on it
+    error=lambda e: e.to_json(),
+)
+ANTHROPIC = Dialect(
+    parse=lambda body, server: anthropic_wire.parse_messages_request(body),
+    reply=lambda reply: json_bytes(anthropic_wire.reply_to_anthropic(reply)),
+    frames=anthropic_frames,
+    stream_end=b"",
+    stream_error=anthropic_wire.error_frame,
+    error=anthropic_wire.error_body,
+)
