@@ -14,7 +14,10 @@ import secrets
 
 import msgspec
 
-from tollway.config import Budget, GuardModes
+# The sections, not the package: tollway.types imports this module, and the package
+# imports tollway.types (through config.models).
+from tollway.config.budgets import Budget
+from tollway.config.guards import GuardModes
 
 PREFIX = "tw-"
 

