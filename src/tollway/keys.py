@@ -14,10 +14,7 @@ import secrets
 
 import msgspec
 
-# The sections, not the package: tollway.types imports this module, and the package
-# imports tollway.types (through config.models).
-from tollway.config.budgets import Budget
-from tollway.config.guards import GuardModes
+from tollway.config import Budget, GuardModes
 
 PREFIX = "tw-"
 
