@@ -447,91 +447,98 @@ def _frame(event: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
+class _Blocks:
+    """The Anthropic content blocks of one streamed message: which is open (text or a
+    tool_use), and the frames one OpenAI choice delta turns into."""
+
+    __slots__ = ("finish", "index", "matched", "open_kind", "open_tool")
+
+    def __init__(self) -> None:
+        self.index = -1  # the current block
+        self.open_kind: str | None = None  # "text" | "tool" while a block is open
+        self.open_tool: tuple[int, str] | None = None  # (OpenAI index, id) of the open tool
+        self.finish: str | None = None
+        self.matched: Any = None  # the stop sequence matched, when a server says
+
+    def close(self) -> list[bytes]:
+        if self.open_kind is None:
+            return []
+        self.open_kind, self.open_tool = None, None
+        return [_frame({"type": "content_block_stop", "index": self.index})]
+
+    def _open(self, kind: str, block: dict[str, Any]) -> list[bytes]:
+        frames = self.close()
+        self.index += 1
+        self.open_kind = kind
+        frames.append(_frame({"type": "content_block_start", "index": self.index,
+                              "content_block": block}))
+        return frames
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return _frame({"type": "content_block_delta", "index": self.index, "delta": delta})
+
+    def choice(self, choice: dict[str, Any]) -> list[bytes]:
+        delta = choice.get("delta") or {}
+        frames: list[bytes] = []
+        text = delta.get("content")
+        if text:
+            if self.open_kind != "text":
+                frames += self._open("text", {"type": "text", "text": ""})
+            frames.append(self._delta({"type": "text_delta", "text": text}))
+        for call in delta.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            # OpenAI streams tool calls one after another; a new index (or a new id,
+            # for servers that repeat it) starts the next tool_use block.
+            tc_index, tc_id = call.get("index", 0), call.get("id") or ""
+            tool = self.open_tool
+            if self.open_kind != "tool" or tool is None or tc_index != tool[0] \
+                    or tc_id not in ("", tool[1]):
+                frames += self._open("tool", {"type": "tool_use", "id": tc_id,
+                                              "name": fn.get("name") or "", "input": {}})
+                self.open_tool = (tc_index, tc_id)
+            if fn.get("arguments"):
+                frames.append(self._delta({"type": "input_json_delta",
+                                           "partial_json": fn["arguments"]}))
+        if choice.get("finish_reason"):
+            self.finish, self.matched = choice["finish_reason"], choice.get("stop_reason")
+            frames += self.close()
+        return frames
+
+
+def _message_start(msg_id: str, model: str) -> bytes:
+    return _frame({"type": "message_start", "message": {
+        "id": msg_id, "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0}}})
+
+
 async def stream_to_anthropic(chunks: AsyncIterator[Chunk],
                              model: str) -> AsyncGenerator[bytes, None]:
     """OpenAI chunks (ending with a usage-only chunk) -> Anthropic SSE frames, in the
     order the Messages API sends them. An error from `chunks` after the response has
     started becomes an `error` event, which is how Anthropic reports mid-stream failures."""
     started = False
-    index = -1  # current Anthropic content block
-    open_kind: str | None = None  # "text" | "tool" while a block is open
-    open_tool: tuple[int, str] | None = None  # (OpenAI index, id) of the open tool block
-    finish: str | None = None
-    matched: Any = None
+    blocks = _Blocks()
     usage: dict[str, Any] | None = None
-    msg_id = ""
-
-    def start_message() -> bytes:
-        return _frame({"type": "message_start", "message": {
-            "id": msg_id, "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0}}})
-
-    def close_block() -> list[bytes]:
-        nonlocal open_kind, open_tool
-        if open_kind is None:
-            return []
-        open_kind, open_tool = None, None
-        return [_frame({"type": "content_block_stop", "index": index})]
-
-    def open_block(kind: str, block: dict[str, Any]) -> list[bytes]:
-        nonlocal index, open_kind
-        frames = close_block()
-        index += 1
-        open_kind = kind
-        frames.append(_frame({"type": "content_block_start", "index": index,
-                              "content_block": block}))
-        return frames
-
     try:
         async for chunk in chunks:
             if not started:
-                msg_id = message_id(chunk.get("id"))
                 started = True
-                yield start_message()
+                yield _message_start(message_id(chunk.get("id")), model)
             if chunk.get("usage"):
                 usage = chunk["usage"]
-            for choice in chunk.get("choices") or []:
-                if choice.get("index", 0) != 0:
-                    continue
-                delta = choice.get("delta") or {}
-                frames: list[bytes] = []
-                text = delta.get("content")
-                if text:
-                    if open_kind != "text":
-                        frames += open_block("text", {"type": "text", "text": ""})
-                    frames.append(_frame({"type": "content_block_delta", "index": index,
-                                          "delta": {"type": "text_delta", "text": text}}))
-                for call in delta.get("tool_calls") or []:
-                    fn = call.get("function") or {}
-                    # OpenAI streams tool calls one after another; a new index (or a
-                    # new id, for servers that repeat it) starts the next tool_use block.
-                    tc_index, tc_id = call.get("index", 0), call.get("id") or ""
-                    if open_kind != "tool" or open_tool is None or tc_index != open_tool[0] \
-                            or tc_id not in ("", open_tool[1]):
-                        frames += open_block("tool", {
-                            "type": "tool_use", "id": tc_id, "name": fn.get("name") or "",
-                            "input": {}})
-                        open_tool = (tc_index, tc_id)
-                    if fn.get("arguments"):
-                        frames.append(_frame({
-                            "type": "content_block_delta", "index": index,
-                            "delta": {"type": "input_json_delta",
-                                      "partial_json": fn["arguments"]}}))
-                if choice.get("finish_reason"):
-                    finish, matched = choice["finish_reason"], choice.get("stop_reason")
-                    frames += close_block()
-                if frames:
-                    yield b"".join(frames)  # one write per upstream chunk
+            frames = [f for choice in chunk.get("choices") or []
+                      if choice.get("index", 0) == 0 for f in blocks.choice(choice)]
+            if frames:
+                yield b"".join(frames)  # one write per upstream chunk
     except TollwayError as e:
         yield error_frame(e)
         return
     if not started:
-        msg_id = message_id(None)
-        yield start_message()
-    for f in close_block():
+        yield _message_start(message_id(None), model)
+    for f in blocks.close():
         yield f
-    reason, sequence = stop_reason(finish, matched)
+    reason, sequence = stop_reason(blocks.finish, blocks.matched)
     yield _frame({"type": "message_delta",
                   "delta": {"stop_reason": reason, "stop_sequence": sequence},
                   "usage": usage_to_anthropic(usage)})
