@@ -35,14 +35,13 @@ from tollway.accounting.meter import StreamMeter, received_output_tokens
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
 from tollway.cache.response import Lookup, ResponseCache
 from tollway.conversation import history, summary
-from tollway.conversation.memory import Memory, Summary
+from tollway.conversation.memory import HistoryOutcome, Memory, Summary
 from tollway.errors import InvalidOutput, TollwayError
 from tollway.gateway.call import Call
 from tollway.gateway.record import ledger_row
 from tollway.gateway.routes import Route, Routes
 from tollway.guards import answer as output_guards
 from tollway.guards import policy as guard_policy
-from tollway.guards import schema as schema_check
 from tollway.guards.validate import check as check_limits
 from tollway.observe import Observer
 from tollway.policy.admission import Admission, Admitter
@@ -83,34 +82,27 @@ class Pipeline:
         route, choice = s.routes.choose(req.model, call.asks.tier, call.caller.key,
                                         call.internal is not None)
         policy = s.guards.of(route.alias, call.caller.key)
-        check_limits(req, policy.limits)
+        check_limits(req, policy.limits)  # on what the caller sent
         call.thread = await s.memory.recall(req, call.caller, call.asks.stored_conversation)
-        call.guards = guard_policy.inspect(req, policy)
-        call.history = await s.memory.shape(
-            req, s.memory.rule(route.alias, route.model.history, call.asks.history),
-            route.alias, route.deployments[0].model, call.caller.owner, call.thread,
-            lambda sub: self._summarise(call, sub))
+        call.guards = guard_policy.inspect(req, policy)  # on all that goes upstream
+        call.history = await self._shape(call, req, route)
         plan = call.plan = s.planner.cap(req, route, choice)
-        if s.cache is not None and s.cache.applies(route.alias):
-            call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache)
+        call.cache = await self._look(call, req, route)
         rate = s.admission.rate_limits(call.caller, route.alias)
         if call.cache is not None and call.cache.found is not None:
             return await self._from_cache(call, req, call.cache, rate, now)
         applied = s.admission.budgets(call.caller, call.conversation, now)
-        attempts = 1 + policy.schema_retries if schema_check.wanted(req.response_format) else 1
         route = await s.planner.complete(
             plan, req, route, choice, s.routes.resolve, count=count, applied=applied,
             must_count=any(r.metric == "tokens" for r in rate) or s.routes.paced(route),
-            attempts=attempts, now=now)
+            attempts=output_guards.attempts(req, policy), now=now)
         call.admission = await s.admission.admit(rate, applied, plan.worst_usd,
                                                  plan.worst_tokens, now, call.releases)
         answer = await self._send(call, req, route)
         answer = await output_guards.checked(req, policy, call.guards, answer,
                                              lambda: self._send(call, req, route),
                                              lambda discarded: self._discard(call, discarded))
-        if s.cache is not None and call.cache is not None and call.cache.keys is not None and (
-                call.guards.placeholders is None):  # never cache restored PII
-            call.releases.push("cache fill", s.cache.filler(call.cache))
+        self._fill_cache(call)
         return await self._deliver(call, req, answer)
 
     async def finish(self, call: Call, outcome: Outcome) -> Settlement:
@@ -167,6 +159,28 @@ class Pipeline:
         out = (meter.output_tokens if meter is not None
                else received_output_tokens(answer.stream.received, answer.model))
         return settlement.estimated(n, out, price, cut=cut)
+
+    async def _shape(self, call: Call, req: ChatRequest, route: Route
+                     ) -> HistoryOutcome | None:
+        memory = self.s.memory
+        rule = memory.rule(route.alias, route.model.history, call.asks.history)
+        return await memory.shape(req, rule, route.alias, route.deployments[0].model,
+                                  call.caller.owner, call.thread,
+                                  lambda sub: self._summarise(call, sub))
+
+    async def _look(self, call: Call, req: ChatRequest, route: Route) -> Lookup | None:
+        cache = self.s.cache
+        if cache is None or not cache.applies(route.alias):
+            return None
+        return await cache.lookup(req, route.alias, call.caller, call.asks.cache)
+
+    def _fill_cache(self, call: Call) -> None:
+        """A miss is kept once the caller has the answer whole — never one with
+        restored PII in it."""
+        look, cache = call.cache, self.s.cache
+        if (cache is not None and look is not None and look.keys is not None
+                and call.guards is not None and call.guards.placeholders is None):
+            call.releases.push("cache fill", cache.filler(look))
 
     async def _send(self, call: Call, req: ChatRequest, route: Route) -> Answer:
         assert call.plan is not None

@@ -25,6 +25,12 @@ Resend = Callable[[], Awaitable[Answer]]  # the same request, sent again
 Discard = Callable[[Answer], Awaitable[None]]  # an attempt paid for and thrown away
 
 
+def attempts(req: ChatRequest, policy: guard_policy.GuardPolicy) -> int:
+    """How many answers a request may cost: output that breaks its schema is asked for
+    again, and every attempt is paid for (so every one is reserved)."""
+    return 1 + policy.schema_retries if schema_check.wanted(req.response_format) else 1
+
+
 async def checked(req: ChatRequest, policy: guard_policy.GuardPolicy,
                   record: guard_policy.GuardRecord, answer: Answer, resend: Resend,
                   discard: Discard) -> Answer:
