@@ -29,6 +29,7 @@ run: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # Redis and PostgreSQL for the shared store's tests (started if stopped).
 services:
