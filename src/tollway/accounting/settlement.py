@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+
+import msgspec
 
 from tollway.accounting import prices
 from tollway.accounting.prices import Price
@@ -27,15 +28,15 @@ from tollway.types import Answer, Usage
 log = logging.getLogger("tollway")
 
 
-@dataclass(frozen=True, slots=True)
-class Answered:
+# These are made on every request: msgspec Structs, several times cheaper to build
+# than dataclasses.
+class Answered(msgspec.Struct, frozen=True):
     """The caller got the whole answer (a stream: up to its end)."""
 
     answer: Answer
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(msgspec.Struct, frozen=True):
     """An error went back to the caller: before anything was sent upstream, from the
     upstream, or in-band after a stream began (`answer` is then what had begun)."""
 
@@ -43,8 +44,7 @@ class Failed:
     answer: Answer | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Aborted:
+class Aborted(msgspec.Struct, frozen=True):
     """The client went away before it had everything (status 499)."""
 
     answer: Answer | None = None
@@ -53,8 +53,7 @@ class Aborted:
 Outcome = Answered | Failed | Aborted
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(msgspec.Struct, frozen=True):
     """What a request cost."""
 
     usage: Usage | None
@@ -117,11 +116,10 @@ def merged(spent: Sequence[Settlement], last: Settlement) -> Settlement:
 Release = Callable[[Outcome, Settlement], Awaitable[None]]
 
 
-@dataclass(slots=True)
-class Releases:
+class Releases(msgspec.Struct):
     """What a request took, and how to give each back once it is priced."""
 
-    pending: list[tuple[str, Release]] = field(default_factory=list)
+    pending: list[tuple[str, Release]] = msgspec.field(default_factory=list)
 
     def push(self, what: str, release: Release) -> None:
         self.pending.append((what, release))

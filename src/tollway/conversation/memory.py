@@ -70,13 +70,10 @@ class Memory:
         self._rules = {alias: history.resolve(config.history, mc.history, None)
                        for alias, mc in config.models.items()}
 
-    async def recall(self, req: ChatRequest, caller: Caller, header: str | None
-                     ) -> thread.Thread | None:
-        """The stored history in front of the request's new turns, when it names a
-        conversation (the header, or the body's `conversation`)."""
-        conversation = thread.id_of(req, header)
-        if conversation is None:
-            return None
+    async def recall(self, req: ChatRequest, caller: Caller, conversation: str
+                     ) -> thread.Thread:
+        """The stored history in front of the request's new turns, for the conversation
+        it names (`thread.id_of`: the header, or the body's `conversation`)."""
         if not self.config.conversations.enabled:
             raise InvalidRequest("Server-side conversations are turned off on this gateway "
                                  "(conversations.enabled); send the whole history instead.",

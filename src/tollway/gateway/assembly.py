@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from tollway.accounting import tokens
 from tollway.accounting.settlement import Outcome, Settlement
@@ -72,6 +72,10 @@ class Gateway:
             admission=Admitter(config, self.store, self.outages), router=self.router,
             ledger=self.ledger, observer=self.observer, alerts=self.alerts,
             scrub=self.scrub, clock=clock))
+        # The request path itself (bound here, not wrapped: one call less per step).
+        self.chat: Callable[[Call, ChatRequest], Awaitable[Answer]] = self.pipeline.chat
+        self.priced: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.priced
+        self.finish: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.finish
         self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
                          if d.api_key}
         self._warming: asyncio.Task[None] | None = None
@@ -86,15 +90,6 @@ class Gateway:
         return await self.outages.closed(
             "keys", "The key store is unreachable, so API keys cannot be checked right now.",
             auth.authenticate(secret, self.store.keys, self.config.auth, self.clock(), edge))
-
-    async def chat(self, call: Call, req: ChatRequest) -> Answer:
-        return await self.pipeline.chat(call, req)
-
-    async def priced(self, call: Call, outcome: Outcome) -> Settlement:
-        return await self.pipeline.priced(call, outcome)
-
-    async def finish(self, call: Call, outcome: Outcome) -> Settlement:
-        return await self.pipeline.finish(call, outcome)
 
     def scrub(self, err: TollwayError) -> TollwayError:
         """Provider keys never leave the server: cut them (and anything key-shaped)

@@ -34,7 +34,7 @@ from tollway.accounting import settlement
 from tollway.accounting.meter import StreamMeter, received_output_tokens
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
 from tollway.cache.response import Lookup, ResponseCache
-from tollway.conversation import history, summary
+from tollway.conversation import history, summary, thread
 from tollway.conversation.memory import HistoryOutcome, Memory, Summary
 from tollway.errors import InvalidOutput, TollwayError
 from tollway.gateway.call import Call
@@ -83,11 +83,16 @@ class Pipeline:
                                         call.internal is not None)
         policy = s.guards.of(route.alias, call.caller.key)
         check_limits(req, policy.limits)  # on what the caller sent
-        call.thread = await s.memory.recall(req, call.caller, call.asks.stored_conversation)
+        conversation = thread.id_of(req, call.asks.stored_conversation)
+        if conversation is not None:
+            call.thread = await s.memory.recall(req, call.caller, conversation)
         call.guards = guard_policy.inspect(req, policy)  # on all that goes upstream
-        call.history = await self._shape(call, req, route)
+        rule = s.memory.rule(route.alias, route.model.history, call.asks.history)
+        if rule.policy != "none" or call.thread is not None:
+            call.history = await self._shape(call, req, route, rule)
         plan = call.plan = s.planner.cap(req, route, choice)
-        call.cache = await self._look(call, req, route)
+        if s.cache is not None and s.cache.applies(route.alias):
+            call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache)
         rate = s.admission.rate_limits(call.caller, route.alias)
         if call.cache is not None and call.cache.found is not None:
             return await self._from_cache(call, req, call.cache, rate, now)
@@ -96,8 +101,9 @@ class Pipeline:
             plan, req, route, choice, s.routes.resolve, count=count, applied=applied,
             must_count=any(r.metric == "tokens" for r in rate) or s.routes.paced(route),
             attempts=output_guards.attempts(req, policy), now=now)
-        call.admission = await s.admission.admit(rate, applied, plan.worst_usd,
-                                                 plan.worst_tokens, now, call.releases)
+        if rate or applied:
+            call.admission = await s.admission.admit(rate, applied, plan.worst_usd,
+                                                     plan.worst_tokens, now, call.releases)
         answer = await self._send(call, req, route)
         answer = await output_guards.checked(req, policy, call.guards, answer,
                                              lambda: self._send(call, req, route),
@@ -112,7 +118,8 @@ class Pipeline:
             return call.settlement or settlement.ZERO
         call.finished = True
         s = await self.priced(call, outcome)
-        await call.releases.unwind(outcome, s, call.request_id)
+        if call.releases.pending:
+            await call.releases.unwind(outcome, s, call.request_id)
         row = ledger_row(call, outcome, s)
         self.s.ledger.record(row)
         self.s.observer.request(row)
@@ -124,7 +131,8 @@ class Pipeline:
         """What the request cost, worked out once: the stream trailer, the reply
         headers, the conversation store and the ledger all read this figure."""
         if call.settlement is None:
-            call.settlement = settlement.merged(call.spent, await self._price(call, outcome))
+            s = await self._price(call, outcome)
+            call.settlement = settlement.merged(call.spent, s) if call.spent else s
         return call.settlement
 
     async def _price(self, call: Call, outcome: Outcome) -> Settlement:
@@ -160,19 +168,11 @@ class Pipeline:
                else received_output_tokens(answer.stream.received, answer.model))
         return settlement.estimated(n, out, price, cut=cut)
 
-    async def _shape(self, call: Call, req: ChatRequest, route: Route
-                     ) -> HistoryOutcome | None:
-        memory = self.s.memory
-        rule = memory.rule(route.alias, route.model.history, call.asks.history)
-        return await memory.shape(req, rule, route.alias, route.deployments[0].model,
-                                  call.caller.owner, call.thread,
-                                  lambda sub: self._summarise(call, sub))
-
-    async def _look(self, call: Call, req: ChatRequest, route: Route) -> Lookup | None:
-        cache = self.s.cache
-        if cache is None or not cache.applies(route.alias):
-            return None
-        return await cache.lookup(req, route.alias, call.caller, call.asks.cache)
+    async def _shape(self, call: Call, req: ChatRequest, route: Route,
+                     rule: history.HistoryRule) -> HistoryOutcome | None:
+        return await self.s.memory.shape(req, rule, route.alias, route.deployments[0].model,
+                                         call.caller.owner, call.thread,
+                                         lambda sub: self._summarise(call, sub))
 
     def _fill_cache(self, call: Call) -> None:
         """A miss is kept once the caller has the answer whole — never one with
@@ -192,7 +192,7 @@ class Pipeline:
 
     async def _discard(self, call: Call, answer: Answer) -> None:
         """An attempt the output guards threw away: paid for, billed with the rest."""
-        call.spent.append(await self._price_answer(call, answer, None))
+        call.spent = (*call.spent, await self._price_answer(call, answer, None))
 
     async def _deliver(self, call: Call, req: ChatRequest, answer: Answer) -> Answer:
         """The answer as it goes out: a stream metered at the cost ceiling and its
@@ -209,7 +209,9 @@ class Pipeline:
             if record is not None and output_guards.wants_stream_log(record):
                 stream.frames = sse.then(stream.frames,
                                          lambda: output_guards.log_stream(answer, record))
-        return await self._kept(call, answer, None)
+        if call.thread is not None:
+            await self._kept(call, answer, None)
+        return answer
 
     async def _from_cache(self, call: Call, req: ChatRequest, look: Lookup,
                           rate: list[Limit], now: float) -> Answer:
@@ -227,16 +229,17 @@ class Pipeline:
             call.first_byte = time.perf_counter()
         else:
             answer = Answer(dep, reply=replay.reply(found.body, found.model, found.usage))
-        return await self._kept(call, output_guards.restore(answer, call.guards), found.body)
+        answer = output_guards.restore(answer, call.guards)
+        if call.thread is not None:
+            await self._kept(call, answer, found.body)
+        return answer
 
-    async def _kept(self, call: Call, answer: Answer, stored: dict[str, Any] | None
-                    ) -> Answer:
+    async def _kept(self, call: Call, answer: Answer, stored: dict[str, Any] | None) -> None:
         """Store a conversation's new turns with the reply: a JSON reply before it is
         returned, a stream once it has ended and before the caller sees its end —
         either way its next turn finds them, whichever replica it reaches."""
         t = call.thread
-        if t is None:
-            return answer
+        assert t is not None
 
         async def keep() -> None:
             s = await self.priced(call, Answered(answer))
@@ -246,7 +249,6 @@ class Pipeline:
             await keep()
         else:
             answer.stream.frames = sse.then(answer.stream.frames, keep)
-        return answer
 
     async def _summarise(self, parent: Call, req: ChatRequest) -> Summary:
         """One call to the summary model through this whole path, charged to the same

@@ -11,7 +11,8 @@ real cost (a refusal or an error costs 0).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+
+import msgspec
 
 from tollway.accounting.settlement import Outcome, Releases, Settlement
 from tollway.config import Config
@@ -21,17 +22,15 @@ from tollway.store.base import Store
 from tollway.store.outage import Outages
 
 
-@dataclass(slots=True)
-class Admission:
+class Admission(msgspec.Struct):
     """What a request was admitted with (reply headers, alerts)."""
 
     ticket: limits.Ticket | None = None
-    applied: list[budget.Applied] = field(default_factory=list)
+    applied: list[budget.Applied] = msgspec.field(default_factory=list)
     remaining_usd: float | None = None  # the least left on a dollar budget, after the hold
 
 
-@dataclass(slots=True)
-class Hold:
+class Hold(msgspec.Struct):
     """A reservation on budgets, settled once by `finish`."""
 
     id: str

@@ -11,7 +11,8 @@ only a key's id or hint ever reaches an error, a log line or the ledger.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, replace
+
+import msgspec
 
 from tollway.config import AuthConfig
 from tollway.errors import Forbidden, Unauthorized
@@ -19,10 +20,10 @@ from tollway.keys import PREFIX, KeyRecord, hash_secret, hint
 from tollway.store.base import KeyStore
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(msgspec.Struct, frozen=True):
     """Who is calling. Fixed once the key is checked, except the end user, which is
-    settled once the body is read (`with_user`)."""
+    settled once the body is read (`with_user`). (A Struct: made on every request,
+    ~10x cheaper than a frozen dataclass.)"""
 
     key: KeyRecord | None = None
     master: bool = False
@@ -50,7 +51,7 @@ class Caller:
         if self.user is not None:
             return self
         user = body_user or (self.key.user if self.key is not None else None)
-        return self if user is None else replace(self, user=user)
+        return self if user is None else msgspec.structs.replace(self, user=user)
 
 
 def keys_required(cfg: AuthConfig) -> bool:
@@ -67,7 +68,7 @@ async def authenticate(secret: str | None, keys: KeyStore, cfg: AuthConfig, now:
     """`edge` (what the request says of itself: user, feature, address) with the key
     checked; raises Unauthorized."""
     if is_master(secret, cfg):
-        return replace(edge, master=True)
+        return msgspec.structs.replace(edge, master=True)
     if secret is None or not secret.startswith(PREFIX):
         if not keys_required(cfg):
             return edge
@@ -83,7 +84,7 @@ async def authenticate(secret: str | None, keys: KeyStore, cfg: AuthConfig, now:
     if why is not None:
         raise Unauthorized(f"API key {rec.hint} ({rec.id}) {why}.", code="key_refused")
     feature = edge.feature or (rec.features[0] if rec.features else None)
-    return replace(edge, key=rec, team=rec.team, feature=feature)
+    return msgspec.structs.replace(edge, key=rec, team=rec.team, feature=feature)
 
 
 def check_model(key: KeyRecord | None, asked: str, alias: str) -> None:

@@ -14,8 +14,9 @@ tested without one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+import msgspec
 
 from tollway.accounting import prices
 from tollway.accounting.prices import Price
@@ -44,8 +45,7 @@ R = TypeVar("R", bound=Candidate)
 Levels = Callable[[list[str], float], Awaitable[list[float] | None]]
 
 
-@dataclass(slots=True)
-class Plan:
+class Plan(msgspec.Struct):
     """What planning decided (reply headers, the ledger, admission, the stream meter)."""
 
     clamped: str | None = None  # why max_tokens was lowered: cap | tier | cost_ceiling

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from tollway.accounting.prices import Price
 from tollway.accounting.settlement import Outcome, Release, Releases, Settlement
 from tollway.config import BreakerConfig, PacingConfig, RetryConfig
@@ -57,8 +59,7 @@ class Upstream:
     window: int | None  # context window, when known (price table)
 
 
-@dataclass(slots=True)
-class Attempts:
+class Attempts(msgspec.Struct):
     """What sending did, for the ledger: the router's own record of one request."""
 
     deployment: Deployment | None = None  # being called, or answered

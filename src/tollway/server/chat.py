@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+import msgspec
 
 from tollway.accounting.prices import format_usd
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
@@ -76,8 +78,7 @@ class ChatEndpoint:
         outcome: Outcome = Aborted()
         try:
             call.caller = await gateway.authenticate(e.api_key, call.caller)
-            call.asks = replace(call.asks, cache=ask_of(e.cache_control, e.cache_headers),
-                                history=history.ask_of(e.history, e.history_tokens))
+            call.asks = asks_of(e, call.asks)
             check_json_content_type(scope)
             req = self.dialect.parse(await read_body(scope, receive, self.server.max_body_bytes),
                                      self.server)
@@ -144,6 +145,16 @@ def new_call(e: Edge, scope: Scope) -> Call:
                           stored_conversation=e.stored_conversation))
 
 
+def asks_of(e: Edge, asks: Asks) -> Asks:
+    """With what the cache and history headers ask, once the key is checked (their
+    400s come after a 401); most requests send none."""
+    cache = ask_of(e.cache_control, e.cache_headers)
+    hist = history.ask_of(e.history, e.history_tokens)
+    if cache is None and hist is None:
+        return asks
+    return msgspec.structs.replace(asks, cache=cache, history=hist)
+
+
 def answer_headers(call: Call, answer: Answer | None) -> Headers:
     h: Headers = [(b"x-request-id", call.request_id.encode())]
     plan, admission = call.plan, call.admission
@@ -156,8 +167,14 @@ def answer_headers(call: Call, answer: Answer | None) -> Headers:
             h.append((b"x-tollway-max-cost-usd",
                       format_usd(plan.ceiling.worst_case_usd).encode()))
     if plan is not None:
-        h += _plan_headers(plan.tier, plan.downgraded_from, plan.downgrade_reason,
-                           plan.clamped)
+        if plan.tier:
+            h.append((b"x-tollway-tier", plan.tier.encode()))
+        if plan.downgraded_from:
+            h.append((b"x-tollway-downgraded-from", plan.downgraded_from.encode()))
+        if plan.downgrade_reason:
+            h.append((b"x-tollway-downgrade-reason", plan.downgrade_reason.encode()))
+        if plan.clamped:
+            h.append((b"x-tollway-max-tokens-clamped", plan.clamped.encode()))
     if admission is not None:
         if admission.remaining_usd is not None:
             h.append((b"x-tollway-budget-remaining-usd",
@@ -175,14 +192,6 @@ def answer_headers(call: Call, answer: Answer | None) -> Headers:
         if answer is not None and call.cache.similarity is not None:
             h.append((b"x-tollway-cache-similarity", f"{call.cache.similarity:.4f}".encode()))
     return h
-
-
-def _plan_headers(tier: str | None, downgraded_from: str | None, reason: str | None,
-                  clamped: str | None) -> Headers:
-    named = ((b"x-tollway-tier", tier), (b"x-tollway-downgraded-from", downgraded_from),
-             (b"x-tollway-downgrade-reason", reason),
-             (b"x-tollway-max-tokens-clamped", clamped))
-    return [(k, v.encode()) for k, v in named if v]
 
 
 def cost_headers(s: Settlement) -> Headers:
