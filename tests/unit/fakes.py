@@ -20,6 +20,7 @@ from tollway.types import (
     Message,
     Reply,
     ReplyStream,
+    Role,
     Usage,
 )
 from tollway.wire import sse
@@ -34,7 +35,7 @@ def usage(prompt: int, completion: int) -> Usage:
 
 def request(*texts: str, **kw: Any) -> ChatRequest:
     """A request whose messages alternate user and assistant, starting with the user."""
-    roles = ("user", "assistant")
+    roles: tuple[Role, Role] = ("user", "assistant")
     return ChatRequest(model=kw.pop("model", "m"), messages=[
         Message(role=roles[i % 2], content=t) for i, t in enumerate(texts)], **kw)
 
@@ -83,10 +84,11 @@ async def text_of(s: ReplyStream) -> str:
 @dataclass
 class FakeProvider:
     """Answers every call with a canned reply (or stream, for a streaming request)
-    saying which model answered; the models in `fail` raise their error instead."""
+    saying which model answered; the deployments (or models) in `fail` raise their
+    error instead."""
 
     name: str = "fake"
-    fail: dict[str, TollwayError] = field(default_factory=dict)
+    fail: dict[Deployment | str, TollwayError] = field(default_factory=dict)
     calls: list[Deployment] = field(default_factory=list)
 
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
@@ -102,8 +104,9 @@ class FakeProvider:
 
     def _called(self, dep: Deployment) -> None:
         self.calls.append(dep)
-        if dep.model in self.fail:
-            raise self.fail[dep.model]
+        error = self.fail.get(dep) or self.fail.get(dep.model)
+        if error is not None:
+            raise error
 
 
 class Down:
