@@ -22,7 +22,7 @@ from tollway.errors import BudgetExceeded, InvalidRequest, TollwayError, Unavail
 from tollway.policy.auth import Caller
 from tollway.store.base import ConversationStore
 from tollway.store.embedded import EmbeddedStore
-from tollway.types import ChatRequest, Message
+from tollway.types import ChatRequest, Message, Role
 
 NOW = 1_800_000_000.0
 MODEL = "x-model"
@@ -34,8 +34,8 @@ SUMMARISE = {"policy": "summarise", "summarise_above": 200, "keep_recent_tokens"
              "summary_max_tokens": 50}
 
 
-def encoded(role: str, content: str) -> bytes:
-    return msgspec.json.encode(Message(role=role, content=content))  # type: ignore[arg-type]
+def encoded(role: Role, content: str) -> bytes:
+    return msgspec.json.encode(Message(role=role, content=content))
 
 
 def conversation(*texts: str) -> ChatRequest:
@@ -176,7 +176,7 @@ async def test_summarise_folds_the_older_turns_once_past_the_threshold(
                           TURNS[8], TURNS[9], "what next?"]
     assert got.policy == "summarise" and got.saved_tokens > 0
     # What the summary cost counts in the conversation's totals.
-    assert (t.extra_tokens, t.extra_usd) == (5 + SPENT.tokens, pytest.approx(0.021))
+    assert t.extra_tokens == 5 + SPENT.tokens and t.extra_usd == pytest.approx(0.021)
 
 
 async def test_a_later_turn_reuses_the_stored_summary_without_summarising(
