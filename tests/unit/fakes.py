@@ -85,10 +85,11 @@ async def text_of(s: ReplyStream) -> str:
 class FakeProvider:
     """Answers every call with a canned reply (or stream, for a streaming request)
     saying which model answered; the deployments (or models) in `fail` raise their
-    error instead."""
+    error instead (only the first time, with `once`)."""
 
     name: str = "fake"
     fail: dict[Deployment | str, TollwayError] = field(default_factory=dict)
+    once: bool = False
     calls: list[Deployment] = field(default_factory=list)
 
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
@@ -104,9 +105,9 @@ class FakeProvider:
 
     def _called(self, dep: Deployment) -> None:
         self.calls.append(dep)
-        error = self.fail.get(dep) or self.fail.get(dep.model)
-        if error is not None:
-            raise error
+        for k in (dep, dep.model):
+            if k in self.fail:
+                raise self.fail.pop(k) if self.once else self.fail[k]
 
 
 class Down:

@@ -24,8 +24,9 @@ def dep(model: str, priority: int = 0, base: str | None = None) -> Deployment:
     return Deployment(provider="fake", model=model, priority=priority, api_base=base)
 
 
-def failure(status: int, d: Deployment) -> TollwayError:
-    return error_from_status(status, b'{"error": {"message": "no"}}', {}, d)
+def failure(status: int, d: Deployment, retry_after_ms: int | None = None) -> TollwayError:
+    headers = {"retry-after-ms": str(retry_after_ms)} if retry_after_ms is not None else {}
+    return error_from_status(status, b'{"error": {"message": "no"}}', headers, d)
 
 
 def router(provider: FakeProvider, *deps: Deployment, pacing: PacingConfig | None = None
@@ -76,6 +77,25 @@ async def test_a_fallback_pools_model_answering_is_recorded() -> None:
                                   Pool("b", [b], NO_ROUNDS))
     assert got.deployment is b and provider.calls == [a, b]
     assert (attempts.deployment, attempts.retries, attempts.fallback_from) == (b, 1, "model-a")
+
+
+async def test_a_pool_is_tried_again_after_a_short_retry_after() -> None:
+    d = dep("m-1")
+    provider = FakeProvider(fail={d: failure(429, d, retry_after_ms=1)}, once=True)
+    pool = Pool("a", [d], RetryConfig())
+    got, attempts, _ = await send(router(provider, d), pool)
+    assert got.deployment is d and provider.calls == [d, d]
+    assert (attempts.retries, attempts.fallback_from) == (1, None)
+    assert pool.budget.tokens == pytest.approx(3.0 + 0.2 - 1)  # the floor, a deposit, a retry
+
+
+async def test_a_retry_after_longer_than_it_waits_moves_on_at_once() -> None:
+    a, b = dep("model-a"), dep("model-b")
+    provider = FakeProvider(fail={a: failure(429, a, retry_after_ms=30_000)})
+    got, attempts, _ = await send(router(provider, a, b), Pool("a", [a], RetryConfig()),
+                                  Pool("b", [b], RetryConfig()))
+    assert got.deployment is b and provider.calls == [a, b]
+    assert attempts.fallback_from == "model-a"
 
 
 async def test_a_client_error_goes_straight_back() -> None:
