@@ -209,6 +209,16 @@ async def test_a_failed_summary_trims_to_a_window_instead(
     assert len(again.asked) == 1
 
 
+async def test_with_the_store_down_a_summary_is_written_afresh_and_sent() -> None:
+    mem, failed = memory(cast(ConversationStore, Down()), history=SUMMARISE)
+    summarise = Summariser("Lorem ipsum, so far.")
+    req = conversation(*TURNS, "what next?")
+    await shape(mem, req, summarise)
+    assert len(summarise.asked) == 1
+    assert texts(req)[1] == summary.HEADER + "Lorem ipsum, so far."
+    assert failed == ["conversations", "conversations"]  # not found, then not stored
+
+
 async def test_a_conversation_past_its_cap_stops_at_the_summary(
         conversations: ConversationStore) -> None:
     mem, _ = memory(conversations, history=SUMMARISE)
