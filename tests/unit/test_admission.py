@@ -1,0 +1,224 @@
+"""Admission: which budgets and rate limits apply, taking them, and giving them back with
+the real figures — on the in-memory store parts, with parts that are down or that hold
+a reserve open until the test lets it go."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+
+from tests.unit.fakes import Down, outages, usage
+from tollway.accounting import settlement
+from tollway.accounting.settlement import Aborted, Failed, Releases, Settlement
+from tollway.config import Budget, Config, parse
+from tollway.errors import BudgetExceeded, Unavailable
+from tollway.keys import KeyRecord
+from tollway.policy import budget
+from tollway.policy.admission import Admitter
+from tollway.policy.auth import Caller
+from tollway.store.base import BudgetStore, Claim, LimitStore, Reservation, Store
+from tollway.store.memory import MemoryBudgets, MemoryLimits
+
+NOW = 1_800_000_000.0
+SPENT = Settlement(usage(100, 20), 0.5)  # what the request turned out to cost
+
+
+def key(kid: str = "key_a", **kw: Any) -> KeyRecord:
+    return KeyRecord(id=kid, hint="tw-abc…wxyz", created_at=0, lineage=kid, hash="h", **kw)
+
+
+@dataclass
+class Parts:
+    """The store parts admission uses (it touches no other part of a `Store`)."""
+
+    budgets: BudgetStore = field(default_factory=MemoryBudgets)
+    limits: LimitStore = field(default_factory=MemoryLimits)
+    fallback_limits: LimitStore = field(default_factory=MemoryLimits)
+
+
+class Watched:
+    """In-memory budgets that record each hold asked for and each settle, and whose
+    reserve, when `gated`, waits for `go` once the store has been asked."""
+
+    def __init__(self, gated: bool = False) -> None:
+        self.inner = MemoryBudgets()
+        self.asked, self.go = asyncio.Event(), asyncio.Event()
+        if not gated:
+            self.go.set()
+        self.holds: list[str] = []
+        self.settled: list[tuple[str, list[tuple[str, float]]]] = []
+
+    async def reserve(self, hold_id: str, claims: Sequence[Claim], expires_at: float,
+                      now: float) -> Reservation:
+        self.holds.append(hold_id)
+        self.asked.set()
+        await self.go.wait()
+        return await self.inner.reserve(hold_id, claims, expires_at, now)
+
+    async def settle(self, hold_id: str, charges: Sequence[tuple[str, float]]) -> bool:
+        self.settled.append((hold_id, list(charges)))
+        return await self.inner.settle(hold_id, charges)
+
+    async def levels(self, counters: Sequence[str], now: float) -> list[float]:
+        return await self.inner.levels(counters, now)
+
+    async def add(self, counter: str, amount: float) -> float:
+        return await self.inner.add(counter, amount)
+
+
+def admitter(sections: dict[str, Any], parts: Parts | None = None
+             ) -> tuple[Admitter, Parts, list[str]]:
+    """An Admitter on `parts` and the store parts it counted as failed."""
+    cfg: Config = parse({"models": {"m": {"deployments": [{"provider": "local",
+                                                            "model": "x"}]}}, **sections},
+                        env={})
+    parts = parts or Parts()
+    o, failed = outages()
+    return Admitter(cfg, cast(Store, parts), o), parts, failed
+
+
+async def level(limits: LimitStore, counter: str) -> float:
+    """A rate-limit counter's level now (a take of nothing reads it)."""
+    return (await limits.take("probe", [Claim(counter, math.inf, 0.0)], 60.0, NOW)).levels[0]
+
+
+def counters(rate: list[Any]) -> dict[str, str]:
+    return {lim.metric: lim.counter for lim in rate}
+
+
+# Which budgets apply.
+
+def test_no_budgets_configured_and_none_on_the_key_apply_none() -> None:
+    adm, _, _ = admitter({})
+    assert adm.budgets(Caller(), "conv-1", NOW) == []
+    assert adm.budgets(Caller(key=key()), "conv-1", NOW) == []
+
+
+def test_a_keys_own_budgets_apply_without_any_configured() -> None:
+    adm, _, _ = admitter({})
+    got = adm.budgets(Caller(key=key(budgets=[Budget(usd=5.0)])), None, NOW)
+    assert [(a.scope, a.name, a.metric, a.limit) for a in got] == [("key", "key_a", "usd", 5.0)]
+
+
+def test_conversation_budgets_are_counted_per_owner() -> None:
+    adm, _, _ = admitter({"budgets": {"conversations": [{"tokens": 5000, "period": "total"}]}})
+    alice = Caller(key=key(), user="alice")
+    got = adm.budgets(alice, "conv-1", NOW)
+    assert [a.counter for a in got] == ["conversation/key_a/alice|conv-1/tokens/total"]
+    bob = adm.budgets(Caller(key=key(), user="bob"), "conv-1", NOW)
+    assert bob[0].counter != got[0].counter  # one owner's id never shares another's counter
+    assert adm.budgets(alice, None, NOW) == []  # no conversation: no conversation budget
+
+
+# Which rate limits apply.
+
+def test_ip_limits_apply_only_to_callers_without_a_key_who_are_not_master() -> None:
+    adm, _, _ = admitter({"rate_limits": {"ips": {"rpm": 10}}})
+    assert [lim.counter for lim in adm.rate_limits(Caller(ip="10.0.0.1"), "m")] == [
+        "rate/ip/10.0.0.1/requests"]
+    assert adm.rate_limits(Caller(ip="10.0.0.1", master=True), "m") == []
+    assert adm.rate_limits(Caller(key=key(), ip="10.0.0.1"), "m") == []
+
+
+# Admitting, and settling what was taken.
+
+LIMITS = {"rate_limits": {"keys": {"rpm": 100, "tpm": 10_000}}}
+
+
+async def test_a_ticket_is_taken_and_settled_to_the_tokens_used() -> None:
+    adm, parts, _ = admitter(LIMITS)
+    rate = adm.rate_limits(Caller(key=key()), "m")
+    releases = Releases()
+    got = await adm.admit(rate, [], 0.0, 500, NOW, releases)
+    assert got.ticket is not None and not got.ticket.local
+    c = counters(rate)
+    assert (await level(parts.limits, c["tokens"]), await level(parts.limits, c["requests"])
+            ) == (500, 1)
+    assert [what for what, _ in releases.pending] == ["rate-limit entry"]
+    await releases.unwind(Aborted(), SPENT, "req")
+    assert await level(parts.limits, c["tokens"]) == 120 and got.ticket.tokens == 120
+
+
+BUDGETS = {"budgets": {"global": [{"usd": 10}, {"tokens": 1000}]}}
+
+
+async def test_the_worst_case_is_held_then_settled_to_the_real_cost() -> None:
+    adm, parts, _ = admitter(BUDGETS)
+    applied = adm.budgets(Caller(), None, NOW)
+    releases = Releases()
+    got = await adm.admit([], applied, 2.0, 300, NOW, releases)
+    assert got.applied == applied and got.remaining_usd == 8.0 and got.ticket is None
+    held = [a.counter for a in applied]
+    assert await parts.budgets.levels(held, NOW) == [2.0, 300]
+    await releases.unwind(Aborted(), SPENT, "req")
+    assert await parts.budgets.levels(held, NOW) == [0.5, 120]
+
+
+async def test_the_hold_is_released_even_when_cancelled_while_the_store_reserves() -> None:
+    watched = Watched(gated=True)
+    adm, _, _ = admitter(BUDGETS, Parts(budgets=watched))
+    applied = adm.budgets(Caller(), None, NOW)
+    releases = Releases()
+    admit = asyncio.create_task(adm.admit([], applied, 2.0, 300, NOW, releases))
+    await watched.asked.wait()
+    assert [what for what, _ in releases.pending] == ["budget hold"]  # before the answer
+
+    admit.cancel()  # the client left while the reserve was in flight
+    with pytest.raises(asyncio.CancelledError):
+        await admit
+    await releases.unwind(Aborted(), settlement.ZERO, "req")
+    (hold,) = watched.holds
+    assert watched.settled == [(hold, [(a.counter, 0.0) for a in applied])]
+    # The reserve reaching the store after the settle takes nothing.
+    await watched.inner.reserve(hold, budget.claims(applied, 2.0, 300), NOW + 900, NOW)
+    assert await watched.levels([a.counter for a in applied], NOW) == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("status", [429, 402])
+async def test_a_refusal_raises_and_leaves_nothing_to_settle_on_budgets(status: int) -> None:
+    watched = Watched()
+    adm, parts, _ = admitter({**LIMITS, "budgets": {"global": [{"usd": 1}],
+                                                    "refuse_status": status}},
+                             Parts(budgets=watched))
+    caller = Caller(key=key())
+    applied, rate = adm.budgets(caller, None, NOW), adm.rate_limits(caller, "m")
+    releases = Releases()
+    with pytest.raises(BudgetExceeded) as got:
+        await adm.admit(rate, applied, 2.0, 300, NOW, releases)
+    assert got.value.status == status and got.value.budget == applied[0]
+    await releases.unwind(Failed(got.value), settlement.ZERO, "req")
+    assert watched.settled == []
+    assert await level(parts.limits, counters(rate)["tokens"]) == 0  # the entry given back
+
+
+async def test_with_the_limits_store_down_this_process_limits_alone() -> None:
+    adm, parts, failed = admitter(LIMITS, Parts(limits=cast(LimitStore, Down())))
+    rate = adm.rate_limits(Caller(key=key()), "m")
+    releases = Releases()
+    got = await adm.admit(rate, [], 0.0, 500, NOW, releases)
+    assert got.ticket is not None and got.ticket.local and failed == ["limits"]
+    tokens = counters(rate)["tokens"]
+    assert await level(parts.fallback_limits, tokens) == 500
+    await releases.unwind(Aborted(), SPENT, "req")
+    assert await level(parts.fallback_limits, tokens) == 120  # settled where it was taken
+
+
+async def test_with_the_budget_store_down_spending_pauses_when_closed() -> None:
+    adm, _, failed = admitter(BUDGETS, Parts(budgets=cast(BudgetStore, Down())))
+    with pytest.raises(Unavailable) as got:
+        await adm.admit([], adm.budgets(Caller(), None, NOW), 2.0, 300, NOW, Releases())
+    assert got.value.status == 503 and got.value.retry_after is not None
+    assert "on_store_error: closed" in got.value.message and failed == ["budgets"]
+
+
+async def test_with_the_budget_store_down_requests_go_unmetered_when_open() -> None:
+    adm, _, failed = admitter({"budgets": {**BUDGETS["budgets"], "on_store_error": "open"}},
+                              Parts(budgets=cast(BudgetStore, Down())))
+    applied = adm.budgets(Caller(), None, NOW)
+    got = await adm.admit([], applied, 2.0, 300, NOW, Releases())
+    assert got.applied == applied and got.remaining_usd is None and failed == ["budgets"]
