@@ -15,7 +15,7 @@ from tests.unit.fakes import Down, body, outages, request, usage
 from tollway.accounting import tokens
 from tollway.accounting.settlement import Settlement
 from tollway.config import parse
-from tollway.conversation import summary
+from tollway.conversation import summary, thread
 from tollway.conversation.memory import Memory, Summary
 from tollway.conversation.thread import Thread
 from tollway.errors import BudgetExceeded, InvalidRequest, TollwayError, Unavailable
@@ -87,9 +87,8 @@ async def shape(mem: Memory, req: ChatRequest, summarise: Summariser,
 
 async def test_a_request_naming_no_conversation_recalls_nothing(
         conversations: ConversationStore) -> None:
-    mem, _ = memory(conversations)
     req = request("hi")
-    assert await mem.recall(req, CALLER, None) is None
+    assert thread.id_of(req, None) is None  # the pipeline then recalls nothing
     assert texts(req) == ["hi"]
 
 
@@ -111,20 +110,21 @@ async def test_the_bodys_conversation_field_is_consumed_never_forwarded(
         conversations: ConversationStore) -> None:
     mem, _ = memory(conversations)
     req = request("hi", extra={"conversation": "from-body", "seed_me": 1})
-    t = await mem.recall(req, CALLER, None)
-    assert t is not None and t.id == "from-body"
+    t = await mem.recall(req, CALLER, thread.id_of(req, None) or "")
+    assert t.id == "from-body"
     assert req.extra == {"seed_me": 1}
     both = request("hi", extra={"conversation": "from-body"})
-    t = await mem.recall(both, CALLER, "from-header")  # the header wins
-    assert t is not None and t.id == "from-header" and both.extra == {}
+    t = await mem.recall(both, CALLER, thread.id_of(both, "from-header") or "")
+    assert t.id == "from-header" and both.extra == {}  # the header wins
 
 
 @pytest.mark.parametrize(("header", "extra"), [("c1", {}), (None, {"conversation": "c1"})])
 async def test_conversations_turned_off_refuse_with_400_naming_the_header(
         conversations: ConversationStore, header: str | None, extra: dict[str, Any]) -> None:
     mem, _ = memory(conversations, conversations={"enabled": False})
+    req = request("hi", extra=extra)
     with pytest.raises(InvalidRequest) as got:
-        await mem.recall(request("hi", extra=extra), CALLER, header)
+        await mem.recall(req, CALLER, thread.id_of(req, header) or "")
     assert got.value.status == 400 and got.value.param == "x-tollway-conversation"
     assert "conversations.enabled" in got.value.message
 

@@ -127,3 +127,15 @@ async def test_a_pacing_pass_is_given_back_with_the_real_tokens(
     assert pacer.snapshot().tokens_in_window == 500  # the estimate, until settled
     await releases.unwind(Aborted(), Settlement(used, 0.0), "req")
     assert pacer.snapshot().tokens_in_window == left
+
+
+async def test_a_later_send_for_the_same_request_leaves_no_stale_fallback() -> None:
+    a, b = dep("model-a"), dep("model-b")
+    provider = FakeProvider(fail={"model-a": failure(429, a)})
+    r, attempts = router(provider, a, b), Attempts()
+    chain = [Pool("a", [a], NO_ROUNDS), Pool("b", [b], NO_ROUNDS)]
+    await r.send(request("hi"), chain, attempts, 100, Releases())  # b answers
+    provider.fail.clear()
+    await r.send(request("hi"), chain, attempts, 100, Releases())  # the schema's resend: a
+    assert attempts.deployment is a
+    assert attempts.fallback_from is None  # it says "model-a" fell back to model-a

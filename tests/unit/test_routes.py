@@ -101,9 +101,16 @@ def test_the_chain_is_the_pool_then_its_fallbacks_pools() -> None:
 
 def test_a_route_is_paced_when_any_deployment_on_its_chain_is() -> None:
     r = routes()
-    assert r.paced(r.resolve("small")) and r.paced(r.resolve("big"))  # big falls back to it
-    assert not r.paced(r.resolve("house"))
+    paced = r.router.paced
+    assert paced(r.resolve("small").chain) and paced(r.resolve("big").chain)  # big falls back
+    assert not paced(r.resolve("house").chain)
 
 
 def test_every_model_deployed_once() -> None:
     assert routes().models() == ["gpt-4o", "gpt-4o-mini", "house-model"]
+
+
+def test_a_tier_header_does_not_open_a_model_the_key_may_not_use() -> None:
+    # The key may use "small" only; the header sends its request to "big".
+    with pytest.raises(Forbidden):
+        routes().choose("small", "smart", key(models=["small"]), False)

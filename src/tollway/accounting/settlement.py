@@ -105,7 +105,10 @@ def merged(spent: Sequence[Settlement], last: Settlement) -> Settlement:
     usage = Usage(prompt_tokens=sum(u.prompt_tokens for u in usages),
                   completion_tokens=sum(u.completion_tokens for u in usages),
                   total_tokens=sum(u.total_tokens for u in usages),
-                  cached_tokens=sum(u.cached_tokens for u in usages)) if usages else None
+                  cached_tokens=sum(u.cached_tokens for u in usages),
+                  reasoning_tokens=sum(u.reasoning_tokens for u in usages),
+                  cache_write_tokens=sum(u.cache_write_tokens for u in usages)
+                  ) if usages else None
     costs = [p.cost_usd for p in parts]
     return Settlement(usage=usage, cost_usd=None if any(c is None for c in costs)
                       else sum(c or 0.0 for c in costs),

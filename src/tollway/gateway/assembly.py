@@ -76,6 +76,7 @@ class Gateway:
         self.chat: Callable[[Call, ChatRequest], Awaitable[Answer]] = self.pipeline.chat
         self.priced: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.priced
         self.finish: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.finish
+        self._keys_required = auth.keys_required(config.auth)
         self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
                          if d.api_key}
         self._warming: asyncio.Task[None] | None = None
@@ -87,6 +88,8 @@ class Gateway:
     async def authenticate(self, secret: str | None, edge: auth.Caller) -> auth.Caller:
         """The caller with its key checked (the master key, a `tw-` key, or nobody in
         open mode); the key store failing means 503: a key cannot be checked."""
+        if secret is None and not self._keys_required:
+            return edge  # open mode and no key presented: nothing to look up
         return await self.outages.closed(
             "keys", "The key store is unreachable, so API keys cannot be checked right now.",
             auth.authenticate(secret, self.store.keys, self.config.auth, self.clock(), edge))

@@ -99,7 +99,7 @@ class Pipeline:
         applied = s.admission.budgets(call.caller, call.conversation, now)
         route = await s.planner.complete(
             plan, req, route, choice, s.routes.resolve, count=count, applied=applied,
-            must_count=any(r.metric == "tokens" for r in rate) or s.routes.paced(route),
+            must_count=any(r.metric == "tokens" for r in rate) or s.router.paced(route.chain),
             attempts=output_guards.attempts(req, policy), now=now)
         if rate or applied:
             call.admission = await s.admission.admit(rate, applied, plan.worst_usd,
@@ -243,7 +243,10 @@ class Pipeline:
 
         async def keep() -> None:
             s = await self.priced(call, Answered(answer))
-            await self.s.memory.keep(t, stored if stored is not None else sse.body_of(answer), s)
+            body = stored if stored is not None else sse.body_of(answer)
+            if call.guards is not None:
+                body = output_guards.as_sent(body, call.guards)
+            await self.s.memory.keep(t, body, s)
 
         if answer.stream is None:
             await keep()

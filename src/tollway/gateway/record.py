@@ -8,7 +8,8 @@ import os
 import time
 
 from tollway.accounting.rows import LedgerRow
-from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
+from tollway.accounting.settlement import Answered, Failed, Outcome, Settlement
+from tollway.errors import TollwayError
 from tollway.gateway.call import Call
 
 # Row ids: a random prefix per process and a counter (unique across a fleet, and
@@ -17,33 +18,23 @@ _ROW_PREFIX = "row_" + os.urandom(6).hex() + "_"
 _row_seq = itertools.count()
 
 
-def status_of(outcome: Outcome) -> int:
-    """What the caller got: 200 (a stream that began and ended), the error's status,
-    or 499 for a client that went away."""
-    if isinstance(outcome, Aborted):
-        return 499
-    if isinstance(outcome, Failed):
-        return outcome.error.status
-    return 200
-
-
-def outcome_name(outcome: Outcome, s: Settlement) -> str:
-    if isinstance(outcome, Aborted):
-        return "aborted"
-    if isinstance(outcome, Failed):
-        e = outcome.error
-        return "refused" if e.status < 500 and e.upstream_status is None else "error"
-    assert isinstance(outcome, Answered)
-    return "cut" if s.cut else "ok"
-
-
 def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
     caller, dep, usage = call.caller, call.attempts.deployment, s.usage
     plan, history = call.plan, call.history
-    error = outcome.error if isinstance(outcome, Failed) else None
+    error: TollwayError | None = None
+    # The status the caller got: 200 (a stream that began and ended), the error's, or
+    # 499 for a client that went away.
+    if isinstance(outcome, Answered):
+        status, name = 200, "cut" if s.cut else "ok"
+    elif isinstance(outcome, Failed):
+        error = outcome.error
+        status = error.status
+        name = "refused" if status < 500 and error.upstream_status is None else "error"
+    else:
+        status, name = 499, "aborted"
     return LedgerRow(
         id=f"{_ROW_PREFIX}{next(_row_seq)}", request_id=call.request_id, ts=call.started,
-        status=status_of(outcome), outcome=outcome_name(outcome, s),
+        status=status, outcome=name,
         key_id=caller.key.id if caller.key is not None else None,
         key_lineage=(caller.key.lineage if caller.key is not None
                      else "master" if caller.master else None),

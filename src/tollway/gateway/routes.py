@@ -59,7 +59,10 @@ class Routes:
         choice = tiers.select(model, tier_header, self.config)
         route = self.resolve(choice.model)
         if not internal:
-            auth.check_model(key, model, route.alias)
+            # What is served decides, not the body's name: a tier header must not open a
+            # model the key may not use.
+            auth.check_model(key, f"{tiers.PREFIX}{choice.tier}" if choice.tier else model,
+                             route.alias)
         return route, choice
 
     def resolve(self, name: str) -> Route:
@@ -72,11 +75,6 @@ class Routes:
 
     def price(self, dep: Deployment) -> Price | None:
         return self._prices.get(dep)
-
-    def paced(self, route: Route) -> bool:
-        """Does any deployment on the route's chain pace its sends (tokens must then be
-        counted)?"""
-        return self.router.paced(route.chain)
 
     def deployments(self) -> dict[str, list[Deployment]]:
         return {alias: r.deployments for alias, r in self._routes.items()}

@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
 
 from tollway.errors import InvalidOutput
 from tollway.guards import output
@@ -83,6 +86,17 @@ def restore(answer: Answer, record: guard_policy.GuardRecord) -> Answer:
     elif answer.stream is not None:
         answer.stream.frames = output.restore_frames(answer.stream.frames, mapping)
     return answer
+
+
+def as_sent(body: dict[str, Any] | None, record: guard_policy.GuardRecord
+            ) -> dict[str, Any] | None:
+    """The reply as the client saw it (placeholders restored), to keep: a stream is
+    restored only on its way out, so what it assembles to still has them."""
+    if body is None or record.placeholders is None or not record.placeholders.originals:
+        return body
+    sent: dict[str, Any] = orjson.loads(orjson.dumps(body))  # a copy: the original stays
+    output.restore_body(sent, record.placeholders.originals)
+    return sent
 
 
 def wants_stream_log(record: guard_policy.GuardRecord) -> bool:

@@ -95,6 +95,7 @@ class Router:
         chain[0].budget.deposit()
         deadline = self.clock() + cfg.max_seconds
         calls = 0
+        attempts.fallback_from = None  # a resend (the schema asked again) starts afresh
         first: Deployment | None = None
         last: TollwayError | None = None
         overflow_from: int | None = None  # the window a context overflow happened at
@@ -147,6 +148,9 @@ class Router:
         raise self._give_up(chain, last, calls)
 
     def _pick(self, pool: Pool, tried: set[Deployment]) -> Deployment | None:
+        if len(pool.deployments) == 1:  # nothing to balance: its breaker alone decides
+            only = pool.deployments[0]
+            return only if only not in tried and self.upstreams[only].breaker.allow() else None
         candidates = [d for d in pool.deployments
                       if d not in tried and self.upstreams[d].breaker.state != "open"]
         while candidates:
