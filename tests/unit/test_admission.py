@@ -19,7 +19,7 @@ from tollway.config import Budget, Config, parse
 from tollway.errors import BudgetExceeded, Unavailable
 from tollway.keys import KeyRecord
 from tollway.policy import budget
-from tollway.policy.admission import Admitter
+from tollway.policy.admission import Admission, Admitter
 from tollway.policy.auth import Caller
 from tollway.store.base import BudgetStore, Claim, LimitStore, Reservation, Store
 from tollway.store.memory import MemoryBudgets, MemoryLimits
@@ -134,7 +134,8 @@ async def test_a_ticket_is_taken_and_settled_to_the_tokens_used() -> None:
     adm, parts, _ = admitter(LIMITS)
     rate = adm.rate_limits(Caller(key=key()), "m")
     releases = Releases()
-    got = await adm.admit(rate, [], 0.0, 500, NOW, releases)
+    got = Admission()
+    await adm.admit(got, rate, [], 0.0, 500, NOW, releases)
     assert got.ticket is not None and not got.ticket.local
     c = counters(rate)
     assert (await level(parts.limits, c["tokens"]), await level(parts.limits, c["requests"])
@@ -151,8 +152,9 @@ async def test_the_worst_case_is_held_then_settled_to_the_real_cost() -> None:
     adm, parts, _ = admitter(BUDGETS)
     applied = adm.budgets(Caller(), None, NOW)
     releases = Releases()
-    got = await adm.admit([], applied, 2.0, 300, NOW, releases)
-    assert got.applied == applied and got.remaining_usd == 8.0 and got.ticket is None
+    got = Admission()
+    await adm.admit(got, [], applied, 2.0, 300, NOW, releases)
+    assert got.held == applied and got.remaining_usd == 8.0 and got.ticket is None
     held = [a.counter for a in applied]
     assert await parts.budgets.levels(held, NOW) == [2.0, 300]
     await releases.unwind(Aborted(), SPENT, "req")
@@ -164,7 +166,7 @@ async def test_the_hold_is_released_even_when_cancelled_while_the_store_reserves
     adm, _, _ = admitter(BUDGETS, Parts(budgets=watched))
     applied = adm.budgets(Caller(), None, NOW)
     releases = Releases()
-    admit = asyncio.create_task(adm.admit([], applied, 2.0, 300, NOW, releases))
+    admit = asyncio.create_task(adm.admit(Admission(), [], applied, 2.0, 300, NOW, releases))
     await watched.asked.wait()
     assert [what for what, _ in releases.pending] == ["budget hold"]  # before the answer
 
@@ -188,9 +190,12 @@ async def test_a_refusal_raises_and_leaves_nothing_to_settle_on_budgets(status: 
     caller = Caller(key=key())
     applied, rate = adm.budgets(caller, None, NOW), adm.rate_limits(caller, "m")
     releases = Releases()
+    admitted = Admission()
     with pytest.raises(BudgetExceeded) as got:
-        await adm.admit(rate, applied, 2.0, 300, NOW, releases)
+        await adm.admit(admitted, rate, applied, 2.0, 300, NOW, releases)
     assert got.value.status == status and got.value.budget == applied[0]
+    # The refusal's reply still shows the rate limits taken; no budget was held.
+    assert admitted.ticket is not None and admitted.held == []
     await releases.unwind(Failed(got.value), settlement.ZERO, "req")
     assert watched.settled == []
     assert await level(parts.limits, counters(rate)["tokens"]) == 0  # the entry given back
@@ -200,7 +205,8 @@ async def test_with_the_limits_store_down_this_process_limits_alone() -> None:
     adm, parts, failed = admitter(LIMITS, Parts(limits=cast(LimitStore, Down())))
     rate = adm.rate_limits(Caller(key=key()), "m")
     releases = Releases()
-    got = await adm.admit(rate, [], 0.0, 500, NOW, releases)
+    got = Admission()
+    await adm.admit(got, rate, [], 0.0, 500, NOW, releases)
     assert got.ticket is not None and got.ticket.local and failed == ["limits"]
     tokens = counters(rate)["tokens"]
     assert await level(parts.fallback_limits, tokens) == 500
@@ -211,7 +217,8 @@ async def test_with_the_limits_store_down_this_process_limits_alone() -> None:
 async def test_with_the_budget_store_down_spending_pauses_when_closed() -> None:
     adm, _, failed = admitter(BUDGETS, Parts(budgets=cast(BudgetStore, Down())))
     with pytest.raises(Unavailable) as got:
-        await adm.admit([], adm.budgets(Caller(), None, NOW), 2.0, 300, NOW, Releases())
+        await adm.admit(Admission(), [], adm.budgets(Caller(), None, NOW), 2.0, 300, NOW,
+                        Releases())
     assert got.value.status == 503 and got.value.retry_after is not None
     assert "on_store_error: closed" in got.value.message and failed == ["budgets"]
 
@@ -220,5 +227,6 @@ async def test_with_the_budget_store_down_requests_go_unmetered_when_open() -> N
     adm, _, failed = admitter({"budgets": {**BUDGETS["budgets"], "on_store_error": "open"}},
                               Parts(budgets=cast(BudgetStore, Down())))
     applied = adm.budgets(Caller(), None, NOW)
-    got = await adm.admit([], applied, 2.0, 300, NOW, Releases())
-    assert got.applied == applied and got.remaining_usd is None and failed == ["budgets"]
+    got = Admission()
+    await adm.admit(got, [], applied, 2.0, 300, NOW, Releases())
+    assert got.held == applied and got.remaining_usd is None and failed == ["budgets"]

@@ -102,8 +102,9 @@ class Pipeline:
             must_count=any(r.metric == "tokens" for r in rate) or s.router.paced(route.chain),
             attempts=output_guards.attempts(req, policy), now=now)
         if rate or applied:
-            call.admission = await s.admission.admit(rate, applied, plan.worst_usd,
-                                                     plan.worst_tokens, now, call.releases)
+            call.admission = Admission()
+            await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
+                                    plan.worst_tokens, now, call.releases)
         answer = await self._send(call, req, route)
         answer = await output_guards.checked(req, policy, call.guards, answer,
                                              lambda: self._send(call, req, route),
@@ -123,8 +124,8 @@ class Pipeline:
         row = ledger_row(call, outcome, s)
         self.s.ledger.record(row)
         self.s.observer.request(row)
-        applied = call.admission.applied if call.admission is not None else []
-        self.s.alerts.after(applied, s.usd, self.s.clock())
+        held = call.admission.held if call.admission is not None else []
+        self.s.alerts.after(held, s.usd, self.s.clock())
         return s
 
     async def priced(self, call: Call, outcome: Outcome) -> Settlement:

@@ -23,10 +23,11 @@ from tollway.store.outage import Outages
 
 
 class Admission(msgspec.Struct):
-    """What a request was admitted with (reply headers, alerts)."""
+    """What a request was admitted with (reply headers, alerts). Filled as admission
+    goes, so a refusal's reply still carries the rate-limit headers of what was taken."""
 
     ticket: limits.Ticket | None = None
-    applied: list[budget.Applied] = msgspec.field(default_factory=list)
+    held: list[budget.Applied] = msgspec.field(default_factory=list)  # the budgets held
     remaining_usd: float | None = None  # the least left on a dollar budget, after the hold
 
 
@@ -65,16 +66,17 @@ class Admitter:
                                       None if caller.key is not None or caller.master
                                       else caller.ip, alias)
 
-    async def admit(self, rate: list[limits.Limit], applied: list[budget.Applied],
-                    usd: float, tokens: int, now: float, releases: Releases) -> Admission:
-        """Take the rate limits, then hold the worst case on every budget; raises the
-        refusal (429, or the budget's status) naming what refused."""
-        out = Admission(applied=applied)
+    async def admit(self, out: Admission, rate: list[limits.Limit],
+                    applied: list[budget.Applied], usd: float, tokens: int, now: float,
+                    releases: Releases) -> None:
+        """Take the rate limits, then hold the worst case on every budget, recording
+        both in `out`; raises the refusal (429, or the budget's status) naming what
+        refused."""
         if rate:
             out.ticket = await self.take(rate, tokens, now, releases)
         if applied:
             out.remaining_usd = await self._reserve(applied, usd, tokens, now, releases)
-        return out
+            out.held = applied
 
     async def take(self, rate: list[limits.Limit], tokens: int, now: float,
                    releases: Releases) -> limits.Ticket:
