@@ -23,9 +23,9 @@ import harness
 import report
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.data.guard_cases
+sys.path.insert(0, str(ROOT))  # for corpora/, the sets the tests score too
 
-from tests.data.guard_cases import (  # noqa: E402
+from corpora.guard_cases import (  # noqa: E402
     InjectionCase,
     Tally,
     injection_cases,
@@ -249,7 +249,7 @@ Python {platform.python_version()}, phonenumbers {version("phonenumbers")}, pyth
 {version("python-stdnum")}, fastjsonschema {version("fastjsonschema")};
 {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, code {report.code_version()}.
 
-**PII** (`guards/pii.py`) on `tests/data/pii_cases.jsonl`: {len(cases)} texts,
+**PII** (`guards/pii.py`) on `corpora/pii_cases.jsonl`: {len(cases)} texts,
 {n_pos} labelled values, {sum(not c.expected for c in cases)} texts with none (order and
 tracking numbers, dates, timestamps, prices, versions, ISBNs, UUIDs, hashes, Luhn-invalid
 cards, checksum-invalid IBANs, phone-like codes, `sk-` in prose, public keys). Scored per
@@ -260,7 +260,7 @@ value: a finding counts only with the right kind and exactly the labelled text.
 Errors: {misses}.
 
 **Prompt injection** (`guards/injection.py`, heuristic only, no classifier) on
-`tests/data/injection_cases.jsonl`: {n_attacks} attacks, {len(inj) - n_attacks} benign
+`corpora/injection_cases.jsonl`: {n_attacks} attacks, {len(inj) - n_attacks} benign
 look-alikes. At the default threshold {injection.DEFAULT_THRESHOLD}: precision
 {pct(tally.precision())}, recall {pct(tally.recall())}. The rules were tuned on this set
 (its first run scored 92.5% / 84.5%), so read these as an upper bound for unseen phrasing.

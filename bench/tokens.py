@@ -29,9 +29,9 @@ import harness
 import report
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.data.token_corpus
+sys.path.insert(0, str(ROOT))  # for corpora/, the corpus the tests count too
 
-from tests.data.token_corpus import corpus, corpus_kinds  # noqa: E402
+from corpora.token_corpus import corpus, corpus_kinds  # noqa: E402
 
 from tollway.accounting import tokens  # noqa: E402
 from tollway.wire.openai import parse_chat_request  # noqa: E402
@@ -257,7 +257,7 @@ with `{command}`. {report.cpu_model()}, Python {platform.python_version()}, tikt
 time.gmtime())}, code {report.code_version()}.
 
 **Throughput**, million tokens/s on one core over the test corpus
-(`tests/data/token_corpus.py`: {len(docs):,} documents, {chars_total:,} characters: code,
+(`corpora/token_corpus.py`: {len(docs):,} documents, {chars_total:,} characters: code,
 many scripts, emoji, numbers, whitespace runs, long repeats, random Unicode and bytes),
 median [min .. max] of {repeats} repeats. *cold*: caches cleared, every text new; *warm*:
 every text counted before, as a conversation's history is on each turn.
