@@ -46,14 +46,12 @@ def shown_path(arg: str) -> str:
     return os.path.relpath(arg, ROOT) if arg.startswith(str(ROOT)) else arg
 
 
-def record(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+def record(argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
     """Keep a command line for the report: paths in the repository relative to it, and
     `env` as it should be shown (a secret as `$NAME`)."""
     prefix = " ".join(f"{k}={v if v.startswith('$') else shlex.quote(shown_path(v))}"
                       for k, v in (env or {}).items())
-    line = (prefix + " " if prefix else "") + shlex.join(shown_path(a) for a in argv)
-    COMMANDS.append(line)
-    return line
+    COMMANDS.append((prefix + " " if prefix else "") + shlex.join(shown_path(a) for a in argv))
 
 
 def commands(paths: Mapping[Path, str]) -> str:
