@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-if-cold", type=int, metavar="N",
                     help="with --reuse-embeddings and no stored embeddings of all the "
                     "pairs: evaluate the first N pairs only (what `make bench` does, so a "
-                    "fresh machine stays within its time budget; the section says so)")
+                    "fresh machine stays within its time budget; the results say so)")
     args = ap.parse_args(argv)
     if not QQP.exists():
         cli.log(f"skipped: {QQP} is missing")

@@ -269,7 +269,7 @@ machine has 2 shared cores: on a busy one these timings can double.
 The budget is 0.5 ms p50 for all guards on a 2k-token request (issue 10). Before the
 changes below (the guards as committed at 8690d89), this script measured a new request
 at 464 [463 .. 470] µs p50 and a next turn at 42 [41 .. 43] on this machine when idle
-(earlier runs of this section on a busy machine reported 1.0-1.2 ms). The changes
+(earlier runs of this benchmark on a busy machine reported 1.0-1.2 ms). The changes
 decide exactly what was decided before: the precision and recall above are unchanged,
 and the previous code gave the same findings on 200,000 generated texts, the same
 scores on 100,000 and the same `inspect` outcome on 20,000 generated requests. They do

@@ -626,7 +626,7 @@ def render(work: Path, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any
         orders of magnitude and the counts as exact."""),
         para(f"""**Method.** The script starts `tollway simulate` upstreams and `tollway
         serve` gateways on free ports in a scratch directory (`$W`, removed afterwards);
-        the configurations and commands are at the end of this section. Each gateway is
+        the configurations and commands are at the end of this page. Each gateway is
         left to go idle after it starts (it loads tokenizers in the background), and the
         first one answers 20 warm-up requests on its own alias. The client is the
         official `openai` SDK with `max_retries=0` (every retry seen is the gateway's),
@@ -637,19 +637,19 @@ def render(work: Path, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any
         samples that both saw `open` arrived while the breaker was open. Routing
         settings (scenarios 1, 2, 4) are the defaults except `max_seconds: 10` and
         `cooldown_seconds: 5`."""),
-        "### 1. Rate-limited primary, healthy fallback",
+        "## 1. Rate-limited primary, healthy fallback",
         para("""Alias `fallback-chat`: `primary-model` (priority 0) on a simulator
         answering every call 429 with `Retry-After: 30` (longer than `max_retry_after`,
         so never waited out), and `backup-model` (priority 1) on a healthy one."""),
         s1,
-        "### 2. 5xx burst, then recovery",
+        "## 2. 5xx burst, then recovery",
         para(f"""Alias `outage-chat`, one deployment; its simulator answers 500 to every
         call, then is healed, and the script waits for the breaker to leave `open`
         before the second batch (`min_requests` {br['min_requests']}, `failure_rate`
         {br['failure_rate']}, cooldown {br['cooldown_seconds']:g} s,
         {br['half_open_probes']} half-open probes)."""),
         s2,
-        f"### 3. Inbound flood at {FLOOD_FACTOR}x the configured limit",
+        f"## 3. Inbound flood at {FLOOD_FACTOR}x the configured limit",
         para(f"""A virtual key under `rate_limits: {{keys: {{rpm: {FLOOD_RPM}}}}}` (on a
         gateway of its own), offered {r3['rate_per_min']:,} requests a minute for
         {r3['seconds']:g} s. Every admitted request's send time and response time are
@@ -667,7 +667,7 @@ def render(work: Path, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any
         f"{RSS_EVERY_S:g} s), MiB:",
         s3m,
         para(f"All samples, MiB: {samples}."),
-        "### 4. Outbound queue full",
+        "## 4. Outbound queue full",
         para(f"""Alias `paced-chat`, one deployment with `pacing: {json.dumps(PACING)}`,
         and alias `queued-chat`, the same with `max_wait_seconds: 65`, long enough for
         the window to come round, so that the queue itself fills; {r4[0]['n']} requests
@@ -677,7 +677,7 @@ def render(work: Path, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any
         includes waiting for the event loop behind the other requests of the
         batch."""),
         s4,
-        "### Configurations and commands",
+        "## Configurations and commands",
         para("Tracebacks and ERROR lines in each process's output over the run, "
              "shutdown included: " + ", ".join(f"{n} {tb} / {err}"
                                                for n, (tb, err) in problems.items()) + "."),
