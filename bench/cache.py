@@ -1,8 +1,7 @@
 """The response cache's speed (issue 6): how long a semantic lookup takes at 10k and
-100k entries per partition, and what a hit costs end to end next to a miss. Writes
-its own section of docs/benchmarks.md, between the cache:begin/end markers.
+100k entries per partition, and what a hit costs end to end next to a miss.
 
-    .venv/bin/python bench/cache.py           # ~2 min -> docs/benchmarks.md
+    .venv/bin/python bench/cache.py           # ~2 min -> docs/benchmarks/cache.md
     .venv/bin/python bench/cache.py --quick   # fewer samples -> bench/results/
 
 1. Lookup, in process: embedding the query (all-MiniLM-L6-v2, numpy, one thread),
@@ -18,7 +17,6 @@ its own section of docs/benchmarks.md, between the cache:begin/end markers.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -33,19 +31,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `tollway serve` runs th
 import aiohttp
 import numpy as np
 
+import cli
 import harness
 import report
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-RESULTS = ROOT / "bench" / "results"
-BEGIN, END = "<!-- cache:begin -->", "<!-- cache:end -->"
 QUESTION = "How do I reset the password of my account on the mobile app?"
 REWORDED = "How can I reset my account password in the mobile app?"
-
-
-def log(msg: str) -> None:
-    print(f"cache: {msg}", file=sys.stderr, flush=True)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -90,7 +81,7 @@ def lookup_costs(sizes: list[int], queries: int) -> dict[str, Any]:
             part.search(q, 0.5)
             ms.append((time.perf_counter() - t0) * 1000)
         out["search"][n] = ms
-        log(f"search at {n:,}: p50 {statistics.median(ms):.2f} ms")
+        cli.log(f"search at {n:,}: p50 {statistics.median(ms):.2f} ms")
     return out
 
 
@@ -98,8 +89,7 @@ def lookup_costs(sizes: list[int], queries: int) -> dict[str, Any]:
 
 
 def gateway_config(sim_url: str) -> dict[str, Any]:
-    dep = {"provider": "openai", "model": "sim-model", "api_base": sim_url + "/v1",
-           "api_key": "sim"}
+    dep = harness.sim_deployment(sim_url)
     return {
         "server": {"access_log": False},
         "prices": {"sim-model": {"input": 1.0, "output": 2.0}},
@@ -121,14 +111,11 @@ async def timed(http: aiohttp.ClientSession, url: str, model: str, question: str
         return (time.perf_counter() - t0) * 1000, r.headers.get("x-tollway-cache", "-")
 
 
-async def end_to_end(gw_url: str, sim_url: str, n: int, upstream: dict[str, Any]
-                     ) -> dict[str, list[float]]:
-    url = gw_url + "/v1/chat/completions"
+async def end_to_end(gw_url: str, n: int) -> dict[str, list[float]]:
+    url = gw_url + harness.CHAT
     out: dict[str, list[float]] = {"plain": [], "miss": [], "semantic miss": [], "hit": [],
                                    "semantic hit": []}
     async with aiohttp.ClientSession() as http:
-        async with http.put(sim_url + "/_sim/config", json=upstream) as r:
-            r.raise_for_status()
         for _ in range(5):  # warm: connections, the embedding model's first call
             await timed(http, url, "semantic", f"warm-up {os.urandom(4).hex()}")
         for i in range(n):
@@ -150,26 +137,24 @@ async def end_to_end(gw_url: str, sim_url: str, n: int, upstream: dict[str, Any]
 
 
 def run_end_to_end(work: Path, n: int) -> dict[str, dict[str, list[float]]]:
-    servers = harness.Servers(work)
-    try:
-        sim_url, gw_url = harness.simulator_and_gateway(servers, work, gateway_config)
+    with harness.Servers(work) as servers:
+        sim, gw = harness.simulator_and_gateway(servers, gateway_config)
         results = {}
         for label, upstream in (
                 ("instant upstream", {"ttft_ms": 0, "token_ms": 0, "output_tokens": 20}),
                 ("model-like upstream", {"ttft_ms": 300, "token_ms": 20,
                                          "output_tokens": 20})):
-            log(f"end to end, {label}")
+            cli.log(f"end to end, {label}")
+            harness.sim_config(sim, **upstream)
             runs = n if label.startswith("instant") else max(10, n // 10)
-            results[label] = asyncio.run(end_to_end(gw_url, sim_url, runs, upstream))
+            results[label] = asyncio.run(end_to_end(gw.url, runs))
         return results
-    finally:
-        servers.stop_all()
 
 
 # -- report ------------------------------------------------------------------------------
 
 
-def render(command: str, look: dict[str, Any], e2e: dict[str, dict[str, list[float]]]) -> str:
+def render(look: dict[str, Any], e2e: dict[str, dict[str, list[float]]]) -> str:
     def p(values: list[float]) -> tuple[str, str]:
         return f"{statistics.median(values):.2f}", f"{pct(values, 0.99):.2f}"
 
@@ -186,31 +171,33 @@ def render(command: str, look: dict[str, Any], e2e: dict[str, dict[str, list[flo
         e2e_tables.append(f"**{label}** ({len(res['miss'])} requests of each kind)\n\n"
                           + report.table(["request", "p50 ms", "p99 ms", "p50 / miss"], rows))
     return "\n\n".join([
-        BEGIN, "## Cache speed",
-        f"Command: `{command}` (code: {report.code_version()}). Semantic lookup in "
-        "process; end to end through `tollway serve` (one worker, embedded store) in front "
-        "of `tollway simulate`, one request at a time from one aiohttp client. `plain`: an "
-        "alias without the cache; `miss`: the exact cache, a new question (lookup, upstream "
-        "call, write behind); `hit`: the same question again; `semantic miss`: an alias "
-        "with the semantic cache, a new question (adds embedding and search); "
-        "`semantic hit`: a reworded question (embedding, search, verification, then the "
-        "stored answer).",
-        lookup, *e2e_tables, END])
+        "Semantic lookup in process; end to end through `tollway serve` (one worker, "
+        "embedded store) in front of `tollway simulate`, one request at a time from one "
+        "aiohttp client. `plain`: an alias without the cache; `miss`: the exact cache, a "
+        "new question (lookup, upstream call, write behind); `hit`: the same question "
+        "again; `semantic miss`: an alias with the semantic cache, a new question (adds "
+        "embedding and search); `semantic hit`: a reworded question (embedding, search, "
+        "verification, then the stored answer).",
+        lookup, *e2e_tables])
+
+
+def headline(e2e: dict[str, dict[str, list[float]]]) -> str:
+    slow = e2e["model-like upstream"]
+    p50 = {k: statistics.median(v) for k, v in slow.items()}
+    return (f"in front of a model-like upstream (a {p50['miss'] / 1000:.1f} s miss), an "
+            f"exact hit answers in {p50['hit']:.1f} ms and a semantic hit in "
+            f"{p50['semantic hit']:.1f} ms p50; the semantic cache adds "
+            f"{p50['semantic miss'] - p50['miss']:.0f} ms to a miss.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    out = args.out or (RESULTS / "cache-quick.md" if args.quick else DOC)
-    command = ".venv/bin/python bench/cache.py" + (" --quick" if args.quick else "")
+    args = cli.parser(__doc__).parse_args(argv)
     queries = 100 if args.quick else 400
     look = lookup_costs([10_000, 100_000], queries)
     with tempfile.TemporaryDirectory(prefix="tollway-bench-cache-") as work:
         e2e = run_end_to_end(Path(work), 50 if args.quick else 200)
-    harness.write_section(out, render(command, look, e2e), BEGIN, END)
-    log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    report.write(args, title="Cache speed", headline=headline(e2e), body=render(look, e2e),
+                 libraries=("numpy", "aiohttp"))
     return 0
 
 

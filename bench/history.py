@@ -1,9 +1,5 @@
 """Conversation memory (issue 9): what the history policies save on a long chat, and
-what deciding them costs the gateway. Writes its own section of docs/benchmarks.md,
-between the history:begin/end markers.
-
-    .venv/bin/python bench/history.py           # ~30 s -> docs/benchmarks.md
-    .venv/bin/python bench/history.py --quick   # -> bench/results/
+what deciding them costs the gateway.
 
 1. The same 40-turn conversation (seeded: user turns of 20-120 words, replies of
    60-200 tokens, every fifth answer through a tool call and its result) through
@@ -18,11 +14,13 @@ between the history:begin/end markers.
 2. The gateway's own cost per request of applying a policy to a 40-turn history, in
    process (layout, per-message token counts — cached across turns, as in the
    server — and the window choice), p50 over repeats.
+
+    .venv/bin/python bench/history.py           # ~30 s -> docs/benchmarks/history.md
+    .venv/bin/python bench/history.py --quick   # -> bench/results/history-quick.md
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import statistics
@@ -35,13 +33,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+import cli
 import harness
 import report
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-RESULTS = ROOT / "bench" / "results"
-BEGIN, END = "<!-- history:begin -->", "<!-- history:end -->"
 PRICE_IN, PRICE_OUT = 2.50, 10.00  # gpt-4o, USD per 1M tokens
 WINDOW, SUMMARISE_ABOVE, KEEP_RECENT, SUMMARY_MAX = 2000, 2000, 800, 200
 SYSTEM = "You are the support assistant of a bicycle shop. Answer briefly and exactly."
@@ -57,23 +52,15 @@ POLICIES = {"none": None, "window": {"policy": "window", "window_tokens": WINDOW
                           "summary_max_tokens": SUMMARY_MAX}}
 
 
-def log(msg: str) -> None:
-    print(f"history: {msg}", file=sys.stderr, flush=True)
-
-
-def gateway_config(sim_url: str, master: str, store: Path) -> dict[str, Any]:
-    def dep(model: str) -> dict[str, Any]:
-        return {"provider": "openai", "model": model, "api_base": f"{sim_url}/v1",
-                "api_key": "sim"}
-
-    models: dict[str, Any] = {f"chat-{name}": {"deployments": [dep("sim-model")],
-                                               **({"history": h} if h else {})}
-                              for name, h in POLICIES.items()}
-    models["summary"] = {"deployments": [dep("summary-model")]}
+def gateway_config(sim_url: str) -> dict[str, Any]:
+    models: dict[str, Any] = {
+        f"chat-{name}": {"deployments": [harness.sim_deployment(sim_url)],
+                         **({"history": h} if h else {})}
+        for name, h in POLICIES.items()}
+    models["summary"] = {"deployments": [harness.sim_deployment(sim_url, "summary-model")]}
     price = {"input": PRICE_IN, "output": PRICE_OUT}
     return {"models": models, "prices": {"sim-model": price, "summary-model": price},
-            "server": {"max_tokens_cap": 4096}, "auth": {"master_key": master},
-            "store": {"path": str(store)}}
+            "server": {"max_tokens_cap": 4096}}
 
 
 async def converse(http: aiohttp.ClientSession, url: str, key: str, model: str,
@@ -106,26 +93,19 @@ async def converse(http: aiohttp.ClientSession, url: str, key: str, model: str,
 
 
 def run_conversations(work: Path, turns: int) -> dict[str, dict[str, float]]:
-    servers = harness.Servers(work)
-    master = "bench-master-key"
-    try:
-        sim_url, gw_url = harness.simulator_and_gateway(
-            servers, work, lambda url: gateway_config(url, master, work / "store"))
+    with harness.Servers(work) as servers:
+        sim, gw = harness.simulator_and_gateway(servers, gateway_config, master=True)
+        harness.sim_config(sim, ttft_ms=0, token_ms=0, output_tokens=1000)
 
         async def all_policies() -> None:
             async with aiohttp.ClientSession() as http:
-                async with http.put(sim_url + "/_sim/config", json={
-                        "ttft_ms": 0, "token_ms": 0, "output_tokens": 1000}) as r:
-                    r.raise_for_status()
                 for name in POLICIES:
-                    log(f"{turns} turns, policy {name}")
-                    await converse(http, gw_url, master, f"chat-{name}", f"bench-{name}",
-                                   turns, seed=9)
+                    cli.log(f"{turns} turns, policy {name}")
+                    await converse(http, gw.url, harness.MASTER, f"chat-{name}",
+                                   f"bench-{name}", turns, seed=9)
 
         asyncio.run(all_policies())
-        rows = harness.http("GET", gw_url + "/admin/ledger", key=master)
-    finally:
-        servers.stop_all()
+        rows = harness.http("GET", gw.url + "/admin/ledger", key=harness.MASTER)
     out: dict[str, dict[str, float]] = {}
     for row in orjson.loads(rows)["data"]:
         name = str(row["conversation"]).removeprefix("bench-")
@@ -171,8 +151,7 @@ def policy_cost(repeats: int) -> dict[str, float]:
     return {"p50": statistics.median(samples), "messages": len(messages)}
 
 
-def render(command: str, turns: int, got: dict[str, dict[str, float]],
-           cost: dict[str, float]) -> str:
+def render(turns: int, got: dict[str, dict[str, float]], cost: dict[str, float]) -> str:
     base = got["none"]
     rows = []
     for name in POLICIES:
@@ -185,10 +164,8 @@ def render(command: str, turns: int, got: dict[str, dict[str, float]],
                           "vs none", "last prompt", "output tokens", "cost", "vs none"], rows)
     s = got["summarise"]
     return "\n\n".join([
-        BEGIN, "## Conversation memory",
-        f"Command: `{command}` (code: {report.code_version()}). One {turns}-turn "
-        "conversation (seeded; user turns of 20-120 words, replies of 60-200 tokens, "
-        "every fifth answered through a tool call and its result, so "
+        f"One {turns}-turn conversation (seeded; user turns of 20-120 words, replies of "
+        "60-200 tokens, every fifth answered through a tool call and its result, so "
         f"{int(base['requests'])} requests), kept server-side, through `tollway serve` "
         "in front of `tollway simulate`, once per policy: `none` resends the whole "
         f"history, `window` keeps {WINDOW:,} tokens, `summarise` summarises above "
@@ -203,23 +180,26 @@ def render(command: str, turns: int, got: dict[str, dict[str, float]],
         "random words, so what the summaries say is not measured here, only their cost.",
         f"Deciding the window for a {int(cost['messages'])}-message history costs the "
         f"gateway **{cost['p50']:.0f} µs** p50 per request (in process; the turns' token "
-        "counts cached from earlier turns, as in a server).",
-        END])
+        "counts cached from earlier turns, as in a server)."])
+
+
+def headline(turns: int, got: dict[str, dict[str, float]], cost: dict[str, float]) -> str:
+    base, w, s = got["none"], got["window"], got["summarise"]
+    return (f"over a {turns}-turn chat, `window` sends {w['input'] / base['input']:.2f}x and "
+            f"`summarise` {s['input'] / base['input']:.2f}x the input tokens of resending "
+            f"the whole history ({w['usd'] / base['usd']:.2f}x and "
+            f"{s['usd'] / base['usd']:.2f}x the cost); deciding the window costs the "
+            f"gateway {cost['p50']:.0f} µs a request.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    out = args.out or (RESULTS / "history-quick.md" if args.quick else DOC)
-    command = ".venv/bin/python bench/history.py" + (" --quick" if args.quick else "")
+    args = cli.parser(__doc__).parse_args(argv)
     turns = 40
     with tempfile.TemporaryDirectory(prefix="tollway-bench-history-") as work:
         got = run_conversations(Path(work), turns)
     cost = policy_cost(200 if args.quick else 2000)
-    harness.write_section(out, render(command, turns, got, cost), BEGIN, END)
-    log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    report.write(args, title="Conversation memory", headline=headline(turns, got, cost),
+                 body=render(turns, got, cost))
     return 0
 
 

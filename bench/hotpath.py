@@ -7,7 +7,6 @@ Time in C code (syscalls, orjson, the GC) is charged to the Python line that cal
 from __future__ import annotations
 
 import collections
-import os
 import re
 import shutil
 import subprocess
@@ -16,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
-from harness import Auth, Server
+import load
+from harness import Server
+from load import Auth
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]+):(?P<line>\d+)\)$")
 RATE = 100  # samples/s per recorder: two run at once on a 2-core machine
@@ -113,12 +114,7 @@ def record(server: Server, url: str, body: Path, auth: Auth | None, name: str,
     stamp = time.strftime("%Y%m%d-%H%M%S")
     prof = Profile(name, out_dir / f"profile-{name}-{stamp}.svg",
                    out_dir / f"profile-{name}-{stamp}.raw")
-    secret, shown = harness.auth_env(auth)
-    argv = ["wrk", "-t1", "-c64", f"-d{seconds + 3:g}s", "-s", str(harness.BENCH / "post.lua"),
-            url]
-    harness.record(argv, {"BENCH_BODY": str(body)} | shown)
-    load = subprocess.Popen(argv, env={**os.environ, "BENCH_BODY": str(body), **secret},
-                            stdout=subprocess.DEVNULL)
+    wrk = load.start_wrk(url, body, 64, seconds + 3, auth)
     try:
         time.sleep(1)
         spies = []
@@ -131,5 +127,5 @@ def record(server: Server, url: str, body: Path, auth: Auth | None, name: str,
         for spy in spies:
             spy.wait(timeout=seconds + 30)
     finally:
-        load.wait(timeout=seconds + 30)
+        wrk.wait(timeout=seconds + 30)
     return summarize(prof, seconds)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import harness
 from harness import Server, Servers
+from load import Auth
+from procfs import cpu_seconds
 
 VENV = harness.BENCH / ".litellm-venv"
 BIN = VENV / "bin"
@@ -35,14 +37,14 @@ def ensure_venv() -> str:
     return out.stdout.strip()
 
 
-def config(work: Path, upstream_port: int, master_key: str) -> Path:
+def config(work: Path, upstream_url: str, master_key: str) -> Path:
     # The proxy refuses to start without a strong master key; it is what clients send.
     path = work / "litellm.yaml"
     path.write_text(f"""model_list:
   - model_name: sim-model
     litellm_params:
       model: openai/sim-model
-      api_base: http://127.0.0.1:{upstream_port}/v1
+      api_base: {upstream_url}/v1
       api_key: x
 litellm_settings:
   telemetry: false
@@ -56,16 +58,15 @@ general_settings:
     return path
 
 
-def start(servers: Servers, work: Path, upstream_port: int,
-          port: int) -> tuple[Server, harness.Auth]:
+def start(servers: Servers, upstream_url: str, port: int) -> tuple[Server, Auth]:
     key = "sk-" + secrets.token_hex(16)
-    cfg = config(work, upstream_port, key)
+    cfg = config(servers.work, upstream_url, key)
     argv = [str(BIN / "litellm"), "--config", str(cfg), "--host", "127.0.0.1", "--port",
             str(port), "--num_workers", "1"]
     server = servers.start("litellm", argv, ENV)
-    # Its start-up imports a lot: allow a minute.
-    harness.wait_ready(server, f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
-    return server, harness.Auth(key, "$LITELLM_KEY")
+    # Its start-up imports a lot: allow two minutes.
+    harness.wait_ready(server, "/health/liveliness", timeout=120)
+    return server, Auth(key, "$LITELLM_KEY")
 
 
 def quiesce(server: Server, limit: float = 20.0) -> float:
@@ -74,8 +75,8 @@ def quiesce(server: Server, limit: float = 20.0) -> float:
     the next target's run. Returns the seconds waited."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:
-        c0 = harness.cpu_seconds(server.pid)
+        c0 = cpu_seconds(server.pid)
         time.sleep(0.25)
-        if harness.cpu_seconds(server.pid) - c0 < 0.025:  # under 10 % of a core
+        if cpu_seconds(server.pid) - c0 < 0.025:  # under 10 % of a core
             break
     return time.monotonic() - t0

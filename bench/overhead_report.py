@@ -1,5 +1,5 @@
-"""docs/benchmarks.md for the overhead benchmark: method, machine, headline, tables,
-and every command that was run."""
+"""The overhead benchmark's results (docs/benchmarks/overhead.md): method, targets,
+tables, profiles, and every command that was run."""
 
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ from pathlib import Path
 import harness
 import hotpath
 import litellm_target
-import report
 from report import spread, table
 from scenario import LABEL, Plan, Scenario
 
-INTRO = """# Benchmarks
+# The distributions whose versions matter to these figures.
+LIBRARIES = ("uvicorn", "starlette", "aiohttp", "uvloop", "httptools", "orjson", "msgspec")
 
-Written by `make bench` (`bench/run.py` → `bench/overhead.py`); do not edit by hand.
-
-## Method
+INTRO = """## Method
 
 Every way to the same upstream, measured side by side in one run:
 
@@ -84,10 +82,8 @@ proxies.
 Load generator, proxy and upstream share the machine's cores over loopback, so absolute
 numbers are lower than on a dedicated box; compare the ratios and µs/req.
 
-Reproduce with `make bench` (every benchmark on this page) or
-`.venv/bin/python bench/overhead.py` (this part; `--quick` for a smoke run written to
-`bench/results/`). The profiles at the end are taken by the same run; `bench/profile.py`
-profiles the gateway alone.
+`--quick` runs a smoke test written to `bench/results/`. The profiles at the end are
+taken by the same run; `bench/profile.py` profiles the gateway alone.
 """
 
 CPU_HEAD = ["proxy CPU %", "upstream CPU %", "loadgen CPU %", "other CPU %", "steal %"]
@@ -404,7 +400,6 @@ def profiles(profs: list[hotpath.Profile], thr: Scenario | None = None) -> str:
 
 
 def commands(work: Path) -> str:
-    seen = list(dict.fromkeys(harness.COMMANDS))  # in order, without repeats
     body = (work / "json.json").read_text() + "\n" + (work / "sse.json").read_text()
     litellm_cfg = work / "litellm.yaml"
     extra = ""
@@ -417,30 +412,26 @@ def commands(work: Path) -> str:
     feats = work / "gateway-cached.yaml"
     if feats.exists():
         extra += ("\n\nFeatures gateway config (`$W/gateway-cached.yaml`; "
-                  "`gateway-features.yaml` is the same without the `cache` line):\n\n"
+                  "`gateway-features.yaml` is the same without `cache`):\n\n"
                   "```yaml\n" + feats.read_text().replace(str(work), "$W") + "```")
     return (
         "Every command the run executed, in order (1 s warm-up wrk runs per target left "
         "out); `$W` is the run's scratch directory, `$KEY_FEATURES` and "
         "`$KEY_CACHED` the virtual keys the admin calls returned, and `$PID` the "
         "profiled gateway's process.\n\n"
-        "```sh\n" + "\n".join(seen).replace(str(work), "$W") + "\n```\n\n"
+        "```sh\n" + harness.commands({work: "$W"}) + "\n```\n\n"
         "Request bodies (`$W/json.json`, `$W/sse.json`):\n\n```json\n" + body + "\n```\n\n"
         "Gateway config (`$W/gateway-sim.yaml`):\n\n```yaml\n"
         + (work / "gateway-sim.yaml").read_text() + "```" + extra)
 
 
 def render(plan: Plan, results: list[Scenario], mem: list[tuple[str, int, int]], work: Path,
-           elapsed: float, *, quick: bool, litellm: str | None,
-           profiles_: list[hotpath.Profile]) -> str:
+           *, litellm: str | None, profiles_: list[hotpath.Profile]) -> str:
     by = {sc.key: sc for sc in results}
     parts = [INTRO.format(conns=plan.connections, dur=plan.duration, warm=plan.warmup,
                           reps=plan.repeats, lreps=plan.lat_repeats, timeout=plan.timeout,
                           litellm=f"litellm {litellm}" if litellm else "not run").rstrip()]
-    if quick:
-        parts.append("> **Quick mode** (`--quick`): one short repeat, a smoke test only.")
-    parts += ["## Machine", report.machine_table(),
-              f"Whole run: {elapsed / 60:.1f} min. " + background(results),
+    parts += [background(results),
               "## Targets for one Tollway worker", targets(by, results),
               "## Side by side", side_by_side(by, results)]
     for sc in results:
@@ -458,3 +449,21 @@ def render(plan: Plan, results: list[Scenario], mem: list[tuple[str, int, int]],
               PROFILE_NOTE + "\n\n" + profiles(profiles_, by.get("json_throughput")),
               "## Commands", commands(work)]
     return "\n\n".join(parts) + "\n"
+
+
+def headline(results: list[Scenario]) -> str:
+    """One worker's JSON throughput against the floor and LiteLLM, its CPU per request,
+    and what it adds at 500 req/s (medians over the repeats)."""
+    by = {sc.key: sc for sc in results}
+    thr = by["json_throughput"]
+    parts = [f"one worker serves {med(thr.ratio('gateway', 'floor', 'rps')):.2f}x the bare "
+             "floor proxy's JSON req/s"]
+    if "litellm" in thr.targets:
+        parts.append(f"{med(thr.ratio('gateway', 'litellm', 'rps')):.0f}x LiteLLM's")
+    parts.append(f"at {med(thr.values('gateway', 'proxy_us_per_req')):.0f} µs of CPU a "
+                 "request")
+    lat = by.get("json_latency_500")
+    if lat is not None:
+        parts.append(f"and adds {med(lat.added('gateway', 'lat_p50_ms')):.2f} ms p50 at "
+                     "500 req/s")
+    return ", ".join(parts) + "."

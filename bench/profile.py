@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,9 +22,10 @@ import time
 from pathlib import Path
 
 import harness
-from harness import Servers
+import load
+from harness import CHAT, Server, Servers
 from hotpath import FRAME, ensure_py_spy, package
-from overhead import RESULTS, body_file, gateway_config
+from report import RESULTS
 
 
 def summarize(raw: Path, duration: float, rate: int) -> str:
@@ -52,50 +52,41 @@ def summarize(raw: Path, duration: float, rate: int) -> str:
     return "\n".join(out)
 
 
-def start_upstream(servers: Servers, work: Path, kind: str, port: int, stream: bool) -> None:
+def start_upstream(servers: Servers, kind: str, port: int, stream: bool) -> Server:
     if kind == "sim":
-        sim = servers.start("simulator", [harness.PY, "-m", "tollway.simulate.server", "--port",
-                                          str(port), "--output-tokens", "50" if stream else "16"])
-        harness.wait_ready(sim, f"http://127.0.0.1:{port}/_sim/config")
-        return
+        sim = harness.start_simulator(servers, port=port)
+        harness.sim_config(sim, output_tokens=50 if stream else 16)
+        return sim
     if stream:
         sys.exit("--stream needs --upstream sim (the canned upstream only sends JSON)")
-    reply = work / "reply.json"
+    reply = servers.work / "reply.json"
     reply.write_text('{"id":"x","object":"chat.completion","created":0,"model":"sim-model",'
                      '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello '
                      'there, friend."},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,'
                      '"completion_tokens":4,"total_tokens":12}}')
     canned = servers.start("canned", [harness.PY, str(harness.BENCH / "canned_upstream.py"),
                                       "--port", str(port), "--body", str(reply)])
-    harness.wait_ready(canned, f"http://127.0.0.1:{port}/")
+    harness.wait_ready(canned, "/")
+    return canned
 
 
 def profile(args: argparse.Namespace, work: Path, py_spy: str) -> Path:
-    servers = Servers(work)
-    up, gw_port = args.base_port, args.base_port + 1
-    try:
-        start_upstream(servers, work, args.upstream, up, args.stream)
-        tollway = str(Path(harness.PY).parent / "tollway")
-        gw = servers.start("gateway", [tollway, "serve", "--port", str(gw_port), "--config",
-                                       str(gateway_config(work, "profile", up))])
-        url = f"http://127.0.0.1:{gw_port}"
-        harness.wait_ready(gw, url + "/health")
-        body = body_file(work, "body", stream=args.stream)
-        harness.run_wrk(url + "/v1/chat/completions", body, 16, 1)  # warm-up
-        load = subprocess.Popen(
-            ["wrk", "-t1", "-c64", f"-d{args.seconds + 2:g}s", "-s",
-             str(harness.BENCH / "post.lua"), url + "/v1/chat/completions"],
-            env={**os.environ, "BENCH_BODY": str(body)}, stdout=subprocess.DEVNULL)
+    with Servers(work) as servers:
+        up = start_upstream(servers, args.upstream, args.base_port, args.stream)
+        gw = harness.start_gateway(servers, "gateway", {"models": harness.sim_models(up.url)},
+                                   port=args.base_port + 1)
+        url = gw.url + CHAT
+        body = load.body_file(work, "body", stream=args.stream)
+        load.run_wrk(url, body, 16, 1)  # warm-up
+        wrk = load.start_wrk(url, body, 64, args.seconds + 2)
         time.sleep(1)
         raw = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}.raw"
         subprocess.run([py_spy, "record", "--pid", str(gw.pid), "--duration",
                         f"{args.seconds:g}", "--rate", str(args.rate), "--format", "raw",
                         "--nonblocking", "-o", str(raw)], check=True,
                        timeout=args.seconds + 30, stdout=subprocess.DEVNULL)
-        load.wait(timeout=30)
+        wrk.wait(timeout=30)
         return raw
-    finally:
-        servers.stop_all()
 
 
 def main() -> int:

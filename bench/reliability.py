@@ -2,11 +2,9 @@
 it, fails and recovers, when callers flood it, and when its outbound queue is full.
 Starts its own simulators and gateways (free ports, a scratch directory, all stopped
 and removed however the run ends) and drives them with the official openai SDK
-(max_retries=0) or, for the open-loop flood, aiohttp. Writes its own section of
-docs/benchmarks.md, between the reliability:begin/end markers, and leaves the rest of
-the file alone.
+(max_retries=0) or, for the open-loop flood, aiohttp.
 
-    .venv/bin/python bench/reliability.py           # ~3 min -> docs/benchmarks.md
+    .venv/bin/python bench/reliability.py           # ~3 min -> docs/benchmarks/reliability.md
     .venv/bin/python bench/reliability.py --quick   # 70 s flood, ~1.5 min -> bench/results/
 
 1. rate-limited primary, healthy fallback: 1,000 requests at concurrency 25;
@@ -24,21 +22,14 @@ import bisect
 import contextlib
 import json
 import math
-import os
-import platform
 import re
-import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +38,13 @@ import openai
 import uvloop
 import yaml
 
+import cli
 import harness
 import report
-from harness import cpu_seconds, die_with_parent, free_port, status_kib, tollway_argv
+from harness import MASTER, Server, Servers
+from procfs import cpu_seconds, status_kib, wait_idle
+from report import para
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-RESULTS = ROOT / "bench" / "results"
-BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
-MASTER = "bench-master-" + os.urandom(8).hex()
 MESSAGES: Any = [{"role": "user", "content": "Say hello in five words."}]
 
 # The gateway's routing settings for scenarios 1, 2 and 4: the defaults, except a 10 s
@@ -75,131 +64,26 @@ PACED = {"paced-chat": PACING, "queued-chat": PACING_QUEUE}
 FLOOD_RPM = 600
 FLOOD_FACTOR = 10
 POLL_S = 0.05  # breaker-state sampling period
+# The whole ledger of the run (~1,200 rows) in one page: the default page of 1,000
+# ends before the outage's and the queue's rows.
+LEDGER = "/admin/ledger?limit=10000"
 RSS_EVERY_S = 5.0
-
-
-def log(msg: str) -> None:
-    print(f"reliability: {msg}", file=sys.stderr, flush=True)
 
 
 # -- processes -------------------------------------------------------------------------
 
-COMMANDS: list[str] = []
+
+async def start_gateway(servers: Servers, name: str, config: dict[str, Any]) -> Server:
+    """Started from this thread (the one its death signal is tied to), waited for in
+    another, and left to go idle: it loads tokenizers in the background."""
+    gw = harness.start_gateway(servers, name, config, master=True, ready=False)
+    await asyncio.to_thread(harness.wait_ready, gw)
+    await asyncio.to_thread(wait_idle, [gw.pid])
+    return gw
 
 
-
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    url: str
-    stopped: bool = False  # by us, on purpose
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-@dataclass
-class Procs:
-    """Every process this run started, stopped in reverse order on the way out."""
-
-    work: Path
-    started: list[Proc] = field(default_factory=list)
-    history: list[Proc] = field(default_factory=list)  # every process, stopped or not
-
-    def shown(self, argv: list[str]) -> str:
-        rel = [os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv]
-        return shlex.join(rel).replace(str(self.work), "$W")
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
-        COMMANDS.append(" ".join(f"{k}=…" for k in env or {}) + (" " if env else "")
-                        + self.shown(argv))
-        cwd = self.work / name
-        cwd.mkdir(parents=True, exist_ok=True)
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("OPENAI_", "ANTHROPIC_", "TOLLWAY_"))}
-        logf = cwd / "out.log"
-        with logf.open("wb") as out:  # a file, not a pipe nobody drains
-            popen = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**base, **(env or {})},
-                                     preexec_fn=die_with_parent)
-        port = argv[argv.index("--port") + 1]
-        proc = Proc(name, popen, logf, f"http://127.0.0.1:{port}")
-        self.started.append(proc)
-        self.history.append(proc)
-        return proc
-
-    def stop(self, proc: Proc) -> None:
-        proc.stopped = True
-        if proc.popen.poll() is None:
-            proc.popen.terminate()
-            try:
-                proc.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait(timeout=5)
-
-    def stop_all(self) -> None:
-        for p in reversed(self.started):
-            self.stop(p)
-        self.started.clear()
-
-
-async def wait_http(http: aiohttp.ClientSession, proc: Proc, path: str,
-                    within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
-        with contextlib.suppress(aiohttp.ClientError, OSError):
-            async with http.get(proc.url + path) as r:
-                if r.status == 200:
-                    return
-        await asyncio.sleep(0.05)  # waiting for a port to open: nothing to await instead
-    raise RuntimeError(f"{proc.name} not ready at {proc.url}{path} after {within:g}s")
-
-
-async def wait_idle(pid: int, within: float = 20.0) -> None:
-    """Until the process used under 10 ms of CPU in 0.5 s (the gateway loads its
-    tokenizers in the background after it starts answering)."""
-    deadline = time.monotonic() + within
-    last = cpu_seconds(pid)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        now = cpu_seconds(pid)
-        if now - last < 0.01:
-            return
-        last = now
-
-
-async def start_sim(procs: Procs, http: aiohttp.ClientSession, name: str) -> Proc:
-    proc = procs.start(name, [*tollway_argv(), "simulate", "--port", str(free_port())])
-    await wait_http(http, proc, "/_sim/stats")
-    return proc
-
-
-async def start_gateway(procs: Procs, http: aiohttp.ClientSession, name: str,
-                        config: dict[str, Any]) -> Proc:
-    path = procs.work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    proc = procs.start(name, [*tollway_argv(), "serve", "--port", str(free_port()),
-                              "--config", str(path)], env={"TOLLWAY_MASTER_KEY": MASTER})
-    await wait_http(http, proc, "/health")
-    await wait_idle(proc.pid)
-    return proc
-
-
-async def sim_config(http: aiohttp.ClientSession, sim: Proc, **changes: Any) -> None:
-    COMMANDS.append(f"curl -X PUT {sim.url}/_sim/config -d '{json.dumps(changes)}'")
-    async with http.put(sim.url + "/_sim/config", json=changes) as r:
-        r.raise_for_status()
+async def sim_config(sim: Server, **changes: Any) -> None:
+    await asyncio.to_thread(harness.sim_config, sim, **changes)
 
 
 async def get_json(http: aiohttp.ClientSession, url: str, master: bool = False) -> Any:
@@ -209,12 +93,11 @@ async def get_json(http: aiohttp.ClientSession, url: str, master: bool = False) 
         return await r.json()
 
 
-def dep(sim: Proc, model: str, **kw: Any) -> dict[str, Any]:
-    return {"provider": "openai", "model": model, "api_base": sim.url + "/v1",
-            "api_key": "sim", **kw}
+def dep(sim: Server, model: str, **kw: Any) -> dict[str, Any]:
+    return harness.sim_deployment(sim.url, model, **kw)
 
 
-def sdk(gw: Proc, key: str = MASTER) -> openai.AsyncOpenAI:
+def sdk(gw: Server, key: str = MASTER) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0,
                               timeout=120.0)
 
@@ -257,8 +140,8 @@ class Watch:
     "open" arrived while the breaker was open."""
 
     http: aiohttp.ClientSession
-    gw: Proc
-    sim: Proc
+    gw: Server
+    sim: Server
     alias: str
     model: str
     t0: float
@@ -314,9 +197,9 @@ class Watch:
 # -- 1. rate-limited primary -----------------------------------------------------------
 
 
-async def fallback(http: aiohttp.ClientSession, gw: Proc, prim: Proc, backup: Proc,
+async def fallback(http: aiohttp.ClientSession, gw: Server, prim: Server, backup: Server,
                    n: int, concurrency: int) -> dict[str, Any]:
-    await sim_config(http, prim, rate_429=1.0, retry_after=30)
+    await sim_config(prim, rate_429=1.0, retry_after=30)
     c = sdk(gw)
     watch = Watch(http, gw, prim, "fallback-chat", "primary-model", time.monotonic())
     watch.start()
@@ -360,16 +243,16 @@ async def fallback(http: aiohttp.ClientSession, gw: Proc, prim: Proc, backup: Pr
 # -- 2. 5xx burst then recovery --------------------------------------------------------
 
 
-async def outage(http: aiohttp.ClientSession, gw: Proc, flaky: Proc, n: int,
+async def outage(http: aiohttp.ClientSession, gw: Server, flaky: Server, n: int,
                  m: int) -> dict[str, Any]:
     c = sdk(gw)
     t0 = time.monotonic()
     watch = Watch(http, gw, flaky, "outage-chat", "flaky-model", t0)
-    await sim_config(http, flaky, rate_500=1.0)
+    await sim_config(flaky, rate_500=1.0)
     watch.start()
     burst = [await call(c, "outage-chat") for _ in range(n)]
     calls_in_outage = (await get_json(http, flaky.url + "/_sim/stats"))["requests"]
-    await sim_config(http, flaky, rate_500=0.0)
+    await sim_config(flaky, rate_500=0.0)
     healed_at = time.monotonic() - t0
     cooldown = ROUTING["breaker"]["cooldown_seconds"]
     deadline = time.monotonic() + cooldown + 10
@@ -383,7 +266,7 @@ async def outage(http: aiohttp.ClientSession, gw: Proc, flaky: Proc, n: int,
     await c.close()
     stats = await get_json(http, flaky.url + "/_sim/stats")
     await asyncio.sleep(0.3)  # rows are recorded as a request finishes; the endpoint flushes
-    rows = [r for r in (await get_json(http, gw.url + "/admin/ledger", master=True))["data"]
+    rows = [r for r in (await get_json(http, gw.url + LEDGER, master=True))["data"]
             if r.get("model_asked") == "outage-chat"]
     retry = ROUTING["retry"]
     return {
@@ -406,7 +289,7 @@ async def outage(http: aiohttp.ClientSession, gw: Proc, flaky: Proc, n: int,
 # -- 4. outbound queue full ------------------------------------------------------------
 
 
-async def queue_full(http: aiohttp.ClientSession, gw: Proc, sim: Proc, alias: str,
+async def queue_full(http: aiohttp.ClientSession, gw: Server, sim: Server, alias: str,
                      model: str, n: int, answered: asyncio.Event | None = None
                      ) -> dict[str, Any]:
     """`n` requests at once. `answered` is set once every request that was not queued
@@ -421,7 +304,7 @@ async def queue_full(http: aiohttp.ClientSession, gw: Proc, sim: Proc, alias: st
     await c.close()
     after = (await get_json(http, sim.url + "/_sim/stats"))["requests_by_model"]
     await asyncio.sleep(0.3)  # rows are recorded as a request finishes; the endpoint flushes
-    rows = [r for r in (await get_json(http, gw.url + "/admin/ledger", master=True))["data"]
+    rows = [r for r in (await get_json(http, gw.url + LEDGER, master=True))["data"]
             if r.get("model_asked") == alias and r["status"] == 503]
     refused = [x for x in calls if x.status == 503]
     ok = [x.latency * 1000 for x in calls if x.status == 200]
@@ -471,7 +354,7 @@ RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
                 "x-ratelimit-reset-requests", "retry-after")
 
 
-async def flood(http: aiohttp.ClientSession, gw: Proc, sim: Proc, key: str,
+async def flood(http: aiohttp.ClientSession, gw: Server, sim: Server, key: str,
                 seconds: float) -> dict[str, Any]:
     rate = FLOOD_RPM * FLOOD_FACTOR / 60.0
     total = int(rate * seconds)
@@ -517,7 +400,7 @@ async def flood(http: aiohttp.ClientSession, gw: Proc, sim: Proc, key: str,
             tasks.add(t)
             t.add_done_callback(tasks.discard)
             if i and i % int(rate * 30) == 0:
-                log(f"flood: {i / rate:.0f} s, {sum(x.status == 200 for x in shots)} admitted")
+                cli.log(f"flood: {i / rate:.0f} s, {sum(x.status == 200 for x in shots)} admitted")
         end_sched = time.monotonic()
         if tasks:
             await asyncio.wait(tasks, timeout=35)
@@ -630,7 +513,7 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:.1f}"
 
 
-def render(command: str, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any],
+def render(work: Path, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any],
            r4: list[dict[str, Any]], configs: dict[str, dict[str, Any]],
            problems: dict[str, tuple[int, int]]) -> str:
     br = ROUTING["breaker"]
@@ -738,19 +621,12 @@ def render(command: str, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, A
     cfg_text = "\n\n".join(
         f"`$W/{name}.yaml`:\n\n```yaml\n{yaml.safe_dump(cfg, sort_keys=False).strip()}\n```"
         for name, cfg in configs.items())
-    cmds = "\n".join(dict.fromkeys(COMMANDS))
     blocks = [
-        BEGIN, "## Reliability",
-        para(f"""Written by `bench/reliability.py` (run by `make bench` after
-        `bench/tokens.py`); reproduce with `{command}`. {report.cpu_model()},
-        {os.cpu_count()} cores, shared and noisy: these are single runs, so read the
-        timings as orders of magnitude and the counts as exact. Python
-        {platform.python_version()}, openai {version("openai")}, aiohttp
-        {version("aiohttp")}; {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, code
-        {report.code_version()}."""),
+        para("""These are single runs on a shared, noisy machine: read the timings as
+        orders of magnitude and the counts as exact."""),
         para(f"""**Method.** The script starts `tollway simulate` upstreams and `tollway
         serve` gateways on free ports in a scratch directory (`$W`, removed afterwards);
-        the configurations and commands are at the end of this section. Each gateway is
+        the configurations and commands are at the end of this page. Each gateway is
         left to go idle after it starts (it loads tokenizers in the background), and the
         first one answers 20 warm-up requests on its own alias. The client is the
         official `openai` SDK with `max_retries=0` (every retry seen is the gateway's),
@@ -761,19 +637,19 @@ def render(command: str, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, A
         samples that both saw `open` arrived while the breaker was open. Routing
         settings (scenarios 1, 2, 4) are the defaults except `max_seconds: 10` and
         `cooldown_seconds: 5`."""),
-        "### 1. Rate-limited primary, healthy fallback",
+        "## 1. Rate-limited primary, healthy fallback",
         para("""Alias `fallback-chat`: `primary-model` (priority 0) on a simulator
         answering every call 429 with `Retry-After: 30` (longer than `max_retry_after`,
         so never waited out), and `backup-model` (priority 1) on a healthy one."""),
         s1,
-        "### 2. 5xx burst, then recovery",
+        "## 2. 5xx burst, then recovery",
         para(f"""Alias `outage-chat`, one deployment; its simulator answers 500 to every
         call, then is healed, and the script waits for the breaker to leave `open`
         before the second batch (`min_requests` {br['min_requests']}, `failure_rate`
         {br['failure_rate']}, cooldown {br['cooldown_seconds']:g} s,
         {br['half_open_probes']} half-open probes)."""),
         s2,
-        f"### 3. Inbound flood at {FLOOD_FACTOR}x the configured limit",
+        f"## 3. Inbound flood at {FLOOD_FACTOR}x the configured limit",
         para(f"""A virtual key under `rate_limits: {{keys: {{rpm: {FLOOD_RPM}}}}}` (on a
         gateway of its own), offered {r3['rate_per_min']:,} requests a minute for
         {r3['seconds']:g} s. Every admitted request's send time and response time are
@@ -791,7 +667,7 @@ def render(command: str, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, A
         f"{RSS_EVERY_S:g} s), MiB:",
         s3m,
         para(f"All samples, MiB: {samples}."),
-        "### 4. Outbound queue full",
+        "## 4. Outbound queue full",
         para(f"""Alias `paced-chat`, one deployment with `pacing: {json.dumps(PACING)}`,
         and alias `queued-chat`, the same with `max_wait_seconds: 65`, long enough for
         the window to come round, so that the queue itself fills; {r4[0]['n']} requests
@@ -801,42 +677,50 @@ def render(command: str, r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, A
         includes waiting for the event loop behind the other requests of the
         batch."""),
         s4,
-        "### Configurations and commands",
+        "## Configurations and commands",
         para("Tracebacks and ERROR lines in each process's output over the run, "
              "shutdown included: " + ", ".join(f"{n} {tb} / {err}"
                                                for n, (tb, err) in problems.items()) + "."),
         cfg_text,
         para("""Every command the run executed, in order (`TOLLWAY_MASTER_KEY` is a
-        random secret; simulator changes are shown as the equivalent `curl`):"""),
-        f"```sh\n{command}\n{cmds}\n```\n{END}\n",
+        random secret; simulator changes and admin calls are shown as the equivalent
+        `curl`):"""),
+        f"```sh\n{harness.commands({work: '$W'})}\n```",
     ]
     return "\n\n".join(blocks)
 
 
-def para(text: str) -> str:
-    return textwrap.fill(" ".join(text.split()), width=88, break_on_hyphens=False,
-                         break_long_words=False)
+def headline(r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any]) -> str:
+    worst = max(abs(c - FLOOD_RPM) for by in r3["windows"].values() for counts in by.values()
+                for c in (min(counts), max(counts))) / FLOOD_RPM
+    opened = ("never opened" if r1["opened_at"] is None
+              else f"open after {r1['calls_before_open']} calls")
+    return (f"a 429ing primary: {r1['ok']:,} of {r1['n']:,} requests answered by the "
+            f"fallback, its breaker {opened}; a 5xx "
+            f"outage: {r2['calls'] / (r2['n'] + r2['m']):.2f} upstream calls a request; a "
+            f"flood at {FLOOD_FACTOR}x the rpm limit: every sliding minute within "
+            f"{100 * worst:.2f}% of it, {r3['headers_ok']:,} of {r3['refused']:,} "
+            "refusals with correct headers.")
 
 
-def log_problems(procs: Procs) -> dict[str, tuple[int, int]]:
+def log_problems(servers: Servers) -> dict[str, tuple[int, int]]:
     """Per process: (tracebacks, ERROR log lines) in its output, shutdown included."""
     out = {}
-    for p in procs.history:
-        text = p.log.read_text(errors="replace") if p.log.exists() else ""
-        out[p.name] = (text.count("Traceback"),
+    for s in servers.history:
+        text = s.log.read_text(errors="replace") if s.log.exists() else ""
+        out[s.name] = (text.count("Traceback"),
                        sum(" ERROR " in line or " CRITICAL " in line
                            for line in text.splitlines()))
     return out
 
 
-
 # -- main ------------------------------------------------------------------------------
 
 
-async def run(work: Path, procs: Procs, args: argparse.Namespace) -> dict[str, Any]:
+async def run(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        prim, backup, flaky = [await start_sim(procs, http, n)
+        prim, backup, flaky = [harness.start_simulator(servers, n)
                                for n in ("sim-primary", "sim-backup", "sim-flaky")]
         main_cfg: dict[str, Any] = {
             "routing": ROUTING,
@@ -854,98 +738,72 @@ async def run(work: Path, procs: Procs, args: argparse.Namespace) -> dict[str, A
             "rate_limits": {"keys": {"rpm": FLOOD_RPM}},
             "models": {"flood-chat": {"deployments": [dep(backup, "flood-model")]}},
         }
-        gw = await start_gateway(procs, http, "gateway", main_cfg)
+        gw = await start_gateway(servers, "gateway", main_cfg)
         c = sdk(gw)
         warm = [await call(c, "warmup-chat") for _ in range(20)]
         await c.close()
         if any(x.status != 200 for x in warm):
             raise RuntimeError(f"warm-up failed: {Counter(x.status for x in warm)}")
 
-        log("1. rate-limited primary, healthy fallback")
+        cli.log("1. rate-limited primary, healthy fallback")
         r1 = await fallback(http, gw, prim, backup, 1000, 25)
-        log(f"   {r1['ok']}/{r1['n']} ok, p99 {r1['p99']:.1f} ms, max {r1['max']:.1f} ms, "
+        cli.log(f"   {r1['ok']}/{r1['n']} ok, p99 {r1['p99']:.1f} ms, max {r1['max']:.1f} ms, "
             f"primary calls {r1['primary_calls']} ({r1['calls_while_open']} while open)")
-        log("2. 5xx burst, then recovery")
+        cli.log("2. 5xx burst, then recovery")
         r2 = await outage(http, gw, flaky, 40, 20)
-        log(f"   {r2['transitions']}; attempts {dict(r2['attempts'])}; "
+        cli.log(f"   {r2['transitions']}; attempts {dict(r2['attempts'])}; "
             f"calls {r2['calls']} for {r2['n'] + r2['m']} requests")
-        log("4. outbound queue full")
+        cli.log("4. outbound queue full")
         r4a = await queue_full(http, gw, backup, "paced-chat", "paced-model", 50)
-        log(f"   {dict(r4a['statuses'])} {dict(r4a['codes'])}, 503 max "
+        cli.log(f"   {dict(r4a['statuses'])} {dict(r4a['codes'])}, 503 max "
             f"{r4a['refused_max_ms']:.1f} ms")
         answered = asyncio.Event()
         task4b = asyncio.create_task(queue_full(http, gw, backup, "queued-chat",
                                                 "queued-model", 50, answered))
         await answered.wait()
 
-        log(f"3. inbound flood, {args.flood_seconds:g} s")
-        fgw = await start_gateway(procs, http, "gateway-flood", flood_cfg)
-        async with http.post(fgw.url + "/admin/keys", json={"name": "flood"},
-                             headers={"authorization": f"Bearer {MASTER}"}) as resp:
-            resp.raise_for_status()
-            key = (await resp.json())["key"]
-        COMMANDS.append(f"curl -X POST {fgw.url}/admin/keys -H 'authorization: Bearer "
-                        "$TOLLWAY_MASTER_KEY' -d '{\"name\": \"flood\"}'")
+        cli.log(f"3. inbound flood, {args.flood_seconds:g} s")
+        fgw = await start_gateway(servers, "gateway-flood", flood_cfg)
+        key = await asyncio.to_thread(harness.create_key, fgw, {"name": "flood"})
         r3 = await flood(http, fgw, backup, key, args.flood_seconds)
         for label, by in r3["windows"].items():
-            log(f"   {label}: " + "; ".join(f"by {b} min {min(v)} max {max(v)}"
+            cli.log(f"   {label}: " + "; ".join(f"by {b} min {min(v)} max {max(v)}"
                                             for b, v in by.items()))
-        log(f"   headers ok {r3['headers_ok']}/{r3['refused']}; RSS MiB start "
+        cli.log(f"   headers ok {r3['headers_ok']}/{r3['refused']}; RSS MiB start "
             f"{mib(r3['rss_start'])}, 60 s {mib(r3['rss_60'])}, end {mib(r3['rss_end'])}, "
             f"max {mib(r3['rss_max'])}")
         r4b = await task4b
-        log(f"   queued-chat: {dict(r4b['statuses'])} {dict(r4b['codes'])}, "
+        cli.log(f"   queued-chat: {dict(r4b['statuses'])} {dict(r4b['codes'])}, "
             f"{len(r4b['ok_queued'])} served from the queue")
         return {"r1": r1, "r2": r2, "r3": r3, "r4": [r4a, r4b],
                 "configs": {"gateway": main_cfg, "gateway-flood": flood_cfg}}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a 70 s flood, to bench/results/")
+def main(argv: list[str] | None = None) -> int:
+    ap = cli.parser(__doc__)
     ap.add_argument("--flood-seconds", type=float,
                     help="length of the inbound flood (default 150, quick 70; >= 61)")
-    ap.add_argument("--out", type=Path, help="markdown file whose reliability section is "
-                    "rewritten (default: docs/benchmarks.md, or "
-                    "bench/results/reliability-quick.md with --quick)")
-    args, _ = ap.parse_known_args(argv)  # other benchmarks' flags are not ours
+    args = ap.parse_args(argv)
     args.flood_seconds = args.flood_seconds or (70.0 if args.quick else 150.0)
     if args.flood_seconds < 61:
         ap.error("--flood-seconds: at least 61 (one full 60 s window)")
-    return args
-
-
-def _on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally that stops the servers
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    out = args.out or (RESULTS / "reliability-quick.md" if args.quick else DOC)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
-    command = ".venv/bin/python bench/reliability.py" + (" --quick" if args.quick else "")
-    if args.flood_seconds != (70.0 if args.quick else 150.0):
-        command += f" --flood-seconds {args.flood_seconds:g}"
     with tempfile.TemporaryDirectory(prefix="tollway-reliability-") as tmp:
-        procs = Procs(Path(tmp))
-        try:
-            res = uvloop.run(run(Path(tmp), procs, args))
-        except BaseException:
-            for p in procs.started:
-                if not p.stopped and p.popen.poll() is not None:
-                    log(f"{p.name} exited {p.popen.returncode}:\n{p.tail()}")
-            raise
-        finally:
-            procs.stop_all()
-        problems = log_problems(procs)
+        with Servers(Path(tmp)) as servers:
+            try:
+                res = uvloop.run(run(servers, args))
+            except BaseException:
+                for s in servers.started:
+                    if s.proc.poll() is not None:
+                        cli.log(f"{s.name} exited {s.proc.returncode}:\n{s.tail()}")
+                raise
+        problems = log_problems(servers)
     for name, (tb, err) in problems.items():
         if tb or err:
-            log(f"{name}: {tb} tracebacks, {err} ERROR lines in its output")
-    harness.write_section(out, render(command, res["r1"], res["r2"], res["r3"], res["r4"],
-                                      res["configs"], problems), BEGIN, END)
-    log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+            cli.log(f"{name}: {tb} tracebacks, {err} ERROR lines in its output")
+    report.write(args, title="Reliability", headline=headline(res["r1"], res["r2"], res["r3"]),
+                 body=render(Path(tmp), res["r1"], res["r2"], res["r3"], res["r4"],
+                             res["configs"], problems),
+                 libraries=("openai", "aiohttp"))
     return 0
 
 

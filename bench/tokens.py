@@ -1,19 +1,14 @@
 """Token counting: throughput of our counter next to raw tiktoken and bpe_openai, the
 latency count_request adds to a request, and how far the o200k estimate is from the
-bundled local model's own tokenizer. Writes its own section of docs/benchmarks.md,
-between the tokens:begin/end markers, and leaves the rest of the file alone.
+bundled local model's own tokenizer.
 
-    .venv/bin/python bench/tokens.py           # ~1 min -> docs/benchmarks.md
+    .venv/bin/python bench/tokens.py           # ~1 min -> docs/benchmarks/tokens.md
     .venv/bin/python bench/tokens.py --quick   # fewer iterations -> bench/results/
-
-overhead.py rewrites docs/benchmarks.md whole, so bench/run.py runs it first.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import random
 import statistics
 import sys
@@ -21,17 +16,16 @@ import textwrap
 import time
 import warnings
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import harness
+import cli
 import report
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.data.token_corpus
+sys.path.insert(0, str(ROOT))  # for corpora/, the corpus the tests count too
 
-from tests.data.token_corpus import corpus, corpus_kinds  # noqa: E402
+from corpora.token_corpus import corpus, corpus_kinds  # noqa: E402
 
 from tollway.accounting import tokens  # noqa: E402
 from tollway.wire.openai import parse_chat_request  # noqa: E402
@@ -40,16 +34,9 @@ with warnings.catch_warnings():  # bpe_openai reads its data with a deprecated c
     warnings.simplefilter("ignore", DeprecationWarning)
     import bpe_openai._bindings as bpe_openai_native
 
-DOC = ROOT / "docs" / "benchmarks.md"
-RESULTS = ROOT / "bench" / "results"
-BEGIN, END = "<!-- tokens:begin -->", "<!-- tokens:end -->"
 ENCODINGS = {"o200k_base": "gpt-4o", "cl100k_base": "gpt-4"}
 TARGET_TOKENS = 4000
 TURNS = 20
-
-
-def log(msg: str) -> None:
-    print(f"tokens: {msg}", file=sys.stderr, flush=True)
 
 
 # -- throughput ------------------------------------------------------------------------
@@ -87,7 +74,7 @@ def throughput(docs: list[str], repeats: int) -> dict[str, dict[str, list[float]
                     tokens.clear_caches()
                 rates[label].append(total / timed(fn, docs) / 1e6)
         out[name] = rates
-        log(f"{name}: " + ", ".join(f"{k} {statistics.median(v):.2f}"
+        cli.log(f"{name}: " + ", ".join(f"{k} {statistics.median(v):.2f}"
                                     for k, v in rates.items()) + " M tokens/s")
     return out
 
@@ -228,7 +215,7 @@ def local_model_ratio(docs: list[str]) -> dict[str, float] | None:
 # -- report ----------------------------------------------------------------------------
 
 
-def render(command: str, docs: list[str], rates: dict[str, dict[str, list[float]]],
+def render(docs: list[str], rates: dict[str, dict[str, list[float]]],
            lat: tuple[int, int, dict[str, list[list[float]]]], repeats: int,
            local: dict[str, float] | None) -> str:
     n_tokens, chars, lats = lat
@@ -248,16 +235,8 @@ def render(command: str, docs: list[str], rates: dict[str, dict[str, list[float]
             f"{local['p5']:+.0%}, 95th {local['p95']:+.0%}. So for that model the estimate "
             "runs low (digits and non-Latin scripts split much finer there); the local "
             "provider reports llama.cpp's own count for billing.", width=88)
-    return f"""{BEGIN}
-## Token counting
-
-Written by `bench/tokens.py` (run by `make bench` after `bench/overhead.py`); reproduce
-with `{command}`. {report.cpu_model()}, Python {platform.python_version()}, tiktoken
-{version("tiktoken")}, bpe-openai {version("bpe-openai")}; {time.strftime("%Y-%m-%d %H:%M UTC",
-time.gmtime())}, code {report.code_version()}.
-
-**Throughput**, million tokens/s on one core over the test corpus
-(`tests/data/token_corpus.py`: {len(docs):,} documents, {chars_total:,} characters: code,
+    return f"""**Throughput**, million tokens/s on one core over the test corpus
+(`corpora/token_corpus.py`: {len(docs):,} documents, {chars_total:,} characters: code,
 many scripts, emoji, numbers, whitespace runs, long repeats, random Unicode and bytes),
 median [min .. max] of {repeats} repeats. *cold*: caches cleared, every text new; *warm*:
 every text counted before, as a conversation's history is on each turn.
@@ -274,38 +253,41 @@ of {repeats} repeats of the per-repeat median and p99:
 **Estimate for non-OpenAI models** (`count_request` counts them with o200k_base).
 {local_text}
 No Claude or Gemini tokenizer is available offline: their error is unmeasured.
-{END}
 """
 
 
+def headline(rates: dict[str, dict[str, list[float]]],
+             lat: tuple[int, int, dict[str, list[list[float]]]]) -> str:
+    o200k = rates["o200k_base"]
+    n_tokens, _, lats = lat
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
-    ap.add_argument("--repeats", type=int, help="throughput repeats (default 5, quick 3)")
-    ap.add_argument("--out", type=Path, help="markdown file whose tokens section is "
-                    "rewritten (default: docs/benchmarks.md, or bench/results/tokens-quick.md "
-                    "with --quick)")
-    args, _ = ap.parse_known_args(argv)  # overhead.py's other flags are not ours
-    return args
+    def median_us(case: str) -> float:
+        return statistics.median(statistics.median(v) for v in lats[case])
+
+    return (f"o200k counting at {statistics.median(o200k['count_text, cold']):.1f} M "
+            "tokens/s cold (tiktoken "
+            f"{statistics.median(o200k['tiktoken encode_ordinary']):.1f}); counting a "
+            f"{n_tokens:,}-token request adds {median_us('cold: every text new'):.0f} µs "
+            f"cold, {median_us('next turn: history seen, one new message'):.0f} µs for a "
+            "conversation's next turn.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    ap = cli.parser(__doc__)
+    ap.add_argument("--repeats", type=int, help="throughput repeats (default 5, quick 3)")
+    args = ap.parse_args(argv)
     repeats = max(args.repeats or (3 if args.quick else 5), 3)
-    out = args.out or (RESULTS / "tokens-quick.md" if args.quick else DOC)
     docs = corpus()
     for name in ENCODINGS:
         tokens.encoding(name)  # load outside the timings
     rates = throughput(docs, repeats)
     lat = latency(500 if args.quick else 2000, repeats)
-    log(", ".join(f"{k}: median {statistics.median(runs[0]):.1f} µs, p99 {p99(runs[0]):.1f} µs"
-                  for k, runs in lat[2].items()))
+    cli.log(", ".join(f"{k}: median {statistics.median(runs[0]):.1f} µs, p99 "
+                      f"{p99(runs[0]):.1f} µs" for k, runs in lat[2].items()))
     local = local_model_ratio(docs)
-    command = ".venv/bin/python bench/tokens.py" + (" --quick" if args.quick else "")
-    harness.write_section(out, render(command, docs, rates, lat, repeats, local), BEGIN, END)
-    log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    report.write(args, title="Token counting", headline=headline(rates, lat),
+                 body=render(docs, rates, lat, repeats, local),
+                 libraries=("tiktoken", "bpe-openai"))
     return 0
 
 

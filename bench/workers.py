@@ -1,10 +1,9 @@
 """Fleet throughput (issue 7): `tollway serve --workers 1` against `--workers 2` on the
 shared store (Redis + PostgreSQL), with one worker on the embedded store alongside for
 comparison, all in front of one `tollway simulate`, for JSON and streamed replies,
-driven by wrk. Writes its own section of docs/benchmarks.md, between the
-workers:begin/end markers, and leaves the rest of the file alone.
+driven by wrk.
 
-    .venv/bin/python bench/workers.py           # ~3 min -> docs/benchmarks.md
+    .venv/bin/python bench/workers.py           # ~3 min -> docs/benchmarks/workers.md
     .venv/bin/python bench/workers.py --quick   # ~1 min -> bench/results/workers-quick.md
 
 Needs the machine's Redis and PostgreSQL (`make services`). A throwaway PostgreSQL
@@ -23,24 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import platform
 import secrets
-import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
-import urllib.request
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -48,32 +38,17 @@ import asyncpg
 import redis
 import yaml
 
+import cli
+import features_target
 import harness
+import load
 import report
-from harness import (
-    child_cpu_seconds,
-    cpu_seconds,
-    die_with_parent,
-    free_port,
-    machine_seconds,
-    tollway_argv,
-)
-from report import spread
+from harness import CHAT, Server, Servers
+from procfs import CpuSnapshot, cmdline, cpu_of, named, tree, wait_idle
+from report import para, spread
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-DOC = ROOT / "docs" / "benchmarks.md"
-RESULTS = BENCH / "results"
-BEGIN, END = "<!-- workers:begin -->", "<!-- workers:end -->"
-MASTER = "bench-master-" + secrets.token_hex(8)
-CHAT = "/v1/chat/completions"
-PROMPT = [{"role": "user", "content": "Say hello in five words."}]
-MAX_TOKENS = 64
 JSON_TOKENS = 16  # the simulator's reply length for JSON, as in bench/overhead.py
 STREAM_TOKENS = 50
-KEY_RPM = 100_000_000  # never binds: a minute at these rates is ~10^5 requests
-KEY_BUDGET = [{"usd": 1_000_000.0, "period": "day"}]
-PRICE = {"input": 1.0, "output": 2.0}  # USD per 1M tokens (the simulator has no price)
 HOLD_SECONDS = 900  # budgets.hold_seconds' default: how long a settle mark stays in Redis
 SETTLE_S = 1.2  # after a run: the ledger's flush_seconds (1.0) and a little more
 LEAK = (" (requests whose client left, when a wrk run ended, while their budget reserve was"
@@ -84,13 +59,6 @@ TARGETS = ("embedded-1", "shared-1", "shared-2")
 LABEL = {"embedded-1": "embedded store, 1 worker", "shared-1": "shared store, `--workers 1`",
          "shared-2": "shared store, `--workers 2`"}
 GROUPS = ("gateway", "simulator", "redis", "postgres")
-
-COMMANDS: list[str] = []
-
-
-def log(msg: str) -> None:
-    print(f"workers: {msg}", file=sys.stderr, flush=True)
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -104,229 +72,31 @@ FULL = Plan(repeats=3, duration=5.0, warmup=2.0, connections=64)
 QUICK = Plan(repeats=1, duration=2.0, warmup=1.0, connections=64)
 
 
-# -- processes -------------------------------------------------------------------------
-
-
-
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    url: str
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def check_alive(self) -> None:
-        if self.popen.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{tail}")
-
-
-@dataclass
-class Procs:
-    """Every process this run started, stopped in reverse order on the way out."""
-
-    work: Path
-    started: list[Proc] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
-        record(argv, self.work, env)
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("OPENAI_", "ANTHROPIC_", "TOLLWAY_"))}
-        logf = self.work / f"{name}.log"
-        with logf.open("wb") as out:  # a file, not a pipe nobody drains
-            popen = subprocess.Popen(argv, cwd=self.work, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**base, **(env or {})}, preexec_fn=die_with_parent)
-        port = argv[argv.index("--port") + 1]
-        proc = Proc(name, popen, logf, f"http://127.0.0.1:{port}")
-        self.started.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        """SIGTERM, as an operator would: a gateway flushes its ledger on the way out."""
-        for p in reversed(self.started):
-            if p.popen.poll() is None:
-                p.popen.terminate()
-        for p in reversed(self.started):
-            try:
-                p.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.popen.kill()
-                p.popen.wait(timeout=5)
-        self.started.clear()
-
-
-def record(argv: Sequence[str], work: Path, env: dict[str, str] | None = None) -> None:
-    """Keep the command for the report: paths relative to the repository or `$W`, the
-    master key as `$TOLLWAY_MASTER_KEY`."""
-    rel = [os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv]
-    prefix = " ".join(f"{k}={v}" for k, v in (env or {}).items())
-    line = ((prefix + " ") if prefix else "") + shlex.join(rel)
-    COMMANDS.append(line.replace(str(work), "$W").replace(MASTER, "$TOLLWAY_MASTER_KEY"))
-
-
-def http(method: str, url: str, body: Any = None, key: str | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    with urllib.request.urlopen(req, timeout=30) as r:
-        raw = r.read()
-    return json.loads(raw) if raw.startswith((b"{", b"[")) else raw
-
-
-def wait_ready(proc: Proc, path: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc.check_alive()
-        with contextlib.suppress(OSError), urllib.request.urlopen(proc.url + path,
-                                                                  timeout=1) as r:
-            if r.status == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{proc.name} not ready at {proc.url}{path} after {timeout:g}s")
-
-
-# -- /proc: process trees and CPU ------------------------------------------------------
-
-
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def tree(root: int) -> list[int]:
-    """`root` and all its descendants (a `--workers N` serve: the supervisor, its
-    workers and multiprocessing's resource tracker)."""
-    kids: dict[int, list[int]] = defaultdict(list)
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                kids[int(_stat_fields(int(d))[1])].append(int(d))
-    out = [root]
-    for pid in out:
-        out.extend(kids.get(pid, []))
-    return out
-
-
-def named(comm: str) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{d}/comm") as f:
-                if f.read().strip() == comm:
-                    out.append(int(d))
-    return out
-
-
-def cpu_of(pids: Sequence[int]) -> dict[int, float]:
-    out = {}
-    for p in pids:
-        with contextlib.suppress(OSError):
-            out[p] = cpu_seconds(p)
-    return out
-
-
-@dataclass
-class Snapshot:
-    t: float
-    cpu: dict[str, dict[int, float]]  # group -> pid -> CPU seconds
-    machine: tuple[float, float]  # (busy, steal) seconds, all cores
-    children: float  # our finished children's CPU (wrk)
-
-    @classmethod
-    def take(cls, pids: dict[str, list[int]]) -> Snapshot:
-        groups = {"redis": named("redis-server"), "postgres": named("postgres"), **pids}
-        return cls(time.perf_counter(), {g: cpu_of(p) for g, p in groups.items()},
-                   machine_seconds(), child_cpu_seconds())
-
-    def since(self, a: Snapshot) -> dict[str, float]:
-        """CPU seconds per group from `a` to here; a process new since `a` counts from
-        zero (a PostgreSQL backend started meanwhile)."""
-        return {g: sum(c - a.cpu.get(g, {}).get(p, 0.0) for p, c in now.items())
-                for g, now in self.cpu.items()}
-
-
-def wait_idle(pids: Sequence[int], within: float = 20.0, quiet: float = 0.01) -> None:
-    """Until the processes used under `quiet` s of CPU in 0.5 s (a gateway loads its
-    tokenizers in the background after it starts answering)."""
-    deadline = time.monotonic() + within
-    last = sum(cpu_of(pids).values())
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = sum(cpu_of(pids).values())
-        if now - last < quiet:
-            return
-        last = now
-
-
 # -- the bed -----------------------------------------------------------------------------
 
 
 @dataclass
 class Target:
     name: str
-    proc: Proc
-    key: str  # the virtual key its requests carry
+    server: Server
+    key: load.Auth  # the virtual key its requests carry
     workers: int
     pids: list[int] = field(default_factory=list)  # serve and its descendants
 
     @property
     def url(self) -> str:
-        return self.proc.url + CHAT
+        return self.server.url + CHAT
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: the workers, or serve itself with one."""
         if self.workers == 1:
-            return [self.proc.pid]
+            return [self.server.pid]
         return [p for p in self.pids[1:] if b"spawn_main" in cmdline(p)]
 
 
-def cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def gateway_config(sim: Proc, store: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "models": {"sim-model": {"deployments": [
-            {"provider": "openai", "model": "sim-model", "api_base": sim.url + "/v1",
-             "api_key": "sim"}]}},
-        "prices": {"sim-model": PRICE},
-        "store": store,
-    }
-
-
-def start_gateway(procs: Procs, name: str, cfg: dict[str, Any], workers: int) -> Proc:
-    path = procs.work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    argv = [*tollway_argv(), "serve", "--port", str(free_port()), "--config", str(path),
-            "--workers", str(workers)]
-    return procs.start(name, argv, env={"TOLLWAY_MASTER_KEY": MASTER})
-
-
-def create_key(gw: Proc) -> str:
-    body = {"name": "bench", "rpm": KEY_RPM, "budgets": KEY_BUDGET}
-    COMMANDS.append(f"curl -X POST {gw.url}/admin/keys -H 'Authorization: Bearer "
-                    f"$TOLLWAY_MASTER_KEY' -H 'Content-Type: application/json' "
-                    f"-d '{json.dumps(body)}'")
-    key: str = http("POST", gw.url + "/admin/keys", body, MASTER)["key"]
-    return key
-
-
-def sim_config(sim: Proc, **cfg: Any) -> None:
-    COMMANDS.append(f"curl -X PUT {sim.url}/_sim/config -H 'Content-Type: application/json' "
-                    f"-d '{json.dumps(cfg)}'")
-    http("PUT", sim.url + "/_sim/config", cfg)
+def sim_requests(sim: Server) -> int:
+    n: int = json.loads(harness.http("GET", sim.url + "/_sim/stats"))["requests"]
+    return n
 
 
 # -- the stores ----------------------------------------------------------------------------
@@ -403,27 +173,6 @@ def redis_flush(url: str) -> None:
         r.close()
 
 
-# -- load ------------------------------------------------------------------------------------
-
-
-def run_wrk(url: str, script: Path, body: Path, key: str, connections: int,
-            duration: float, work: Path) -> dict[str, Any]:
-    """wrk as bench/harness.py runs it (one thread, keep-alive connections, closed loop),
-    with the key in the Authorization header."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
-            "-s", str(script), url]
-    record(argv, work, {"BENCH_BODY": str(body), "BENCH_KEY": "$KEY"})
-    out = subprocess.run(argv, env={**os.environ, "BENCH_BODY": str(body), "BENCH_KEY": key},
-                         capture_output=True, text=True, timeout=duration + 30,
-                         check=True).stdout
-    line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
-    r: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
-    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-    r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
-    r["lat_p50_ms"], r["lat_p99_ms"] = r["p50_us"] / 1000, r["p99_us"] / 1000
-    return r
-
-
 @dataclass
 class Scenario:
     key: str
@@ -442,116 +191,88 @@ class Scenario:
                                       strict=True) if b]
 
 
-def measure(t: Target, sim: Proc, sc: Scenario, plan: Plan, script: Path,
-            work: Path, redis_url: str) -> dict[str, Any]:
-    pids = {"gateway": t.pids, "simulator": [sim.pid]}
+def cpu_groups(t: Target, sim: Server) -> dict[str, list[int]]:
+    """The processes whose CPU is counted, by group (PostgreSQL backends come and go)."""
+    return {"gateway": t.pids, "simulator": [sim.pid], "redis": named("redis-server"),
+            "postgres": named("postgres")}
+
+
+def measure(t: Target, sim: Server, sc: Scenario, plan: Plan, redis_url: str
+            ) -> dict[str, Any]:
     workers = t.worker_pids()
-    calls0 = http("GET", sim.url + "/_sim/stats")["requests"]
+    calls0 = sim_requests(sim)
     cmd0 = redis_commandstats(redis_url)
     w0 = cpu_of(workers)
-    a = Snapshot.take(pids)
-    r = run_wrk(t.url, script, sc.body, t.key, plan.connections, plan.duration, work)
-    b = Snapshot.take(pids)
+    a = CpuSnapshot.take(cpu_groups(t, sim))
+    r = load.run_wrk(t.url, sc.body, plan.connections, plan.duration, t.key)
+    b = CpuSnapshot.take(cpu_groups(t, sim))
     w1 = cpu_of(workers)
     # The work a request leaves behind (the ledger's next batch) belongs to it too.
     time.sleep(SETTLE_S)
     wait_idle(t.pids, within=5.0, quiet=0.005)
-    c = Snapshot.take(pids)
+    c = CpuSnapshot.take(cpu_groups(t, sim))
     cmd1 = redis_commandstats(redis_url)
-    r["upstream_calls"] = http("GET", sim.url + "/_sim/stats")["requests"] - calls0
+    r["upstream_calls"] = sim_requests(sim) - calls0
     r["redis_commands"] = {k: (n - cmd0.get(k, (0, 0))[0], us - cmd0.get(k, (0, 0))[1])
                            for k, (n, us) in cmd1.items() if n != cmd0.get(k, (0, 0))[0]}
-    wall = b.t - a.t
-    during = b.since(a)
-    busy, steal = (y - x for x, y in zip(a.machine, b.machine, strict=True))
-    wrk_cpu = b.children - a.children
-    for g in GROUPS:
-        r[f"cpu_{g}"] = 100 * during[g] / wall
-    r["cpu_wrk"] = 100 * wrk_cpu / wall
-    r["cpu_busy"] = 100 * busy / wall
-    r["cpu_other"] = max(0.0, 100 * (busy - sum(during.values()) - wrk_cpu) / wall)
-    r["cpu_steal"] = 100 * steal / wall
-    r["cpu_workers"] = [100 * (w1.get(p, 0.0) - w0.get(p, 0.0)) / wall for p in workers]
-    total = c.since(a)
+    r |= b.usage_since(a)
+    r["cpu_workers"] = [100 * (w1.get(p, 0.0) - w0.get(p, 0.0)) / r["wall_s"]
+                        for p in workers]
+    total = c.seconds_since(a)
     n = max(r["requests"], 1)
     r["upstream_per_req"] = r["upstream_calls"] / n
     r["gw_us"] = 1e6 * total["gateway"] / n
     r["redis_us"] = 1e6 * total["redis"] / n
     r["pg_us"] = 1e6 * total["postgres"] / n
     r["sim_us"] = 1e6 * total["simulator"] / n
-    r["wall_s"] = wall
     return r
 
 
-def warm_up(targets: list[Target], sc: Scenario, plan: Plan, script: Path,
-            work: Path) -> None:
+def warm_up(targets: list[Target], sc: Scenario, plan: Plan) -> None:
     for t in targets:
-        run_wrk(t.url, script, sc.body, t.key, plan.connections, plan.warmup, work)
+        load.run_wrk(t.url, sc.body, plan.connections, plan.warmup, t.key)
     for t in targets:
         wait_idle(t.pids, within=10.0)
 
 
-def interleave(targets: list[Target], sim: Proc, sc: Scenario, plan: Plan, script: Path,
-               work: Path, redis_url: str) -> None:
+def interleave(targets: list[Target], sim: Server, sc: Scenario, plan: Plan,
+               redis_url: str) -> None:
     for rep in range(plan.repeats):
         k = rep % len(targets)
         for t in targets[k:] + targets[:k]:  # rotate: no target always goes first
             sim.check_alive()
-            t.proc.check_alive()
-            now = tree(t.proc.pid)
+            t.server.check_alive()
+            now = tree(t.server.pid)
             if now != t.pids:
                 raise RuntimeError(f"{t.name}: its processes changed from {t.pids} to {now} "
                                    "(a worker restarted?)")
-            r = measure(t, sim, sc, plan, script, work, redis_url)
+            r = measure(t, sim, sc, plan, redis_url)
             sc.runs[t.name].append(r)
             split = "/".join(f"{x:.0f}" for x in r["cpu_workers"])
-            log(f"{sc.key} #{rep + 1} {t.name:10s} {r['rps']:7.0f} {sc.unit} "
-                f"p50 {r['lat_p50_ms']:6.1f} p99 {r['lat_p99_ms']:6.1f} ms  gw "
-                f"{r['cpu_gateway']:4.0f}% ({split}) {r['gw_us']:5.0f} µs/req  sim "
-                f"{r['cpu_simulator']:3.0f}% redis {r['cpu_redis']:3.0f}% pg "
-                f"{r['cpu_postgres']:3.0f}% wrk {r['cpu_wrk']:3.0f}% busy "
-                f"{r['cpu_busy']:3.0f}% steal {r['cpu_steal']:3.0f}% err {r['errors']}")
-
-
-def body_file(work: Path, name: str, *, stream: bool) -> Path:
-    body: dict[str, Any] = {"model": "sim-model", "messages": PROMPT,
-                            "max_tokens": MAX_TOKENS}
-    if stream:
-        body["stream"] = True
-    path = work / f"{name}.json"
-    path.write_bytes(json.dumps(body, separators=(",", ":")).encode())
-    return path
-
-
-def wrk_script(work: Path) -> Path:
-    """bench/post.lua plus the key's header."""
-    path = work / "post-key.lua"
-    path.write_text((BENCH / "post.lua").read_text()
-                    + 'wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")\n')
-    return path
-
-
-def frames(t: Target, body: Path) -> int:
-    raw: bytes = http("POST", t.url, json.loads(body.read_bytes()), t.key)
-    return raw.count(b"data:")
+            cli.log(f"{sc.key} #{rep + 1} {t.name:10s} {r['rps']:7.0f} {sc.unit} "
+                    f"p50 {r['lat_p50_ms']:6.1f} p99 {r['lat_p99_ms']:6.1f} ms  gw "
+                    f"{r['cpu_gateway']:4.0f}% ({split}) {r['gw_us']:5.0f} µs/req  sim "
+                    f"{r['cpu_simulator']:3.0f}% redis {r['cpu_redis']:3.0f}% pg "
+                    f"{r['cpu_postgres']:3.0f}% wrk {r['cpu_loadgen']:3.0f}% busy "
+                    f"{r['cpu_busy']:3.0f}% steal {r['cpu_steal']:3.0f}% err {r['errors']}")
 
 
 # -- the run ---------------------------------------------------------------------------------
 
 
-def run(work: Path, procs: Procs, plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
+def run(servers: Servers, plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     db = f"tollway_bench_workers_{secrets.token_hex(4)}"
     pg_url = with_db(args.postgres_admin_url, db)
-    COMMANDS.append(f"redis-cli -u {args.redis_url} FLUSHDB")
+    harness.COMMANDS.append(f"redis-cli -u {args.redis_url} FLUSHDB")
     redis_flush(args.redis_url)
-    COMMANDS.append(f"psql {args.postgres_admin_url} -c 'CREATE DATABASE {db}'")
+    harness.COMMANDS.append(f"psql {args.postgres_admin_url} -c 'CREATE DATABASE {db}'")
     pg_admin(args.postgres_admin_url, f'CREATE DATABASE "{db}"')
     try:
-        migrate = [*tollway_argv(), "migrate", "--postgres-url", pg_url]
-        record(migrate, work)
+        migrate = [*harness.tollway_argv(), "migrate", "--postgres-url", pg_url]
+        harness.record(migrate)
         subprocess.run(migrate, check=True, capture_output=True, timeout=60)
-        out = measure_all(work, procs, plan, args.redis_url, pg_url)
-        procs.stop_all()  # shutdown flushes every worker's ledger buffer
+        out = measure_all(servers, plan, args.redis_url, pg_url)
+        servers.stop_all()  # shutdown flushes every worker's ledger buffer
         rows = pg_fetch(pg_url, "SELECT status, outcome, count(*) AS n, "
                         "coalesce(sum(cost_usd), 0) AS usd FROM ledger GROUP BY 1, 2 "
                         "ORDER BY 3 DESC")
@@ -561,53 +282,54 @@ def run(work: Path, procs: Procs, plan: Plan, args: argparse.Namespace) -> dict[
         out["redis"] = redis_state(args.redis_url)  # flushes the database
         return out
     finally:
-        procs.stop_all()
-        COMMANDS.append(f"psql {args.postgres_admin_url} -c 'DROP DATABASE {db} WITH (FORCE)'")
+        servers.stop_all()
+        harness.COMMANDS.append(f"psql {args.postgres_admin_url} -c 'DROP DATABASE {db} "
+                                "WITH (FORCE)'")
         pg_admin(args.postgres_admin_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        COMMANDS.append(f"redis-cli -u {args.redis_url} FLUSHDB  # again, at the end")
+        harness.COMMANDS.append(f"redis-cli -u {args.redis_url} FLUSHDB  # again, at the end")
         redis_flush(args.redis_url)
 
 
-def measure_all(work: Path, procs: Procs, plan: Plan, redis_url: str,
-                pg_url: str) -> dict[str, Any]:
+def measure_all(servers: Servers, plan: Plan, redis_url: str, pg_url: str) -> dict[str, Any]:
     started = time.monotonic()
-    sim = procs.start("simulator", [*tollway_argv(), "simulate", "--port", str(free_port())])
-    wait_ready(sim, "/_sim/stats")
+    sim = harness.start_simulator(servers)
     shared = {"redis_url": redis_url, "postgres_url": pg_url}
-    embedded = {"path": str(work / "embedded-store")}
-    configs = {"embedded-1": gateway_config(sim, embedded),
-               "shared-1": gateway_config(sim, shared), "shared-2": gateway_config(sim, shared)}
-    gws = {name: start_gateway(procs, name, cfg, int(name[-1]))
+    embedded = {"path": str(servers.work / "embedded-store")}
+    configs = {"embedded-1": features_target.config(sim.url, embedded),
+               "shared-1": features_target.config(sim.url, shared),
+               "shared-2": features_target.config(sim.url, shared)}
+    gws = {name: harness.start_gateway(servers, name, cfg, args=["--workers", name[-1]],
+                                       master=True, ready=False)
            for name, cfg in configs.items()}
     for gw in gws.values():
-        wait_ready(gw, "/health")
+        harness.wait_ready(gw)
     # One key for the fleet (both shared gateways read it from PostgreSQL), one for the
     # embedded gateway's own store.
-    shared_key = create_key(gws["shared-1"])
-    keys = {"embedded-1": create_key(gws["embedded-1"]), "shared-1": shared_key,
-            "shared-2": shared_key}
+    shared_key = load.Auth(harness.create_key(gws["shared-1"], features_target.KEY), "$KEY")
+    keys = {"embedded-1": load.Auth(harness.create_key(gws["embedded-1"], features_target.KEY),
+                                    "$KEY"),
+            "shared-1": shared_key, "shared-2": shared_key}
     targets = [Target(n, gws[n], keys[n], int(n[-1])) for n in TARGETS]
     for t in targets:
-        t.pids = tree(t.proc.pid)
+        t.pids = tree(t.server.pid)
         if t.workers > 1 and len(t.worker_pids()) != t.workers:
             raise RuntimeError(f"{t.name}: {len(t.worker_pids())} workers found, not "
                                f"{t.workers}: {t.pids}")
         wait_idle(t.pids)
-    script = wrk_script(work)
-    json_body = body_file(work, "json", stream=False)
-    sse_body = body_file(work, "sse", stream=True)
+    json_body = load.body_file(servers.work, "json", stream=False)
+    sse_body = load.body_file(servers.work, "sse", stream=True)
     scenarios = [Scenario("json", "Non-streaming throughput", "req/s", json_body),
                  Scenario("stream", f"Streaming throughput: {STREAM_TOKENS} tokens, no token "
                           "delay", "streams/s", sse_body)]
     for sc in scenarios:
         tokens = JSON_TOKENS if sc.key == "json" else STREAM_TOKENS
-        sim_config(sim, ttft_ms=0, token_ms=0, output_tokens=tokens)
+        harness.sim_config(sim, ttft_ms=0, token_ms=0, output_tokens=tokens)
         if sc.key == "stream":
-            sc.frames = frames(targets[0], sse_body)
-        log(f"{sc.key}: warm-up, {plan.warmup:g} s per target")
-        warm_up(targets, sc, plan, script, work)
-        interleave(targets, sim, sc, plan, script, work, redis_url)
-    return {"scenarios": scenarios, "configs": configs, "targets": targets,
+            sc.frames = load.sse_frames(targets[0].url, sse_body, targets[0].key)[0]
+        cli.log(f"{sc.key}: warm-up, {plan.warmup:g} s per target")
+        warm_up(targets, sc, plan)
+        interleave(targets, sim, sc, plan, redis_url)
+    return {"scenarios": scenarios, "configs": configs,
             "bodies": json_body.read_text() + "\n" + sse_body.read_text(),
             "elapsed": time.monotonic() - started,
             "requests_shared": sum(r["requests"] for sc in scenarios
@@ -615,11 +337,6 @@ def measure_all(work: Path, procs: Procs, plan: Plan, redis_url: str,
 
 
 # -- report ----------------------------------------------------------------------------------
-
-
-def para(text: str) -> str:
-    return textwrap.fill(" ".join(text.split()), width=88, break_on_hyphens=False,
-                         break_long_words=False)
 
 
 def med(sc: Scenario, t: str, metric: str) -> float:
@@ -631,7 +348,7 @@ COLUMNS = [("rps", "{:,.0f}"), ("lat_p50_ms", "{:,.1f}"), ("lat_p99_ms", "{:,.1f
            ("cpu_gateway", "{:,.0f}"), ("gw_us", "{:,.0f}"), ("redis_us", "{:,.0f}"),
            ("pg_us", "{:,.0f}"),
            ("cpu_simulator", "{:,.0f}"), ("cpu_redis", "{:,.0f}"), ("cpu_postgres", "{:,.0f}"),
-           ("cpu_wrk", "{:,.0f}"), ("cpu_busy", "{:,.0f}"), ("cpu_steal", "{:,.0f}"),
+           ("cpu_loadgen", "{:,.0f}"), ("cpu_busy", "{:,.0f}"), ("cpu_steal", "{:,.0f}"),
            ("upstream_per_req", "{:.3f}")]
 
 
@@ -691,18 +408,18 @@ def limits_text(scs: list[Scenario]) -> str:
     parts = []
     for sc in scs:
         r = {m: med(sc, "shared-2", m) for m in ("cpu_gateway", "cpu_simulator", "cpu_redis",
-                                                 "cpu_postgres", "cpu_wrk", "cpu_busy",
+                                                 "cpu_postgres", "cpu_loadgen", "cpu_busy",
                                                  "cpu_steal", "cpu_other")}
         kind = "JSON" if sc.key == "json" else "streaming"
         parts.append(f"{kind}: machine busy {r['cpu_busy']:.0f} % of 200 "
                      f"(gateway {r['cpu_gateway']:.0f}, simulator {r['cpu_simulator']:.0f}, "
                      f"Redis {r['cpu_redis']:.0f}, PostgreSQL {r['cpu_postgres']:.0f}, wrk "
-                     f"{r['cpu_wrk']:.0f}, other {r['cpu_other']:.0f}) plus steal "
+                     f"{r['cpu_loadgen']:.0f}, other {r['cpu_other']:.0f}) plus steal "
                      f"{r['cpu_steal']:.0f}")
     return "; ".join(parts)
 
 
-def render(command: str, plan: Plan, res: dict[str, Any], quick: bool) -> str:
+def render(plan: Plan, res: dict[str, Any]) -> str:
     scs: list[Scenario] = res["scenarios"]
     head = []
     for sc in scs:
@@ -712,7 +429,7 @@ def render(command: str, plan: Plan, res: dict[str, Any], quick: bool) -> str:
         head.append([f"gateway CPU µs per {'request' if sc.key == 'json' else 'stream'}",
                      *(spread(sc.values(t, "gw_us")) for t in TARGETS),
                      spread(sc.ratio("shared-2", "shared-1", "gw_us"), "{:.2f}")])
-    headline = report.table(["", *(LABEL[t] for t in TARGETS), "2 workers / 1 worker"], head)
+    summary = report.table(["", *(LABEL[t] for t in TARGETS), "2 workers / 1 worker"], head)
     led, rs = res["ledger"], res["redis"]
     kinds = ", ".join(f"{k or '(other)'} {n:,}" for k, n in sorted(rs["kinds"].items()))
     cfg = res["configs"]
@@ -721,17 +438,9 @@ def render(command: str, plan: Plan, res: dict[str, Any], quick: bool) -> str:
                 + yaml.safe_dump(cfg["shared-1"], sort_keys=False).strip()
                 .replace(str(res["work"]), "$W") + "\n```")
     frames = next((sc.frames for sc in scs if sc.key == "stream"), 0)
-    cmds = "\n".join(dict.fromkeys(COMMANDS))
+    key = features_target.KEY
     blocks = [
-        BEGIN, "## Workers: one or two on the shared store",
-        para(f"""Written by `bench/workers.py` (run by `make bench` after
-        `bench/reliability.py`); reproduce with `{command}` (Redis and PostgreSQL must be
-        running: `make services`). {report.cpu_model()}, {os.cpu_count()} cores, shared
-        and noisy; Python {platform.python_version()}, uvicorn {version("uvicorn")},
-        redis-py {version("redis")}, asyncpg {version("asyncpg")}, {report.wrk_version()};
-        {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, code
-        {report.code_version()}; whole run {res['elapsed'] / 60:.1f} min."""),
-        "> **Quick mode** (`--quick`): one short repeat, a smoke test only." if quick else "",
+        "Redis and PostgreSQL must be running (`make services`).",
         para(f"""**Method.** One `tollway simulate` upstream (one process; replies of
         {JSON_TOKENS} tokens for JSON, {STREAM_TOKENS} for streams, no delays) and three
         gateways in front of it, all started at once and measured side by side: one
@@ -739,8 +448,8 @@ def render(command: str, plan: Plan, res: dict[str, Any], quick: bool) -> str:
         on the shared store (Redis database `{res['redis_url'].rsplit('/', 1)[-1]}`,
         flushed before and after, and a throwaway PostgreSQL database made for the run,
         migrated with `tollway migrate` and dropped at the end). Every request carries a
-        virtual key with a ${KEY_BUDGET[0]['usd']:,.0f} daily budget and `rpm:
-        {KEY_RPM:,}` (never binding), and the model has a price, so each request does
+        virtual key with a ${key['budgets'][0]['usd']:,.0f} daily budget and `rpm:
+        {key['rpm']:,}` (never binding), and the model has a price, so each request does
         the store's whole work: key lookup (cached, invalidated by NOTIFY), rate-limit
         take, budget reserve and settle, one ledger row (batched each second); the two
         shared gateways share one key, as a fleet would. Gateways log each request (the
@@ -759,11 +468,11 @@ def render(command: str, plan: Plan, res: dict[str, Any], quick: bool) -> str:
         requests wrk completed, counted from the start of the run until the gateway is
         idle again after it (at least 1.2 s: the last ledger batch is the run's
         work)."""),
-        headline,
+        summary,
     ]
     for sc in scs:
         title = sc.title + (f" ({frames} SSE frames per stream)" if sc.key == "stream" else "")
-        blocks += [f"### {title}", scenario_table(sc), ratios(sc, plan.connections),
+        blocks += [f"## {title}", scenario_table(sc), ratios(sc, plan.connections),
                    para("Redis commands per request in the shared runs, calls (time inside "
                         "Redis, from `INFO commandstats`; a script's time includes the "
                         "commands it runs, which are listed on their own too): "
@@ -777,7 +486,7 @@ def render(command: str, plan: Plan, res: dict[str, Any], quick: bool) -> str:
     rate2 = med(js, "shared-2", "rps")
     marks = rate2 * HOLD_SECONDS
     blocks += [
-        "### What limits two workers here",
+        "## What limits two workers here",
         para(f"""Two workers on two cores cannot double throughput here: the simulator,
         wrk, Redis and PostgreSQL run on the same two cores. With `--workers 2`
         (medians): {limits_text(scs)}. The machine is full while neither worker is (see
@@ -792,7 +501,7 @@ def render(command: str, plan: Plan, res: dict[str, Any], quick: bool) -> str:
         {redis_us:,.0f} µs of Redis CPU per JSON request (median over the shared runs)
         one Redis core would serve about {1e6 / redis_us:,.0f} requests/s on this CPU,
         however many gateways there are."""),
-        "### Store state after the run",
+        "## Store state after the run",
         para(f"""Ledger rows in PostgreSQL (after the gateways were stopped, which flushes
         them): {led['rows']:,} ({statuses}), ${led['usd']:.4f} in all; wrk counted
         {res['requests_shared']:,} completed requests to the two
@@ -806,48 +515,34 @@ def render(command: str, plan: Plan, res: dict[str, Any], quick: bool) -> str:
         req/s) about {marks / 1e6:.1f} million keys, ~{marks * per_mark / 2**20:,.0f}
         MiB. Budget holds still open after every request had finished:
         {rs['kinds'].get('hold', 0):,}{LEAK if rs['kinds'].get('hold', 0) else ''}."""),
-        "### Configuration and commands",
+        "## Configuration and commands",
         cfg_text,
         para("""Every command the run executed, in order (`TOLLWAY_MASTER_KEY` is a random
-        secret, `$KEY` the virtual key the admin call on that gateway returned;
-        `$W/post-key.lua` is `bench/post.lua` plus `wrk.headers["Authorization"] =
-        "Bearer " .. os.getenv("BENCH_KEY")`; the shorter wrk runs are the warm-ups; the
-        stores were prepared with redis-py and asyncpg, shown as the equivalent
+        secret, `$KEY` the virtual key the admin call on that gateway returned, which
+        `bench/post.lua` sends as a bearer token; the shorter wrk runs are the warm-ups;
+        the stores were prepared with redis-py and asyncpg, shown as the equivalent
         `redis-cli` and `psql`):"""),
-        f"```sh\n{command}\n{cmds}\n```",
+        f"```sh\n{harness.commands({res['work']: '$W'})}\n```",
         "Request bodies (`$W/json.json`, `$W/sse.json`):",
-        f"```json\n{res['bodies']}\n```\n{END}\n",
+        f"```json\n{res['bodies']}\n```",
     ]
-    return "\n\n".join(b for b in blocks if b)
+    return "\n\n".join(blocks)
+
+
+def headline(res: dict[str, Any]) -> str:
+    js, st = res["scenarios"]
+
+    def r21(sc: Scenario, metric: str) -> str:
+        return f"{statistics.median(sc.ratio('shared-2', 'shared-1', metric)):.2f}"
+
+    return (f"on the shared store, `--workers 2` serves {r21(js, 'rps')}x the JSON req/s "
+            f"and {r21(st, 'rps')}x the streams/s of `--workers 1` on this 2-core machine, "
+            f"at {med(js, 'shared-1', 'gw_us'):,.0f} µs of gateway CPU per JSON request "
+            f"(embedded store: {med(js, 'embedded-1', 'gw_us'):,.0f}).")
 
 
 
 # -- entry -------------------------------------------------------------------------------------
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="one 2 s repeat, to bench/results/workers-quick.md")
-    ap.add_argument("--repeats", type=int, help="override the number of repeats")
-    ap.add_argument("--duration", type=float, help="override measured seconds per run")
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/9",
-                    help="a Redis database for this run alone: flushed before and after "
-                    "(default: %(default)s)")
-    ap.add_argument("--postgres-admin-url",
-                    default="postgresql://postgres@127.0.0.1:5432/postgres",
-                    help="where to create (and drop) the run's database "
-                    "(default: %(default)s)")
-    ap.add_argument("--out", type=Path, help="markdown file whose workers section is "
-                    "rewritten (default: docs/benchmarks.md, or "
-                    "bench/results/workers-quick.md with --quick)")
-    args, _ = ap.parse_known_args(argv)  # other benchmarks' flags are not ours
-    return args
-
-
-def _on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally that stops the servers
 
 
 def services_up(args: argparse.Namespace) -> str | None:
@@ -864,38 +559,39 @@ def services_up(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    ap = cli.parser(__doc__)
+    ap.add_argument("--repeats", type=int, help="override the number of repeats")
+    ap.add_argument("--duration", type=float, help="override measured seconds per run")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/9",
+                    help="a Redis database for this run alone: flushed before and after "
+                    "(default: %(default)s)")
+    ap.add_argument("--postgres-admin-url",
+                    default="postgresql://postgres@127.0.0.1:5432/postgres",
+                    help="where to create (and drop) the run's database "
+                    "(default: %(default)s)")
+    args = ap.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.repeats:
         plan = Plan(args.repeats, plan.duration, plan.warmup, plan.connections)
     if args.duration:
         plan = Plan(plan.repeats, args.duration, plan.warmup, plan.connections)
-    out = args.out or (RESULTS / "workers-quick.md" if args.quick else DOC)
     problem = services_up(args)
     if problem:
-        log(f"needs Redis ({args.redis_url}) and PostgreSQL ({args.postgres_admin_url}); "
-            f"start them with `make services`. {problem}")
+        cli.log(f"needs Redis ({args.redis_url}) and PostgreSQL ({args.postgres_admin_url}); "
+                f"start them with `make services`. {problem}")
         return 2
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
-    command = ".venv/bin/python bench/workers.py" + (" --quick" if args.quick else "")
-    command += "".join(f" --{k} {v:g}" for k, v in (("repeats", args.repeats),
-                                                    ("duration", args.duration)) if v)
-    with tempfile.TemporaryDirectory(prefix="tollway-workers-") as tmp:
-        work = Path(tmp)
-        procs = Procs(work)
-        res = run(work, procs, plan, args)
-        res |= {"work": work, "redis_url": args.redis_url}
-        text = render(command, plan, res, args.quick)
-    harness.write_section(out, text, BEGIN, END)
-    RESULTS.mkdir(exist_ok=True)
-    raw = RESULTS / f"workers-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    raw.write_text(json.dumps({"plan": asdict(plan), "ledger": res["ledger"],
-                               "redis": res["redis"],
-                               "runs": {sc.key: sc.runs for sc in res["scenarios"]}},
-                              indent=1))
-    log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} and "
-        f"{raw.relative_to(ROOT)}")
+    with tempfile.TemporaryDirectory(prefix="tollway-workers-") as tmp, \
+            Servers(Path(tmp)) as servers:
+        res = run(servers, plan, args)
+        res |= {"work": Path(tmp), "redis_url": args.redis_url}
+        text = render(plan, res)
+    report.write(args, title="Workers: one or two on the shared store", headline=headline(res),
+                 body=text, libraries=("uvicorn", "redis", "asyncpg"),
+                 extra=[("load generator", report.wrk_version())])
+    raw = report.save_raw({"plan": asdict(plan), "ledger": res["ledger"],
+                           "redis": res["redis"],
+                           "runs": {sc.key: sc.runs for sc in res["scenarios"]}})
+    cli.log(f"and {raw.relative_to(harness.ROOT)}")
     return 0
 
 
