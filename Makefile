@@ -27,7 +27,7 @@ run: setup
 	$(VENV)/bin/tollway serve
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench corpora
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 

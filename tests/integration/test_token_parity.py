@@ -10,8 +10,8 @@ from typing import Any
 
 import openai
 import orjson
+from corpora.token_corpus import random_text
 
-from tests.data.token_corpus import random_text
 from tests.helpers.gateway import GatewayHandle
 from tests.helpers.sim import SimHandle
 from tollway.accounting.tokens import count_request

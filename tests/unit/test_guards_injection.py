@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from corpora.guard_cases import injection_cases
 
-from tests.data.guard_cases import injection_cases
 from tollway.guards import injection
 from tollway.guards.injection import DEFAULT_THRESHOLD
 

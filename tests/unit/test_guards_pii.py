@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from corpora.guard_cases import pii_cases, score_pii
 
-from tests.data.guard_cases import pii_cases, score_pii
 from tollway.guards import pii
 
 

@@ -21,9 +21,9 @@ import pytest
 import tiktoken
 import tiktoken.load
 import tiktoken.model
+from corpora.token_corpus import corpus
 from tiktoken_ext import openai_public
 
-from tests.data.token_corpus import corpus
 from tollway.accounting import tokens
 from tollway.accounting.tokens import (
     OFFICIAL_SHA256,
