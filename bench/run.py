@@ -69,9 +69,10 @@ def apt_install(package: str) -> None:
 
 
 def ensure_tools() -> None:
-    if shutil.which("wrk") is None:
-        print("bench: installing wrk (Debian package)", flush=True)
-        apt_install("wrk")
+    for tool in ("wrk", "valgrind"):  # valgrind: compare.py counts instructions with it
+        if shutil.which(tool) is None:
+            print(f"bench: installing {tool} (Debian package)", flush=True)
+            apt_install(tool)
 
 
 def write_index(quick: bool) -> Path:

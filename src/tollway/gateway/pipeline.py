@@ -106,9 +106,10 @@ class Pipeline:
             await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
                                     plan.worst_tokens, now, call.releases)
         answer = await self._send(call, req, route)
-        answer = await output_guards.checked(req, policy, call.guards, answer,
-                                             lambda: self._send(call, req, route),
-                                             lambda discarded: self._discard(call, discarded))
+        if output_guards.apply(req, policy, call.guards):
+            answer = await output_guards.checked(
+                req, policy, call.guards, answer, lambda: self._send(call, req, route),
+                lambda discarded: self._discard(call, discarded))
         self._fill_cache(call)
         return await self._deliver(call, req, answer)
 

@@ -34,6 +34,13 @@ def attempts(req: ChatRequest, policy: guard_policy.GuardPolicy) -> int:
     return 1 + policy.schema_retries if schema_check.wanted(req.response_format) else 1
 
 
+def apply(req: ChatRequest, policy: guard_policy.GuardPolicy,
+          record: guard_policy.GuardRecord) -> bool:
+    """Is there anything to check or restore in this request's answer?"""
+    return (policy.pii_output != "off" or record.placeholders is not None
+            or schema_check.wanted(req.response_format))
+
+
 async def checked(req: ChatRequest, policy: guard_policy.GuardPolicy,
                   record: guard_policy.GuardRecord, answer: Answer, resend: Resend,
                   discard: Discard) -> Answer:
