@@ -8,8 +8,9 @@ where its `tollway` package was imported from, and the run stops unless each ran
 code it stands for. Per repeat, wrk drives each in turn (which goes first alternates)
 with a JSON body, then with a streamed one; a run's CPU is the gateway's from the start
 of the run until it is idle again after it (the ledger's last batch is the run's work).
+Both gateways are started afresh for every repeat.
 
-    .venv/bin/python bench/compare.py                  # ~2.5 min, against c606eb4
+    .venv/bin/python bench/compare.py                  # ~3.5 min, against c606eb4
     .venv/bin/python bench/compare.py --base REV
     .venv/bin/python bench/compare.py --quick          # 2 short repeats -> bench/results/
 
@@ -65,7 +66,7 @@ class Plan:
     connections: int = 64
 
 
-FULL = Plan(repeats=8, duration=2.0, warmup=1.0)
+FULL = Plan(repeats=6, duration=2.0, warmup=1.0)
 COUNTED = 1000  # requests counted by callgrind, per revision and kind
 QUICK = Plan(repeats=2, duration=2.0, warmup=1.0)
 
@@ -171,20 +172,21 @@ def measure(t: Target, sc: Scenario, plan: Plan, rep: int, position: int) -> Run
                during["cpu_gateway"], during["cpu_other"], during["cpu_steal"], r["errors"])
 
 
-def run_scenario(targets: list[Target], sc: Scenario, plan: Plan) -> None:
+def run_repeat(targets: list[Target], sc: Scenario, plan: Plan, rep: int) -> None:
+    """One repeat of a scenario: both gateways warmed up, then each measured in turn
+    (which goes first alternates between repeats)."""
     for t in targets:
         load.run_wrk(t.server.url + CHAT, sc.body, 16, plan.warmup)
     wait_idle([t.server.pid for t in targets], within=10.0)
-    for rep in range(plan.repeats):
-        order = targets if rep % 2 == 0 else targets[::-1]  # alternate who goes first
-        for position, t in enumerate(order):
-            for x in targets:
-                x.server.check_alive()
-            run = measure(t, sc, plan, rep, position)
-            sc.runs[t.name].append(run)
-            cli.log(f"{sc.key} #{rep + 1} {t.name:4s} {run.rps:7.0f}/s {run.us_per_req:5.0f} "
-                    f"µs/{sc.unit} gateway {run.cpu:3.0f}% other {run.other:3.0f}% "
-                    f"steal {run.steal:3.0f}% errors {run.errors}")
+    order = targets if rep % 2 == 0 else targets[::-1]
+    for position, t in enumerate(order):
+        for x in targets:
+            x.server.check_alive()
+        run = measure(t, sc, plan, rep, position)
+        sc.runs[t.name].append(run)
+        cli.log(f"{sc.key} #{rep + 1} {t.name:4s} {run.rps:7.0f}/s {run.us_per_req:5.0f} "
+                f"µs/{sc.unit} gateway {run.cpu:3.0f}% other {run.other:3.0f}% "
+                f"steal {run.steal:3.0f}% errors {run.errors}")
 
 
 def instructions(kind: str, n: int, pythonpath: Path | None, out: Path) -> int:
@@ -289,7 +291,8 @@ def render(plan: Plan, scs: list[Scenario], counted: dict[str, dict[str, float]]
         from `{imported['base']}`, working tree from `{imported['new']}`. Load is wrk
         (one thread, {plan.connections} keep-alive connections, closed loop,
         {plan.duration:g} s per run, after {plan.warmup:g} s of warm-up per gateway and
-        scenario); {plan.repeats} repeats per scenario, each running both gateways, the
+        scenario); {plan.repeats} repeats, each with both gateways started afresh (so
+        no process's own luck biases every repeat) and running both scenarios, the
         one that goes first alternating. *CPU µs per request* is the gateway process's
         CPU time (`/proc/PID/stat`) from the start of a run until it is idle again
         after it (at least {SETTLE_S:g} s: the ledger's last batch is the run's work),
@@ -353,18 +356,26 @@ def main(argv: list[str] | None = None) -> int:
                "new": entry_point((ROOT / "pyproject.toml").read_text())}
         with Servers(work) as servers:
             sim = harness.start_simulator(servers)
-            targets = [Target("base", start(servers, "base", sim, eps["base"], old_src),
-                              old_src),
-                       Target("new", start(servers, "new", sim, eps["new"], None),
-                              ROOT / "src")]
-            imported = {t.name: harness.shown_path(check_source(t)).replace(str(old), "$B")
-                        for t in targets}
-            wait_idle([t.server.pid for t in targets])  # tokenizers load in the background
             scs = [Scenario("json", "request", load.body_file(work, "json", stream=False)),
                    Scenario("stream", "stream", load.body_file(work, "sse", stream=True))]
-            for sc in scs:
-                harness.sim_config(sim, ttft_ms=0, token_ms=0, output_tokens=TOKENS[sc.key])
-                run_scenario(targets, sc, plan)
+            imported: dict[str, str] = {}
+            for rep in range(plan.repeats):
+                # Fresh processes every repeat: a process's own luck (its memory layout,
+                # its hash seed, where it was scheduled) must not bias every repeat.
+                targets = [Target("base", start(servers, "base", sim, eps["base"], old_src),
+                                  old_src),
+                           Target("new", start(servers, "new", sim, eps["new"], None),
+                                  ROOT / "src")]
+                imported = {t.name: harness.shown_path(check_source(t)).replace(str(old),
+                                                                                 "$B")
+                            for t in targets}
+                wait_idle([t.server.pid for t in targets])  # tokenizers load meanwhile
+                for sc in scs:
+                    harness.sim_config(sim, ttft_ms=0, token_ms=0,
+                                       output_tokens=TOKENS[sc.key])
+                    run_repeat(targets, sc, plan, rep)
+                for t in targets:
+                    servers.stop(t.server)
         counted = count_instructions(work, old_src)
         body = render(plan, scs, counted, base, same, imported, work, old)
     report.write(args, title="Gateway CPU against an earlier commit",

@@ -12,7 +12,6 @@ owner's conversation is simply not found. The master key reaches every owner's t
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from tollway.conversation import thread
@@ -20,7 +19,6 @@ from tollway.errors import (
     MethodNotAllowed,
     NotFound,
     TollwayError,
-    Unavailable,
 )
 from tollway.gateway import Gateway
 from tollway.policy.auth import Caller
@@ -39,7 +37,6 @@ from tollway.server.asgi import (
 )
 
 LIST_PAGE, MAX_LIST = 100, 1000  # conversations per listing
-log = logging.getLogger("tollway")
 
 
 class ConversationsEndpoint:
@@ -57,25 +54,9 @@ class ConversationsEndpoint:
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
                                        f"use {self.allow}.")
             caller = await self.gateway.authenticate(e.api_key, Caller(user=e.user))
-            owner = caller.with_user(None).owner
-            body: dict[str, Any]
-            store = self.gateway.store.conversations
-            if not self.one:
-                limit = whole_number(query(scope, ("limit",)).get("limit"), "limit",
-                                     LIST_PAGE, 1, MAX_LIST)
-                found = await store.list(owner, limit)
-                body = {"object": "list", "data": [thread.summary_view(i) for i in found]}
-            else:
-                cid = thread.check_id(scope["path_params"]["id"], "id")
-                if scope["method"] == "DELETE":
-                    if not await store.delete(owner, cid):
-                        raise _missing(cid)
-                    body = {"id": cid, "object": "conversation.deleted", "deleted": True}
-                else:
-                    stored = await store.load(owner, cid)
-                    if stored is None:
-                        raise _missing(cid)
-                    body = thread.view(stored)
+            body = await self.gateway.outages.closed(
+                "conversations", "The conversation store is unreachable; try again shortly.",
+                self._answer(scope, caller.with_user(None).owner))
         except TollwayError as err:
             if err.status == 405:
                 headers.append((b"allow", self.allow.encode()))
@@ -83,13 +64,24 @@ class ConversationsEndpoint:
             return
         except ClientGone:
             return
-        except Exception as e:  # the conversation store is down
-            self.gateway.observer.store_error("conversations")
-            log.warning("conversation store unreachable: %s", e)
-            await send_error(send, Unavailable("The conversation store is unreachable; try "
-                                               "again shortly.", retry_after=5), headers)
-            return
         await send_json(send, 200, json_bytes(body), headers)
+
+    async def _answer(self, scope: Scope, owner: str) -> dict[str, Any]:
+        store = self.gateway.store.conversations
+        if not self.one:
+            limit = whole_number(query(scope, ("limit",)).get("limit"), "limit", LIST_PAGE, 1,
+                                 MAX_LIST)
+            found = await store.list(owner, limit)
+            return {"object": "list", "data": [thread.summary_view(i) for i in found]}
+        cid = thread.check_id(scope["path_params"]["id"], "id")
+        if scope["method"] == "DELETE":
+            if not await store.delete(owner, cid):
+                raise _missing(cid)
+            return {"id": cid, "object": "conversation.deleted", "deleted": True}
+        stored = await store.load(owner, cid)
+        if stored is None:
+            raise _missing(cid)
+        return thread.view(stored)
 
 
 def _missing(cid: str) -> NotFound:

@@ -17,11 +17,9 @@ class Metrics:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.gateway
-        try:
-            budgets = await budget_levels(gateway)
-        except Exception:  # the store is down: the rest of the metrics still matter
-            gateway.observer.store_error("budgets")
-            budgets = []
+        # The store down: the rest of the metrics still matter.
+        budgets = await gateway.outages.open("budgets", "metrics without budget levels",
+                                             budget_levels(gateway)) or []
         body = gateway.observer.render(budgets, gateway.ledger.pending, upstream_levels(gateway))
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
