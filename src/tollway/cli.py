@@ -11,15 +11,18 @@ from tollway.errors import ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import math
     import os
 
     # Before numpy loads: the semantic cache's embeddings run on one thread of their
     # own; a BLAS pool on every core would fight the event loop for them (p99 x20).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from tollway import config as config_mod
     from tollway.server.app import create_app
+    from tollway.server.connections import GuardedHttpProtocol
 
     cfg = config_mod.load(args.config)
     host = args.host or cfg.server.host
@@ -31,21 +34,29 @@ def _serve(args: argparse.Namespace) -> int:
                           "worker would keep its own budgets and limits")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s "
                         "%(name)s %(message)s")
+    if workers > 1 and args.config:  # each worker builds its app from the same file
+        os.environ["TOLLWAY_CONFIG"] = os.path.abspath(args.config)
+    server = uvicorn.Config(
+        "tollway.server.app:app_from_environment" if workers > 1 else create_app(cfg),
+        factory=workers > 1, workers=workers, host=host, port=port, loop="uvloop",
+        http=GuardedHttpProtocol, lifespan="on", access_log=False, proxy_headers=False,
+        log_level=args.log_level,
+        # Later than the drain's own deadline, so the drain ends what still runs (with
+        # an error event and a ledger row) and uvicorn never has to cut it.
+        timeout_graceful_shutdown=math.ceil(cfg.server.drain_seconds) + 5)
+    try:  # a busy port fails here, before anything says "serving"
+        sock = server.bind_socket()
+    except SystemExit:  # uvicorn has said why (e.g. "Address already in use")
+        print(f"tollway: cannot listen on {host}:{port}; is another server using it? "
+              "(--port chooses another)", file=sys.stderr)
+        return 1
     models = ", ".join(cfg.public_models())
     print(f"tollway {__version__} serving on http://{host}:{port}/v1  models: {models}"
           + (f"  ({workers} workers)" if workers > 1 else ""), flush=True)
-    options: dict[str, object] = dict(
-        host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, proxy_headers=False, log_level=args.log_level,
-        timeout_graceful_shutdown=5)
     if workers > 1:
-        # Each worker process builds its own app from the same configuration file.
-        if args.config:
-            os.environ["TOLLWAY_CONFIG"] = os.path.abspath(args.config)
-        uvicorn.run("tollway.server.app:app_from_environment", factory=True, workers=workers,
-                    **options)  # type: ignore[arg-type]
-        return 0
-    uvicorn.run(create_app(cfg), **options)  # type: ignore[arg-type]
+        Multiprocess(server, sockets=[sock]).run()
+    else:
+        uvicorn.Server(server).run(sockets=[sock])
     return 0
 
 

@@ -88,6 +88,14 @@ class MethodNotAllowed(TollwayError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(TollwayError):
+    """The client was too slow sending its request (headers or body)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(TollwayError):
     status = 413
     type = "invalid_request_error"

@@ -165,6 +165,9 @@ class ReplyStream:
     received: list[bytes] = field(default_factory=list)
     # The upstream's x-ratelimit-* / anthropic-ratelimit-* headers, lower-cased (pacing).
     ratelimit: dict[str, str] = field(default_factory=dict)
+    # The prompt's tokens as the upstream told them when the stream began (Anthropic's
+    # message_start does), long before its final usage; None when it did not.
+    input_tokens: int | None = None
 
 
 @dataclass(slots=True, frozen=True, eq=False)

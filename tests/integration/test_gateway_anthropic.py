@@ -47,6 +47,21 @@ async def test_messages_stream(gw: GatewayHandle, fresh_sim: SimHandle, model: s
     assert final.model == UPSTREAM[model]
 
 
+@pytest.mark.parametrize("model", ["sim", "sim-claude"])
+async def test_a_streams_message_start_says_the_prompts_tokens(
+        gw: GatewayHandle, fresh_sim: SimHandle, model: str) -> None:
+    """As Anthropic's does (it said 0): from the upstream when it says them at the
+    start (sim-claude), else the gateway's own count (sim)."""
+    async with client(gw).messages.stream(
+            model=model, max_tokens=20,
+            messages=[{"role": "user", "content": "how long is the Danube?"}]) as stream:
+        starts = [e.message.usage.input_tokens async for e in stream
+                  if e.type == "message_start"]
+        final = await stream.get_final_message()
+    assert len(starts) == 1 and starts[0] > 0
+    assert starts[0] == final.usage.input_tokens
+
+
 async def test_tool_use_round_trip(gw: GatewayHandle, fresh_sim: SimHandle) -> None:
     tools = [{"name": "get_weather", "description": "weather",
               "input_schema": {"type": "object", "properties": {}}}]

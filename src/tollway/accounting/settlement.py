@@ -42,6 +42,9 @@ class Failed(msgspec.Struct, frozen=True):
 
     error: TollwayError
     answer: Answer | None = None
+    # Ended by the gateway itself while under way (the shutdown's drain deadline): like
+    # an abort, the upstream may have had the prompt.
+    cut_off: bool = False
 
 
 class Aborted(msgspec.Struct, frozen=True):

@@ -31,6 +31,18 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     unpriced: Literal["refuse", "allow", "refuse_if_dollar_limit"] = "refuse_if_dollar_limit"
     # One JSON line per request on stderr (the ledger row; never a key or a prompt).
     access_log: bool = True
+    # Shutting down (SIGTERM, Ctrl-C): new connections stop at once; requests and streams
+    # under way may finish for this long, then end with an error event the SDKs raise
+    # (503, "shutting down") and their ledger row.
+    drain_seconds: float = 30.0
+    # Slow clients: a request's headers must all arrive within header_timeout_seconds of
+    # its first byte (or of the connection opening), its body within body_timeout_seconds
+    # of its headers (408 otherwise); each client address may hold at most
+    # max_connections_per_ip open connections per process (more are answered 503).
+    # Behind a proxy every connection comes from its address: raise it, or null for none.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_connections_per_ip: int | None = 1024
 
 
 def check_server(s: ServerConfig) -> None:
@@ -40,3 +52,10 @@ def check_server(s: ServerConfig) -> None:
         raise ConfigError("server.max_tokens_cap: must be >= server.default_max_tokens >= 1")
     if s.max_cost_usd is not None and s.max_cost_usd <= 0:
         raise ConfigError("server.max_cost_usd: must be > 0 (or left out to disable)")
+    if s.drain_seconds < 0:
+        raise ConfigError("server.drain_seconds: must be >= 0 (0: end what runs at once)")
+    for name in ("header_timeout_seconds", "body_timeout_seconds"):
+        if not getattr(s, name) > 0:
+            raise ConfigError(f"server.{name}: must be > 0 seconds")
+    if s.max_connections_per_ip is not None and s.max_connections_per_ip < 1:
+        raise ConfigError("server.max_connections_per_ip: must be >= 1 (or null for no cap)")

@@ -145,7 +145,9 @@ class Pipeline:
                 return settlement.cache_hit(found.cost_usd)
             return await self._price_answer(call, answer, call.meter)
         dep = call.attempts.deployment
-        if isinstance(outcome, Aborted) and dep is not None and call.count is not None:
+        cut_off = isinstance(outcome, Aborted) or (isinstance(outcome, Failed)
+                                                  and outcome.cut_off)
+        if cut_off and dep is not None and call.count is not None:
             # Abandoned before any answer: the upstream had the prompt.
             n = await call.count.of(dep.model)
             return settlement.estimated(n, 0, self.s.routes.price(dep))

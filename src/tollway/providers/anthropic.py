@@ -397,6 +397,8 @@ class AnthropicProvider:
             raise
         out = ReplyStream(frames=sse.no_frames(), model=translator.model,
                           ratelimit=stream.ratelimit)
+        if translator.usage.get("input_tokens") is not None:  # from its message_start
+            out.input_tokens = usage_to_openai(translator.usage)["prompt_tokens"]
         out.frames = sse.encode_chunks(
             _chunks(stream, batches, pending, translator, out, dep), out)
         return out

@@ -25,7 +25,9 @@ from tollway.server.asgi import (
     send_json,
 )
 from tollway.server.chat import ANTHROPIC, OPENAI, ChatEndpoint
+from tollway.server.connections import ConnectionLimits
 from tollway.server.conversations import ConversationsEndpoint
+from tollway.server.drain import Drain
 from tollway.server.metrics import Metrics
 from tollway.server.ready import readiness
 
@@ -88,10 +90,13 @@ class TollwayApp:
         self.gateway = gateway if gateway is not None else Gateway(config)
         self.started = time.time()
         gw = self.gateway
+        self.drain = Drain(config.server.drain_seconds)
+        self.connection_limits = ConnectionLimits(config.server)  # GuardedHttpProtocol's
         routes = [
-            Route("/v1/chat/completions", ChatEndpoint(gw, OPENAI), methods=["POST"]),
-            Route("/chat/completions", ChatEndpoint(gw, OPENAI), methods=["POST"]),
-            Route("/v1/messages", ChatEndpoint(gw, ANTHROPIC), methods=["POST"]),
+            Route("/v1/chat/completions", ChatEndpoint(gw, OPENAI, self.drain),
+                  methods=["POST"]),
+            Route("/chat/completions", ChatEndpoint(gw, OPENAI, self.drain), methods=["POST"]),
+            Route("/v1/messages", ChatEndpoint(gw, ANTHROPIC, self.drain), methods=["POST"]),
             Route("/v1/models", Models(config, self.started), methods=["GET"]),
             Route("/models", Models(config, self.started), methods=["GET"]),
             Route("/health", Health(), methods=["GET"]),
@@ -134,6 +139,7 @@ class TollwayApp:
                 # Everything loaded so far lives as long as the process: keep it out of
                 # every future cyclic-GC pass.
                 gc.freeze()
+                self.drain.watch_signals()
                 await self.gateway.start()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":

@@ -16,7 +16,13 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from tollway.errors import InvalidRequest, PayloadTooLarge, TollwayError, UnsupportedMediaType
+from tollway.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    TollwayError,
+    UnsupportedMediaType,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -132,10 +138,21 @@ def check_json_content_type(scope: Scope) -> None:
             "(With curl, add -H 'Content-Type: application/json'.)")
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, within: float) -> bytes:
+    """The request body, at most `limit` bytes, all of it within `within` seconds (a
+    client trickling its body must not hold the request open)."""
     declared = edge(scope).content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}.")
+    try:
+        async with asyncio.timeout(within):
+            return await _read(receive, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"The request body did not arrive within {within:g} s "
+                             "(server.body_timeout_seconds).") from None
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:

@@ -43,6 +43,7 @@ from tollway.server.asgi import (
     send_json,
     send_sse,
 )
+from tollway.server.drain import Drain
 from tollway.types import Answer, ChatRequest, Reply, ReplyStream
 from tollway.wire import anthropic as anthropic_wire
 from tollway.wire import openai as openai_wire
@@ -57,30 +58,39 @@ class Dialect:
 
     parse: Callable[[bytes, ServerConfig], ChatRequest]
     reply: Callable[[Reply], bytes]
-    frames: Callable[[ReplyStream], AsyncGenerator[bytes, None]]
+    # A stream's frames, given the prompt's tokens when `counts_input` (it shows them
+    # before the end: Anthropic's message_start).
+    frames: Callable[[ReplyStream, int], AsyncGenerator[bytes, None]]
     stream_end: bytes
     stream_error: Callable[[TollwayError], bytes]  # an error after the stream began
     error: Callable[[TollwayError], bytes]
+    counts_input: bool = False
 
 
 class ChatEndpoint:
-    def __init__(self, gateway: Gateway, dialect: Dialect) -> None:
+    def __init__(self, gateway: Gateway, dialect: Dialect, drain: Drain) -> None:
         self.gateway = gateway
         self.dialect = dialect
+        self.drain = drain
         self.server = gateway.config.server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         e = edge(scope)
         call = new_call(e, scope)
-        gateway = self.gateway
+        gateway, task = self.gateway, asyncio.current_task()
         watch: DisconnectWatch | None = None
         answer: Answer | None = None
         outcome: Outcome = Aborted()
+        if task is not None:
+            self.drain.running.add(task)
         try:
+            if self.drain.draining:
+                raise self.drain.refusal()
             call.caller = await gateway.authenticate(e.api_key, call.caller)
             call.asks = asks_of(e, call.asks)
             check_json_content_type(scope)
-            req = self.dialect.parse(await read_body(scope, receive, self.server.max_body_bytes),
+            req = self.dialect.parse(await read_body(scope, receive, self.server.max_body_bytes,
+                                                     self.server.body_timeout_seconds),
                                      self.server)
             watch = DisconnectWatch(receive)
             answer = await gateway.chat(call, req)
@@ -99,18 +109,41 @@ class ChatEndpoint:
                 await send_json(send, 500, self.dialect.error(error),
                                 answer_headers(call, answer))
         except asyncio.CancelledError:
-            outcome = Aborted(answer)
-            if watch is None or not watch.gone:
+            gone = watch is not None and watch.gone
+            if not gone and not self.drain.cancelled(task):
                 raise
-            task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            log.info("client went away; upstream call cancelled (%s)", call.request_id)
+            if gone:
+                outcome = Aborted(answer)
+                log.info("client went away; upstream call cancelled (%s)", call.request_id)
+            else:  # the drain's deadline: end it properly, as an error its SDK raises
+                outcome = Failed(self.drain.ended(), answer, cut_off=True)
+                await self._cut_off(call, answer, outcome.error, send)
         finally:
+            if task is not None:
+                self.drain.running.discard(task)
             if watch is not None:
                 watch.finish()
             # Exactly once, on every path: settle the budget hold, write the ledger row.
             await gateway.finish(call, outcome)
+
+    @staticmethod
+    async def _count(call: Call, answer: Answer) -> int:
+        if call.plan is not None and call.plan.input_tokens is not None:
+            return call.plan.input_tokens
+        return await call.count.of(answer.model) if call.count is not None else 0
+
+    async def _cut_off(self, call: Call, answer: Answer | None, err: TollwayError,
+                       send: Send) -> None:
+        """A request the shutdown ended: a stream gets the dialect's error event as its
+        last, anything else a 503."""
+        with contextlib.suppress(Exception):  # the client may be gone too
+            if answer is not None and answer.stream is not None:  # the stream had begun
+                await send({"type": "http.response.body", "body": self.dialect.stream_error(err)})
+            else:
+                await send_json(send, err.status, self.dialect.error(err),
+                                [*answer_headers(call, answer), *err.headers()])
 
     async def _answer(self, call: Call, answer: Answer, send: Send) -> Outcome:
         """Send the answer: JSON with its cost in headers, or SSE with its cost in a
@@ -132,7 +165,10 @@ class ChatEndpoint:
             failed.append(gateway.scrub(err))
             return dialect.stream_error(failed[0])
 
-        await send_sse(send, dialect.frames(answer.stream), headers, end, error)
+        prompt = 0
+        if dialect.counts_input:  # the upstream's figure, else ours
+            prompt = answer.stream.input_tokens or await self._count(call, answer)
+        await send_sse(send, dialect.frames(answer.stream, prompt), headers, end, error)
         return Failed(failed[0], answer) if failed else Answered(answer)
 
 
@@ -217,17 +253,18 @@ def cost_trailer(s: Settlement) -> bytes:
     return f": tollway cost_usd={usd}{tokens}{flags}\n\n".encode()
 
 
-def anthropic_frames(stream: ReplyStream) -> AsyncGenerator[bytes, None]:
+def anthropic_frames(stream: ReplyStream, input_tokens: int) -> AsyncGenerator[bytes, None]:
     # The parsed request asks for usage, so the usage event reaches the translator
     # (Anthropic's message_delta carries it).
-    return anthropic_wire.stream_to_anthropic(iter_chunks(stream.frames), stream.model)
+    return anthropic_wire.stream_to_anthropic(iter_chunks(stream.frames), stream.model,
+                                              input_tokens)
 
 
 OPENAI = Dialect(
     parse=lambda body, server: openai_wire.parse_chat_request(
         body, max_n=server.max_n, max_messages=server.max_messages),
     reply=lambda reply: json_bytes(reply.body),
-    frames=lambda stream: stream.frames,  # already OpenAI events: forwarded as they are
+    frames=lambda stream, _: stream.frames,  # already OpenAI events: forwarded as they are
     stream_end=openai_wire.SSE_DONE,
     stream_error=lambda e: openai_wire.sse_frame(e.body()),  # the OpenAI SDK raises on it
     error=lambda e: e.to_json(),
@@ -239,4 +276,5 @@ ANTHROPIC = Dialect(
     stream_end=b"",
     stream_error=anthropic_wire.error_frame,
     error=anthropic_wire.error_body,
+    counts_input=True,
 )

@@ -505,18 +505,20 @@ class _Blocks:
         return frames
 
 
-def _message_start(msg_id: str, model: str) -> bytes:
+def _message_start(msg_id: str, model: str, input_tokens: int) -> bytes:
     return _frame({"type": "message_start", "message": {
         "id": msg_id, "type": "message", "role": "assistant", "model": model,
         "content": [], "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": 0, "output_tokens": 0}}})
+        "usage": {"input_tokens": input_tokens, "output_tokens": 0}}})
 
 
-async def stream_to_anthropic(chunks: AsyncIterator[Chunk],
-                             model: str) -> AsyncGenerator[bytes, None]:
+async def stream_to_anthropic(chunks: AsyncIterator[Chunk], model: str,
+                             input_tokens: int = 0) -> AsyncGenerator[bytes, None]:
     """OpenAI chunks (ending with a usage-only chunk) -> Anthropic SSE frames, in the
-    order the Messages API sends them. An error from `chunks` after the response has
-    started becomes an `error` event, which is how Anthropic reports mid-stream failures."""
+    order the Messages API sends them; `message_start` carries the prompt's tokens, as
+    Anthropic's does (the final usage follows in `message_delta`). An error from
+    `chunks` after the response has started becomes an `error` event, which is how
+    Anthropic reports mid-stream failures."""
     started = False
     blocks = _Blocks()
     usage: dict[str, Any] | None = None
@@ -524,7 +526,7 @@ async def stream_to_anthropic(chunks: AsyncIterator[Chunk],
         async for chunk in chunks:
             if not started:
                 started = True
-                yield _message_start(message_id(chunk.get("id")), model)
+                yield _message_start(message_id(chunk.get("id")), model, input_tokens)
             if chunk.get("usage"):
                 usage = chunk["usage"]
             frames = [f for choice in chunk.get("choices") or []
@@ -535,7 +537,7 @@ async def stream_to_anthropic(chunks: AsyncIterator[Chunk],
         yield error_frame(e)
         return
     if not started:
-        yield _message_start(message_id(None), model)
+        yield _message_start(message_id(None), model, input_tokens)
     for f in blocks.close():
         yield f
     reason, sequence = stop_reason(blocks.finish, blocks.matched)
