@@ -285,3 +285,14 @@ def simulator_and_gateway(servers: Servers, config: Callable[[str], dict[str, An
     """The simulator and a gateway configured by `config(simulator_url)`, both ready."""
     sim = start_simulator(servers)
     return sim, start_gateway(servers, "gateway", config(sim.url), master=master)
+
+
+def log_problems(servers: Servers) -> dict[str, tuple[int, int]]:
+    """Per process: (tracebacks, ERROR log lines) in its output, shutdown included."""
+    out = {}
+    for s in servers.history:
+        text = s.log.read_text(errors="replace") if s.log.exists() else ""
+        out[s.name] = (text.count("Traceback"),
+                       sum(" ERROR " in line or " CRITICAL " in line
+                           for line in text.splitlines()))
+    return out

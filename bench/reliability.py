@@ -703,17 +703,6 @@ def headline(r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any]) -> str:
             "refusals with correct headers.")
 
 
-def log_problems(servers: Servers) -> dict[str, tuple[int, int]]:
-    """Per process: (tracebacks, ERROR log lines) in its output, shutdown included."""
-    out = {}
-    for s in servers.history:
-        text = s.log.read_text(errors="replace") if s.log.exists() else ""
-        out[s.name] = (text.count("Traceback"),
-                       sum(" ERROR " in line or " CRITICAL " in line
-                           for line in text.splitlines()))
-    return out
-
-
 # -- main ------------------------------------------------------------------------------
 
 
@@ -796,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
                     if s.proc.poll() is not None:
                         cli.log(f"{s.name} exited {s.proc.returncode}:\n{s.tail()}")
                 raise
-        problems = log_problems(servers)
+        problems = harness.log_problems(servers)
     for name, (tb, err) in problems.items():
         if tb or err:
             cli.log(f"{name}: {tb} tracebacks, {err} ERROR lines in its output")
