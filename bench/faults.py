@@ -32,7 +32,6 @@ from typing import Any
 
 import httpx2
 import openai
-import uvloop
 import yaml
 
 import cli
@@ -287,13 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     args.requests = args.requests or (300 if args.quick else 2000)
     with tempfile.TemporaryDirectory(prefix="tollway-faults-") as tmp:
         with Servers(Path(tmp)) as servers:
-            try:
-                res = uvloop.run(run(servers, args))
-            except BaseException:
-                for s in servers.started:
-                    if s.proc.poll() is not None:
-                        cli.log(f"{s.name} exited {s.proc.returncode}:\n{s.tail()}")
-                raise
+            res = harness.run_checked(servers, run(servers, args))
         problems = harness.log_problems(servers)
     headline, body = render(Path(tmp), res, problems)
     report.write(args, title="Faults on the primary", headline=headline, body=body,

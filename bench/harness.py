@@ -16,13 +16,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import uvloop
 import yaml
+
+T = TypeVar("T")
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -296,3 +299,16 @@ def log_problems(servers: Servers) -> dict[str, tuple[int, int]]:
                        sum(" ERROR " in line or " CRITICAL " in line
                            for line in text.splitlines()))
     return out
+
+
+def run_checked(servers: Servers, main: Coroutine[Any, Any, T]) -> T:
+    """Run a benchmark's `main` on uvloop; if it fails, say first which of its
+    processes died, with the tail of their output."""
+    try:
+        return uvloop.run(main)
+    except BaseException:
+        for s in servers.started:
+            if s.proc.poll() is not None:
+                print(f"{s.name} exited {s.proc.returncode}:\n{s.tail()}", file=sys.stderr,
+                      flush=True)
+        raise

@@ -35,7 +35,6 @@ from typing import Any
 
 import aiohttp
 import openai
-import uvloop
 import yaml
 
 import cli
@@ -778,13 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--flood-seconds: at least 61 (one full 60 s window)")
     with tempfile.TemporaryDirectory(prefix="tollway-reliability-") as tmp:
         with Servers(Path(tmp)) as servers:
-            try:
-                res = uvloop.run(run(servers, args))
-            except BaseException:
-                for s in servers.started:
-                    if s.proc.poll() is not None:
-                        cli.log(f"{s.name} exited {s.proc.returncode}:\n{s.tail()}")
-                raise
+            res = harness.run_checked(servers, run(servers, args))
         problems = harness.log_problems(servers)
     for name, (tb, err) in problems.items():
         if tb or err:
