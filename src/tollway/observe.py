@@ -109,9 +109,10 @@ class Observer:
             if h is None:
                 h = self.ttft[mp] = _Hist()
             h.observe(row.ttft_ms / 1000)
-        for dep in retried:
-            rk = (dep.model, dep.provider)
-            self.retries[rk] = self.retries.get(rk, 0) + 1
+        if retried:
+            for dep in retried:
+                rk = (dep.model, dep.provider)
+                self.retries[rk] = self.retries.get(rk, 0) + 1
         if row.fallback_from:
             fk = (row.fallback_from, model)
             self.fallbacks[fk] = self.fallbacks.get(fk, 0) + 1

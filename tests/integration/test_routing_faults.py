@@ -26,7 +26,7 @@ FIRST_TOKEN, IDLE, CONNECT = 1.0, 1.0, 0.5
 LONE_FIRST_TOKEN, LONE_MAX_SECONDS = 0.5, 1.5
 MESSAGES: Any = [{"role": "user", "content": "hello"}]
 QUIET = {"rate_429": 0, "rate_500": 0, "rate_hang": 0, "rate_reset": 0,
-         "rate_drop_stream": 0, "rate_stall_stream": 0, "next_faults": [],
+         "rate_drop_stream": 0, "rate_stall_stream": 0, "next_faults": [], "retry_after": 1,
          "ttft_ms": 0, "token_ms": 0, "output_tokens": 16, "drop_after_tokens": None}
 
 
@@ -247,8 +247,8 @@ def retries_by_model(gw: GatewayHandle) -> dict[str, float]:
 async def test_retries_are_counted_for_the_deployment_each_went_to(
         fgw: GatewayHandle, sims: tuple[SimHandle, SimHandle]) -> None:
     a, b = sims
-    a.config(next_faults=["500"])
-    b.config(next_faults=["500"])
+    a.config(next_faults=["500"])  # A may be called again after a backoff of <= 50 ms,
+    b.config(next_faults=["429"], retry_after=1)  # B only after a second: A goes first
     before = retries_by_model(fgw)
     model, _ = await ask(openai_client(fgw.base_url, MASTER), "a", False)
     after = retries_by_model(fgw)

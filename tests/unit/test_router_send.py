@@ -237,8 +237,9 @@ async def test_but_a_pools_other_deployments_wait_for_the_bounds() -> None:
 
 async def test_when_every_pool_failed_the_first_ready_is_retried_within_the_budget() -> None:
     a, b = dep("model-a"), dep("model-b")
-    provider = FakeProvider(fail={"model-a": failure(500, a), "model-b": failure(500, b)},
-                            once=True)
+    # A may be called again after at most 1 ms, B only after its Retry-After of 50 ms.
+    provider = FakeProvider(fail={"model-a": failure(500, a),
+                                  "model-b": failure(429, b, retry_after_ms=50)}, once=True)
     cfg = RetryConfig(base_delay=0.001, max_delay=0.001)
     pool_a = Pool("a", [a], cfg)
     got, attempts, _ = await send(router(provider, a, b), pool_a, Pool("b", [b], cfg))

@@ -145,8 +145,7 @@ class Pipeline:
             found = call.cache.found if call.cache is not None else None
             if found is not None:
                 return settlement.cache_hit(found.cost_usd)
-            return await self._price_answer(call, answer, call.meter,
-                                            aborted=isinstance(outcome, Aborted))
+            return await self._price_answer(call, answer, call.meter, outcome)
         dep = call.attempts.deployment
         if isinstance(outcome, Aborted) and dep is not None and call.count is not None:
             # Abandoned before any answer: the upstream had the prompt.
@@ -155,7 +154,7 @@ class Pipeline:
         return settlement.ZERO
 
     async def _price_answer(self, call: Call, answer: Answer, meter: StreamMeter | None,
-                            *, aborted: bool = False) -> Settlement:
+                            outcome: Outcome | None = None) -> Settlement:
         """The provider's usage; without it (a stream cut, abandoned, or no usage
         reported), our count of the input and of the output received — and for a
         stream the client abandoned, of what was still in flight (`inflight.py`)."""
@@ -172,7 +171,7 @@ class Pipeline:
         n = await call.count.of(answer.model)
         out = (meter.output_tokens if meter is not None
                else received_output_tokens(answer.stream.received, answer.model))
-        if aborted and not cut:
+        if isinstance(outcome, Aborted) and not cut:
             gen = inflight.generated(answer.stream, out, answer.model, time.monotonic())
             if gen.usage is not None:
                 return settlement.priced(gen.usage, price, estimated=True)

@@ -77,8 +77,7 @@ class Attempts(msgspec.Struct):
     fallback_from: str | None = None  # the first model tried, when another answered
 
 
-@dataclass(slots=True)
-class _Failed:
+class _Failed(msgspec.Struct):
     """A deployment this request called and that failed retryably: when it may be
     called again (None: not within this request), and how often it failed."""
 
@@ -86,9 +85,8 @@ class _Failed:
     times: int
 
 
-@dataclass(slots=True)
-class _Send:
-    """One request's way through the chain."""
+class _Send(msgspec.Struct):
+    """One request's way through the chain. (A Struct: one is made per request.)"""
 
     req: ChatRequest
     attempts: Attempts
@@ -99,7 +97,7 @@ class _Send:
     first: Deployment | None = None
     last: TollwayError | None = None
     overflow_from: int | None = None  # the context window an overflow happened at
-    failed: dict[Deployment, _Failed] = field(default_factory=dict)  # chain order
+    failed: dict[Deployment, _Failed] = {}  # chain order
 
 
 class Router:
@@ -143,7 +141,8 @@ class Router:
                 if dep is None:
                     break
                 tried.add(dep)
-                answer = await self._attempt(s, pool, dep, bounded=s.calls > opened)
+                answer = await (self._attempt(s, pool, dep) if s.calls == opened
+                                else self._attempt_until(s, pool, dep))
                 if answer is not None:
                     return answer
                 if s.last is not None and retry.context_overflow(s.last):
@@ -157,32 +156,44 @@ class Router:
             if not chain[0].budget.take():
                 self.upstreams[dep].breaker.cancel()
                 break
-            answer = await self._attempt(s, pool, dep, bounded=True)
+            answer = await self._attempt_until(s, pool, dep)
             if answer is not None:
                 return answer
         raise self._give_up(chain, s.last, s.calls)
 
-    async def _attempt(self, s: _Send, pool: Pool, dep: Deployment, *,
-                       bounded: bool) -> Answer | None:
+    async def _attempt(self, s: _Send, pool: Pool, dep: Deployment) -> Answer | None:
         """One call to `dep` (its breaker already allowed it): the answer, or None
-        after a retryable failure (recorded in `s`). `bounded`: cut at the request's
-        deadline (a pool's first call is not)."""
+        after a retryable failure (recorded in `s`)."""
         up = self.upstreams[dep]
         try:
-            paced = await self._pace(up, s.tokens)
+            paced = await up.pacer.acquire(s.tokens) if up.pacer.active else None
         except TollwayError as e:  # back-pressure: this one is full, try another
             up.breaker.cancel()
             self._failed(s, pool, dep, e)
             return None
+        except BaseException:  # cancelled while waiting: the call was never made
+            up.breaker.cancel()
+            raise
         s.calls += 1
         if s.calls > 1:
             s.attempts.retried += (dep,)
         s.attempts.retries, s.attempts.deployment = s.calls - 1, dep
         s.first = s.first or dep
+        provider = self.providers[dep.provider]
+        up.load.start()
+        t0 = time.perf_counter()
         try:
-            answer = await (self._call_until(s, pool, dep, up) if bounded
-                            else self._call(s.req, dep, up))
+            if s.req.stream:
+                stream = await provider.stream(s.req, dep)
+                answer = Answer(dep, stream=stream)
+                headers = stream.ratelimit
+            else:
+                reply = await provider.complete(s.req, dep)
+                answer = Answer(dep, reply=reply)
+                headers = reply.ratelimit
         except TollwayError as e:
+            up.load.done(None)
+            up.breaker.record(not retry.counts_against_deployment(e))
             if e.upstream_headers:  # a 429 says how long the provider needs
                 up.pacer.learn(e.upstream_headers)
             if retry.context_overflow(e) and up.window is not None:
@@ -192,22 +203,30 @@ class Router:
                 raise
             self._failed(s, pool, dep, e)
             return None
+        except BaseException:  # cancelled (the client left): not the deployment's fault
+            up.load.done(None)
+            up.breaker.cancel()
+            raise
+        up.load.done(time.perf_counter() - t0)
+        up.breaker.record(True)
+        if headers:
+            up.pacer.learn(headers)
         if paced is not None:
             s.releases.push("pacing pass", _settle_pace(up.pacer, paced))
         if dep is not s.first and s.first is not None and s.first.model != dep.model:
             s.attempts.fallback_from = s.first.model
         return answer
 
-    async def _call_until(self, s: _Send, pool: Pool, dep: Deployment, up: Upstream
-                          ) -> Answer:
-        """A call cut at the request's deadline."""
+    async def _attempt_until(self, s: _Send, pool: Pool, dep: Deployment) -> Answer | None:
+        """An attempt cut at the request's deadline (its pacing wait too)."""
         try:
             async with asyncio.timeout(max(0.0, s.deadline - self.clock())):
-                return await self._call(s.req, dep, up)
+                return await self._attempt(s, pool, dep)
         except TimeoutError:
-            raise UpstreamTimeout(
+            self._failed(s, pool, dep, UpstreamTimeout(
                 f"Upstream {dep.provider}/{dep.model} did not answer within the request's "
-                f"{pool.retry.max_seconds:g}s (retry.max_seconds).") from None
+                f"{pool.retry.max_seconds:g}s (retry.max_seconds)."))
+            return None
 
     def _failed(self, s: _Send, pool: Pool, dep: Deployment, e: TollwayError) -> None:
         """Note a retryable failure, and when `dep` may be called again."""
@@ -267,38 +286,6 @@ class Router:
                 return dep
             candidates.remove(dep)
         return None
-
-    async def _pace(self, up: Upstream, tokens: int) -> Pass | None:
-        if not up.pacer.active:
-            return None
-        return await up.pacer.acquire(tokens)
-
-    async def _call(self, req: ChatRequest, dep: Deployment, up: Upstream) -> Answer:
-        provider = self.providers[dep.provider]
-        up.load.start()
-        t0 = time.perf_counter()
-        try:
-            if req.stream:
-                stream = await provider.stream(req, dep)
-                answer = Answer(dep, stream=stream)
-                headers = stream.ratelimit
-            else:
-                reply = await provider.complete(req, dep)
-                answer = Answer(dep, reply=reply)
-                headers = reply.ratelimit
-        except TollwayError as e:
-            up.load.done(None)
-            up.breaker.record(not retry.counts_against_deployment(e))
-            raise
-        except BaseException:  # cancelled (the client left): not the deployment's fault
-            up.load.done(None)
-            up.breaker.cancel()
-            raise
-        up.load.done(time.perf_counter() - t0)
-        up.breaker.record(True)
-        if headers:
-            up.pacer.learn(headers)
-        return answer
 
     def _retry_wait(self, pool: Pool, e: TollwayError, n: int) -> float | None:
         """How long to wait before calling a deployment again after its `n`th failure;
