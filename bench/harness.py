@@ -16,13 +16,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import uvloop
 import yaml
+
+T = TypeVar("T")
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -285,3 +288,27 @@ def simulator_and_gateway(servers: Servers, config: Callable[[str], dict[str, An
     """The simulator and a gateway configured by `config(simulator_url)`, both ready."""
     sim = start_simulator(servers)
     return sim, start_gateway(servers, "gateway", config(sim.url), master=master)
+
+
+def log_problems(servers: Servers) -> dict[str, tuple[int, int]]:
+    """Per process: (tracebacks, ERROR log lines) in its output, shutdown included."""
+    out = {}
+    for s in servers.history:
+        text = s.log.read_text(errors="replace") if s.log.exists() else ""
+        out[s.name] = (text.count("Traceback"),
+                       sum(" ERROR " in line or " CRITICAL " in line
+                           for line in text.splitlines()))
+    return out
+
+
+def run_checked(servers: Servers, main: Coroutine[Any, Any, T]) -> T:
+    """Run a benchmark's `main` on uvloop; if it fails, say first which of its
+    processes died, with the tail of their output."""
+    try:
+        return uvloop.run(main)
+    except BaseException:
+        for s in servers.started:
+            if s.proc.poll() is not None:
+                print(f"{s.name} exited {s.proc.returncode}:\n{s.tail()}", file=sys.stderr,
+                      flush=True)
+        raise

@@ -35,7 +35,6 @@ from typing import Any
 
 import aiohttp
 import openai
-import uvloop
 import yaml
 
 import cli
@@ -703,17 +702,6 @@ def headline(r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any]) -> str:
             "refusals with correct headers.")
 
 
-def log_problems(servers: Servers) -> dict[str, tuple[int, int]]:
-    """Per process: (tracebacks, ERROR log lines) in its output, shutdown included."""
-    out = {}
-    for s in servers.history:
-        text = s.log.read_text(errors="replace") if s.log.exists() else ""
-        out[s.name] = (text.count("Traceback"),
-                       sum(" ERROR " in line or " CRITICAL " in line
-                           for line in text.splitlines()))
-    return out
-
-
 # -- main ------------------------------------------------------------------------------
 
 
@@ -789,14 +777,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--flood-seconds: at least 61 (one full 60 s window)")
     with tempfile.TemporaryDirectory(prefix="tollway-reliability-") as tmp:
         with Servers(Path(tmp)) as servers:
-            try:
-                res = uvloop.run(run(servers, args))
-            except BaseException:
-                for s in servers.started:
-                    if s.proc.poll() is not None:
-                        cli.log(f"{s.name} exited {s.proc.returncode}:\n{s.tail()}")
-                raise
-        problems = log_problems(servers)
+            res = harness.run_checked(servers, run(servers, args))
+        problems = harness.log_problems(servers)
     for name, (tb, err) in problems.items():
         if tb or err:
             cli.log(f"{name}: {tb} tracebacks, {err} ERROR lines in its output")

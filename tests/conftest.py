@@ -82,7 +82,7 @@ def fresh_sim(sim: SimHandle) -> SimHandle:
     sim.reset()
     sim.config(ttft_ms=0, token_ms=0, output_tokens=16, next_faults=[], rate_429=0,
                rate_500=0, rate_503=0, rate_hang=0, rate_reset=0, rate_drop_stream=0,
-               rate_bad_json=0,
+               rate_bad_json=0, rate_stall_stream=0,
                ignore_max_tokens=False, drop_after_tokens=None, require_key=None,
                rpm_limit=None, tpm_limit=None)
     return sim

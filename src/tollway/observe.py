@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import sys
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from tollway.accounting.rows import LedgerRow
+from tollway.types import Deployment
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
            120.0, 300.0)
@@ -83,7 +84,8 @@ class Observer:
         self._log: BinaryIO | None = None
         self._flusher: asyncio.Task[None] | None = None
 
-    def request(self, row: LedgerRow) -> None:
+    def request(self, row: LedgerRow, retried: Sequence[Deployment] = ()) -> None:
+        """`retried`: the deployment each upstream call beyond the first went to."""
         model, provider = row.model or row.model_asked or "-", row.provider or "-"
         status = str(row.status)
         key = (model, provider, status, row.outcome)
@@ -107,8 +109,10 @@ class Observer:
             if h is None:
                 h = self.ttft[mp] = _Hist()
             h.observe(row.ttft_ms / 1000)
-        if row.retries:
-            self.retries[mp] = self.retries.get(mp, 0) + row.retries
+        if retried:
+            for dep in retried:
+                rk = (dep.model, dep.provider)
+                self.retries[rk] = self.retries.get(rk, 0) + 1
         if row.fallback_from:
             fk = (row.fallback_from, model)
             self.fallbacks[fk] = self.fallbacks.get(fk, 0) + 1
@@ -189,7 +193,8 @@ class _Families(Collector):
         yield _histogram("tollway_time_to_first_token_seconds",
                          "Time to the upstream's first event (streams)",
                          ["model", "provider"], o.ttft.items())
-        retries = CounterMetricFamily("tollway_retries", "Upstream calls beyond the first",
+        retries = CounterMetricFamily("tollway_retries", "Upstream calls beyond a request's "
+                                      "first, by the deployment each went to",
                                       labels=["model", "provider"])
         for mp, n in o.retries.items():
             retries.add_metric(mp, n)

@@ -149,6 +149,28 @@ ChunkStream = AsyncGenerator[Chunk, None]
 FrameStream = AsyncGenerator[bytes, None]
 
 
+UpstreamDialect = Literal["openai", "anthropic"]  # an upstream stream's wire format
+
+
+@dataclass(slots=True)
+class Flight:
+    """An upstream stream's connection, for billing one we closed before its end (the
+    client left; `accounting/inflight.py`): when the request went out and its first
+    event came (monotonic seconds), the first read (in the upstream's own wire format)
+    and the bytes read in all; once closed early, when, and what had arrived unread:
+    in the HTTP client's buffer (`unread`, in the upstream's wire format) and in the
+    OS's (`queued`, a byte count)."""
+
+    sent: float
+    first: float
+    first_read: bytes = b""
+    read_bytes: int = 0
+    closed: float | None = None  # None: read to its end
+    unread: bytes = b""
+    queued: int = 0
+    dialect: UpstreamDialect = "openai"
+
+
 @dataclass(slots=True)
 class ReplyStream:
     """A streaming answer. `frames` yields OpenAI SSE events; when it ends, `usage`
@@ -168,6 +190,10 @@ class ReplyStream:
     # The prompt's tokens as the upstream told them when the stream began (Anthropic's
     # message_start does), long before its final usage; None when it did not.
     input_tokens: int | None = None
+    # The upstream connection (HTTP providers), and the most output the request allows
+    # (max tokens x n, set by the pipeline): what billing an abandoned stream needs.
+    flight: Flight | None = None
+    max_output: int | None = None
 
 
 @dataclass(slots=True, frozen=True, eq=False)
@@ -179,8 +205,10 @@ class Deployment:
     model: str
     api_base: str | None = None
     api_key: str | None = None
-    connect_timeout: float = 10.0
+    # Per attempt, seconds (config/models.Timeouts says what each bounds).
+    connect_timeout: float = 5.0
     first_token_timeout: float = 60.0
+    idle_timeout: float = 30.0
     total_timeout: float = 600.0
     headers: tuple[tuple[str, str], ...] = ()
     weight: float = 1.0  # share of its priority group's traffic

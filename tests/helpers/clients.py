@@ -6,8 +6,9 @@ descriptor a newer connection reuses by then: that connection's reply never come
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import aiohttp
 import openai
 
 
@@ -32,3 +33,19 @@ async def close_all() -> None:
 def openai_client(base_url: str, key: str) -> openai.AsyncOpenAI:
     """A tracked AsyncOpenAI that does not retry (the gateway retries; tests count)."""
     return track(openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0))
+
+
+async def abandon_stream(url: str, body: dict[str, Any], headers: dict[str, str],
+                         events: int) -> None:
+    """POST a streaming request and drop the connection after `events` events
+    (`data: {...}` lines), the way a closed browser tab does."""
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(url, json=body, headers=headers)
+        assert resp.status == 200
+        seen = 0
+        async for line in resp.content:
+            seen += line.startswith(b"data: {")
+            if seen == events:
+                break
+        resp.connection.transport.abort()  # type: ignore[union-attr]
+        resp.close()

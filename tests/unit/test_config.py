@@ -21,6 +21,15 @@ def test_example_config_is_valid() -> None:
     assert smart.deployments[0].timeouts.first_token == 30
 
 
+def test_every_timeout_reaches_the_deployment() -> None:
+    cfg = config.parse({"models": {"x": {"deployments": [{
+        "provider": "local", "model": "m",
+        "timeouts": {"connect": 1, "first_token": 2, "idle": 3, "total": 4}}]}}}, env={})
+    d = cfg.models["x"].deployments[0].to_deployment()
+    assert (d.connect_timeout, d.first_token_timeout, d.idle_timeout, d.total_timeout) == (
+        1, 2, 3, 4)
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -38,6 +47,9 @@ def test_example_config_is_valid() -> None:
         ({"models": {"x": {"deployments": [
             {"provider": "local", "model": "m", "api_base": "ftp://x"}]}}},
          "api_base: expected an http(s) URL"),
+        ({"models": {"x": {"deployments": [
+            {"provider": "local", "model": "m", "timeouts": {"idle": 0}}]}}},
+         "models.x.deployments[0].timeouts.idle: must be > 0 seconds"),
         ({"aliases": {"default": "missing"}}, "aliases.default: points to 'missing'"),
         ([1, 2], "(top level): expected a mapping"),
     ],

@@ -19,9 +19,15 @@ PROVIDERS = ("openai", "anthropic", "local")
 
 
 class Timeouts(msgspec.Struct, forbid_unknown_fields=True):
-    connect: float = 10.0
+    """One attempt's bounds, in seconds; each one passed moves the request on to the
+    next deployment like any retryable failure (504 when none is left)."""
+
+    connect: float = 5.0  # the TCP connection
+    # From sending to the answer's first byte: a stream's first event, a JSON reply's
+    # response (which providers send once the whole answer is generated).
     first_token: float = 60.0
-    total: float = 600.0
+    idle: float = 30.0  # a stream's longest silence after its first event
+    total: float = 600.0  # the attempt, to its last byte
 
 
 class PriceConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,6 +66,7 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
             api_key=self.api_key,
             connect_timeout=self.timeouts.connect,
             first_token_timeout=self.timeouts.first_token,
+            idle_timeout=self.timeouts.idle,
             total_timeout=self.timeouts.total,
             headers=tuple(self.headers.items()),
             weight=self.weight,
@@ -98,8 +105,9 @@ def check_models(models: dict[str, ModelConfig], is_model: Callable[[str], bool]
             if d.api_base and not d.api_base.startswith(("http://", "https://")):
                 raise ConfigError(f"{where}.api_base: expected an http(s) URL, got {d.api_base!r}")
             t = d.timeouts
-            if min(t.connect, t.first_token, t.total) <= 0:
-                raise ConfigError(f"{where}.timeouts: every timeout must be > 0 seconds")
+            for name in ("connect", "first_token", "idle", "total"):
+                if getattr(t, name) <= 0:
+                    raise ConfigError(f"{where}.timeouts.{name}: must be > 0 seconds")
     for alias, mc in models.items():
         for i, fb in enumerate(mc.fallbacks):
             if not is_model(fb):

@@ -11,8 +11,10 @@ from tollway.errors import ConfigError
 class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):
     """One retry layer for every upstream call (never stacked on an SDK's own)."""
 
-    max_attempts: int = 3  # upstream calls per request, fallbacks included
-    max_seconds: float = 60.0  # no new attempt starts after this
+    # Upstream calls per request, and the request's bound across them (no retry starts
+    # after it; one running then is cut) — except each pool's first call, always made.
+    max_attempts: int = 3
+    max_seconds: float = 60.0
     base_delay: float = 0.2  # full jitter: sleep uniform(0, min(max_delay, base * 2^n))
     max_delay: float = 5.0
     # A Retry-After up to this is waited out on the same deployment; a longer one

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tollway.accounting import settlement
+from tollway.accounting import inflight, settlement
 from tollway.accounting.meter import StreamMeter, received_output_tokens
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
 from tollway.cache.response import Lookup, ResponseCache
@@ -124,7 +124,9 @@ class Pipeline:
             await call.releases.unwind(outcome, s, call.request_id)
         row = ledger_row(call, outcome, s)
         self.s.ledger.record(row)
-        self.s.observer.request(row)
+        self.s.observer.request(row, call.attempts.retried)
+        if isinstance(outcome, Failed) and outcome.answer is not None:
+            self.s.router.broke(outcome.answer, outcome.error)
         held = call.admission.held if call.admission is not None else []
         self.s.alerts.after(held, s.usd, self.s.clock())
         return s
@@ -143,7 +145,7 @@ class Pipeline:
             found = call.cache.found if call.cache is not None else None
             if found is not None:
                 return settlement.cache_hit(found.cost_usd)
-            return await self._price_answer(call, answer, call.meter)
+            return await self._price_answer(call, answer, call.meter, outcome)
         dep = call.attempts.deployment
         cut_off = isinstance(outcome, Aborted) or (isinstance(outcome, Failed)
                                                   and outcome.cut_off)
@@ -153,10 +155,11 @@ class Pipeline:
             return settlement.estimated(n, 0, self.s.routes.price(dep))
         return settlement.ZERO
 
-    async def _price_answer(self, call: Call, answer: Answer, meter: StreamMeter | None
-                            ) -> Settlement:
+    async def _price_answer(self, call: Call, answer: Answer, meter: StreamMeter | None,
+                            outcome: Outcome | None = None) -> Settlement:
         """The provider's usage; without it (a stream cut, abandoned, or no usage
-        reported), our count of the input and of the output received."""
+        reported), our count of the input and of the output received — and for a
+        stream the client abandoned, of what was still in flight (`inflight.py`)."""
         price = self.s.routes.price(answer.deployment)
         cut = meter is not None and meter.cut
         source = answer.reply if answer.reply is not None else answer.stream
@@ -170,6 +173,11 @@ class Pipeline:
         n = await call.count.of(answer.model)
         out = (meter.output_tokens if meter is not None
                else received_output_tokens(answer.stream.received, answer.model))
+        if isinstance(outcome, Aborted) and not cut:
+            gen = inflight.generated(answer.stream, out, answer.model, time.monotonic())
+            if gen.usage is not None:
+                return settlement.priced(gen.usage, price, estimated=True)
+            out = gen.output
         return settlement.estimated(n, out, price, cut=cut)
 
     async def _shape(self, call: Call, req: ChatRequest, route: Route,
@@ -206,6 +214,8 @@ class Pipeline:
             # Usage is always requested upstream (it is what we bill on); the client
             # sees the usage event only if it asked for it.
             stream.emit_usage = wants_usage(req)
+            limit = req.output_limit()
+            stream.max_output = limit * (req.n or 1) if limit is not None else None
             if plan is not None and plan.ceiling is not None and plan.input_tokens is not None:
                 call.meter = StreamMeter(stream, plan.ceiling.max_output, plan.input_tokens,
                                          answer.model)

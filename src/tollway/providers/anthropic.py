@@ -385,7 +385,8 @@ class AnthropicProvider:
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         body = orjson.dumps(messages_body(req, dep.model))
-        stream = await self.transport.open_stream(_url(dep), body, _headers(dep), dep)
+        stream = await self.transport.open_stream(_url(dep), body, _headers(dep), dep,
+                                                  "anthropic")
         translator = StreamTranslator(dep.model, http.where(dep))
         batches = stream.batches()
         try:
@@ -396,7 +397,7 @@ class AnthropicProvider:
             stream.resp.close()
             raise
         out = ReplyStream(frames=sse.no_frames(), model=translator.model,
-                          ratelimit=stream.ratelimit)
+                          ratelimit=stream.ratelimit, flight=stream.flight)
         if translator.usage.get("input_tokens") is not None:  # from its message_start
             out.input_tokens = usage_to_openai(translator.usage)["prompt_tokens"]
         out.frames = sse.encode_chunks(

@@ -58,7 +58,7 @@ class OpenAIProvider:
         body = orjson.dumps(upstream_body(req, dep.model))
         stream = await self.transport.open_stream(_url(dep), body, _headers(dep), dep)
         out = ReplyStream(frames=sse.no_frames(), model=dep.model,
-                          ratelimit=stream.ratelimit)
+                          ratelimit=stream.ratelimit, flight=stream.flight)
         out.frames = _frames(stream, out, dep)
         return out
 

@@ -3,14 +3,22 @@
 For one request: the alias's pool first, then its fallbacks in order. Within a pool,
 the lowest priority with a usable deployment takes the traffic, balanced by weight,
 load and latency (`balance.choose`); a deployment whose circuit breaker is open is
-not usable. On a retryable failure (`retry.retryable`) the request moves at once to
-a deployment it has not tried; when the pool has none left, it retries the pool
-after a backoff (or the upstream's Retry-After) if the alias's retry budget allows,
-else it moves to the next fallback. Client errors go straight back; a context
-overflow moves to the next fallback with a larger window. Every call is bounded by
-`retry.max_attempts` and `retry.max_seconds`. A stream is only ever retried before
-its first byte: `Provider.stream` returns once the upstream sent its first event,
-and nothing after that comes back here.
+not usable.
+
+A retryable failure (`retry.retryable`: 429, 5xx, timeouts, connection failures) moves
+the request at once to a deployment it has not tried — the pool's next, then each
+fallback's — and only when every usable deployment on the chain has had its call is
+one called again: the first whose backoff (or the upstream's Retry-After, if at most
+`max_retry_after`) has passed, while the alias's retry budget allows. So a failing
+primary never uses up the attempts a healthy fallback could have answered with.
+
+Bounds: `max_attempts` upstream calls and `max_seconds` per request, except that each
+pool on the chain always gets its first call (a fallback is never skipped for want of
+attempts or time); no retry starts after `max_seconds`, and one in flight then is cut.
+Each call is bounded by its deployment's own timeouts (the transport's). Client errors
+go straight back; a context overflow moves to the next fallback with a larger window.
+A stream is only ever retried before its first byte: `Provider.stream` returns once the
+upstream sent its first event, and nothing after that comes back here.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import msgspec
 from tollway.accounting.prices import Price
 from tollway.accounting.settlement import Outcome, Release, Releases, Settlement
 from tollway.config import BreakerConfig, PacingConfig, RetryConfig
-from tollway.errors import TollwayError, Unavailable
+from tollway.errors import TollwayError, Unavailable, UpstreamError, UpstreamTimeout
 from tollway.providers.base import Provider
 from tollway.routing import retry
 from tollway.routing.balance import Load, choose
@@ -60,11 +68,36 @@ class Upstream:
 
 
 class Attempts(msgspec.Struct):
-    """What sending did, for the ledger: the router's own record of one request."""
+    """What sending did, for the ledger and metrics: the router's own record of one
+    request."""
 
     deployment: Deployment | None = None  # being called, or answered
     retries: int = 0  # upstream calls beyond the first
+    retried: tuple[Deployment, ...] = ()  # where each of those went, in order
     fallback_from: str | None = None  # the first model tried, when another answered
+
+
+class _Failed(msgspec.Struct):
+    """A deployment this request called and that failed retryably: when it may be
+    called again (None: not within this request), and how often it failed."""
+
+    ready_at: float | None
+    times: int
+
+
+class _Send(msgspec.Struct):
+    """One request's way through the chain. (A Struct: one is made per request.)"""
+
+    req: ChatRequest
+    attempts: Attempts
+    tokens: int
+    releases: Releases
+    deadline: float
+    calls: int = 0
+    first: Deployment | None = None
+    last: TollwayError | None = None
+    overflow_from: int | None = None  # the context window an overflow happened at
+    failed: dict[Deployment, _Failed] = {}  # chain order
 
 
 class Router:
@@ -93,59 +126,150 @@ class Router:
         real tokens when the request is settled."""
         cfg = chain[0].retry
         chain[0].budget.deposit()
-        deadline = self.clock() + cfg.max_seconds
-        calls = 0
         attempts.fallback_from = None  # a resend (the schema asked again) starts afresh
-        first: Deployment | None = None
-        last: TollwayError | None = None
-        overflow_from: int | None = None  # the window a context overflow happened at
+        attempts.retried = ()
+        s = _Send(req, attempts, tokens, releases, self.clock() + cfg.max_seconds)
+        # First every usable deployment once, in chain order.
         for pool in chain:
-            if overflow_from is not None and not self._larger(pool, overflow_from):
+            if s.overflow_from is not None and not self._larger(pool, s.overflow_from):
                 continue
             tried: set[Deployment] = set()
-            rounds = 0
-            while calls < cfg.max_attempts and self.clock() < deadline:
+            opened = s.calls  # this pool's first call is owed whatever the bounds
+            while s.calls == opened or (s.calls < cfg.max_attempts
+                                        and self.clock() < s.deadline):
                 dep = self._pick(pool, tried)
                 if dep is None:
-                    # Everything here was tried (or is open): again after a backoff, if
-                    # the budget allows and the wait fits; else the next fallback.
-                    wait = self._retry_wait(pool, last, rounds + 1)
-                    if (wait is None or not tried or self.clock() + wait >= deadline
-                            or not pool.budget.take()):
-                        break
-                    rounds += 1
-                    await asyncio.sleep(wait)  # a backoff, not a test wait
-                    tried.clear()
-                    continue
+                    break
                 tried.add(dep)
-                up = self.upstreams[dep]
-                try:
-                    paced = await self._pace(up, tokens)
-                except TollwayError as e:  # back-pressure: this one is full, try another
-                    up.breaker.cancel()
-                    last = e
-                    continue
-                calls += 1
-                attempts.retries, attempts.deployment = calls - 1, dep
-                first = first or dep
-                try:
-                    answer = await self._call(req, dep, up)
-                except TollwayError as e:
-                    if e.upstream_headers:  # a 429 says how long the provider needs
-                        up.pacer.learn(e.upstream_headers)
-                    if retry.context_overflow(e) and up.window is not None:
-                        overflow_from, last = up.window, e
-                        break
-                    if not retry.retryable(e):
-                        raise
-                    last = e
-                    continue
-                if paced is not None:
-                    releases.push("pacing pass", _settle_pace(up.pacer, paced))
-                if dep is not first and first is not None and first.model != dep.model:
-                    attempts.fallback_from = first.model
+                answer = await (self._attempt(s, pool, dep) if s.calls == opened
+                                else self._attempt_until(s, pool, dep))
+                if answer is not None:
+                    return answer
+                if s.last is not None and retry.context_overflow(s.last):
+                    break  # too long for this pool: on to one with a larger window
+        # Then again, each after its backoff, within the bounds and the retry budget.
+        while s.calls < cfg.max_attempts:
+            pick = await self._next_retry(s, chain)
+            if pick is None:
+                break
+            pool, dep = pick
+            if not chain[0].budget.take():
+                self.upstreams[dep].breaker.cancel()
+                break
+            answer = await self._attempt_until(s, pool, dep)
+            if answer is not None:
                 return answer
-        raise self._give_up(chain, last, calls)
+        raise self._give_up(chain, s.last, s.calls)
+
+    async def _attempt(self, s: _Send, pool: Pool, dep: Deployment) -> Answer | None:
+        """One call to `dep` (its breaker already allowed it): the answer, or None
+        after a retryable failure (recorded in `s`)."""
+        up = self.upstreams[dep]
+        try:
+            paced = await up.pacer.acquire(s.tokens) if up.pacer.active else None
+        except TollwayError as e:  # back-pressure: this one is full, try another
+            up.breaker.cancel()
+            self._failed(s, pool, dep, e)
+            return None
+        except BaseException:  # cancelled while waiting: the call was never made
+            up.breaker.cancel()
+            raise
+        s.calls += 1
+        if s.calls > 1:
+            s.attempts.retried += (dep,)
+        s.attempts.retries, s.attempts.deployment = s.calls - 1, dep
+        s.first = s.first or dep
+        provider = self.providers[dep.provider]
+        up.load.start()
+        t0 = time.perf_counter()
+        try:
+            if s.req.stream:
+                stream = await provider.stream(s.req, dep)
+                answer = Answer(dep, stream=stream)
+                headers = stream.ratelimit
+            else:
+                reply = await provider.complete(s.req, dep)
+                answer = Answer(dep, reply=reply)
+                headers = reply.ratelimit
+        except TollwayError as e:
+            up.load.done(None)
+            up.breaker.record(not retry.counts_against_deployment(e))
+            if e.upstream_headers:  # a 429 says how long the provider needs
+                up.pacer.learn(e.upstream_headers)
+            if retry.context_overflow(e) and up.window is not None:
+                s.overflow_from, s.last = up.window, e
+                return None
+            if not retry.retryable(e):
+                raise
+            self._failed(s, pool, dep, e)
+            return None
+        except BaseException:  # cancelled (the client left): not the deployment's fault
+            up.load.done(None)
+            up.breaker.cancel()
+            raise
+        up.load.done(time.perf_counter() - t0)
+        up.breaker.record(True)
+        if headers:
+            up.pacer.learn(headers)
+        if paced is not None:
+            s.releases.push("pacing pass", _settle_pace(up.pacer, paced))
+        if dep is not s.first and s.first is not None and s.first.model != dep.model:
+            s.attempts.fallback_from = s.first.model
+        return answer
+
+    async def _attempt_until(self, s: _Send, pool: Pool, dep: Deployment) -> Answer | None:
+        """An attempt cut at the request's deadline (its pacing wait too)."""
+        try:
+            async with asyncio.timeout(max(0.0, s.deadline - self.clock())):
+                return await self._attempt(s, pool, dep)
+        except TimeoutError:
+            self._failed(s, pool, dep, UpstreamTimeout(
+                f"Upstream {dep.provider}/{dep.model} did not answer within the request's "
+                f"{pool.retry.max_seconds:g}s (retry.max_seconds)."))
+            return None
+
+    def _failed(self, s: _Send, pool: Pool, dep: Deployment, e: TollwayError) -> None:
+        """Note a retryable failure, and when `dep` may be called again."""
+        s.last = e
+        before = s.failed.get(dep)
+        times = before.times + 1 if before is not None else 1
+        wait = self._retry_wait(pool, e, times)
+        s.failed[dep] = _Failed(None if wait is None else self.clock() + wait, times)
+
+    async def _next_retry(self, s: _Send, chain: list[Pool]
+                          ) -> tuple[Pool, Deployment] | None:
+        """The deployment to call again: the first on the chain whose wait is over and
+        whose breaker lets a call through; waits for the earliest if none is ready yet.
+        None once nothing can be retried within the deadline."""
+        pools = {d: p for p in chain for d in p.deployments
+                 if s.overflow_from is None or self._larger(p, s.overflow_from)}
+        while True:
+            now = self.clock()
+            waiting = [(f.ready_at, d) for d, f in s.failed.items()
+                       if f.ready_at is not None and d in pools]
+            if not waiting or now >= s.deadline:
+                return None
+            for ready_at, dep in waiting:
+                if ready_at <= now:
+                    if self.upstreams[dep].breaker.allow():
+                        return pools[dep], dep
+                    s.failed[dep].ready_at = None  # open: not usable this request
+            wake = min((r for r, d in waiting if s.failed[d].ready_at is not None),
+                       default=None)
+            if wake is None or wake >= s.deadline:
+                return None
+            if wake > now:
+                await asyncio.sleep(wake - now)  # a backoff, not a test wait
+
+    def broke(self, answer: Answer, e: TollwayError) -> None:
+        """A stream failed after it began (the upstream dropped it, went silent, sent
+        an error): a failure of its deployment, which its breaker counts, though the
+        call itself was recorded as answered."""
+        up = self.upstreams.get(answer.deployment)
+        if (up is not None and answer.stream is not None
+                and isinstance(e, UpstreamError | UpstreamTimeout)
+                and retry.counts_against_deployment(e)):
+            up.breaker.record(False)
 
     def _pick(self, pool: Pool, tried: set[Deployment]) -> Deployment | None:
         if len(pool.deployments) == 1:  # nothing to balance: its breaker alone decides
@@ -163,45 +287,12 @@ class Router:
             candidates.remove(dep)
         return None
 
-    async def _pace(self, up: Upstream, tokens: int) -> Pass | None:
-        if not up.pacer.active:
-            return None
-        return await up.pacer.acquire(tokens)
-
-    async def _call(self, req: ChatRequest, dep: Deployment, up: Upstream) -> Answer:
-        provider = self.providers[dep.provider]
-        up.load.start()
-        t0 = time.perf_counter()
-        try:
-            if req.stream:
-                stream = await provider.stream(req, dep)
-                answer = Answer(dep, stream=stream)
-                headers = stream.ratelimit
-            else:
-                reply = await provider.complete(req, dep)
-                answer = Answer(dep, reply=reply)
-                headers = reply.ratelimit
-        except TollwayError as e:
-            up.load.done(None)
-            up.breaker.record(not retry.counts_against_deployment(e))
-            raise
-        except BaseException:  # cancelled (the client left): not the deployment's fault
-            up.load.done(None)
-            up.breaker.cancel()
-            raise
-        up.load.done(time.perf_counter() - t0)
-        up.breaker.record(True)
-        if headers:
-            up.pacer.learn(headers)
-        return answer
-
-    def _retry_wait(self, pool: Pool, last: TollwayError | None, n: int) -> float | None:
-        """How long to wait before trying the pool again; None: do not."""
-        if last is None or not retry.retryable(last):
-            return None
-        ra = last.retry_after
+    def _retry_wait(self, pool: Pool, e: TollwayError, n: int) -> float | None:
+        """How long to wait before calling a deployment again after its `n`th failure;
+        None: do not (the upstream asked for longer than we wait: move on)."""
+        ra = e.retry_after
         if ra is not None and ra > pool.retry.max_retry_after:
-            return None  # the upstream asked for longer than we wait: move on
+            return None
         return retry.backoff(n, pool.retry, self.rng, ra)
 
     def _larger(self, pool: Pool, window: int) -> bool:

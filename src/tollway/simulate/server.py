@@ -14,6 +14,8 @@ against the rates. 429/500/503 answer an error in the endpoint's format (429 wit
 Retry-After and retry-after-ms); `hang` never answers (until the caller leaves);
 `reset` aborts the TCP connection; `drop_stream` aborts a stream after
 `drop_after_tokens` tokens (half by default), and acts as `reset` on a JSON request;
+`stall_stream` goes silent after as many tokens, the connection left open, and acts
+as `hang` on a JSON request;
 `bad_json` answers plain text where response_format asked for JSON (a model that
 ignores it).
 
@@ -198,9 +200,9 @@ class Simulator:
                                                                       cfg.retry_after),
                               rid, retry_after=cfg.retry_after if fault == "429" else None,
                               extra=headers)
-            if fault == "hang":
+            if fault == "hang" or (fault == "stall_stream" and not req.stream):
                 await asyncio.get_running_loop().create_future()  # until the caller leaves
-            if fault == "reset" or not req.stream:
+            if fault == "reset" or (fault == "drop_stream" and not req.stream):
                 # drop_stream on a non-streaming request cuts it like a reset.
                 return _abort(request, progress)
         if cfg.ignore_max_tokens:
@@ -209,7 +211,7 @@ class Simulator:
         ctx = ReplyContext(rid, int(time.time()), req.model)
         if req.stream:
             return await self._stream(request, dialect, cfg, req, ctx, plans, progress,
-                                      headers, drop=fault == "drop_stream")
+                                      headers, cut=fault)
         longest = max(len(p.pieces) for p in plans)
         delay = (cfg.ttft_ms + longest * cfg.token_ms) / 1000
         if delay > 0:
@@ -222,7 +224,7 @@ class Simulator:
     async def _stream(self, request: web.Request, dialect: Dialect, cfg: SimConfig,
                       req: SimRequest, ctx: ReplyContext, plans: list[ChoicePlan],
                       progress: _Progress, headers: dict[str, str], *,
-                      drop: bool) -> web.StreamResponse:
+                      cut: str | None) -> web.StreamResponse:
         steps = dialect.stream_steps(ctx, req, plans, cfg.ttft_ms / 1000, cfg.token_ms / 1000)
         resp = web.StreamResponse(headers={**_SSE_HEADERS, dialect.request_id_header: ctx.id,
                                            **headers})
@@ -230,10 +232,13 @@ class Simulator:
             await resp.prepare(request)
             self.stats.streams_started += 1
             progress.stream_open = True
-            if drop:
+            if cut == "drop_stream":
                 await self._write(resp, steps[:_drop_point(steps, cfg)])
                 progress.stream_open = False
                 return _abort(request, progress, resp)
+            if cut == "stall_stream":
+                await self._write(resp, steps[:_drop_point(steps, cfg)])
+                await asyncio.get_running_loop().create_future()  # until the caller leaves
             await self._write(resp, steps)
         except ConnectionError:
             # The caller went away; with handler_cancellation this usually arrives as a
@@ -279,8 +284,9 @@ SIMULATOR = web.AppKey("simulator", Simulator)
 
 
 def _drop_point(steps: list[Step], cfg: SimConfig) -> int:
-    """How many steps drop_stream sends: the configured token count, else half the
-    tokens; never the closing step, so the stream is always left unfinished."""
+    """How many steps drop_stream / stall_stream send: the configured token count,
+    else half the tokens; never the closing step, so the stream is always left
+    unfinished."""
     token_steps = len(steps) - 1
     k = cfg.drop_after_tokens if cfg.drop_after_tokens is not None else max(1, token_steps // 2)
     return min(k, token_steps)
@@ -359,7 +365,7 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     a("--token-ms", type=float, default=d.token_ms, help="delay between tokens")
     a("--output-tokens", type=int, default=d.output_tokens,
       help="reply length in tokens, capped by the request's max tokens (default: %(default)s)")
-    for kind in ("429", "500", "503", "hang", "reset", "drop-stream"):
+    for kind in ("429", "500", "503", "hang", "reset", "drop-stream", "stall-stream"):
         a(f"--rate-{kind}", type=float, default=0.0, metavar="P",
           help=f"probability of a {kind} fault per request (0..1)")
     a("--retry-after", type=float, default=d.retry_after,

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
-FaultKind = Literal["429", "500", "503", "hang", "reset", "drop_stream", "bad_json"]
+FaultKind = Literal["429", "500", "503", "hang", "reset", "drop_stream", "bad_json",
+                    "stall_stream"]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 Rate = Annotated[float, msgspec.Meta(ge=0, le=1)]
@@ -32,6 +33,9 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_drop_stream: Rate = 0.0
     # A model that ignores response_format: the reply is plain text, not the JSON asked.
     rate_bad_json: Rate = 0.0
+    # A stream that goes silent after drop_after_tokens tokens (half by default) and
+    # stays open until the caller leaves; a hang on a JSON request.
+    rate_stall_stream: Rate = 0.0
     retry_after: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     seed: int = 0
     # When set, requests must present this key (Bearer or x-api-key) or get a 401.
@@ -41,7 +45,8 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # A misbehaving upstream that overruns the request's max_tokens (as hidden reasoning
     # or a provider bug would): replies are output_tokens long regardless.
     ignore_max_tokens: bool = False
-    # drop_stream cuts the stream after this many tokens (default: half the reply).
+    # drop_stream cuts (stall_stream stops) the stream after this many tokens (default:
+    # half the reply).
     drop_after_tokens: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # A provider's rate limit for our key, per sliding minute: answers carry the
     # provider's rate-limit headers, and a request over the limit gets a 429.
@@ -58,7 +63,7 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def rates(self) -> tuple[float, ...]:
         """Per-kind rates, in FAULT_KINDS order."""
         return (self.rate_429, self.rate_500, self.rate_503, self.rate_hang, self.rate_reset,
-                self.rate_drop_stream, self.rate_bad_json)
+                self.rate_drop_stream, self.rate_bad_json, self.rate_stall_stream)
 
     def merged(self, patch: dict[str, Any]) -> SimConfig:
         """A new config with `patch`'s fields replaced; raises msgspec.ValidationError."""
