@@ -3,19 +3,12 @@ made too)."""
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 
 from tollway.accounting.rows import LedgerRow
 from tollway.accounting.settlement import Answered, Failed, Outcome, Settlement
 from tollway.errors import TollwayError
 from tollway.gateway.call import Call
-
-# Row ids: a random prefix per process and a counter (unique across a fleet, and
-# cheaper than fresh randomness per request).
-_ROW_PREFIX = "row_" + os.urandom(6).hex() + "_"
-_row_seq = itertools.count()
 
 
 def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
@@ -33,13 +26,14 @@ def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
     else:
         status, name = 499, "aborted"
     return LedgerRow(
-        id=f"{_ROW_PREFIX}{next(_row_seq)}", request_id=call.request_id, ts=call.started,
+        id=call.row_id, request_id=call.request_id, ts=call.started,
         status=status, outcome=name,
         key_id=caller.key.id if caller.key is not None else None,
         key_lineage=(caller.key.lineage if caller.key is not None
                      else "master" if caller.master else None),
         user=caller.user, team=caller.team, feature=caller.feature,
-        conversation=call.conversation, model_asked=call.model_asked,
+        conversation=call.conversation, conversation_owner=call.conversation_owner,
+        model_asked=call.model_asked,
         model=dep.model if dep is not None else None,
         provider=dep.provider if dep is not None else None,
         tier=plan.tier if plan is not None else None,
