@@ -1,5 +1,6 @@
 """Readiness: can this process serve? Checks the store directory and each provider
-without spending money (no paid API is called)."""
+without spending money (no paid API is called), and says whether the budget counters
+are current."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 async def readiness(config: Config, gateway: Gateway) -> dict[str, Any]:
     store = _store_check(config)
+    store["budget_counters"] = gateway.recovery.state
     providers: dict[str, Any] = {}
     for alias, mc in config.models.items():
         for d in mc.deployments:
