@@ -1,7 +1,8 @@
-"""Budgets that survive their store.
+"""Budgets that survive their store, and replicas that start without it.
 
 Redis: a redis-server of the test's own, restarted empty or flushed mid-run (never
-the machine's shared Redis). PostgreSQL: the machine's, a scratch database per module.
+the machine's shared Redis). PostgreSQL: the machine's, a scratch database per module
+(closed to connections where a test says so).
 
 Every request of a budgeted key here costs exactly its worst case (the simulator
 answers `max_tokens` tokens), so a budget of N worst cases admits N requests, and any
@@ -11,22 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import asyncpg
 import openai
 import orjson
 import pytest
 
 from tests.conftest import gateway_config
-from tests.helpers.admin import admin, create_key, ledger_rows
+from tests.helpers.admin import admin, call, create_key, ledger_rows
 from tests.helpers.clients import past_503s, status_of
-from tests.helpers.gateway import GatewayHandle
+from tests.helpers.gateway import GatewayHandle, start_gateway
 from tests.helpers.gateway import fleet as fleet_of
-from tests.helpers.postgres import scratch_database, url_of
+from tests.helpers.postgres import run_sql, scratch_database, url_of
 from tests.helpers.redis import RedisServer
 from tests.helpers.sim import SimHandle
 from tollway.accounting.tokens import count_request
+from tollway.store.postgres import migrations
 from tollway.wire.openai import parse_chat_request
 
 MASTER = "master-" + os.urandom(8).hex()
@@ -204,3 +208,71 @@ async def test_a_fleets_budget_holds_when_redis_is_flushed_mid_run(
     assert rows == traffic.sent
     assert usd <= limit * (1 + 1e-9)
     assert sim_spent(fresh_sim) <= limit * (1 + 1e-9)
+
+
+# Item 9: a replica that starts while Redis and PostgreSQL are down.
+
+@pytest.fixture
+def closed_database() -> Iterator[str]:
+    """A new database that refuses connections (until the test opens it)."""
+    with scratch_database("tollway_boot") as db:
+        asyncio.run(run_sql(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false'))
+        yield db
+
+
+async def test_a_replica_starts_with_its_store_down_and_connects_by_itself(
+        sim: SimHandle, fresh_sim: SimHandle, closed_database: str) -> None:
+    redis = RedisServer()  # not started yet
+    cfg = shared_config(sim, redis, url_of(closed_database))
+    cfg["budgets"] = {"features": {"metered": [{"usd": 1.0, "period": "day"}]}}
+    gw = start_gateway(cfg, env={"TOLLWAY_MASTER_KEY": MASTER})
+    try:
+        await _serves_by_the_failure_policy_then_recovers(gw, redis, closed_database)
+    finally:
+        gw.stop()
+        redis.stop()
+    assert "Traceback" not in gw.log()
+
+
+async def _serves_by_the_failure_policy_then_recovers(gw: GatewayHandle, redis: RedisServer,
+                                                      db: str) -> None:
+    status, ready = call(gw.url, MASTER, "GET", "/health/ready")
+    assert status == 200 and ready["store"]["down"] == ["postgres", "redis"]
+    assert ready["store"]["budget_counters"] == "unknown"
+    master = openai.AsyncOpenAI(base_url=gw.base_url, api_key=MASTER, max_retries=0)
+    stranger = openai.AsyncOpenAI(base_url=gw.base_url, api_key="tw-" + "x" * 40,
+                                  max_retries=0)
+    traffic = Traffic()
+    metered: Any = {"extra_headers": {"x-tollway-feature": "metered"}}
+    try:
+        # Rate limits in the process, the ledger in memory: unbudgeted requests go on;
+        # budgets and keys fail closed.
+        assert await master.chat.completions.create(model="sim", messages=MESSAGES)
+        with pytest.raises(openai.APIStatusError) as budgeted:
+            await master.chat.completions.create(model="sim", messages=MESSAGES, **metered)
+        with pytest.raises(openai.APIStatusError) as keyed:
+            await stranger.chat.completions.create(model="sim", messages=MESSAGES)
+        assert budgeted.value.status_code == keyed.value.status_code == 503
+        traffic.sent += 3
+
+        redis.start()
+        await run_sql(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        deadline = time.monotonic() + 20
+        while (ready := call(gw.url, MASTER, "GET", "/health/ready")[1])["store"]["down"]:
+            assert time.monotonic() < deadline, ready
+            await asyncio.sleep(0.1)  # another process reconnecting: nothing to await
+        status, refused = await past_503s(lambda: status_of(master.chat.completions.create(
+            model="sim", messages=MESSAGES, **metered)))
+        traffic.sent += 1 + refused
+        assert status == 200
+    finally:
+        await master.close()
+        await stranger.close()
+    conn = await asyncpg.connect(url_of(db))
+    try:
+        applied = [r[0] for r in await conn.fetch(
+            "SELECT version FROM schema_migrations ORDER BY version")]
+    finally:
+        await conn.close()
+    assert applied == [v for v, _ in migrations()]
+    assert len(ledger_rows(gw.url, MASTER)) == traffic.sent  # the buffered rows too

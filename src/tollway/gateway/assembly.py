@@ -117,8 +117,9 @@ class Gateway:
     # --- lifetime ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start serving. On a store that lost its budget counters (or a fresh one),
-        they are rebuilt before this returns."""
+        """Start serving, whatever is down: the store's parts that are unreachable go on
+        connecting in the background (store/shared.py). On a store that lost its budget
+        counters (or a fresh one), they are rebuilt before this returns."""
         await self.store.open()
         self.ledger.start()
         self.observer.start()

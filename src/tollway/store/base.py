@@ -199,6 +199,14 @@ class CacheStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class PartHealth:
+    """One part of a store: reachable or not (and why not)."""
+
+    up: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationInfo:
     """A server-side conversation, without its turns."""
 
@@ -274,7 +282,13 @@ class Store(Protocol):
     conversations: ConversationStore
 
     async def open(self) -> None:
-        """Connect (and migrate); before the first use."""
+        """Connect (and migrate) before the first use. A part that cannot be reached
+        does not fail it: it keeps trying in the background, and its calls fail (each
+        caller's failure policy applies, store/outage.py) until it is connected."""
+        ...
+
+    async def health(self) -> dict[str, PartHealth]:
+        """Each part that can be down, now (for /health/ready)."""
         ...
 
     async def close(self) -> None: ...

@@ -29,6 +29,7 @@ from tollway.store.base import (
     LedgerStore,
     LimitStore,
     OnceStore,
+    PartHealth,
 )
 from tollway.store.embedded_cache import EmbeddedCache
 from tollway.store.embedded_conversations import EmbeddedConversations
@@ -156,6 +157,10 @@ class EmbeddedStore:
 
     async def open(self) -> None:
         """Nothing to do: the database opened with the store (zero setup)."""
+
+    async def health(self) -> dict[str, PartHealth]:
+        return {}  # a local file: nothing to be unreachable
+
     async def close(self) -> None:
         await self.cache.close()
         self._db.close()

@@ -91,9 +91,11 @@ class PostgresStore:
     migrates)."""
 
     def __init__(self, url: str, *, pool_size: int = 10, ping_seconds: float = 5.0,
-                 command_timeout: float | None = 60.0) -> None:
+                 command_timeout: float | None = 60.0, connect_timeout: float = 5.0) -> None:
         self.url = url
         self.pool_size = pool_size
+        # A database that does not answer fails a connection attempt (retried) in this.
+        self.connect_timeout = connect_timeout
         # A hung query fails rather than stalls its caller (the ledger writer retries).
         self.command_timeout = command_timeout
         self.ping_seconds = ping_seconds  # how soon a silently dead LISTEN is noticed
@@ -108,14 +110,15 @@ class PostgresStore:
     @property
     def pool(self) -> Any:
         if self._pool is None:
-            raise RuntimeError("PostgresStore is not open")
+            raise ConnectionError("PostgreSQL is not connected (yet)")
         return self._pool
 
     async def open(self) -> None:
         if self._pool is not None:
             return
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size,
-                                               command_timeout=self.command_timeout)
+                                               command_timeout=self.command_timeout,
+                                               timeout=self.connect_timeout)
         try:
             await self.migrate()
             lost = await self._listen()
@@ -125,6 +128,9 @@ class PostgresStore:
             raise
         self._watch = asyncio.create_task(self._keep_listening(lost),
                                           name="tollway-postgres-listen")
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
 
     async def migrate(self) -> list[int]:
         async with self.pool.acquire() as conn:
@@ -144,7 +150,8 @@ class PostgresStore:
     async def _listen(self) -> asyncio.Event:
         """Connect and LISTEN; then (and only then) the key cache may fill. The event
         is set when the connection is lost."""
-        conn = await asyncpg.connect(self.url, server_settings={"application_name": LISTENER})
+        conn = await asyncpg.connect(self.url, timeout=self.connect_timeout,
+                                     server_settings={"application_name": LISTENER})
         lost = asyncio.Event()
 
         def on_lost(_conn: Any) -> None:

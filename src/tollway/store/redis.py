@@ -601,6 +601,9 @@ class RedisStore:
         self.limits: LimitStore = RedisLimits(self._scripts, self.prefix, use_server_time)
         self.once: OnceStore = RedisOnce(self.client, self.prefix)
 
+    async def ping(self) -> None:
+        await self.client.ping()
+
     async def open(self) -> None:
         await self.client.ping()
         for script in self._scripts.all():
