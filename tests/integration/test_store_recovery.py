@@ -138,6 +138,10 @@ def spent(fleet: list[GatewayHandle], key_id: str) -> tuple[int, float]:
     return len(rows), sum(r["cost_usd"] for r in rows)
 
 
+def rebuilds_logged(fleet: list[GatewayHandle]) -> int:
+    return sum(g.log().count("budget counters rebuilt from the ledger") for g in fleet)
+
+
 def sim_spent(sim: SimHandle) -> float:
     """What the upstream itself says was used: every request it got read the prompt,
     and every token it wrote was generated."""
@@ -198,12 +202,14 @@ async def test_a_fleets_budget_holds_when_redis_is_flushed_mid_run(
     assert wave_a == [200] * 20
     fresh_sim.config(ttft_ms=4000)  # wave B: in flight across the flush and the rebuild
     wave_b = asyncio.ensure_future(traffic.burst(per_replica, 10))
-    await asyncio.to_thread(fresh_sim.wait_for, lambda s: s["requests"] == 30)
+    await asyncio.to_thread(fresh_sim.wait_for, lambda s: s["requests"] == 30, 10.0)
     fresh_sim.config(ttft_ms=20)
+    rebuilds = rebuilds_logged(fleet)
     assert own_redis.cli("flushall") == "OK"
     wave_c = await traffic.burst(per_replica, 570, traffic.past_503s)
     assert await wave_b == [200] * 10
     assert set(wave_c) <= {200, 429} and wave_c.count(200) <= 10
+    assert rebuilds_logged(fleet) == rebuilds + 1  # one replica rebuilt, for the fleet
     rows, usd = spent(fleet, rec["id"])
     assert rows == traffic.sent
     assert usd <= limit * (1 + 1e-9)
