@@ -282,9 +282,7 @@ async def test_a_hold_is_known_to_its_process_until_it_is_settled() -> None:
     applied = adm.budgets(Caller(), None, NOW)
     releases = Releases()
     await adm.admit(Admission(), [], applied, 2.0, 300, NOW, releases, "row_7")
-    (live,) = adm.held.holds.values()
-    assert (live.id, list(live.claims), live.expires_at) == (
-        "row_7", budget.claims(applied, 2.0, 300), NOW + 900)
+    assert adm.held.holds == {"row_7": (budget.claims(applied, 2.0, 300), NOW + 900)}
     await releases.unwind(Aborted(), SPENT, "req")
     assert adm.held.holds == {}
 

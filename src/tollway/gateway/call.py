@@ -95,11 +95,6 @@ class Call(msgspec.Struct, eq=False):
         """The conversation it is charged to: a stored one, else the label."""
         return self.thread.id if self.thread is not None else self.asks.conversation
 
-    @property
-    def conversation_owner(self) -> str | None:
-        """Whose conversation it is charged to (budgets count per owner)."""
-        return self.caller.owner if self.conversation is not None else None
-
     def begin(self, req: ChatRequest) -> InputCount:
         """The body is read: what was asked, and the end user it names."""
         self.model_asked, self.stream = req.model, req.stream

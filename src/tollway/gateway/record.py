@@ -13,7 +13,7 @@ from tollway.gateway.call import Call
 
 def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
     caller, dep, usage = call.caller, call.attempts.deployment, s.usage
-    plan, history = call.plan, call.history
+    plan, history, conversation = call.plan, call.history, call.conversation
     error: TollwayError | None = None
     # The status the caller got: 200 (a stream that began and ended), the error's, or
     # 499 for a client that went away.
@@ -32,7 +32,9 @@ def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
         key_lineage=(caller.key.lineage if caller.key is not None
                      else "master" if caller.master else None),
         user=caller.user, team=caller.team, feature=caller.feature,
-        conversation=call.conversation, conversation_owner=call.conversation_owner,
+        conversation=conversation,
+        # Its budgets are counted per owner (policy/budget.py).
+        conversation_owner=caller.owner if conversation is not None else None,
         model_asked=call.model_asked,
         model=dep.model if dep is not None else None,
         provider=dep.provider if dep is not None else None,

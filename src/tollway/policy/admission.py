@@ -20,7 +20,7 @@ from tollway.errors import Unavailable
 from tollway.policy import budget, limits
 from tollway.policy.auth import Caller
 from tollway.policy.recovery import RETRY_AFTER, Held
-from tollway.store.base import LiveHold, Store
+from tollway.store.base import Store
 from tollway.store.outage import Outages
 
 
@@ -151,5 +151,5 @@ class Admitter:
             raise budget.refusal(applied[i], got.levels[i], claims[i].amount,
                                  cfg.refuse_status, now)
         hold.taken = True
-        held.holds[hold.id] = LiveHold(hold.id, claims, expires_at)
+        held.holds[hold.id] = (claims, expires_at)
         return budget.remaining_usd(applied, got.levels)

@@ -34,7 +34,7 @@ from typing import Literal
 
 from tollway.config import Config
 from tollway.policy import budget
-from tollway.store.base import LiveHold, Store
+from tollway.store.base import Claim, LiveHold, Store
 
 log = logging.getLogger("tollway")
 
@@ -53,7 +53,9 @@ class Held:
     """What this process took from budgets and has not given back yet."""
 
     def __init__(self) -> None:
-        self.holds: dict[str, LiveHold] = {}  # by hold id, until settled
+        # By hold id, until settled: its claims and expiry (a plain tuple: one is made
+        # per budgeted request).
+        self.holds: dict[str, tuple[list[Claim], float]] = {}
         self.unsettled: dict[str, list[tuple[str, float]]] = {}  # hold id -> charges
         self.lost = asyncio.Event()  # a reserve found the counters not current
 
@@ -140,7 +142,9 @@ class BudgetRecovery:
             await self._rebuild()
 
     async def _hand_back(self) -> None:
-        await self.store.budgets.restore(list(self.held.holds.values()), self.clock())
+        holds = [LiveHold(hold_id, claims, expires_at)
+                 for hold_id, (claims, expires_at) in self.held.holds.items()]
+        await self.store.budgets.restore(holds, self.clock())
         await self._flush()
 
     async def _rebuild(self) -> None:
