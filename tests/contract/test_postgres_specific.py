@@ -15,7 +15,15 @@ import asyncpg
 import msgspec
 import pytest
 
-from tollway.accounting.rows import SPEND_GROUPS, LedgerRow, SpendRow, spend_of
+from tollway.accounting.rows import (
+    CHARGE_FIELDS,
+    SPEND_GROUPS,
+    Charged,
+    LedgerRow,
+    SpendRow,
+    charged_of,
+    spend_of,
+)
 from tollway.keys import mint
 from tollway.store import postgres as pgmod
 from tollway.store.postgres import (
@@ -236,6 +244,40 @@ async def test_spend_in_sql_matches_spend_of(pg: PostgresStore) -> None:
 
     with pytest.raises(ValueError):
         await pg.ledger.spend("colour")
+
+
+def _charged_key(c: Charged) -> tuple[tuple[bool, str], ...]:
+    return tuple((getattr(c, f) is None, getattr(c, f) or "")
+                 for f in ("period", *CHARGE_FIELDS))
+
+
+async def test_charged_in_sql_matches_charged_of(pg: PostgresStore) -> None:
+    """What a rebuild of the budget counters reads: the same groups and sums in SQL as
+    in Python, for any fields grouped by, with the rows it is told to leave out."""
+    rnd = random.Random(3)
+    rows = [msgspec.structs.replace(
+        r, conversation=c, conversation_owner=c and rnd.choice(["key_a", "key_a/bob"]),
+        key_id=rnd.choice([None, "key_a", "key_b"]),
+        cost_usd=rnd.choice([r.cost_usd, 0.0]),
+        input_tokens=rnd.choice([r.input_tokens, 0]), output_tokens=r.output_tokens % 7)
+        for r in _rows(3000, seed=11)
+        for c in [rnd.choice([None, "c1", "c2"])]]
+    await pg.ledger.append(rows)
+    day, month = 1_700_006_400.0 + 3 * _DAY, 1_700_006_400.0 + _DAY
+    left_out = {r.id for r in rows[::7]}
+
+    async def exclude() -> set[str]:
+        return left_out
+
+    for by in ([], ["team"], ["key_id", "user"], list(CHARGE_FIELDS)):
+        got = sorted(await pg.ledger.charged(by, day, month, exclude), key=_charged_key)
+        want = sorted(charged_of(rows, by, day, month, left_out), key=_charged_key)
+        assert [_charged_key(c) for c in got] == [_charged_key(c) for c in want]
+        for g, w in zip(got, want, strict=True):
+            assert g.tokens == w.tokens
+            assert g.usd == pytest.approx(w.usd, rel=1e-12)
+    with pytest.raises(ValueError):
+        await pg.ledger.charged(["model"], day, month, exclude)
 
 
 async def test_a_nul_in_a_caller_supplied_field_does_not_block_the_batch(

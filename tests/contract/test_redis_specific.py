@@ -15,7 +15,7 @@ import redis
 from redis.crc import key_slot
 
 from tests.contract.conftest import REDIS_URL, drop_prefix, new_prefix, open_redis
-from tollway.store.base import Claim
+from tollway.store.base import Claim, LiveHold
 from tollway.store.memory import MemoryBudgets, MemoryLimits
 from tollway.store.redis import RedisStore, counter_ttl
 
@@ -42,7 +42,11 @@ async def replicas() -> AsyncIterator[Opener]:
 
 
 async def _keys(r: RedisStore) -> list[str]:
-    return sorted([k.decode() async for k in r.client.scan_iter(match=f"{r.prefix}*")])
+    """The prefix's keys but the mark that its counters are current (it lives as long as
+    they do)."""
+    current = f"{r.prefix}{{b}}:current"
+    return sorted([k.decode() async for k in r.client.scan_iter(match=f"{r.prefix}*")
+                   if k.decode() != current])
 
 
 # Atomic across replicas.
@@ -205,6 +209,83 @@ async def test_an_entry_that_slid_out_leaves_its_counter_empty(replicas: Opener)
     assert await _keys(r) == []
 
 
+# After Redis lost the counters (restarted empty, failed over, flushed).
+
+async def _lose_everything(r: RedisStore) -> None:
+    await drop_prefix(r, r.prefix)  # as FLUSHALL would, for this prefix only
+
+
+async def test_without_the_mark_a_reserve_takes_nothing_and_says_stale(
+        replicas: Opener) -> None:
+    r = await replicas()
+    await _lose_everything(r)
+    got = await r.budgets.reserve("h1", [Claim("c", 10, 1)], 1e12, 0)
+    assert got.stale and got.refused is None
+    assert await r.budgets.levels(["c"], 0) == [0.0] and await _keys(r) == []
+
+
+async def test_a_settle_while_stale_still_charges_and_is_recorded_as_lost(
+        replicas: Opener) -> None:
+    r = await replicas()
+    await r.budgets.reserve("h1", [Claim("c", 10, 4)], 1e12, 0)
+    await _lose_everything(r)
+    assert await r.budgets.settle("h1", [("c", 1.5)]) is True
+    assert await r.budgets.settle("h2", [("c", 0.0)]) is True
+    assert await r.budgets.levels(["c"], 0) == [1.5]
+    assert await r.budgets.lost_settles() == {"h1", "h2"}
+
+
+async def test_one_replica_at_a_time_holds_the_rebuild_lease(replicas: Opener) -> None:
+    one, two = await replicas(), await replicas()
+    await _lose_everything(one)
+    assert await one.budgets.claim_rebuild("t1", 60) == "mine"
+    assert await two.budgets.claim_rebuild("t2", 60) == "busy"
+    assert await one.budgets.claim_rebuild("t1", 60) == "mine"  # renewed
+    assert await two.budgets.commit_rebuild("t2", [("c", 1.0)]) is False
+    assert await one.budgets.levels(["c"], 0) == [0.0]  # a commit without the lease: nothing
+    await two.budgets.release_rebuild("t2")  # not its lease: no effect
+    assert await two.budgets.claim_rebuild("t2", 60) == "busy"
+    await one.budgets.release_rebuild("t1")
+    assert await two.budgets.claim_rebuild("t2", 60) == "mine"
+    assert await two.budgets.commit_rebuild("t2", []) is True
+    assert await one.budgets.claim_rebuild("t1", 60) == "current"
+    assert (await one.budgets.reserve("h", [Claim("c", 1, 1)], 1e12, 0)).stale is False
+
+
+async def test_a_rebuild_raises_counters_to_the_ledger_plus_what_was_settled_since(
+        replicas: Opener) -> None:
+    """max(level, settled since the loss + the ledger's figure): exact after a loss, and
+    no double count where a counter survived (only the mark was lost)."""
+    r = await replicas()
+    b = r.budgets
+    await b.settle("s0", [("kept/usd/total", 5.0)])  # survives: the mark alone goes
+    await r.client.delete(f"{r.prefix}{{b}}:current")
+    await b.settle("s1", [("late/usd/d20261122", 1.0)])  # settled after the loss
+    assert await b.claim_rebuild("t", 60) == "mine"
+    ledger = [("kept/usd/total", 3.0), ("late/usd/d20261122", 4.0), ("new/usd/total", 2.0)]
+    assert await b.commit_rebuild("t", ledger) is True
+    assert await b.levels([c for c, _ in ledger], 0) == [5.0, 5.0, 2.0]
+    assert await r.client.ttl(f"{r.prefix}{{b}}:spent:late/usd/d20261122") >= 2 * 86400 - 5
+    assert await b.lost_settles() == set()  # the loss's records go with the rebuild
+
+
+async def test_restore_puts_back_only_the_holds_that_were_lost(replicas: Opener) -> None:
+    r = await replicas()
+    b = r.budgets
+    await b.reserve("h1", [Claim("c", 10, 2), Claim("d", 10, 1)], 100, 0)
+    await _lose_everything(r)
+    await b.settle("h2", [("c", 0.5)])  # its request finished while the store was empty
+    holds = [LiveHold("h1", [Claim("c", 10, 2), Claim("d", 10, 1)], 100),
+             LiveHold("h2", [Claim("c", 10, 3)], 100),  # settled: not put back
+             LiveHold("h3", [Claim("c", 10, 4)], 5)]  # expired by now
+    await b.restore(holds, now=10)
+    await b.restore(holds, now=10)  # again: nothing twice
+    assert await b.levels(["c", "d"], 10) == [2.5, 1.0]
+    assert await b.settle("h1", [("c", 1.0), ("d", 0.0)]) is True
+    assert await b.levels(["c", "d"], 10) == [1.5, 0.0]
+    assert await b.levels(["c"], 101) == [1.5]
+
+
 # Layout and scripts.
 
 async def test_every_script_touches_one_cluster_slot(replicas: Opener) -> None:
@@ -225,8 +306,8 @@ async def test_every_script_touches_one_cluster_slot(replicas: Opener) -> None:
 async def test_open_loads_the_scripts_by_sha(replicas: Opener) -> None:
     r = await replicas()
     shas = [s.sha for s in vars(r._scripts).values()]
-    assert len(set(shas)) == 7
-    assert await r.client.script_exists(*shas) == [True] * 7
+    assert len(set(shas)) == 12
+    assert await r.client.script_exists(*shas) == [True] * 12
 
 
 async def test_errors_propagate() -> None:

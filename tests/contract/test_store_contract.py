@@ -91,6 +91,28 @@ async def test_ledger_appends_are_idempotent_and_grouped(store: Store) -> None:
     assert [s.group for s in only_last] == ["chat"]
 
 
+async def test_ledger_says_what_rows_charged_per_period(store: Store) -> None:
+    """What a rebuild of the budget counters reads: rows summed per period and per the
+    fields asked for, the rows named by `exclude` and those that cost nothing left out."""
+    day, month = 1_700_000_010.0, 1_700_000_005.0
+    await store.ledger.append([
+        _row(0, team="a", cost_usd=0.5, input_tokens=3, output_tokens=4),  # before the month
+        _row(6, team="a", cost_usd=0.25, input_tokens=1, output_tokens=1),  # the month
+        _row(7, team="b", cost_usd=0.125),
+        _row(11, team="a", cost_usd=1.0, output_tokens=9),  # today
+        _row(12, team="a", cost_usd=8.0),  # settled since a loss: left out
+        _row(13, team="a")])  # nothing charged
+
+    async def exclude() -> set[str]:
+        return {"row12"}
+
+    got = await store.ledger.charged(["team"], day, month, exclude)
+    assert sorted((c.period, c.team, c.usd, c.tokens) for c in got) == [
+        ("day", "a", 1.0, 9.0), ("month", "a", 0.25, 2.0), ("month", "b", 0.125, 0.0),
+        ("total", "a", 0.5, 7.0)]
+    assert all(c.user is None and c.key_id is None for c in got)
+
+
 async def test_ledger_rows_come_in_pages(store: Store) -> None:
     rows = [_row(i) for i in range(7)] + [_row(7, ts=1_700_000_003.0)]  # a ts tie: by id
     await store.ledger.append(rows)

@@ -6,6 +6,9 @@ descriptor a newer connection reuses by then: that connection's reply never come
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -49,3 +52,23 @@ async def abandon_stream(url: str, body: dict[str, Any], headers: dict[str, str]
                 break
         resp.connection.transport.abort()  # type: ignore[union-attr]
         resp.close()
+
+async def status_of(request: Awaitable[object]) -> int:
+    """The HTTP status a request got (200 once the SDK has its answer)."""
+    try:
+        await request
+        return 200
+    except openai.APIStatusError as e:
+        return e.status_code
+
+
+async def past_503s(send: Callable[[], Awaitable[int]], every: float = 0.5,
+                    deadline_s: float = 20) -> tuple[int, int]:
+    """`send()` (a request, its status) again every `every` seconds while it gets 503 (a
+    store being reconnected or rebuilt): the status it got then, and how many 503s."""
+    deadline, refused = time.monotonic() + deadline_s, 0
+    while (status := await send()) == 503:
+        refused += 1
+        assert time.monotonic() < deadline, f"still 503 after {deadline_s}s"
+        await asyncio.sleep(every)  # another process's state: nothing to await
+    return status, refused

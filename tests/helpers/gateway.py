@@ -9,6 +9,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,17 @@ def start_gateway(config: dict[str, Any] | None = None, *, env: dict[str, str] |
         proc.kill()
         raise
     return GatewayHandle(url=url, port=port, proc=proc, workdir=workdir)
+
+
+@contextmanager
+def fleet(config: dict[str, Any], n: int = 3, *, env: dict[str, str] | None = None
+          ) -> Iterator[list[GatewayHandle]]:
+    """`n` gateways on one configuration (a shared store: a fleet), stopped afterwards."""
+    handles: list[GatewayHandle] = []
+    try:
+        for _ in range(n):
+            handles.append(start_gateway(config, env=env))
+        yield handles
+    finally:
+        for h in handles:
+            h.stop()

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from tests.conftest import gateway_config
 from tests.helpers.admin import admin, create_key, ledger_rows
 from tests.helpers.gateway import GatewayHandle, start_gateway
+from tests.helpers.gateway import fleet as fleet_of
 from tests.helpers.postgres import scratch_database, url_of
 from tests.helpers.sim import SimHandle
 from tollway.accounting.tokens import count_request
@@ -48,14 +49,10 @@ def fleet(sim: SimHandle, postgres_url: str) -> Iterator[list[GatewayHandle]]:
     cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
     cfg["rate_limits"] = {"models": {"sim-alias-limited": {"rpm": 60}}}
     cfg["models"]["sim-alias-limited"] = cfg["models"]["sim"]  # type: ignore[index]
-    handles: list[GatewayHandle] = []
     try:
-        for _ in range(3):
-            handles.append(start_gateway(cfg, env={"TOLLWAY_MASTER_KEY": MASTER}))
-        yield handles
+        with fleet_of(cfg, env={"TOLLWAY_MASTER_KEY": MASTER}) as handles:
+            yield handles
     finally:
-        for h in handles:
-            h.stop()
         asyncio.run(flush())
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,44 +19,14 @@ import pytest
 
 from tests.conftest import gateway_config
 from tests.helpers.admin import admin, create_key, ledger_rows
-from tests.helpers.gateway import GatewayHandle, free_port, start_gateway
+from tests.helpers.clients import past_503s, status_of
+from tests.helpers.gateway import GatewayHandle, start_gateway
 from tests.helpers.postgres import run_sql, scratch_database, url_of
+from tests.helpers.redis import RedisServer
 from tests.helpers.sim import SimHandle
 
 MASTER = "master-" + os.urandom(8).hex()
 MESSAGES: Any = [{"role": "user", "content": "Still there?"}]
-
-
-class RedisServer:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
-                             check=False).stdout.strip() != b"PONG":
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)  # waiting for a port to open: no event to await
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    r = RedisServer()
-    r.start()
-    try:
-        yield r
-    finally:
-        r.stop()
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +36,9 @@ def database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def ogw(sim: SimHandle, redis_server: RedisServer, database: str) -> Iterator[GatewayHandle]:
+def ogw(sim: SimHandle, own_redis: RedisServer, database: str) -> Iterator[GatewayHandle]:
     cfg = gateway_config(sim.url)
-    cfg["store"] = {"redis_url": f"redis://127.0.0.1:{redis_server.port}/0",
+    cfg["store"] = {"redis_url": own_redis.url,
                     "postgres_url": url_of(database)}
     cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
     cfg["rate_limits"] = {"models": {"sim": {"rpm": 10_000}}}
@@ -92,16 +61,18 @@ async def send(c: openai.AsyncOpenAI, n: int) -> list[int]:
     return out
 
 
-async def test_redis_down_and_back(ogw: GatewayHandle, redis_server: RedisServer,
+async def test_redis_down_and_back(ogw: GatewayHandle, own_redis: RedisServer,
                                    fresh_sim: SimHandle) -> None:
     secret, _ = create_key(ogw.url, MASTER, budgets=[{"usd": 1.0, "period": "day"}])
     budgeted = openai.AsyncOpenAI(base_url=ogw.base_url, api_key=secret, max_retries=0)
     plain = openai.AsyncOpenAI(base_url=ogw.base_url, api_key=MASTER, max_retries=0)
     assert await send(budgeted, 5) == [200] * 5
-    redis_server.stop()
+    own_redis.stop()
     down_budgeted = await send(budgeted, 5)
     down_plain = await send(plain, 5)
-    redis_server.start()
+    own_redis.start()  # empty: budgeted requests wait for the counters' rebuild
+    assert (await past_503s(lambda: status_of(budgeted.chat.completions.create(
+        model="sim", messages=MESSAGES, max_tokens=5))))[0] == 200
     back = await send(budgeted, 5)
     await budgeted.close()
     await plain.close()

@@ -21,6 +21,7 @@ from tollway.keys import KeyRecord
 from tollway.policy import budget
 from tollway.policy.admission import Admission, Admitter
 from tollway.policy.auth import Caller
+from tollway.policy.recovery import RETRY_AFTER, BudgetRecovery
 from tollway.store.base import BudgetStore, Claim, LimitStore, Reservation, Store
 from tollway.store.memory import MemoryBudgets, MemoryLimits
 
@@ -135,7 +136,7 @@ async def test_a_ticket_is_taken_and_settled_to_the_tokens_used() -> None:
     rate = adm.rate_limits(Caller(key=key()), "m")
     releases = Releases()
     got = Admission()
-    await adm.admit(got, rate, [], 0.0, 500, NOW, releases)
+    await adm.admit(got, rate, [], 0.0, 500, NOW, releases, "row_1")
     assert got.ticket is not None and not got.ticket.local
     c = counters(rate)
     assert (await level(parts.limits, c["tokens"]), await level(parts.limits, c["requests"])
@@ -153,7 +154,7 @@ async def test_the_worst_case_is_held_then_settled_to_the_real_cost() -> None:
     applied = adm.budgets(Caller(), None, NOW)
     releases = Releases()
     got = Admission()
-    await adm.admit(got, [], applied, 2.0, 300, NOW, releases)
+    await adm.admit(got, [], applied, 2.0, 300, NOW, releases, "row_2")
     assert got.held == applied and got.remaining_usd == 8.0 and got.ticket is None
     held = [a.counter for a in applied]
     assert await parts.budgets.levels(held, NOW) == [2.0, 300]
@@ -166,7 +167,8 @@ async def test_the_hold_is_released_even_when_cancelled_while_the_store_reserves
     adm, _, _ = admitter(BUDGETS, Parts(budgets=watched))
     applied = adm.budgets(Caller(), None, NOW)
     releases = Releases()
-    admit = asyncio.create_task(adm.admit(Admission(), [], applied, 2.0, 300, NOW, releases))
+    admit = asyncio.create_task(adm.admit(Admission(), [], applied, 2.0, 300, NOW, releases,
+                                          "row_c"))
     await watched.asked.wait()
     assert [what for what, _ in releases.pending] == ["budget hold"]  # before the answer
 
@@ -192,7 +194,7 @@ async def test_a_refusal_raises_and_leaves_nothing_to_settle_on_budgets(status: 
     releases = Releases()
     admitted = Admission()
     with pytest.raises(BudgetExceeded) as got:
-        await adm.admit(admitted, rate, applied, 2.0, 300, NOW, releases)
+        await adm.admit(admitted, rate, applied, 2.0, 300, NOW, releases, "row_3")
     assert got.value.status == status and got.value.budget == applied[0]
     # The refusal's reply still shows the rate limits taken; no budget was held.
     assert admitted.ticket is not None and admitted.held == []
@@ -206,7 +208,7 @@ async def test_with_the_limits_store_down_this_process_limits_alone() -> None:
     rate = adm.rate_limits(Caller(key=key()), "m")
     releases = Releases()
     got = Admission()
-    await adm.admit(got, rate, [], 0.0, 500, NOW, releases)
+    await adm.admit(got, rate, [], 0.0, 500, NOW, releases, "row_4")
     assert got.ticket is not None and got.ticket.local and failed == ["limits"]
     tokens = counters(rate)["tokens"]
     assert await level(parts.fallback_limits, tokens) == 500
@@ -218,7 +220,7 @@ async def test_with_the_budget_store_down_spending_pauses_when_closed() -> None:
     adm, _, failed = admitter(BUDGETS, Parts(budgets=cast(BudgetStore, Down())))
     with pytest.raises(Unavailable) as got:
         await adm.admit(Admission(), [], adm.budgets(Caller(), None, NOW), 2.0, 300, NOW,
-                        Releases())
+                        Releases(), "row_d")
     assert got.value.status == 503 and got.value.retry_after is not None
     assert "on_store_error: closed" in got.value.message and failed == ["budgets"]
 
@@ -228,5 +230,88 @@ async def test_with_the_budget_store_down_requests_go_unmetered_when_open() -> N
                               Parts(budgets=cast(BudgetStore, Down())))
     applied = adm.budgets(Caller(), None, NOW)
     got = Admission()
-    await adm.admit(got, [], applied, 2.0, 300, NOW, Releases())
+    await adm.admit(got, [], applied, 2.0, 300, NOW, Releases(), "row_e")
     assert got.held == applied and got.remaining_usd is None and failed == ["budgets"]
+
+
+# The store lost its counters (policy/recovery.py rebuilds them); settles it refused.
+
+class Lost(MemoryBudgets):
+    """Budgets whose counters are being rebuilt: every reserve is `stale`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settled: list[tuple[str, list[tuple[str, float]]]] = []
+
+    async def reserve(self, hold_id: str, claims: Sequence[Claim], expires_at: float,
+                      now: float) -> Reservation:
+        return Reservation([], stale=True)
+
+    async def settle(self, hold_id: str, charges: Sequence[tuple[str, float]]) -> bool:
+        self.settled.append((hold_id, list(charges)))
+        return await super().settle(hold_id, charges)
+
+
+async def test_while_the_counters_are_rebuilt_spending_pauses_when_closed() -> None:
+    adm, _, failed = admitter(BUDGETS, Parts(budgets=(lost := Lost())))
+    releases = Releases()
+    with pytest.raises(Unavailable) as got:
+        await adm.admit(Admission(), [], adm.budgets(Caller(), None, NOW), 2.0, 300, NOW,
+                        releases, "row_f")
+    assert got.value.status == 503 and got.value.retry_after == RETRY_AFTER
+    assert "being rebuilt from the ledger" in got.value.message
+    assert adm.held.lost.is_set() and failed == []  # the recovery is woken; not an outage
+    await releases.unwind(Failed(got.value), settlement.ZERO, "req")
+    assert lost.settled == [] and adm.held.holds == {}
+
+
+async def test_while_the_counters_are_rebuilt_requests_go_unmetered_when_open() -> None:
+    adm, _, _ = admitter({"budgets": {**BUDGETS["budgets"], "on_store_error": "open"}},
+                         Parts(budgets=(lost := Lost())))
+    applied = adm.budgets(Caller(), None, NOW)
+    got, releases = Admission(), Releases()
+    await adm.admit(got, [], applied, 2.0, 300, NOW, releases, "row_1")
+    assert got.remaining_usd is None and adm.held.holds == {}
+    await releases.unwind(Aborted(), SPENT, "req")
+    # Its cost still reaches the counters (and the rebuild counts it once).
+    assert lost.settled == [("row_1", budget.charges(applied, SPENT.usd, SPENT.tokens))]
+
+
+async def test_a_hold_is_known_to_its_process_until_it_is_settled() -> None:
+    adm, _, _ = admitter(BUDGETS)
+    applied = adm.budgets(Caller(), None, NOW)
+    releases = Releases()
+    await adm.admit(Admission(), [], applied, 2.0, 300, NOW, releases, "row_7")
+    assert adm.held.holds == {"row_7": (budget.claims(applied, 2.0, 300), NOW + 900)}
+    await releases.unwind(Aborted(), SPENT, "req")
+    assert adm.held.holds == {}
+
+
+class RefusesSettles(MemoryBudgets):
+    """Budgets that take holds but fail every settle until `back` is set."""
+
+    back = False
+
+    async def settle(self, hold_id: str, charges: Sequence[tuple[str, float]]) -> bool:
+        if not self.back:
+            raise ConnectionError("store down (settle)")
+        return await super().settle(hold_id, charges)
+
+
+async def test_a_settle_the_store_refused_is_kept_and_made_when_it_is_back() -> None:
+    store = RefusesSettles()
+    adm, parts, failed = admitter(BUDGETS, Parts(budgets=store))
+    applied = adm.budgets(Caller(), None, NOW)
+    releases = Releases()
+    await adm.admit(Admission(), [], applied, 2.0, 300, NOW, releases, "row_9")
+    await releases.unwind(Aborted(), SPENT, "req")
+    assert failed == ["budgets"] and list(adm.held.unsettled) == ["row_9"]
+    counters_ = [a.counter for a in applied]
+    assert await store.levels(counters_, NOW) == [2.0, 300]  # still held at the worst case
+    recovery = BudgetRecovery(adm.config, cast(Store, parts), adm.held, asyncio.sleep)
+    with pytest.raises(ConnectionError):  # still down: kept for the next round
+        await recovery.check()
+    assert list(adm.held.unsettled) == ["row_9"]
+    store.back = True
+    await recovery.check()
+    assert adm.held.unsettled == {} and await store.levels(counters_, NOW) == [0.5, 120]

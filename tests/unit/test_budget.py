@@ -6,7 +6,9 @@ import calendar
 
 import pytest
 
+from tollway.accounting.rows import Charged
 from tollway.config import Budget, BudgetsConfig, DowngradeRule
+from tollway.keys import KeyRecord
 from tollway.policy import budget
 
 
@@ -90,3 +92,49 @@ def test_used_fraction_and_remaining_look_at_dollar_budgets() -> None:
     applied = budget.applicable(BudgetsConfig(), who, 0)
     assert budget.used_fraction(applied, [9.0, 100.0]) == 0.9
     assert budget.remaining_usd(applied, [9.0, 100.0]) == 1.0
+
+
+# What the ledger says the counters hold (the rebuild after the store lost them).
+
+def test_period_starts_are_utc_midnights() -> None:
+    assert budget.period_starts(utc(2026, 11, 22, 23, 59, 59)) == (utc(2026, 11, 22),
+                                                                   utc(2026, 11, 1))
+    assert budget.period_starts(utc(2027, 1, 1)) == (utc(2027, 1, 1), utc(2027, 1, 1))
+
+
+def test_the_ledger_is_read_by_only_the_fields_budgets_are_counted_by() -> None:
+    assert budget.ledger_fields(BudgetsConfig(global_=[Budget(usd=1)]), keyed=False) == []
+    cfg = BudgetsConfig(teams={"ml": [Budget(usd=1)]}, conversations=[Budget(usd=1)])
+    assert budget.ledger_fields(cfg, keyed=True) == [
+        "key_id", "team", "conversation_owner", "conversation"]
+
+
+def test_recounted_counts_each_row_in_the_windows_it_was_charged_to() -> None:
+    cfg = BudgetsConfig(global_=[Budget(usd=100, period="day"), Budget(usd=100, period="month"),
+                                 Budget(tokens=10**6, period="total")],
+                        users={"*": [Budget(usd=5)]}, conversations=[Budget(usd=1, period="total")])
+    key = KeyRecord(id="key_2", hint="h", created_at=0, lineage="key_1", hash="x",
+                    budgets=[Budget(usd=3, period="month")])
+    now = utc(2026, 11, 22, 12)
+    got = budget.recounted(cfg, [
+        Charged(period="day", key_id="key_2", user="ann", usd=1.0, tokens=10),
+        Charged(period="month", key_id="key_2", usd=2.0, tokens=20),
+        Charged(period="total", key_id="key_gone", usd=4.0, tokens=40),  # no record: no key
+        Charged(period="day", conversation_owner="key_1/ann", conversation="c", usd=0.5),
+        Charged(period="day", conversation="old", usd=0.25)],  # no owner recorded: skipped
+        {"key_2": key}, now)
+    assert got == {
+        "global//usd/d20261122": 1.75, "global//usd/m202611": 3.75,
+        "global//tokens/total": 70.0,
+        "key/key_1/usd/m202611": 3.0,  # the key's lineage, from its record
+        "user/ann/usd/d20261122": 1.0,
+        "conversation/key_1/ann|c/usd/total": 0.5}
+
+
+def test_a_counter_is_named_as_the_ledger_keeps_names() -> None:
+    """PostgreSQL text has no NUL: the ledger keeps U+FFFD, and so does the counter, so
+    the ledger can rebuild it."""
+    got = budget.applicable(BudgetsConfig(users={"*": [Budget(usd=1)]}),
+                            budget.Who(user="a\x00b"), utc(2026, 11, 22))
+    assert [a.counter for a in got] == ["user/a\ufffdb/usd/d20261122"]
+    assert got[0].name == "a\x00b"  # the refusal still names the user as sent

@@ -4,10 +4,25 @@ store is `store/ledger_writer.py`."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import msgspec
+
+# Row ids: a random prefix per process and a counter (unique across a fleet, and
+# cheaper than fresh randomness per request). A request's budget hold takes its row's
+# id, so a rebuild of the counters can tell which rows it has counted already. Made
+# by iterators alone (no Python frame per id: one is made for every request).
+new_row_id: Callable[[], str] = map(("row_" + os.urandom(6).hex() + "_").__add__,
+                                    map(str, itertools.count())).__next__
+
+
+def storable(text: str) -> str:
+    """`text` as the ledger keeps it: PostgreSQL text cannot hold NUL, so U+FFFD stands
+    in (budget counters are named the same way, so the ledger can rebuild them)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 class LedgerRow(msgspec.Struct, kw_only=True):
@@ -46,6 +61,8 @@ class LedgerRow(msgspec.Struct, kw_only=True):
     # but the latest turn) and those that trimming or summarising kept back.
     history_tokens: int | None = None
     history_saved_tokens: int | None = None
+    # Whose conversation (its budgets are counted per owner: policy/budget.py).
+    conversation_owner: str | None = None
 
 
 class SpendRow(msgspec.Struct, kw_only=True):
@@ -86,3 +103,48 @@ def spend_of(rows: Iterable[LedgerRow], by: str) -> list[SpendRow]:
         t.cost_usd += r.cost_usd
         t.saved_usd += r.saved_usd
     return [totals[g] for g in sorted(totals)]
+
+
+# The fields that say which budget counters a row was charged to (policy/budget.py),
+# besides its time: the key (its record has the key's budgets and lineage), the team,
+# the end user, the feature, the conversation and its owner.
+CHARGE_FIELDS = ("key_id", "team", "user", "feature", "conversation_owner", "conversation")
+
+
+class Charged(msgspec.Struct, kw_only=True, frozen=True):
+    """What a group of ledger rows charged: the rows of one period — `day` (since the
+    start of today, UTC), `month` (since the start of the month, before today) or
+    `total` (before the month) — that share the values of the fields grouped by (the
+    other fields None). Dollars and tokens (input + output), as budgets count them."""
+
+    period: str
+    key_id: str | None = None
+    team: str | None = None
+    user: str | None = None
+    feature: str | None = None
+    conversation_owner: str | None = None
+    conversation: str | None = None
+    usd: float = 0.0
+    tokens: float = 0.0
+
+
+def period_of(ts: float, day: float, month: float) -> str:
+    return "day" if ts >= day else "month" if ts >= month else "total"
+
+
+def charged_of(rows: Iterable[LedgerRow], by: Sequence[str], day: float, month: float,
+               exclude: Collection[str] = ()) -> list[Charged]:
+    """`rows` (but those whose id is in `exclude`) summed per period and per the values
+    of the fields `by` (of CHARGE_FIELDS); rows that charged nothing are left out."""
+    totals: dict[tuple[object, ...], list[float]] = {}
+    for r in rows:
+        tokens = r.input_tokens + r.output_tokens
+        if (r.cost_usd == 0 and tokens == 0) or r.id in exclude:
+            continue
+        group = (period_of(r.ts, day, month), *(getattr(r, f) for f in by))
+        t = totals.setdefault(group, [0.0, 0.0])
+        t[0] += r.cost_usd
+        t[1] += tokens
+    return [msgspec.structs.replace(Charged(period=str(g[0]), usd=usd, tokens=tokens),
+                                    **dict(zip(by, g[1:], strict=True)))
+            for g, (usd, tokens) in totals.items()]

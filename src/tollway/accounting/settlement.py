@@ -67,7 +67,10 @@ class Settlement(msgspec.Struct, frozen=True):
 
     @property
     def tokens(self) -> int:
-        return self.usage.total_tokens if self.usage is not None else 0
+        """Input + output, as token budgets and limits count them and the ledger's
+        row adds up (a provider's own `total_tokens` may count otherwise)."""
+        u = self.usage
+        return u.prompt_tokens + u.completion_tokens if u is not None else 0
 
     @property
     def usd(self) -> float:

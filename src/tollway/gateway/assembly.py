@@ -31,6 +31,7 @@ from tollway.policy import auth
 from tollway.policy.admission import Admitter
 from tollway.policy.alerts import Alerts
 from tollway.policy.plan import Planner
+from tollway.policy.recovery import GRACE, BudgetRecovery, Held
 from tollway.providers.base import Provider, redact
 from tollway.providers.http import Transport
 from tollway.providers.registry import build_providers
@@ -43,6 +44,9 @@ from tollway.types import Answer, ChatRequest, Deployment
 
 log = logging.getLogger("tollway")
 PRUNE_SECONDS = 3600.0  # how often idle conversations are looked for (with a retention)
+# How long start waits for a rebuild of the budget counters to read the ledger; past it,
+# the replica serves (budgeted requests get 503 until the rebuild is done).
+STARTUP_REBUILD_SECONDS = 10.0
 
 
 class Gateway:
@@ -66,10 +70,12 @@ class Gateway:
                       if any(for_alias(config.cache, mc.cache).enabled
                              for mc in config.models.values()) else None)
         self.memory = Memory(config, self.store.conversations, self.outages, clock)
+        held = Held()  # this process's budget holds: put back if the store loses them
+        self.recovery = BudgetRecovery(config, self.store, held, self.ledger.flush, clock)
         self.pipeline = Pipeline(Stages(
             routes=self.routes, guards=Policies(config), memory=self.memory,
             planner=Planner(config, self._levels), cache=self.cache,
-            admission=Admitter(config, self.store, self.outages), router=self.router,
+            admission=Admitter(config, self.store, self.outages, held), router=self.router,
             ledger=self.ledger, observer=self.observer, alerts=self.alerts,
             scrub=self.scrub, clock=clock))
         # The request path itself (bound here, not wrapped: one call less per step).
@@ -111,9 +117,17 @@ class Gateway:
     # --- lifetime ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start serving, whatever is down: the store's parts that are unreachable go on
+        connecting in the background (store/shared.py). On a store that lost its budget
+        counters (or a fresh one), they are rebuilt before this returns."""
         await self.store.open()
         self.ledger.start()
         self.observer.start()
+        self.recovery.start()
+        # A replica that starts on a fresh store (or one that lost its counters) waits
+        # for the rebuild rather than refuse its first budgeted requests.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.recovery.checked(), GRACE + STARTUP_REBUILD_SECONDS)
         # Off the event loop: the server answers while the tokenizers load.
         self._warming = asyncio.create_task(asyncio.to_thread(tokens.warm,
                                                               self.routes.models()))
@@ -137,6 +151,7 @@ class Gateway:
         if self.cache is not None:
             await self.cache.close()
         await self.alerts.close()
+        await self.recovery.close()
         await self.ledger.close()
         await self.observer.close()
         await self.store.close()

@@ -3,7 +3,9 @@
 Who writes what, in the order of the request path (`pipeline.py`); everything else only
 reads:
 
-    request_id, started, t0  the edge (ChatEndpoint), or the parent call (a summary)
+    request_id, row_id,
+    started, t0              the edge (ChatEndpoint), or the parent call (a summary);
+                             the ledger row's id is also its budget hold's
     caller                   the edge, then `Gateway.authenticate` (the key), then
                              `begin` (the end user, once the body is read)
     asks                     the edge: what the request's headers asked of the gateway
@@ -31,6 +33,7 @@ import time
 import msgspec
 
 from tollway.accounting.meter import StreamMeter
+from tollway.accounting.rows import new_row_id
 from tollway.accounting.settlement import Releases, Settlement
 from tollway.accounting.tokens import InputCount
 from tollway.cache.controls import CacheAsk
@@ -68,6 +71,7 @@ class Call(msgspec.Struct, eq=False):
     asks: Asks = NO_ASKS
     internal: str | None = None  # a call the gateway makes itself ("summary")
     started: float = msgspec.field(default_factory=time.time)  # epoch s, for the ledger
+    row_id: str = msgspec.field(default_factory=new_row_id)  # its ledger row's, its hold's
     t0: float = msgspec.field(default_factory=time.perf_counter)
     model_asked: str | None = None
     stream: bool = False

@@ -104,7 +104,7 @@ class Pipeline:
         if rate or applied:
             call.admission = Admission()
             await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
-                                    plan.worst_tokens, now, call.releases)
+                                    plan.worst_tokens, now, call.releases, call.row_id)
         answer = await self._send(call, req, route)
         if output_guards.apply(req, policy, call.guards):
             answer = await output_guards.checked(

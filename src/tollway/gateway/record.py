@@ -3,8 +3,6 @@ made too)."""
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 
 from tollway.accounting.rows import LedgerRow
@@ -12,15 +10,10 @@ from tollway.accounting.settlement import Answered, Failed, Outcome, Settlement
 from tollway.errors import TollwayError
 from tollway.gateway.call import Call
 
-# Row ids: a random prefix per process and a counter (unique across a fleet, and
-# cheaper than fresh randomness per request).
-_ROW_PREFIX = "row_" + os.urandom(6).hex() + "_"
-_row_seq = itertools.count()
-
 
 def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
     caller, dep, usage = call.caller, call.attempts.deployment, s.usage
-    plan, history = call.plan, call.history
+    plan, history, conversation = call.plan, call.history, call.conversation
     error: TollwayError | None = None
     # The status the caller got: 200 (a stream that began and ended), the error's, or
     # 499 for a client that went away.
@@ -33,13 +26,16 @@ def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
     else:
         status, name = 499, "aborted"
     return LedgerRow(
-        id=f"{_ROW_PREFIX}{next(_row_seq)}", request_id=call.request_id, ts=call.started,
+        id=call.row_id, request_id=call.request_id, ts=call.started,
         status=status, outcome=name,
         key_id=caller.key.id if caller.key is not None else None,
         key_lineage=(caller.key.lineage if caller.key is not None
                      else "master" if caller.master else None),
         user=caller.user, team=caller.team, feature=caller.feature,
-        conversation=call.conversation, model_asked=call.model_asked,
+        conversation=conversation,
+        # Its budgets are counted per owner (policy/budget.py).
+        conversation_owner=caller.owner if conversation is not None else None,
+        model_asked=call.model_asked,
         model=dep.model if dep is not None else None,
         provider=dep.provider if dep is not None else None,
         tier=plan.tier if plan is not None else None,

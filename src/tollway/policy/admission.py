@@ -3,21 +3,23 @@
 Inbound rate limits are taken first (exact sliding windows; they fail open: with the
 shared store down each replica limits alone, in memory), then the worst case is
 reserved on every budget that applies, all or none (failing closed unless
-`budgets.on_store_error: open`). Each takes something that `finish` gives back with the
-real figures: the rate-limit entry is settled to the tokens used, the hold to the
-real cost (a refusal or an error costs 0).
+`budgets.on_store_error: open`; the same while the store's counters are being rebuilt
+after it lost them, policy/recovery.py). Each takes something that `finish` gives back
+with the real figures: the rate-limit entry is settled to the tokens used, the hold to
+the real cost (a refusal or an error costs 0); a settle the store does not take is
+kept and tried again.
 """
 
 from __future__ import annotations
-
-import os
 
 import msgspec
 
 from tollway.accounting.settlement import Outcome, Releases, Settlement
 from tollway.config import Config
+from tollway.errors import Unavailable
 from tollway.policy import budget, limits
 from tollway.policy.auth import Caller
+from tollway.policy.recovery import RETRY_AFTER, Held
 from tollway.store.base import Store
 from tollway.store.outage import Outages
 
@@ -37,13 +39,16 @@ class Hold(msgspec.Struct):
     id: str
     applied: list[budget.Applied]
     refused: bool = False  # the store took nothing: nothing to settle
+    taken: bool = False  # the store said it took it
 
 
 class Admitter:
-    def __init__(self, config: Config, store: Store, outages: Outages) -> None:
+    def __init__(self, config: Config, store: Store, outages: Outages,
+                 held: Held | None = None) -> None:
         self.config = config
         self.store = store
         self.outages = outages
+        self.held = held if held is not None else Held()
         b = config.budgets
         self._budgets = bool(b.global_ or b.teams or b.users or b.features or b.conversations)
 
@@ -68,14 +73,16 @@ class Admitter:
 
     async def admit(self, out: Admission, rate: list[limits.Limit],
                     applied: list[budget.Applied], usd: float, tokens: int, now: float,
-                    releases: Releases) -> None:
+                    releases: Releases, hold_id: str) -> None:
         """Take the rate limits, then hold the worst case on every budget, recording
         both in `out`; raises the refusal (429, or the budget's status) naming what
-        refused."""
+        refused. `hold_id`: the request's ledger row id (a rebuild of the counters
+        tells by it which rows it has counted)."""
         if rate:
             out.ticket = await self.take(rate, tokens, now, releases)
         if applied:
-            out.remaining_usd = await self._reserve(applied, usd, tokens, now, releases)
+            out.remaining_usd = await self._reserve(hold_id, applied, usd, tokens, now,
+                                                    releases)
             out.held = applied
 
     async def take(self, rate: list[limits.Limit], tokens: int, now: float,
@@ -96,22 +103,31 @@ class Admitter:
         releases.push("rate-limit entry", settle)
         return ticket
 
-    async def _reserve(self, applied: list[budget.Applied], usd: float, tokens: int,
-                       now: float, releases: Releases) -> float | None:
-        cfg = self.config.budgets
-        hold = Hold("hold_" + os.urandom(10).hex(), applied)
+    async def _reserve(self, hold_id: str, applied: list[budget.Applied], usd: float,
+                       tokens: int, now: float, releases: Releases) -> float | None:
+        cfg, held = self.config.budgets, self.held
+        hold = Hold(hold_id, applied)
         claims = budget.claims(applied, usd, tokens)
+        expires_at = now + cfg.hold_seconds
 
         async def settle(_: Outcome, s: Settlement) -> None:
-            if not hold.refused:
-                await self.store.budgets.settle(hold.id,
-                                                budget.charges(applied, s.usd, s.tokens))
+            held.holds.pop(hold.id, None)
+            if hold.refused:
+                return
+            charges = budget.charges(applied, s.usd, s.tokens)
+            try:
+                await self.store.budgets.settle(hold.id, charges)
+            except Exception as e:
+                self.outages.failed("budgets", "settle kept, tried again", e)
+                # (Nothing to keep for a hold that may never have been taken, at 0.)
+                if hold.taken or any(amount for _, amount in charges):
+                    held.unsettled_kept(hold.id, charges)
 
         # Pushed before the store is asked: if the client leaves while the reserve is in
         # flight, `finish` still settles the hold (to 0) instead of leaving it held until
         # it expires; the store never takes a hold that was settled first.
         releases.push("budget hold", settle)
-        op = self.store.budgets.reserve(hold.id, claims, now + cfg.hold_seconds, now)
+        op = self.store.budgets.reserve(hold.id, claims, expires_at, now)
         if cfg.on_store_error == "open":
             got = await self.outages.open("budgets", "request let through unmetered", op)
             if got is None:
@@ -120,9 +136,20 @@ class Admitter:
             got = await self.outages.closed(
                 "budgets", "The budget store is unreachable, so spending is paused "
                 "(budgets.on_store_error: closed).", op)
+        if got.stale:  # the store lost its counters: none is taken until they are rebuilt
+            held.lost.set()
+            if cfg.on_store_error == "open":
+                return None  # unmetered, but its settle still counts
+            hold.refused = True
+            raise Unavailable(
+                "The budget store lost its counters and they are being rebuilt from the "
+                "ledger, so spending is paused for a few seconds "
+                "(budgets.on_store_error: closed).", retry_after=RETRY_AFTER)
         if got.refused is not None:
             hold.refused = True
             i = got.refused
             raise budget.refusal(applied[i], got.levels[i], claims[i].amount,
                                  cfg.refuse_status, now)
+        hold.taken = True
+        held.holds[hold.id] = (claims, expires_at)
         return budget.remaining_usd(applied, got.levels)

@@ -8,18 +8,26 @@ over by window, with no reset job.
 Before a call the gateway reserves the worst case on every applicable counter at
 once (all or nothing, in the store); after it, it settles the real amounts. Nothing
 is checked-then-incremented, so concurrent requests cannot overshoot.
+
+A ledger row names everything that decides its counters (the key — its record has the
+key's budgets and lineage —, team, user, feature, conversation and its owner, the
+time), so `recounted` can say what each current counter holds by the ledger after the
+store lost them (policy/recovery.py).
 """
 
 from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from tollway.accounting.prices import format_usd
+from tollway.accounting.rows import Charged, storable
 from tollway.config import Budget, BudgetsConfig, DowngradeRule
 from tollway.errors import BudgetExceeded
+from tollway.keys import KeyRecord
 from tollway.store.base import Claim
 
 Metric = Literal["usd", "tokens"]
@@ -74,9 +82,17 @@ def window(period: str, now: float) -> tuple[str, float | None]:
     return f"m{t.tm_year:04d}{t.tm_mon:02d}", float(calendar.timegm((year, month, 1, 0, 0, 0)))
 
 
-def _apply(out: list[Applied], scope: str, name: str, budgets: list[Budget] | tuple[Budget, ...],
+def period_starts(now: float) -> tuple[float, float]:
+    """When the current UTC day and month began."""
+    t = time.gmtime(now)
+    return (float(calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))),
+            float(calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))))
+
+
+def _apply(out: list[Applied], scope: str, name: str, budgets: Sequence[Budget],
            now: float, owner: str | None = None) -> None:
-    counted = f"{owner}|{name}" if owner is not None else name
+    # Named as the ledger keeps the names (no NUL), so it can rebuild the counter.
+    counted = storable(f"{owner}|{name}" if owner is not None else name)
     for b in budgets:
         metric: Metric = "usd" if b.usd is not None else "tokens"
         limit = float(b.usd if b.usd is not None else b.tokens or 0)
@@ -106,6 +122,40 @@ def applicable(cfg: BudgetsConfig, who: Who, now: float) -> list[Applied]:
             if a.counter not in lowest or a.limit < lowest[a.counter].limit:
                 lowest[a.counter] = a
         out = list(lowest.values())
+    return out
+
+
+def ledger_fields(cfg: BudgetsConfig, keyed: bool) -> list[str]:
+    """The ledger fields the configured budgets are counted by (`keyed`: some key has
+    budgets of its own)."""
+    wanted = {"key_id": keyed, "team": bool(cfg.teams), "user": bool(cfg.users),
+              "feature": bool(cfg.features), "conversation_owner": bool(cfg.conversations),
+              "conversation": bool(cfg.conversations)}
+    return [f for f, on in wanted.items() if on]
+
+
+# Which periods' rows a budget of each period counts (Charged.period: rows of today,
+# of the month before today, of before the month).
+_COUNTS = {"day": ("day",), "month": ("day", "month"), "total": ("day", "month", "total")}
+
+
+def recounted(cfg: BudgetsConfig, groups: Iterable[Charged], keys: Mapping[str, KeyRecord],
+              now: float) -> dict[str, float]:
+    """What each current budget counter holds by the ledger: the amounts of the rows
+    charged to it in its window (`keys`: the key records with budgets, by id)."""
+    out: dict[str, float] = {}
+    for g in groups:
+        key = keys.get(g.key_id) if g.key_id is not None else None
+        owner = g.conversation_owner  # rows from before it was recorded: not counted
+        who = Who(key_lineage=key.lineage if key is not None else None,
+                  key_budgets=tuple(key.budgets) if key is not None else (),
+                  team=g.team, user=g.user, feature=g.feature,
+                  conversation=g.conversation if owner is not None else None,
+                  conversation_owner=owner)
+        for a in applicable(cfg, who, now):
+            if g.period in _COUNTS[a.period]:
+                out[a.counter] = out.get(a.counter, 0.0) + (g.usd if a.metric == "usd"
+                                                            else g.tokens)
     return out
 
 

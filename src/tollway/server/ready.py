@@ -1,5 +1,10 @@
 """Readiness: can this process serve? Checks the store directory and each provider
-without spending money (no paid API is called)."""
+without spending money (no paid API is called), and says which part of the store is
+down and whether the budget counters are current.
+
+A store part that is down does not make the process unready: it serves by the
+failure policy (store/outage.py), and so would every other replica on that store —
+taking them all out of rotation would turn a degraded service into none."""
 
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ if TYPE_CHECKING:
 
 async def readiness(config: Config, gateway: Gateway) -> dict[str, Any]:
     store = _store_check(config)
+    parts = await gateway.store.health()
+    store["parts"] = {name: {"up": h.up, "error": h.error} for name, h in parts.items()}
+    store["down"] = sorted(name for name, h in parts.items() if not h.up)
+    store["budget_counters"] = gateway.recovery.state
     providers: dict[str, Any] = {}
     for alias, mc in config.models.items():
         for d in mc.deployments:

@@ -7,16 +7,20 @@ and the same contract tests run against both.
 Budget counters are named `<scope>/<id>/<metric>/<window>` (see policy/budget.py);
 a window id embeds the period (d20261122, m202611, total), so a new period is a new
 counter and nothing ever resets them.
+
+A budget store that can lose its counters (Redis restarted empty, failed over,
+flushed) keeps a marker that says they are current: without it, reserves are refused
+as `stale` until one replica has rebuilt them from the ledger (policy/recovery.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from tollway.accounting.rows import LedgerRow, SpendRow
+    from tollway.accounting.rows import Charged, LedgerRow, SpendRow
     from tollway.keys import KeyRecord
 
 
@@ -36,6 +40,21 @@ class Reservation:
 
     levels: list[float]
     refused: int | None = None
+    stale: bool = False  # the counters were lost and are not rebuilt yet: nothing taken
+
+
+@dataclass(frozen=True, slots=True)
+class LiveHold:
+    """A hold a process took and has not settled yet (put back if the store lost it)."""
+
+    id: str
+    claims: Sequence[Claim]
+    expires_at: float
+
+
+# Whether the counters are current; if not, whether this caller now holds the lease to
+# rebuild them ("mine") or another does ("busy").
+RebuildClaim = Literal["current", "mine", "busy"]
 
 
 class BudgetStore(Protocol):
@@ -58,6 +77,34 @@ class BudgetStore(Protocol):
 
     async def add(self, counter: str, amount: float) -> float:
         """Add to a counter with no hold and no limit; the new level."""
+        ...
+
+    # After the counters were lost (a store that cannot lose them is always current).
+
+    async def claim_rebuild(self, token: str, lease: float) -> RebuildClaim:
+        """Whether the counters are current; if not, take (or renew) the lease to
+        rebuild them for `lease` seconds, unless another token holds it."""
+        ...
+
+    async def restore(self, holds: Sequence[LiveHold], now: float) -> None:
+        """Put back holds the store lost, as they were (no limit is checked: they were
+        admitted), except those it has or that were settled."""
+        ...
+
+    async def lost_settles(self) -> set[str]:
+        """The holds settled while the counters were not current: their charges are in
+        the counters already, so a rebuild leaves their ledger rows out."""
+        ...
+
+    async def commit_rebuild(self, token: str, counters: Sequence[tuple[str, float]]
+                             ) -> bool:
+        """Raise each counter to its figure from the ledger plus what was settled since
+        the loss (never lower one), then mark the counters current. False when the
+        lease was lost (another replica rebuilds)."""
+        ...
+
+    async def release_rebuild(self, token: str) -> None:
+        """Give up the lease (a rebuild that failed), if this token holds it."""
         ...
 
 
@@ -112,6 +159,14 @@ class LedgerStore(Protocol):
         """Totals grouped by `by`: day, model, key, user, team, feature."""
         ...
 
+    async def charged(self, by: Sequence[str], day: float, month: float,
+                      exclude: Callable[[], Awaitable[Collection[str]]]) -> list[Charged]:
+        """What the rows charged to budgets, per period (since `day`, since `month`,
+        before) and per the values of the fields `by` (`rows.charged_of`), leaving out
+        the rows whose id `exclude()` names — asked once the rows to read are fixed,
+        so a row written meanwhile is either read and left out or not read."""
+        ...
+
 
 class OnceStore(Protocol):
     async def first(self, name: str, until: float) -> bool:
@@ -141,6 +196,14 @@ class CacheStore(Protocol):
     async def close(self) -> None:
         """Let go of a connection of its own (the store closes what it shares)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class PartHealth:
+    """One part of a store: reachable or not (and why not)."""
+
+    up: bool
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +282,13 @@ class Store(Protocol):
     conversations: ConversationStore
 
     async def open(self) -> None:
-        """Connect (and migrate); before the first use."""
+        """Connect (and migrate) before the first use. A part that cannot be reached
+        does not fail it: it keeps trying in the background, and its calls fail (each
+        caller's failure policy applies, store/outage.py) until it is connected."""
+        ...
+
+    async def health(self) -> dict[str, PartHealth]:
+        """Each part that can be down, now (for /health/ready)."""
         ...
 
     async def close(self) -> None: ...

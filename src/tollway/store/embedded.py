@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import msgspec
 
-from tollway.accounting.rows import LedgerRow, SpendRow, spend_of
+from tollway.accounting.rows import Charged, LedgerRow, SpendRow, charged_of, spend_of
 from tollway.keys import KeyRecord
 from tollway.store.base import (
     BudgetStore,
@@ -29,6 +29,7 @@ from tollway.store.base import (
     LedgerStore,
     LimitStore,
     OnceStore,
+    PartHealth,
 )
 from tollway.store.embedded_cache import EmbeddedCache
 from tollway.store.embedded_conversations import EmbeddedConversations
@@ -131,6 +132,13 @@ class SqliteLedger:
                     until: float | None = None) -> list[SpendRow]:
         return spend_of(await self.rows(since, until), by)
 
+    async def charged(self, by: Sequence[str], day: float, month: float,
+                      exclude: Callable[[], Awaitable[Collection[str]]]) -> list[Charged]:
+        # (Never needed here: these budgets are persisted with the ledger. It keeps the
+        # contract, so the shared store's SQL has a reference to agree with.)
+        rows = await self.rows()
+        return charged_of(rows, by, day, month, await exclude())
+
 
 class EmbeddedStore:
     def __init__(self, path: str, cache_entries: int = 10_000) -> None:
@@ -149,6 +157,9 @@ class EmbeddedStore:
 
     async def open(self) -> None:
         """Nothing to do: the database opened with the store (zero setup)."""
+
+    async def health(self) -> dict[str, PartHealth]:
+        return {}  # a local file: nothing to be unreachable
 
     async def close(self) -> None:
         await self.cache.close()

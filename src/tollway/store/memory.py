@@ -10,7 +10,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 
-from tollway.store.base import Claim, Reservation
+from tollway.store.base import Claim, LiveHold, RebuildClaim, Reservation
 
 
 class MemoryBudgets:
@@ -66,6 +66,25 @@ class MemoryBudgets:
         self._spent[counter] = level
         self.dirty.add(counter)
         return level
+
+    # Memory loses its counters only with its process (and the holds with them): they
+    # are always current, and nothing is ever rebuilt.
+
+    async def claim_rebuild(self, token: str, lease: float) -> RebuildClaim:
+        return "current"
+
+    async def restore(self, holds: Sequence[LiveHold], now: float) -> None:
+        pass
+
+    async def lost_settles(self) -> set[str]:
+        return set()
+
+    async def commit_rebuild(self, token: str, counters: Sequence[tuple[str, float]]
+                             ) -> bool:
+        return False
+
+    async def release_rebuild(self, token: str) -> None:
+        pass
 
     def take_dirty(self) -> list[tuple[str, float]]:
         out = [(c, self._spent[c]) for c in self.dirty]

@@ -22,14 +22,14 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from importlib import resources
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from tollway.accounting.rows import SPEND_GROUPS, LedgerRow, SpendRow
+from tollway.accounting.rows import CHARGE_FIELDS, SPEND_GROUPS, Charged, LedgerRow, SpendRow
 from tollway.keys import KeyRecord
 from tollway.store.postgres_conversations import PostgresConversations
 
@@ -91,9 +91,11 @@ class PostgresStore:
     migrates)."""
 
     def __init__(self, url: str, *, pool_size: int = 10, ping_seconds: float = 5.0,
-                 command_timeout: float | None = 60.0) -> None:
+                 command_timeout: float | None = 60.0, connect_timeout: float = 5.0) -> None:
         self.url = url
         self.pool_size = pool_size
+        # A database that does not answer fails a connection attempt (retried) in this.
+        self.connect_timeout = connect_timeout
         # A hung query fails rather than stalls its caller (the ledger writer retries).
         self.command_timeout = command_timeout
         self.ping_seconds = ping_seconds  # how soon a silently dead LISTEN is noticed
@@ -108,14 +110,15 @@ class PostgresStore:
     @property
     def pool(self) -> Any:
         if self._pool is None:
-            raise RuntimeError("PostgresStore is not open")
+            raise ConnectionError("PostgreSQL is not connected (yet)")
         return self._pool
 
     async def open(self) -> None:
         if self._pool is not None:
             return
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size,
-                                               command_timeout=self.command_timeout)
+                                               command_timeout=self.command_timeout,
+                                               timeout=self.connect_timeout)
         try:
             await self.migrate()
             lost = await self._listen()
@@ -125,6 +128,9 @@ class PostgresStore:
             raise
         self._watch = asyncio.create_task(self._keep_listening(lost),
                                           name="tollway-postgres-listen")
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
 
     async def migrate(self) -> list[int]:
         async with self.pool.acquire() as conn:
@@ -144,7 +150,8 @@ class PostgresStore:
     async def _listen(self) -> asyncio.Event:
         """Connect and LISTEN; then (and only then) the key cache may fill. The event
         is set when the connection is lost."""
-        conn = await asyncpg.connect(self.url, server_settings={"application_name": LISTENER})
+        conn = await asyncpg.connect(self.url, timeout=self.connect_timeout,
+                                     server_settings={"application_name": LISTENER})
         lost = asyncio.Event()
 
         def on_lost(_conn: Any) -> None:
@@ -331,6 +338,23 @@ SELECT ({label}) COLLATE "C" AS grp, n, input_tokens, output_tokens, cost_usd, s
 ORDER BY grp""" for by, (key, label) in _GROUPS.items()}
 
 
+# What rows charged to budgets (rows.charged_of in SQL): per period and per the values
+# of the fields grouped by (the others NULL), the rows named in $3 left out. A full
+# scan (`total` budgets count every row ever), run once per loss of the counters, so
+# it may take longer than an ordinary statement.
+CHARGED_TIMEOUT = 600.0
+def _charged_sql(by: Sequence[str]) -> str:
+    cols = ", ".join(f'"{f}"' if f in by else f'NULL::text AS "{f}"' for f in CHARGE_FIELDS)
+    grouped = "".join(f', "{f}"' for f in by)
+    return f"""
+SELECT CASE WHEN ts >= $1 THEN 'day' WHEN ts >= $2 THEN 'month' ELSE 'total' END AS period,
+       {cols}, coalesce(sum(nullif(cost_usd, 'NaN')), 0) AS usd,
+       sum(input_tokens + output_tokens)::float8 AS tokens
+FROM ledger
+WHERE (cost_usd <> 0 OR input_tokens <> 0 OR output_tokens <> 0) AND NOT (id = ANY($3::text[]))
+GROUP BY 1{grouped}"""
+
+
 def _window(since: float | None, until: float | None) -> tuple[float, float]:
     # Infinite bounds rather than "IS NULL OR": the range stays sargable in a generic plan.
     return (-math.inf if since is None else since, math.inf if until is None else until)
@@ -371,3 +395,18 @@ class PostgresLedger:
         found = await self._store.pool.fetch(sql, *_window(since, until))
         return [SpendRow(group=r[0], requests=r[1], input_tokens=r[2], output_tokens=r[3],
                          cost_usd=r[4], saved_usd=r[5]) for r in found]
+
+    async def charged(self, by: Sequence[str], day: float, month: float,
+                      exclude: Callable[[], Awaitable[Collection[str]]]) -> list[Charged]:
+        unknown = set(by) - set(CHARGE_FIELDS)
+        if unknown:
+            raise ValueError(f"by: not a charge field: {', '.join(sorted(unknown))}")
+        async with self._store.pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True):
+            # The snapshot is taken by the first statement: a row written after it is
+            # not read, and one read was written before `exclude` is asked.
+            await conn.execute("SELECT 1")
+            left_out = list(await exclude())
+            found = await conn.fetch(_charged_sql(by), day, month, left_out,
+                                     timeout=CHARGED_TIMEOUT)
+        return [Charged(**r) for r in found]

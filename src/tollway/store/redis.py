@@ -13,6 +13,12 @@ tags put every key one script touches in one Redis Cluster slot:
     P{b}:holds             zset: hold id, scored by its expiry
     P{b}:hold:<hold id>    list: [lifetime ms, counter, amount, counter, amount, ...]
     P{b}:settled:<hold id> string: marks a settled hold (TTL: the hold's lifetime)
+    P{b}:current           string: the counters are current (when they were rebuilt);
+                           its absence means Redis lost them: reserves are refused
+                           (`stale`) until a replica has rebuilt them from the ledger
+    P{b}:rebuild           string: the rebuild lease, the token of the replica holding it
+    P{b}:lost              set: holds settled while the counters were not current
+    P{b}:lost_spent        hash: counter -> what those settles added to it
     P{l}:log:<counter>     zset: entry id, scored by when it was taken
     P{l}:amt:<counter>     hash: entry id -> amount
     P{l}:sum:<counter>     string: the amounts' running sum (all three: TTL a window
@@ -31,7 +37,17 @@ on the caller's clock) counted from the server's now. Otherwise they use the cal
 Memory stays bounded: spent counters expire by window (a day's after 2 days, a month's
 after 62, `total` never), limit counters a window after their last entry, settle
 marks after the hold's lifetime; expired holds are swept by the next reserve or
-levels.
+levels; the `lost` records go with the rebuild that reads them. Run Redis with
+`maxmemory-policy noeviction`: an evicted counter is not noticed (only the marker's
+absence is).
+
+After a loss (the marker is gone): settles still add to the counters, and record
+themselves in `lost`/`lost_spent`; replicas put back the holds they took
+(`restore`); one replica, holding the lease, reads the ledger (leaving out the rows of
+the `lost` holds, which the counters have already) and raises each counter to
+max(its level, what `lost_spent` added + the ledger's figure) — which is exact after a
+loss and never double counts where the counters survived (the marker alone lost) —
+then sets the marker.
 """
 
 from __future__ import annotations
@@ -46,7 +62,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 
-from tollway.store.base import BudgetStore, Claim, LimitStore, OnceStore, Reservation
+from tollway.store.base import (
+    BudgetStore,
+    Claim,
+    LimitStore,
+    LiveHold,
+    OnceStore,
+    RebuildClaim,
+    Reservation,
+)
 
 LAYOUT = "v1"  # the data layout: bump it (and the scripts) when keys change shape
 
@@ -100,6 +124,20 @@ local function tidy(holds, held)
   -- No hold left: nothing is held, and no float drift survives.
   if redis.call('ZCARD', holds) == 0 then redis.call('DEL', held) end
 end
+-- Record a hold: its lifetime (for its settle mark, capped: the mark only has to
+-- outlive retries), then (counter, amount) pairs; `pairs_` as strings.
+local function put_hold(holds, held, hold, id, life, expiry, pairs_)
+  local items = {string.format('%d', math.min(math.max(math.ceil(life * 1000), 1), 604800000))}
+  for i = 1, #pairs_, 2 do
+    local c = pairs_[i]
+    redis.call('HSET', held, c, fmt((tonumber(redis.call('HGET', held, c)) or 0)
+                                    + tonumber(pairs_[i + 1])))
+    items[#items + 1] = c
+    items[#items + 1] = pairs_[i + 1]
+  end
+  redis.call('RPUSH', hold, unpack(items))
+  redis.call('ZADD', holds, fmt(expiry), id)
+end
 local function sweep(holds, held, hold_prefix, now)
   local gone = redis.call('ZRANGEBYSCORE', holds, '-inf', fmt(now))
   if #gone == 0 then return end
@@ -109,20 +147,22 @@ local function sweep(holds, held, hold_prefix, now)
 end
 """
 
-# KEYS: holds, held, hold, settle mark, spent per claim. ARGV: hold prefix, hold id,
-# server?, now, expires_at, then (counter, limit, amount) per claim. Returns
-# {refused or -1, levels}. A hold already settled is not taken: its request finished
-# (the client left) while this reserve was on its way.
+# KEYS: holds, held, hold, settle mark, marker, spent per claim. ARGV: hold prefix,
+# hold id, server?, now, expires_at, then (counter, limit, amount) per claim. Returns
+# {refused or -1, levels}, or {-2} when the counters are not current (nothing taken).
+# A hold already settled is not taken: its request finished (the client left) while
+# this reserve was on its way.
 # Swept holds' keys are built from the hold prefix: they share the {b} slot.
 _RESERVE = "-- tollway " + LAYOUT + " budgets.reserve" + _BUDGET_COMMON + """
 local holds, held, hold = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', KEYS[5]) == 0 then return {-2} end
 local now = clock(ARGV[3], ARGV[4])
 local life = tonumber(ARGV[5]) - tonumber(ARGV[4])
 sweep(holds, held, ARGV[1], now)
 local n = (#ARGV - 5) / 3
 local levels = {}
 for i = 1, n do
-  levels[i] = (tonumber(redis.call('GET', KEYS[4 + i])) or 0)
+  levels[i] = (tonumber(redis.call('GET', KEYS[5 + i])) or 0)
             + (tonumber(redis.call('HGET', held, ARGV[3 * i + 3])) or 0)
 end
 if redis.call('EXISTS', hold) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then
@@ -135,24 +175,43 @@ for i = 1, n do
     return reply(i - 1, levels)
   end
 end
--- The hold's lifetime, for its settle mark (capped: the mark only has to outlive retries).
-local items = {string.format('%d', math.min(math.max(math.ceil(life * 1000), 1), 604800000))}
+local taken = {}
 for i = 1, n do
-  local c, amount = ARGV[3 * i + 3], tonumber(ARGV[3 * i + 5])
-  redis.call('HSET', held, c, fmt((tonumber(redis.call('HGET', held, c)) or 0) + amount))
-  items[#items + 1] = c
-  items[#items + 1] = ARGV[3 * i + 5]
-  levels[i] = levels[i] + amount
+  taken[#taken + 1] = ARGV[3 * i + 3]
+  taken[#taken + 1] = ARGV[3 * i + 5]
+  levels[i] = levels[i] + tonumber(ARGV[3 * i + 5])
 end
-redis.call('RPUSH', hold, unpack(items))
 local expiry = tonumber(ARGV[5])  -- exactly as given, on the caller's clock
 if ARGV[3] == '1' then expiry = now + life end
-redis.call('ZADD', holds, fmt(expiry), ARGV[2])
+put_hold(holds, held, hold, ARGV[2], life, expiry, taken)
 return reply(-1, levels)
 """
 
-# KEYS: holds, held, hold, settled mark, spent per charge. ARGV: hold id, mark ms for
-# an unknown hold, then (amount, ttl seconds) per charge. Returns 1 if first, else 0.
+# KEYS: holds, held. ARGV: hold prefix, settle mark prefix, server?, now, then per
+# hold: id, expires_at, n, and n (counter, amount). Holds already there, settled or
+# expired are skipped.
+_RESTORE = "-- tollway " + LAYOUT + " budgets.restore" + _BUDGET_COMMON + """
+local holds, held = KEYS[1], KEYS[2]
+local now = clock(ARGV[3], ARGV[4])
+local i = 5
+while i <= #ARGV do
+  local id, n = ARGV[i], tonumber(ARGV[i + 2])
+  local life = tonumber(ARGV[i + 1]) - tonumber(ARGV[4])
+  local hold = ARGV[1] .. id
+  if life > 0 and redis.call('EXISTS', hold) == 0 and redis.call('EXISTS', ARGV[2] .. id) == 0 then
+    local expiry = tonumber(ARGV[i + 1])
+    if ARGV[3] == '1' then expiry = now + life end
+    put_hold(holds, held, hold, id, life, expiry, {unpack(ARGV, i + 3, i + 2 + 2 * n)})
+  end
+  i = i + 3 + 2 * n
+end
+return 0
+"""
+
+# KEYS: holds, held, hold, settled mark, marker, lost, lost_spent, spent per charge.
+# ARGV: hold id, mark ms for an unknown hold, then (counter, amount, ttl seconds) per
+# charge. Returns 1 if first, else 0. With the counters not current, the settle is
+# recorded as lost (a rebuild counts it from here, not from its ledger row).
 _SETTLE = "-- tollway " + LAYOUT + " budgets.settle" + _BUDGET_COMMON + """
 local holds, held, hold = KEYS[1], KEYS[2], KEYS[3]
 local life = redis.call('LINDEX', hold, 0)
@@ -162,14 +221,20 @@ if life then
   redis.call('ZREM', holds, ARGV[1])
   tidy(holds, held)
 end
-for i = 1, (#ARGV - 2) / 2 do
-  local key, amount, ttl = KEYS[4 + i], tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
+local lost = redis.call('EXISTS', KEYS[5]) == 0
+if lost then redis.call('SADD', KEYS[6], ARGV[1]) end
+for i = 1, (#ARGV - 2) / 3 do
+  local key, c = KEYS[7 + i], ARGV[3 * i]
+  local amount, ttl = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
   if amount ~= 0 then
     local old = redis.call('GET', key)
     local level = fmt((tonumber(old) or 0) + amount)
     if old then redis.call('SET', key, level, 'KEEPTTL')
     elseif ttl > 0 then redis.call('SET', key, level, 'EX', ttl)
     else redis.call('SET', key, level) end
+    if lost then
+      redis.call('HSET', KEYS[7], c, fmt((tonumber(redis.call('HGET', KEYS[7], c)) or 0) + amount))
+    end
   end
 end
 return 1
@@ -196,6 +261,51 @@ if old then redis.call('SET', KEYS[1], level, 'KEEPTTL')
 elseif ttl > 0 then redis.call('SET', KEYS[1], level, 'EX', ttl)
 else redis.call('SET', KEYS[1], level) end
 return level
+"""
+
+# The rebuild (see the module's docstring). KEYS: marker, lease. ARGV: token, lease ms.
+# Returns 0 current, 1 this token holds the lease (taken or renewed), 2 another does.
+_CLAIM = "-- tollway " + LAYOUT + " budgets.claim_rebuild" + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return 1
+end
+return 2
+"""
+
+# KEYS: lease, lost_spent, spent per counter. ARGV: token, then (counter, amount from
+# the ledger, ttl seconds) per counter. Returns 0 when the lease is not this token's.
+_RAISE = "-- tollway " + LAYOUT + " budgets.raise" + _COMMON + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 1, (#ARGV - 1) / 3 do
+  local key = KEYS[2 + i]
+  local want = (tonumber(redis.call('HGET', KEYS[2], ARGV[3 * i - 1])) or 0)
+             + tonumber(ARGV[3 * i])
+  local old = tonumber(redis.call('GET', key))
+  local ttl = tonumber(ARGV[3 * i + 1])
+  if old == nil then
+    if want > 0 and ttl > 0 then redis.call('SET', key, fmt(want), 'EX', ttl)
+    elseif want > 0 then redis.call('SET', key, fmt(want)) end
+  elseif want > old then redis.call('SET', key, fmt(want), 'KEEPTTL') end
+end
+return 1
+"""
+
+# KEYS: marker, lease, lost, lost_spent. ARGV: token. 1 when the counters are now
+# marked current, 0 when the lease is not this token's.
+_CURRENT = "-- tollway " + LAYOUT + " budgets.mark_current" + """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], redis.call('TIME')[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+return 1
+"""
+
+# KEYS: lease. ARGV: token.
+_RELEASE = "-- tollway " + LAYOUT + " budgets.release_rebuild" + """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # A counter's window: `log` (entry -> time), `amt` (entry -> amount), `sum`.
@@ -325,37 +435,51 @@ class _Scripts:
         self.take = r.register_script(_TAKE)
         self.adjust = r.register_script(_ADJUST)
         self.free_at = r.register_script(_FREE_AT)
+        self.restore = r.register_script(_RESTORE)
+        self.claim = r.register_script(_CLAIM)
+        self.raise_ = r.register_script(_RAISE)
+        self.current = r.register_script(_CURRENT)
+        self.release = r.register_script(_RELEASE)
 
     def all(self) -> list[AsyncScript]:
         return list(vars(self).values())
 
 
 class RedisBudgets:
-    def __init__(self, scripts: _Scripts, prefix: str, use_server_time: bool,
+    RAISE_BATCH = 1000  # counters per rebuild script call: Redis runs one at a time
+
+    def __init__(self, scripts: _Scripts, client: Redis, prefix: str, use_server_time: bool,
                  settled_ttl: float) -> None:
         self._s = scripts
+        self._r = client
         self._server = "1" if use_server_time else "0"
         p = prefix + "{b}:"
         self._spent, self._hold, self._settled = p + "spent:", p + "hold:", p + "settled:"
         self._holds, self._held = p + "holds", p + "held"
+        self._current, self._lease = p + "current", p + "rebuild"
+        self._lost, self._lost_spent = p + "lost", p + "lost_spent"
         # How long a settle mark lives when its hold is already gone (swept after expiry).
         self._settled_ms = str(max(math.ceil(settled_ttl * 1000), 1))
 
     async def reserve(self, hold_id: str, claims: Sequence[Claim], expires_at: float,
                       now: float) -> Reservation:
         keys = [self._holds, self._held, self._hold + hold_id, self._settled + hold_id,
-                *(self._spent + c.counter for c in claims)]
+                self._current, *(self._spent + c.counter for c in claims)]
         args = [self._hold, hold_id, self._server, _num(now), _num(expires_at)]
         for c in claims:
             args += (c.counter, _num(c.limit), _num(c.amount))
-        return _reservation(await self._s.reserve(keys=keys, args=args))
+        raw = await self._s.reserve(keys=keys, args=args)
+        if int(raw[0]) == -2:
+            return Reservation([], stale=True)
+        return _reservation(raw)
 
     async def settle(self, hold_id: str, charges: Sequence[tuple[str, float]]) -> bool:
         keys = [self._holds, self._held, self._hold + hold_id, self._settled + hold_id,
+                self._current, self._lost, self._lost_spent,
                 *(self._spent + counter for counter, _ in charges)]
         args = [hold_id, self._settled_ms]
         for counter, amount in charges:
-            args += (_num(amount), str(counter_ttl(counter)))
+            args += (counter, _num(amount), str(counter_ttl(counter)))
         return bool(await self._s.settle(keys=keys, args=args))
 
     async def levels(self, counters: Sequence[str], now: float) -> list[float]:
@@ -366,6 +490,41 @@ class RedisBudgets:
     async def add(self, counter: str, amount: float) -> float:
         return float(await self._s.add(keys=[self._spent + counter],
                                        args=[_num(amount), str(counter_ttl(counter))]))
+
+    async def claim_rebuild(self, token: str, lease: float) -> RebuildClaim:
+        got = int(await self._s.claim(keys=[self._current, self._lease],
+                                      args=[token, str(max(math.ceil(lease * 1000), 1))]))
+        return "current" if got == 0 else "mine" if got == 1 else "busy"
+
+    async def restore(self, holds: Sequence[LiveHold], now: float) -> None:
+        if not holds:
+            return
+        args = [self._hold, self._settled, self._server, _num(now)]
+        for h in holds:
+            args += (h.id, _num(h.expires_at), str(len(h.claims)))
+            for c in h.claims:
+                args += (c.counter, _num(c.amount))
+        await self._s.restore(keys=[self._holds, self._held], args=args)
+
+    async def lost_settles(self) -> set[str]:
+        found = await self._r.smembers(self._lost)
+        return {m.decode() if isinstance(m, bytes) else m for m in found}
+
+    async def commit_rebuild(self, token: str, counters: Sequence[tuple[str, float]]
+                             ) -> bool:
+        for i in range(0, len(counters), self.RAISE_BATCH):
+            batch = counters[i:i + self.RAISE_BATCH]
+            args = [token]
+            for counter, amount in batch:
+                args += (counter, _num(amount), str(counter_ttl(counter)))
+            keys = [self._lease, self._lost_spent, *(self._spent + c for c, _ in batch)]
+            if not await self._s.raise_(keys=keys, args=args):
+                return False
+        keys = [self._current, self._lease, self._lost, self._lost_spent]
+        return bool(await self._s.current(keys=keys, args=[token]))
+
+    async def release_rebuild(self, token: str) -> None:
+        await self._s.release(keys=[self._lease], args=[token])
 
 
 class RedisLimits:
@@ -437,10 +596,13 @@ class RedisStore:
         self.client = Redis.from_pool(pool)
         self.prefix = f"{prefix}{LAYOUT}:"
         self._scripts = _Scripts(self.client)
-        self.budgets: BudgetStore = RedisBudgets(self._scripts, self.prefix, use_server_time,
-                                                 settled_ttl)
+        self.budgets: BudgetStore = RedisBudgets(self._scripts, self.client, self.prefix,
+                                                 use_server_time, settled_ttl)
         self.limits: LimitStore = RedisLimits(self._scripts, self.prefix, use_server_time)
         self.once: OnceStore = RedisOnce(self.client, self.prefix)
+
+    async def ping(self) -> None:
+        await self.client.ping()
 
     async def open(self) -> None:
         await self.client.ping()
