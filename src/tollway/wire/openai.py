@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import orjson
 
 from tollway.errors import InvalidRequest
 from tollway.types import ChatRequest, Chunk
+from tollway.wire import schemas
+from tollway.wire.bounds import MAX_DEPTH, openai_path, shortened, too_deep
+from tollway.wire.expect import bad_value
+from tollway.wire.openai_messages import check_messages
+from tollway.wire.openai_params import check_extra, check_response_format, check_scalars
+from tollway.wire.openai_tools import check_functions, check_tool_choice, check_tools
 
 _KNOWN = frozenset(f for f in ChatRequest.__struct_fields__ if f != "extra")
 _AT = re.compile(r" - at `\$\.?(.*)`$")
@@ -46,6 +52,10 @@ def _validation_error(e: msgspec.ValidationError) -> InvalidRequest:
 
 def parse_chat_request(body: bytes, *, max_n: int = 8, max_messages: int = 2048) -> ChatRequest:
     data = parse_json_body(body)
+    deep = too_deep(data)
+    if deep is not None:
+        raise bad_value(openai_path(shortened(deep)), f"nested more than {MAX_DEPTH} levels "
+                        "deep (the limit)")
     extra = {k: data.pop(k) for k in [k for k in data if k not in _KNOWN]}
     try:
         req = msgspec.convert(data, ChatRequest)
@@ -86,12 +96,22 @@ def _check(req: ChatRequest, max_n: int, max_messages: int) -> None:
         if m.role == "tool" and not m.tool_call_id:
             raise InvalidRequest(f"messages[{i}]: a 'tool' message needs 'tool_call_id'.",
                                  param=f"messages[{i}].tool_call_id")
-        if isinstance(m.content, list):
-            for j, part in enumerate(m.content):
-                if not isinstance(part.get("type"), str):
-                    raise InvalidRequest(
-                        f"messages[{i}].content[{j}]: each content part needs a 'type'.",
-                        param=f"messages[{i}].content[{j}].type")
+    check_scalars(req)
+    check_messages(req.messages)
+    found: list[tuple[str, dict[str, Any]]] = []  # the JSON schemas, to compile
+    defined = check_tools(req.tools or [], found)
+    if req.tool_choice is not None:
+        check_tool_choice(req.tool_choice, defined)
+    if req.response_format is not None:
+        check_response_format(req.response_format, found)
+    check_functions(req.extra, found)
+    check_extra(req.extra)
+    if found:
+        schemas.check_all(found, _invalid)
+
+
+def _invalid(param: str, problem: str) -> NoReturn:
+    raise bad_value(param, problem)
 
 
 def upstream_body(req: ChatRequest, model: str) -> dict[str, Any]:
