@@ -24,23 +24,38 @@ Path = list[str | int]
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> Path | None:
     """The path to the first container nested deeper than `limit` levels (the body
-    itself is level 1), or None. Recursion stops at `limit`, so this is safe on any
-    parsed JSON."""
+    itself is level 1), or None."""
+    if _within(value, limit):
+        return None  # the common case, checked without keeping paths
     found = _below(value, limit - 1)
     if found is not None:
         found.reverse()
     return found
 
 
+def _within(body: Any, limit: int) -> bool:
+    """Level by level, without recursion: every container is visited once."""
+    level, depth = [body], 1
+    while level:
+        below = []
+        for container in level:
+            for child in container.values() if type(container) is dict else container:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+        if below and depth == limit:
+            return False
+        level, depth = below, depth + 1
+    return True
+
+
 def _below(value: Any, left: int) -> Path | None:
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
+    """The path to a container `left` levels below `value`'s children; recursion
+    stops there."""
+    items = value.items() if type(value) is dict else enumerate(value)
     for key, child in items:
-        if isinstance(child, dict | list):
+        kind = type(child)
+        if kind is dict or kind is list:
             if left == 0:
                 return [key]
             found = _below(child, left - 1)
