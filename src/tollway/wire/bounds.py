@@ -33,6 +33,16 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> Path | None:
     return found
 
 
+def too_deep_at(value: Any, prefix: Path, limit: int = MAX_DEPTH) -> Path | None:
+    """`too_deep` for a value found at `prefix` in the body: the parts of a parsed
+    request that may hold anything (the rest has a type that bounds it)."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return None
+    found = too_deep(value, limit - len(prefix))
+    return None if found is None else [*prefix, *found]
+
+
 def _within(body: Any, limit: int) -> bool:
     """Level by level, without recursion: every container is visited once."""
     level, depth = [body], 1

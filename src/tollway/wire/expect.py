@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tollway.errors import InvalidRequest
+from tollway.wire.bounds import MAX_DEPTH, Path, openai_path, shortened, too_deep_at
 
 INT64_MAX = 2**63 - 1  # what every store and upstream can hold
 T = TypeVar("T")
@@ -100,3 +101,12 @@ def number(v: Any, param: str, lo: float, hi: float) -> float:
 def optional(check: Callable[..., T], v: Any, param: str, *args: Any) -> T | None:
     """`check` unless the value is absent or null (null means unset)."""
     return None if v is None else check(v, param, *args)
+
+
+def shallow(v: Any, prefix: Path) -> None:
+    """A value that may hold anything (a tool, a content part, a forwarded parameter)
+    nests within `bounds.MAX_DEPTH` levels of the body."""
+    found = too_deep_at(v, prefix)
+    if found is not None:
+        raise bad_value(openai_path(shortened(found)), f"nested more than {MAX_DEPTH} "
+                        "levels deep (the limit)")

@@ -11,8 +11,7 @@ import orjson
 from tollway.errors import InvalidRequest
 from tollway.types import ChatRequest, Chunk
 from tollway.wire import schemas
-from tollway.wire.bounds import MAX_DEPTH, openai_path, shortened, too_deep
-from tollway.wire.expect import bad_value
+from tollway.wire.expect import bad_value, shallow
 from tollway.wire.openai_messages import check_messages
 from tollway.wire.openai_params import check_extra, check_response_format, check_scalars
 from tollway.wire.openai_tools import check_functions, check_tool_choice, check_tools
@@ -52,10 +51,6 @@ def _validation_error(e: msgspec.ValidationError) -> InvalidRequest:
 
 def parse_chat_request(body: bytes, *, max_n: int = 8, max_messages: int = 2048) -> ChatRequest:
     data = parse_json_body(body)
-    deep = too_deep(data)
-    if deep is not None:
-        raise bad_value(openai_path(shortened(deep)), f"nested more than {MAX_DEPTH} levels "
-                        "deep (the limit)")
     extra = {k: data.pop(k) for k in [k for k in data if k not in _KNOWN]}
     try:
         req = msgspec.convert(data, ChatRequest)
@@ -92,20 +87,28 @@ def _check(req: ChatRequest, max_n: int, max_messages: int) -> None:
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.",
                              param="stream_options", code="invalid_value")
-    for i, m in enumerate(req.messages):
-        if m.role == "tool" and not m.tool_call_id:
-            raise InvalidRequest(f"messages[{i}]: a 'tool' message needs 'tool_call_id'.",
-                                 param=f"messages[{i}].tool_call_id")
     check_scalars(req)
     check_messages(req.messages)
+    if req.tools or req.tool_choice is not None or req.response_format is not None or (
+            req.extra):  # most requests have none of these
+        _check_options(req)
+
+
+def _check_options(req: ChatRequest) -> None:
+    # First: what follows recurses (orjson stops at 255 levels). The rest of the request
+    # has types that bound its depth; content parts are checked with the messages.
+    for name, value in (("tools", req.tools), ("tool_choice", req.tool_choice),
+                        ("response_format", req.response_format), *req.extra.items()):
+        shallow(value, [name])
     found: list[tuple[str, dict[str, Any]]] = []  # the JSON schemas, to compile
     defined = check_tools(req.tools or [], found)
     if req.tool_choice is not None:
         check_tool_choice(req.tool_choice, defined)
     if req.response_format is not None:
         check_response_format(req.response_format, found)
-    check_functions(req.extra, found)
-    check_extra(req.extra)
+    if req.extra:
+        check_functions(req.extra, found)
+        check_extra(req.extra)
     if found:
         schemas.check_all(found, _invalid)
 

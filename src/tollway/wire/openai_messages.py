@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tollway.errors import InvalidRequest
 from tollway.types import Message
-from tollway.wire.expect import bad_value, missing, obj, optional, string
+from tollway.wire.expect import bad_value, missing, obj, optional, shallow, string
 
 # Roles whose messages must say something; an assistant may instead call tools, and a
 # legacy function result may be null.
@@ -19,21 +20,27 @@ _NEEDS_CONTENT = frozenset({"system", "developer", "user", "tool"})
 
 def check_messages(messages: list[Message]) -> None:
     for i, m in enumerate(messages):
+        content, role = m.content, m.role
+        if type(content) is str and role != "tool" and role != "function":
+            continue  # the common case: nothing more to check
         where = f"messages[{i}]"
-        content = m.content
         if content is None:
-            if m.role in _NEEDS_CONTENT:
+            if role in _NEEDS_CONTENT:
                 raise missing(f"{where}.content")
-            if m.role == "assistant" and not (m.tool_calls or m.function_call or m.refusal):
+            if role == "assistant" and not (m.tool_calls or m.function_call or m.refusal):
                 raise bad_value(f"{where}.content", "an assistant message needs 'content' "
                                 "unless it has 'tool_calls'")
         elif isinstance(content, list):
             if not content:
                 raise bad_value(f"{where}.content", "empty array; expected at least one "
                                 "content part (or a string)")
+            shallow(content, ["messages", i, "content"])
             for j, part in enumerate(content):
                 check_part(part, f"{where}.content[{j}]")
-        if m.role == "function" and not m.name:
+        if role == "tool" and not m.tool_call_id:
+            raise InvalidRequest(f"{where}: a 'tool' message needs 'tool_call_id'.",
+                                 param=f"{where}.tool_call_id")
+        if role == "function" and not m.name:
             raise missing(f"{where}.name")
 
 

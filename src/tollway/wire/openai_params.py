@@ -33,14 +33,22 @@ _FORMATS = ("text", "json_object", "json_schema")
 
 
 def check_scalars(req: ChatRequest) -> None:
-    for param, text in (("model", req.model), ("user", req.user)):
-        problem = name_problem(text) if text is not None else None
-        if problem is not None:
-            raise bad_value(param, problem)
-    for param in ("max_tokens", "max_completion_tokens", "seed"):
-        optional(integer, getattr(req, param), param)  # within 64 bits
-    for param in ("presence_penalty", "frequency_penalty"):
-        optional(number, getattr(req, param), param, -2.0, 2.0)
+    """On every request: what is unset costs one comparison."""
+    problem = name_problem(req.model)
+    if problem is not None:
+        raise bad_value("model", problem)
+    if req.user is not None and (problem := name_problem(req.user)) is not None:
+        raise bad_value("user", problem)
+    if req.max_tokens is not None:  # integers within 64 bits
+        integer(req.max_tokens, "max_tokens")
+    if req.max_completion_tokens is not None:
+        integer(req.max_completion_tokens, "max_completion_tokens")
+    if req.seed is not None:
+        integer(req.seed, "seed")
+    if req.presence_penalty is not None:
+        number(req.presence_penalty, "presence_penalty", -2.0, 2.0)
+    if req.frequency_penalty is not None:
+        number(req.frequency_penalty, "frequency_penalty", -2.0, 2.0)
 
 
 def check_response_format(fmt: dict[str, Any], schemas: Schemas) -> None:
