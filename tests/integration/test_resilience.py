@@ -64,6 +64,7 @@ def rgw(sim: SimHandle, primary: SimHandle, flaky: SimHandle) -> Iterator[Gatewa
                                          dep(flaky, "light-model", weight=1)]},
         },
         "rate_limits": {"models": {"limited": {"rpm": 30}}},
+        "server": {"max_n": 200},
     }
     handle = start_gateway(config, env={"TOLLWAY_MASTER_KEY": MASTER})
     try:
@@ -161,9 +162,8 @@ async def test_an_outage_opens_the_breaker_probes_and_closes_after_recovery(
 async def test_client_errors_are_never_retried(rgw: GatewayHandle, fresh_sim: SimHandle) -> None:
     c = client(rgw)
     with pytest.raises(openai.BadRequestError):
-        await c.chat.completions.create(  # the upstream refuses a tool without a name
-            model="plain", messages=MESSAGES,
-            tools=[{"type": "function", "function": {"parameters": {}}}])  # type: ignore[typeddict-item]
+        await c.chat.completions.create(  # the gateway allows n up to 200, the upstream 128
+            model="plain", messages=MESSAGES, n=150, max_tokens=1)
     assert fresh_sim.stats()["requests"] == 1
     await c.close()
 

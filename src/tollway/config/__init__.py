@@ -19,7 +19,13 @@ from tollway.config.defaults import (
     OPENAI_DEFAULT_MODELS,
     embedded_default,
 )
-from tollway.config.guards import GuardMode, GuardModes, GuardsConfig, InputGuardConfig
+from tollway.config.guards import (
+    GuardMode,
+    GuardModes,
+    GuardsConfig,
+    InputGuardConfig,
+    check_threshold,
+)
 from tollway.config.history import (
     ConversationsConfig,
     HistoryConfig,
@@ -81,6 +87,7 @@ __all__ = [
     "TierConfig",
     "Timeouts",
     "check_budget",
+    "check_threshold",
     "embedded_default",
     "load",
     "parse",

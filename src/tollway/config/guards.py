@@ -58,9 +58,14 @@ def check_guards(g: GuardsConfig, overrides: dict[str, GuardModes]) -> None:
         (f"models.{a}.guards.injection_threshold", o.injection_threshold)
         for a, o in overrides.items()]
     for where, t in thresholds:
-        if t is not None and not 0 < t <= 1:
-            raise ConfigError(f"{where}: a score in (0, 1], e.g. 0.5")
+        check_threshold(t, where)
     for name in ("max_messages", "max_chars_per_message", "max_chars_total"):
         v = getattr(g.input, name)
         if v is not None and v < 1:
             raise ConfigError(f"guards.input.{name}: must be >= 1 (or null for no limit)")
+
+
+def check_threshold(t: float | None, where: str) -> None:
+    """An injection threshold: a score in (0, 1]."""
+    if t is not None and not 0 < t <= 1:
+        raise ConfigError(f"{where}: a score in (0, 1], e.g. 0.5")

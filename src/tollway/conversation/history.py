@@ -67,7 +67,8 @@ def ask_of(policy: str | None, tokens: str | None) -> HistoryAsk | None:
                                  f"{policy!r}", param="x-tollway-history")
     n = None
     if tokens is not None:
-        if not tokens.isdigit() or int(tokens) < 1:
+        # isascii: a latin-1 header byte such as '²' is a digit to isdigit(), not to int().
+        if not (tokens.isascii() and tokens.isdigit()) or int(tokens) < 1:
             raise InvalidRequest(f"x-tollway-history-tokens: a whole number of tokens >= 1, "
                                  f"got {tokens!r}", param="x-tollway-history-tokens")
         n = int(tokens)

@@ -1,20 +1,21 @@
 """Check a model's output against the request's `response_format`.
 
 `json_schema` output must parse and validate against the schema; `json_object` output
-must parse as a JSON object. Schemas are compiled once (fastjsonschema generates a
-Python validator per schema; `bench/guards.py` measures it against jsonschema's
-interpreter) and cached by their canonical JSON.
+must parse as a JSON object. Schemas are compiled once, when the request is parsed
+(`wire/schemas.py`: fastjsonschema generates a Python validator per schema;
+`bench/guards.py` measures it against jsonschema's interpreter), and the validator is
+reused here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import fastjsonschema
 import orjson
+
+from tollway.wire.schemas import compiled, problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,20 +51,14 @@ def check(text: str, response_format: dict[str, Any]) -> SchemaCheck:
     if not isinstance(schema, dict):
         return OK  # nothing to validate against; the JSON parsed
     try:
-        validator = _compiled(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
-    except fastjsonschema.JsonSchemaDefinitionException as e:
-        return SchemaCheck(False, f"the request's JSON schema is invalid: {e}")
+        validator = compiled(schema)
+    except Exception as e:  # refused at parse time; a request built in Python may not be
+        return SchemaCheck(False, f"the request's JSON schema is invalid: {problem(e)}")
     try:
         validator(value)
     except fastjsonschema.JsonSchemaValueException as e:
         return SchemaCheck(False, f"the output does not match the schema: {e.message}")
     return OK
-
-
-@lru_cache(maxsize=256)
-def _compiled(schema_json: bytes) -> Callable[[Any], Any]:
-    validate: Callable[[Any], Any] = fastjsonschema.compile(orjson.loads(schema_json))
-    return validate
 
 
 def _json_type(value: Any) -> str:

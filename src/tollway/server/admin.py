@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -28,10 +29,9 @@ import msgspec
 from starlette.routing import Route
 
 from tollway.accounting.rows import SPEND_GROUPS, SpendRow
-from tollway.config import Budget, GuardModes, check_budget
+from tollway.config import Budget, GuardModes
 from tollway.conversation import thread
 from tollway.errors import (
-    ConfigError,
     Forbidden,
     InvalidRequest,
     MethodNotAllowed,
@@ -58,6 +58,7 @@ from tollway.server.asgi import (
     whole_number,
 )
 from tollway.server.conversations import LIST_PAGE, MAX_LIST
+from tollway.server.key_settings import check_seconds, check_settings, storable
 
 log = logging.getLogger("tollway.admin")
 
@@ -153,29 +154,6 @@ def invalid_field(msg: str) -> InvalidRequest:
     return InvalidRequest(msg)
 
 
-def check_settings(rec: KeyRecord, fields: Collection[str], served: Collection[str]) -> None:
-    """Validate the settings named in `fields` (only those a request set: a model
-    since removed from the config must not block renaming the key)."""
-    for name in ("rpm", "tpm"):
-        n = getattr(rec, name)
-        if name in fields and n is not None and n < 1:
-            raise InvalidRequest(f"{name}: must be >= 1 (or null for no limit)", param=name)
-    if "budgets" in fields:
-        for i, b in enumerate(rec.budgets):
-            where = f"budgets[{i}]"
-            try:
-                check_budget(b, where)
-            except ConfigError as e:
-                raise InvalidRequest(str(e), param=where) from None
-    if "features" in fields and not all(f.strip() for f in rec.features):
-        raise InvalidRequest("features: tags must not be empty", param="features")
-    if "models" in fields:
-        unknown = [m for m in rec.models if m not in served]
-        if unknown:
-            raise InvalidRequest(f"models: {', '.join(map(repr, unknown))} not served here; "
-                                 f"this gateway serves: {', '.join(served)}", param="models")
-
-
 def parse_time(text: str, param: str, *, end: bool = False) -> float:
     """Epoch seconds, an ISO datetime (UTC unless it says otherwise) or an ISO date.
     A date alone covers its whole day: as `until` it means the next midnight, so
@@ -183,17 +161,20 @@ def parse_time(text: str, param: str, *, end: bool = False) -> float:
     text = text.strip()
     try:
         if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
+            epoch = float(text)
+            if math.isfinite(epoch):
+                return epoch
+            raise ValueError(text)
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             day = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
             return (day + timedelta(days=1 if end else 0)).timestamp()
         t = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a time, or one past the calendar's ends
         pass
     else:
         return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
     raise InvalidRequest(f"{param}: expected a date (2026-11-01), a UTC datetime "
-                         f"(2026-11-01T12:00:00Z) or epoch seconds, got {text!r}", param=param)
+                         f"(2026-11-01T12:00:00Z) or epoch seconds, got {text[:80]!r}", param=param)
 
 
 def window(q: dict[str, str]) -> tuple[float | None, float | None]:
@@ -257,8 +238,7 @@ class Admin:
 
     async def create_key(self, scope: Scope, receive: Receive) -> Result:
         req = await self._body(scope, receive, NewKey)
-        if req.expires_in_seconds is not None and req.expires_in_seconds <= 0:
-            raise InvalidRequest("expires_in_seconds: must be > 0", param="expires_in_seconds")
+        check_seconds(req.expires_in_seconds, "expires_in_seconds")
         now = self.now()
         settings = msgspec.to_builtins(req)
         given = [f for f in settings if f != "expires_in_seconds"]
@@ -267,6 +247,7 @@ class Admin:
             settings["expires_at"] = now + req.expires_in_seconds
         secret, rec = mint(now, **settings)
         check_settings(rec, given, self.served())
+        storable(rec)
         await self.gateway.store.keys.put(rec)
         log.info("admin: created key %s (%s)", rec.id, rec.hint)
         return Result(201, {"key": secret, "record": public_view(rec, now)})
@@ -284,6 +265,7 @@ class Admin:
         async with self._lock:
             rec = msgspec.structs.replace(await self._key(scope), **changes)
             check_settings(rec, changes, self.served())
+            storable(rec)
             await self.gateway.store.keys.put(rec)
         log.info("admin: updated key %s (%s)", rec.id, ", ".join(changes) or "no change")
         return Result(200, public_view(rec, self.now()))
@@ -300,8 +282,7 @@ class Admin:
 
     async def rotate_key(self, scope: Scope, receive: Receive) -> Result:
         grace = (await self._body(scope, receive, Rotation)).grace_seconds
-        if grace < 0:
-            raise InvalidRequest("grace_seconds: must be >= 0", param="grace_seconds")
+        check_seconds(grace, "grace_seconds", allow_zero=True)
         keys = self.gateway.store.keys
         async with self._lock:
             old = await self._key(scope)
@@ -314,6 +295,8 @@ class Admin:
             old = msgspec.structs.replace(
                 old, replaced_by=new.id,
                 expires_at=ends if old.expires_at is None else min(old.expires_at, ends))
+            storable(new)  # both checked before either is written
+            storable(old)
             # The new key first: a failure between the writes leaves the old one valid.
             await keys.put(new)
             await keys.put(old)
@@ -383,12 +366,15 @@ class Admin:
 
 def _cursor(text: str) -> tuple[float, str]:
     """`after`: the `next` of the previous page (`<ts>|<row id>`)."""
-    ts, _, rid = text.partition("|")
+    ts, sep, rid = text.partition("|")
     try:
-        return float(ts), rid
+        t = float(ts)
     except ValueError:
-        raise InvalidRequest(f"after: the 'next' value of the previous page, got {text!r}",
-                             param="after") from None
+        t = math.nan
+    if not (sep and math.isfinite(t)):
+        raise InvalidRequest(f"after: the 'next' value of the previous page (<time>|<row "
+                             f"id>), got {text[:80]!r}", param="after")
+    return t, rid
 
 
 def refuse_rotation(rec: KeyRecord, now: float) -> None:
@@ -427,12 +413,18 @@ class Endpoint:
         try:
             self.admin.authorize(e.api_key)
             reply = await handler(scope, receive)
+            body = json_bytes(reply.body)
         except TollwayError as err:
             await send_error(send, err, headers)
             return
         except ClientGone:
             return
-        await send_json(send, reply.status, json_bytes(reply.body), headers)
+        except Exception:  # a bug: still a JSON error, never the server's plain text
+            log.exception("admin: internal error (%s)", e.request_id)
+            await send_error(send, TollwayError(f"Internal error; the request id is "
+                                                f"{e.request_id}."), headers)
+            return
+        await send_json(send, reply.status, body, headers)
 
 
 def admin_routes(gateway: Gateway) -> list[Route]:

@@ -11,7 +11,7 @@ from starlette.routing import Route, Router
 
 from tollway import __version__
 from tollway.config import Config
-from tollway.errors import MethodNotAllowed, NotFound
+from tollway.errors import MethodNotAllowed, ModelNotFound, NotFound, TollwayError
 from tollway.gateway import Gateway
 from tollway.server.admin import ANY_METHOD, admin_routes
 from tollway.server.asgi import (
@@ -33,15 +33,35 @@ from tollway.server.ready import readiness
 
 
 class Models:
-    def __init__(self, config: Config, started: float) -> None:
+    """GET /v1/models: the models served; GET /v1/models/{id}: one of them (what the
+    SDKs' `models.retrieve` asks), or a 404 naming what is served."""
+
+    def __init__(self, config: Config, started: float, *, one: bool = False) -> None:
         self.config = config
         self.started = started
+        self.one = one
+
+    def _model(self, name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": int(self.started),
+                "owned_by": "tollway"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        created = int(self.started)
-        data = [{"id": m, "object": "model", "created": created, "owned_by": "tollway"}
-                for m in self.config.public_models()]
-        await send_json(send, 200, json_bytes({"object": "list", "data": data}), _rid(scope))
+        served = self.config.public_models()
+        if not self.one:
+            body = {"object": "list", "data": [self._model(m) for m in served]}
+            await send_json(send, 200, json_bytes(body), _rid(scope))
+            return
+        if scope["method"] != "GET":
+            await _wrong_method("GET")(scope, receive, send)
+            return
+        name = scope["path_params"]["id"]
+        if name not in served:
+            err = ModelNotFound(f"The model '{name[:256]}' does not exist on this gateway. "
+                                f"Available models: {', '.join(served) or '(none)'}.",
+                                param="model")
+            await send_error(send, err, _rid(scope))
+            return
+        await send_json(send, 200, json_bytes(self._model(name)), _rid(scope))
 
 
 class Health:
@@ -74,11 +94,16 @@ def _rid(scope: Scope) -> Headers:
     return [(b"x-request-id", scope["tollway.request_id"].encode())]
 
 
-def _wrong_method(allowed: str) -> Any:
+def _wrong_method(allowed: str, endpoint: Any = None) -> Any:
+    """405 in the route's own dialect (Anthropic's shape on /v1/messages)."""
+    shape = endpoint.dialect.error if isinstance(endpoint, ChatEndpoint) else (
+        TollwayError.to_json)
+
     async def handler(scope: Scope, receive: Receive, send: Send) -> None:
         err = MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
                                f"use {allowed}.")
-        await send_error(send, err, [*_rid(scope), (b"allow", allowed.encode())])
+        await send_json(send, err.status, shape(err),
+                        [*_rid(scope), (b"allow", allowed.encode())])
     return handler
 
 
@@ -99,6 +124,12 @@ class TollwayApp:
             Route("/v1/messages", ChatEndpoint(gw, ANTHROPIC, self.drain), methods=["POST"]),
             Route("/v1/models", Models(config, self.started), methods=["GET"]),
             Route("/models", Models(config, self.started), methods=["GET"]),
+            # Every method: the endpoint refuses the wrong ones in the OpenAI shape. A
+            # model's name may hold slashes (`openai/gpt-4o`), hence `path`.
+            Route("/v1/models/{id:path}", Models(config, self.started, one=True),
+                  methods=ANY_METHOD),
+            Route("/models/{id:path}", Models(config, self.started, one=True),
+                  methods=ANY_METHOD),
             Route("/health", Health(), methods=["GET"]),
             Route("/health/ready", Ready(gw), methods=["GET"]),
             Route("/metrics", Metrics(gw), methods=["GET"]),
@@ -110,8 +141,10 @@ class TollwayApp:
             *admin_routes(gw),
         ]
         self.router = Router(routes=routes, default=not_found)
-        self._by_path = {r.path: r for r in routes}
-        self._wrong = {r.path: _wrong_method(",".join(sorted(r.methods or ()))) for r in routes}
+        # Only the fixed paths: "/v1/conversations/{id}" taken literally has no id.
+        self._by_path = {r.path: r for r in routes if "{" not in r.path}
+        self._wrong = {r.path: _wrong_method(",".join(sorted(r.methods or ())), r.endpoint)
+                       for r in self._by_path.values()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

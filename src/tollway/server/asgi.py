@@ -121,7 +121,8 @@ def whole_number(text: str | None, param: str, default: int, lo: int, hi: int) -
     """A query parameter that is a whole number in [lo, hi]; `default` when absent."""
     if text is None:
         return default
-    if not text.isdigit() or not lo <= int(text) <= hi:
+    # isascii: str.isdigit() is also true of digits int() does not read ('²').
+    if not (text.isascii() and text.isdigit()) or not lo <= int(text) <= hi:
         raise InvalidRequest(f"{param}: a whole number from {lo} to {hi}, got {text!r}",
                              param=param)
     return int(text)

@@ -46,6 +46,7 @@ class _Request(msgspec.Struct, kw_only=True):
     stop_sequences: list[str] | None = None
     tools: list[Block] | None = None
     tool_choice: Block | None = None
+    output_config: Block | None = None  # structured outputs: {"format": {json_schema}}
 
 
 _ERRORS = {
@@ -127,6 +128,15 @@ def _tool(req: _Request) -> ToolSpec | None:
     return ToolSpec(name, tool.get("input_schema"))
 
 
+def _json_format(config: Block | None) -> dict[str, Any]:
+    """`output_config.format` (structured outputs) as the reply plan's JSON mode."""
+    fmt = (config or {}).get("format") or {}
+    if fmt.get("type") != "json_schema":
+        return {}
+    schema = fmt.get("schema")
+    return {"json_mode": True, "json_schema": schema if isinstance(schema, dict) else None}
+
+
 def _parse(body: Any) -> _Request:
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
@@ -163,6 +173,7 @@ class AnthropicDialect:
             limit=req.max_tokens,
             stop=req.stop_sequences or [],
             tool=_tool(req),
+            **_json_format(req.output_config),
         )
 
     def limit_headers(self, view: LimitView, wall_now: float) -> dict[str, str]:

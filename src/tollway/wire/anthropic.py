@@ -37,6 +37,7 @@ from tollway.types import (
     StreamOptions,
     ToolCall,
 )
+from tollway.wire import schemas
 from tollway.wire.anthropic_shapes import (
     IMAGE_TYPES,
     dumps,
@@ -49,6 +50,8 @@ from tollway.wire.anthropic_shapes import (
     tool_to_openai,
     usage_to_anthropic,
 )
+from tollway.wire.bounds import MAX_DEPTH, anthropic_path, name_problem, shortened, too_deep
+from tollway.wire.expect import INT64_MAX, json_type
 from tollway.wire.openai import parse_json_body
 
 _TOP_LEVEL = frozenset({
@@ -64,14 +67,9 @@ def _fail(path: str, msg: str) -> NoReturn:
     raise InvalidRequest(f"{path}: {msg}", param=path)
 
 
-def _type_name(v: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean",
-            type(None): "null", int: "integer", float: "number"}.get(type(v), type(v).__name__)
-
-
 def _str(v: Any, path: str, *, nonempty: bool = False) -> str:
     if not isinstance(v, str):
-        _fail(path, f"expected a string, got {_type_name(v)}.")
+        _fail(path, f"expected a string, got {json_type(v)}.")
     if nonempty and not v:
         _fail(path, "must not be empty.")
     return v
@@ -79,27 +77,38 @@ def _str(v: Any, path: str, *, nonempty: bool = False) -> str:
 
 def _obj(v: Any, path: str) -> dict[str, Any]:
     if not isinstance(v, dict):
-        _fail(path, f"expected an object, got {_type_name(v)}.")
+        _fail(path, f"expected an object, got {json_type(v)}.")
     return v
 
 
 def _list(v: Any, path: str) -> list[Any]:
     if not isinstance(v, list):
-        _fail(path, f"expected an array, got {_type_name(v)}.")
+        _fail(path, f"expected an array, got {json_type(v)}.")
     return v
+
+
+def _name(v: Any, path: str, *, nonempty: bool = False) -> str:
+    """A model or user name: the ledger records it."""
+    text = _str(v, path, nonempty=nonempty)
+    problem = name_problem(text)
+    if problem is not None:
+        _fail(path, problem + ".")
+    return text
 
 
 def _int(v: Any, path: str, minimum: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        _fail(path, f"expected an integer, got {_type_name(v)}.")
+        _fail(path, f"expected an integer, got {json_type(v)}.")
     if v < minimum:
         _fail(path, f"must be at least {minimum}, got {v}.")
+    if v > INT64_MAX:
+        _fail(path, f"must be at most {INT64_MAX} (64 bits), got {v}.")
     return v
 
 
 def _unit(v: Any, path: str) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
-        _fail(path, f"expected a number, got {_type_name(v)}.")
+        _fail(path, f"expected a number, got {json_type(v)}.")
     if not 0 <= v <= 1:
         _fail(path, f"must be between 0 and 1, got {v}.")
     return float(v)
@@ -172,7 +181,7 @@ def _tool_result(block: dict[str, Any], path: str) -> Message:
                 _fail(f"{where}.type", f"a tool result holds text, image or document blocks, "
                       f"not {kind!r}.")
     if block.get("is_error") is not None and not isinstance(block["is_error"], bool):
-        _fail(f"{path}.is_error", f"expected a boolean, got {_type_name(block['is_error'])}.")
+        _fail(f"{path}.is_error", f"expected a boolean, got {json_type(block['is_error'])}.")
     return Message(role="tool", tool_call_id=tool_id, content=content)
 
 
@@ -254,7 +263,7 @@ def _messages(raw: Any) -> list[Message]:
             continue
         if not isinstance(content, list):
             _fail(f"{path}.content", "expected a string or an array of content blocks, "
-                  f"got {_type_name(content)}.")
+                  f"got {json_type(content)}.")
         blocks = content
         if not blocks and not last_assistant:
             _fail(f"{path}.content", "must not be empty (only a final assistant message "
@@ -282,7 +291,7 @@ def _system(raw: Any) -> Message | None:
     return Message(role="system", content=parts) if parts else None
 
 
-def _tools(raw: Any) -> list[dict[str, Any]]:
+def _tools(raw: Any, found: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
     for i, item in enumerate(_list(raw, "tools")):
         path = f"tools.{i}"
@@ -296,6 +305,7 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
         schema = _obj(tool.get("input_schema"), f"{path}.input_schema")
         if schema.get("type") != "object":
             _fail(f"{path}.input_schema.type", "must be 'object'.")
+        found.append((f"{path}.input_schema", schema))
         out.append(tool_to_openai(tool))
     return out
 
@@ -316,13 +326,17 @@ def _tool_choice(raw: Any) -> dict[str, Any]:
 def parse_messages_request(body: bytes) -> ChatRequest:
     """Validate an Anthropic Messages request and return it as a canonical ChatRequest."""
     data = parse_json_body(body)
+    deep = too_deep(data)
+    if deep is not None:
+        _fail(anthropic_path(shortened(deep)), f"nested more than {MAX_DEPTH} levels deep "
+              "(the limit).")
     for key in data:
         if key not in _TOP_LEVEL:
             _fail(key, "unknown or unsupported parameter (Tollway's /v1/messages accepts: "
                   f"{', '.join(sorted(_TOP_LEVEL - {'thinking', 'service_tier'}))}).")
     if "model" not in data:
         _fail("model", "Field required.")
-    model = _str(data["model"], "model", nonempty=True)
+    model = _name(data["model"], "model", nonempty=True)
     if "max_tokens" not in data:
         _fail("max_tokens", "Field required (the Messages API needs an output limit).")
     max_tokens = _int(data["max_tokens"], "max_tokens", 1)
@@ -339,7 +353,7 @@ def parse_messages_request(body: bytes) -> ChatRequest:
 
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
-        _fail("stream", f"expected a boolean, got {_type_name(stream)}.")
+        _fail("stream", f"expected a boolean, got {json_type(stream)}.")
     req = ChatRequest(model=model, messages=messages, max_tokens=max_tokens, stream=stream)
     if stream:
         # stream_to_anthropic needs the usage chunk; the gateway strips it otherwise.
@@ -359,11 +373,17 @@ def parse_messages_request(body: bytes) -> ChatRequest:
             if key != "user_id":
                 _fail(f"metadata.{key}", "unknown field (metadata takes only 'user_id').")
         if meta.get("user_id") is not None:
-            req.user = _str(meta["user_id"], "metadata.user_id")
+            req.user = _name(meta["user_id"], "metadata.user_id")
+    found: list[tuple[str, dict[str, Any]]] = []  # the JSON schemas, to compile
     if data.get("tools") is not None:
-        req.tools = _tools(data["tools"]) or None
+        req.tools = _tools(data["tools"], found) or None
     if data.get("output_config") is not None:
         req.response_format = _output_config(data["output_config"])
+        if req.response_format is not None:
+            found.append(("output_config.format.schema",
+                          req.response_format["json_schema"]["schema"]))
+    if found:
+        schemas.check_all(found, _invalid_schema)
     if data.get("cache_control") is not None:
         _mark_last(req.messages, _obj(data["cache_control"], "cache_control"))
     if data.get("tool_choice") is not None:
@@ -376,6 +396,10 @@ def parse_messages_request(body: bytes) -> ChatRequest:
         if req.tools:  # OpenAI-style upstreams refuse a tool_choice without tools
             req.tool_choice, req.parallel_tool_calls = tool_choice_to_openai(choice)
     return req
+
+
+def _invalid_schema(path: str, problem: str) -> NoReturn:
+    _fail(path, problem + ".")
 
 
 def _output_config(raw: Any) -> dict[str, Any] | None:

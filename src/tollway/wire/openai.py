@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import orjson
 
 from tollway.errors import InvalidRequest
 from tollway.types import ChatRequest, Chunk
+from tollway.wire import schemas
+from tollway.wire.expect import bad_value, shallow
+from tollway.wire.openai_messages import check_messages
+from tollway.wire.openai_params import check_extra, check_response_format, check_scalars
+from tollway.wire.openai_tools import check_functions, check_tool_choice, check_tools
 
 _KNOWN = frozenset(f for f in ChatRequest.__struct_fields__ if f != "extra")
 _AT = re.compile(r" - at `\$\.?(.*)`$")
@@ -82,16 +87,34 @@ def _check(req: ChatRequest, max_n: int, max_messages: int) -> None:
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.",
                              param="stream_options", code="invalid_value")
-    for i, m in enumerate(req.messages):
-        if m.role == "tool" and not m.tool_call_id:
-            raise InvalidRequest(f"messages[{i}]: a 'tool' message needs 'tool_call_id'.",
-                                 param=f"messages[{i}].tool_call_id")
-        if isinstance(m.content, list):
-            for j, part in enumerate(m.content):
-                if not isinstance(part.get("type"), str):
-                    raise InvalidRequest(
-                        f"messages[{i}].content[{j}]: each content part needs a 'type'.",
-                        param=f"messages[{i}].content[{j}].type")
+    check_scalars(req)
+    check_messages(req.messages)
+    if req.tools or req.tool_choice is not None or req.response_format is not None or (
+            req.extra):  # most requests have none of these
+        _check_options(req)
+
+
+def _check_options(req: ChatRequest) -> None:
+    # First: what follows recurses (orjson stops at 255 levels). The rest of the request
+    # has types that bound its depth; content parts are checked with the messages.
+    for name, value in (("tools", req.tools), ("tool_choice", req.tool_choice),
+                        ("response_format", req.response_format), *req.extra.items()):
+        shallow(value, [name])
+    found: list[tuple[str, dict[str, Any]]] = []  # the JSON schemas, to compile
+    defined = check_tools(req.tools or [], found)
+    if req.tool_choice is not None:
+        check_tool_choice(req.tool_choice, defined)
+    if req.response_format is not None:
+        check_response_format(req.response_format, found)
+    if req.extra:
+        check_functions(req.extra, found)
+        check_extra(req.extra)
+    if found:
+        schemas.check_all(found, _invalid)
+
+
+def _invalid(param: str, problem: str) -> NoReturn:
+    raise bad_value(param, problem)
 
 
 def upstream_body(req: ChatRequest, model: str) -> dict[str, Any]:
