@@ -233,8 +233,7 @@ class Admin:
 
     async def _body(self, scope: Scope, receive: Receive, kind: type[S]) -> S:
         check_json_content_type(scope)
-        return decode(await read_body(scope, receive, MAX_BODY,
-                                      self.gateway.config.server.body_timeout_seconds), kind)
+        return decode(await read_body(scope, receive, MAX_BODY), kind)
 
     async def create_key(self, scope: Scope, receive: Receive) -> Result:
         req = await self._body(scope, receive, NewKey)

@@ -139,26 +139,22 @@ def check_json_content_type(scope: Scope) -> None:
             "(With curl, add -H 'Content-Type: application/json'.)")
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, within: float) -> bytes:
-    """The request body, at most `limit` bytes, all of it within `within` seconds (a
-    client trickling its body must not hold the request open)."""
+# Set in the scope by the connection (server/connections.py) when the body did not
+# arrive within server.body_timeout_seconds: it has answered 408 and hung up.
+BODY_TIMED_OUT = "tollway.body_timed_out"
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = edge(scope).content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}.")
-    try:
-        async with asyncio.timeout(within):
-            return await _read(receive, limit)
-    except TimeoutError:
-        raise RequestTimeout(f"The request body did not arrive within {within:g} s "
-                             "(server.body_timeout_seconds).") from None
-
-
-async def _read(receive: Receive, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
+            if BODY_TIMED_OUT in scope:  # the ledger says 408, as the client was told
+                raise RequestTimeout(scope[BODY_TIMED_OUT])
             raise ClientGone
         chunk = msg.get("body", b"")
         if chunk:

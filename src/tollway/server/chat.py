@@ -89,8 +89,7 @@ class ChatEndpoint:
             call.caller = await gateway.authenticate(e.api_key, call.caller)
             call.asks = asks_of(e, call.asks)
             check_json_content_type(scope)
-            req = self.dialect.parse(await read_body(scope, receive, self.server.max_body_bytes,
-                                                     self.server.body_timeout_seconds),
+            req = self.dialect.parse(await read_body(scope, receive, self.server.max_body_bytes),
                                      self.server)
             watch = DisconnectWatch(receive)
             answer = await gateway.chat(call, req)

@@ -2,12 +2,14 @@
 deadline for a request's headers and a cap on open connections per client address.
 
 uvicorn bounds an idle keep-alive connection (`timeout_keep_alive`), but not a fresh
-connection that sends nothing, nor headers that trickle in a byte at a time: each would
-hold a connection (and a file descriptor) for ever. Here a request's headers must be
-complete within `server.header_timeout_seconds` of its first byte, or of the connection
-opening (408 and closed otherwise), and a client address holding
-`server.max_connections_per_ip` connections gets a 503 on the next and it is closed.
-(The body's own deadline is the endpoint's: `asgi.read_body`.)
+connection that sends nothing, nor headers or a body that trickle in a byte at a time:
+each would hold a connection (and a file descriptor) for ever. Here a request's headers
+must be complete within `server.header_timeout_seconds` of its first byte, or of the
+connection opening, and its body within `server.body_timeout_seconds` of its headers
+(408 and closed otherwise: the endpoint reading the body is told, so its ledger row
+says 408 too), and a client address holding `server.max_connections_per_ip`
+connections gets a 503 on the next and it is closed. The deadlines are the loop's own
+timers, armed and disarmed as httptools parses: nothing per request on the ASGI side.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tollway.config import ServerConfig
+from tollway.server.asgi import BODY_TIMED_OUT
 
 
 class ConnectionLimits:
@@ -26,6 +29,7 @@ class ConnectionLimits:
 
     def __init__(self, server: ServerConfig) -> None:
         self.header_seconds = server.header_timeout_seconds
+        self.body_seconds = server.body_timeout_seconds
         self.per_ip = server.max_connections_per_ip
         self.open: dict[str, int] = {}
 
@@ -90,6 +94,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        # The body next (parsed in this same call when it came with the headers, which
+        # disarms it at once).
+        self._deadline = self.loop.call_later(self.limits.body_seconds, self._body_too_slow)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
 
     def _arm(self) -> None:
         self._disarm()
@@ -108,6 +119,22 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 f"The request's headers did not arrive within "
                 f"{self.limits.header_seconds:g} s (server.header_timeout_seconds)."))
             self.transport.close()
+
+
+    def _body_too_slow(self) -> None:
+        """Answer 408, tell the request reading the body (its receive() returns, and
+        `read_body` raises the same 408 for the ledger), and hang up."""
+        self._deadline = None
+        cycle = self.cycle
+        if cycle is None or cycle.response_started or self.transport.is_closing():
+            return
+        why = (f"The request body did not arrive within {self.limits.body_seconds:g} s "
+               "(server.body_timeout_seconds).")
+        self.scope[BODY_TIMED_OUT] = why  # type: ignore[literal-required]
+        self.transport.write(_reply(b"408 Request Timeout", "request_timeout", why))
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self.transport.close()
 
 
 def _limits_of(app: Any) -> ConnectionLimits:
