@@ -74,7 +74,8 @@ def fill(model: str, matched: str) -> str:
 
 
 def valid_match(matched: str) -> bool:
-    return 0 < len(matched) <= MAX_MATCH and matched.isprintable() and " " not in matched
+    return (0 < len(matched) <= MAX_MATCH and matched.isprintable() and " " not in matched
+            and WILDCARD not in matched)
 
 
 class Patterns:

@@ -107,13 +107,14 @@ def allows(entry: str, names: tuple[str, ...]) -> bool:
     or without a provider prefix (`gpt-4o` admits `gpt-4o-2024-08-06` and
     `openai/gpt-4o-2024-08-06`, never `gpt-4o-mini`: the same model at the same price,
     not its family)."""
-    if entry.endswith(WILDCARD):
-        prefix = entry[:-1]
-        return any(n and n.startswith(prefix) for n in names)
+    qualified = "/" in entry  # names the provider: compare names with theirs
     for n in names:
         if not n:
             continue
-        bare = n.rsplit("/", 1)[-1] if "/" not in entry else n
-        if entry in (n, bare, undated(n), undated(bare)):
+        bare = n if qualified else n.rsplit("/", 1)[-1]
+        if entry.endswith(WILDCARD):
+            if n.startswith(entry[:-1]) or bare.startswith(entry[:-1]):
+                return True
+        elif entry in (n, bare, undated(n), undated(bare)):
             return True
     return False
