@@ -1,9 +1,10 @@
 """Hypothesis drives every public route of one gateway, in front of `tollway simulate`:
 chat in both request shapes (valid requests, and valid ones broken in one to three
 places), Anthropic's count_tokens, raw bodies and headers, the admin API, models,
-conversations, health and metrics. For every example: a 2xx for a valid request, else a 4xx JSON error in the
-route's dialect — never a 5xx, never a hang (each request has a timeout). At the end
-the server is healthy and the ledger holds exactly one row per chat request made.
+conversations, health and metrics. For every example: a 2xx for a valid request, else a
+4xx JSON error in the route's dialect — never a 5xx, never a hang (each request has a
+timeout). At the end the server is healthy and the ledger holds exactly one row per
+chat request made.
 
 Deterministic (`derandomize`: the examples are the same on every run) and bounded
 (`max_examples`), so it runs in `make test` in seconds. `FUZZ_SCALE=20 pytest
