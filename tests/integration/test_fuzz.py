@@ -1,9 +1,10 @@
 """Hypothesis drives every public route of one gateway, in front of `tollway simulate`:
 chat in both request shapes (valid requests, and valid ones broken in one to three
-places), raw bodies and headers, the admin API, models, conversations, health and
-metrics. For every example: a 2xx for a valid request, else a 4xx JSON error in the
-route's dialect — never a 5xx, never a hang (each request has a timeout). At the end
-the server is healthy and the ledger holds exactly one row per chat request made.
+places), Anthropic's count_tokens, raw bodies and headers, the admin API, models,
+conversations, health and metrics. For every example: a 2xx for a valid request, else a
+4xx JSON error in the route's dialect — never a 5xx, never a hang (each request has a
+timeout). At the end the server is healthy and the ledger holds exactly one row per
+chat request made.
 
 Deterministic (`derandomize`: the examples are the same on every run) and bounded
 (`max_examples`), so it runs in `make test` in seconds. `FUZZ_SCALE=20 pytest
@@ -426,6 +427,39 @@ def test_broken_requests_get_a_4xx_in_their_dialect(target: Target) -> None:
     broken()
 
 
+COUNT_PATH = "/v1/messages/count_tokens"
+# What a count_tokens body may not hold: what only shapes an answer.
+NOT_COUNTED = ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences",
+               "metadata")
+
+
+def countable(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in NOT_COUNTED}
+
+
+def test_count_tokens(target: Target) -> None:
+    """Valid bodies are counted (the Claude model's by the simulator, the other here);
+    broken ones — chat's breakages, plus the fields count_tokens refuses — get a 4xx in
+    Anthropic's shape. No ledger row either way."""
+    @fuzzing(60)
+    @given(body=anthropic_valid().map(countable))
+    def valid(body: dict[str, Any]) -> None:
+        reply = chat(target, COUNT_PATH, body)
+        assert reply.status == 200, reply
+        n = reply.json()["input_tokens"]
+        assert isinstance(n, int) and n > 0, reply
+
+    @fuzzing(150)
+    @given(body=anthropic_broken() | anthropic_valid(),
+           key=st.sampled_from([MASTER, MASTER, None, "tw-nope", 0]))
+    def broken(body: dict[str, Any], key: str | int | None) -> None:
+        secret = target.keys[key] if isinstance(key, int) else key
+        check_answer(chat(target, COUNT_PATH, body, key=secret), COUNT_PATH)
+
+    valid()
+    broken()
+
+
 headers = st.fixed_dictionaries({}, optional={
     "content-type": st.sampled_from(["text/plain", "application/json; charset=utf-8",
                                      "application/x-www-form-urlencoded", ""]),
@@ -543,7 +577,7 @@ def test_models_conversations_health_metrics_and_unknown_paths(target: Target) -
     @given(route=st.sampled_from(["/v1/models", "/models", "/v1/models/{}", "/models/{}",
                                   "/v1/conversations", "/v1/conversations/{}", "/health",
                                   "/health/ready", "/metrics", "/v1/{}", "/{}",
-                                  "/v1/chat/completions", "/v1/messages"]),
+                                  "/v1/chat/completions", "/v1/messages", COUNT_PATH]),
            seg=segment | st.sampled_from(["sim", "sim-alias", "tier:x", "{id}", "%7Bid%7D",
                                           "a/b"]),
            query=st.dictionaries(st.sampled_from(["limit", "x"]), query_values, max_size=2),

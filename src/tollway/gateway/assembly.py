@@ -22,7 +22,9 @@ from tollway.cache.response import ResponseCache
 from tollway.config import Config
 from tollway.conversation.memory import Memory
 from tollway.errors import TollwayError
+from tollway.gateway import counting
 from tollway.gateway.call import Call
+from tollway.gateway.counting import TokenCount
 from tollway.gateway.pipeline import Pipeline, Stages
 from tollway.gateway.routes import Routes
 from tollway.guards.policy import Policies
@@ -34,7 +36,7 @@ from tollway.policy.plan import Planner
 from tollway.policy.recovery import GRACE, BudgetRecovery, Held
 from tollway.providers.base import Provider, redact
 from tollway.providers.http import Transport
-from tollway.providers.registry import build_providers
+from tollway.providers.registry import build_providers, forget_deployments
 from tollway.routing.router import Router
 from tollway.store import open_store
 from tollway.store.base import Store
@@ -64,7 +66,7 @@ class Gateway:
         self.ledger = Ledger(self.store.ledger, config.ledger, config.store.path)
         self.alerts = Alerts(config.alerts, self.store, self.transport)
         self.router = Router(self.providers)
-        self.routes = Routes(config, self.router)
+        self.routes = Routes(config, self.router, forget_deployments)
         self.cache = (ResponseCache(config, self.store.cache, clock,
                                     lambda: self.observer.store_error("cache"))
                       if any(for_alias(config.cache, mc.cache).enabled
@@ -109,6 +111,12 @@ class Gateway:
 
     def deployments(self) -> dict[str, list[Deployment]]:
         return self.routes.deployments()
+
+    async def count_tokens(self, req: ChatRequest, caller: auth.Caller, tier: str | None,
+                           request_id: str) -> TokenCount:
+        """A prompt's input tokens for the model it names (not billed: counting.py)."""
+        return await counting.count_tokens(self.routes, self.providers, req, caller, tier,
+                                           request_id)
 
     async def _levels(self, counters: list[str], now: float) -> list[float] | None:
         return await self.outages.open("budgets", "no budget downgrade",

@@ -80,7 +80,7 @@ class Pipeline:
         s, now = self.s, self.s.clock()
         count = call.begin(req)
         route, choice = s.routes.choose(req.model, call.asks.tier, call.caller.key,
-                                        call.internal is not None)
+                                        call.internal is not None, call.releases)
         policy = s.guards.of(route.alias, call.caller.key)
         check_limits(req, policy.limits)  # on what the caller sent
         conversation = thread.id_of(req, call.asks.stored_conversation)
@@ -92,7 +92,8 @@ class Pipeline:
             call.history = await self._shape(call, req, route, rule)
         plan = call.plan = s.planner.cap(req, route, choice)
         if s.cache is not None and s.cache.applies(route.alias):
-            call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache)
+            call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache,
+                                              route.name)
         rate = s.admission.rate_limits(call.caller, route.alias)
         if call.cache is not None and call.cache.found is not None:
             return await self._from_cache(call, req, call.cache, rate, now)
