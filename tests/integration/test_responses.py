@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import gateway_config
 from tests.helpers.admin import admin, create_key, ledger_rows
-from tests.helpers.clients import openai_client, track
+from tests.helpers.clients import abandon_stream, openai_client, track
 from tests.helpers.gateway import GatewayHandle, start_gateway
 from tests.helpers.sim import SimHandle
 
@@ -190,3 +190,157 @@ async def test_json_schema_output(gwk: GatewayHandle, fresh_sim: SimHandle) -> N
                          "strict": True}})
     assert set(eval_json(r.output_text)) == {"city"}
     assert r.text is not None and r.text.format.type == "json_schema"
+
+
+# --- other providers -------------------------------------------------------------------
+
+
+async def test_through_an_anthropic_deployment(gwk: GatewayHandle,
+                                               fresh_sim: SimHandle) -> None:
+    c = client(gwk)
+    r = await c.responses.create(model="sim-claude", input="Hello Claude.",
+                                 instructions="Be brief.")
+    assert r.output_text and r.usage is not None and r.usage.output_tokens == 16
+    deltas, final = [], None
+    async for ev in await c.responses.create(model="sim-claude", input="Go on.", stream=True,
+                                             previous_response_id=r.id):
+        if ev.type == "response.output_text.delta":
+            deltas.append(ev.delta)
+        elif ev.type == "response.completed":
+            final = ev.response
+    assert final is not None and "".join(deltas) == final.output_text
+    assert final.usage.input_tokens > r.usage.input_tokens  # the first turn went along
+    first = await c.responses.create(model="sim-claude", input="Weather in Rome?",
+                                     tools=[WEATHER], tool_choice="required")
+    call = first.output[0]
+    assert call.type == "function_call" and call.call_id.startswith("toolu_")
+    done = await c.responses.create(model="sim-claude", previous_response_id=first.id,
+                                    input=[{"type": "function_call_output",
+                                            "call_id": call.call_id, "output": "sunny"}])
+    assert done.output_text and fresh_sim.stats()["requests"] == 4
+
+
+@pytest.fixture(scope="module")
+def embedded() -> Iterator[GatewayHandle]:
+    handle = start_gateway(None)  # no config: the bundled local model
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+async def test_with_the_bundled_local_model(embedded: GatewayHandle) -> None:
+    c = track(openai.AsyncOpenAI(base_url=embedded.base_url, api_key="unused",
+                                 max_retries=0, timeout=120))
+    r = await c.responses.create(model="local", input="What is 2+2?", max_output_tokens=8)
+    assert r.output_text and r.usage is not None and 0 < r.usage.output_tokens <= 8
+    deltas, final = [], None
+    async for ev in await c.responses.create(model="local", input="And 3+3?", stream=True,
+                                             max_output_tokens=8, previous_response_id=r.id):
+        if ev.type == "response.output_text.delta":
+            deltas.append(ev.delta)
+        elif ev.type in ("response.completed", "response.incomplete"):
+            final = ev.response
+    assert final is not None and "".join(deltas) == final.output_text != ""
+
+
+# --- the policy pipeline -----------------------------------------------------------------
+
+
+async def test_an_aborted_stream_is_billed_for_what_was_generated(
+        gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    fresh_sim.config(token_ms=20, output_tokens=200)
+    secret, rec = create_key(gwk.url, MASTER, budgets=[{"usd": 1.0, "period": "day"}])
+    rid = "abort-" + os.urandom(6).hex()
+    body = {"model": "sim", "stream": True, "max_output_tokens": 200,
+            "input": "tell me a long story"}
+    await abandon_stream(f"{gwk.base_url}/responses", body,
+                         {"authorization": f"Bearer {secret}", "x-request-id": rid}, 8)
+    stats = fresh_sim.wait_for(lambda st: st["streams_cancelled"] >= 1, timeout=5)
+    assert stats["streams_completed"] == 0 and stats["tokens_generated"] < 200
+    row = await _row(gwk, rid)
+    assert row["outcome"] == "aborted" and row["status"] == 499 and row["stream"]
+    assert row["estimated"] and row["key_id"] == rec["id"]
+    assert max(4, stats["tokens_generated"]) <= row["output_tokens"] <= 200
+    assert row["cost_usd"] == pytest.approx(
+        (row["input_tokens"] * 1.0 + row["output_tokens"] * 2.0) / 1e6)
+
+
+async def _row(gw: GatewayHandle, request_id: str) -> dict[str, Any]:
+    """The request's ledger row: written once the gateway finished it, a moment after
+    the client hung up (another process: polled)."""
+    for _ in range(100):
+        rows = [r for r in ledger_rows(gw.url, MASTER) if r["request_id"] == request_id]
+        if rows:
+            (row,) = rows
+            return row
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no ledger row for {request_id}")
+
+
+async def test_budget_and_rate_limit_refusals_in_openai_shape(
+        gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    secret, _ = create_key(gwk.url, MASTER, budgets=[{"usd": 1e-9, "period": "day"}])
+    with pytest.raises(openai.RateLimitError) as e:
+        await client(gwk, secret).responses.create(model="sim", input="Too dear.")
+    assert e.value.code == "budget_exceeded" and "Budget exceeded" in e.value.message
+    body: Any = e.value.body
+    assert set(body) == {"message", "type", "param", "code"}
+    c = client(gwk)
+    await c.responses.create(model="sim-limited", input="one")
+    await c.responses.create(model="sim-limited", input="two")
+    with pytest.raises(openai.RateLimitError) as e:
+        await c.responses.create(model="sim-limited", input="three", stream=True)
+    assert e.value.code == "rate_limit_exceeded"
+    assert fresh_sim.stats()["requests"] == 2
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+BAD: list[tuple[dict[str, Any], str, str]] = [
+    ({"input": 5}, "input", "expected a string or an array of items"),
+    ({"input": [{"type": "telepathy"}]}, "input[0].type", "'telepathy' items are not"),
+    ({"input": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+     "input[0].content[0].type", "expected input_text, input_image, input_file"),
+    ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id",
+     "Missing required parameter"),
+    ({"input": "x", "tools": [{"type": "web_search_preview"}]}, "tools[0].type",
+     "hosted tool"),
+    ({"input": "x", "tools": [WEATHER, {"type": "file_search", "vector_store_ids": []}]},
+     "tools[1].type", "hosted tool"),
+    ({"input": "x", "tool_choice": {"type": "web_search_preview"}}, "tool_choice.type",
+     "function tools only"),
+    ({"input": "x", "text": {"format": {"type": "json_schema", "name": "s",
+                                        "schema": {"type": 12}}}},
+     "text.format.schema", "not a valid JSON schema"),
+    ({"input": "x", "text": {"format": {"type": "json_schema", "schema": {}}}},
+     "text.format.name", "Missing required parameter"),
+    ({"input": "x", "previous_response_id": "not an id"}, "previous_response_id",
+     "is not a response id"),
+    ({"input": "x", "background": True}, "background", "not supported"),
+    ({"input": "x", "temprature": 1}, "temprature", "Unrecognized request argument"),
+    ({"input": "x", "max_output_tokens": 0}, "max_output_tokens", "out of range"),
+    ({}, "input", "Missing required parameter"),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "says"), BAD, ids=[b[1] for b in BAD])
+async def test_bad_input_is_a_400_naming_the_parameter(
+        gwk: GatewayHandle, fresh_sim: SimHandle, body: dict[str, Any], param: str,
+        says: str) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        await client(gwk).responses.create(model="sim", extra_body=body)
+    assert e.value.param == param and says in e.value.message, e.value.message
+    assert fresh_sim.stats()["requests"] == 0
+
+
+async def test_wrong_methods_and_unknown_ids(gwk: GatewayHandle) -> None:
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {MASTER}"}) as s:
+        r = await s.get(f"{gwk.base_url}/responses")
+        assert r.status == 405 and (await r.json())["error"]["type"]
+        r = await s.post(f"{gwk.base_url}/responses/resp_1")
+        assert r.status == 405 and r.headers["allow"] == "GET, DELETE"
+        r = await s.get(f"{gwk.base_url}/responses/resp_1/input_items?order=sideways")
+        assert r.status == 404
+        r = await s.get(f"{gwk.base_url}/responses/%00x")
+        assert r.status == 404 and (await r.json())["error"]["param"] == "response_id"
