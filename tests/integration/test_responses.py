@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import gateway_config
 from tests.helpers.admin import admin, create_key, ledger_rows
 from tests.helpers.clients import abandon_stream, openai_client, track
-from tests.helpers.gateway import GatewayHandle, start_gateway
+from tests.helpers.gateway import GatewayHandle, fleet, start_gateway
+from tests.helpers.postgres import scratch_database, url_of
 from tests.helpers.sim import SimHandle
 
 MASTER = "master-" + os.urandom(8).hex()
@@ -190,6 +191,119 @@ async def test_json_schema_output(gwk: GatewayHandle, fresh_sim: SimHandle) -> N
                          "strict": True}})
     assert set(eval_json(r.output_text)) == {"city"}
     assert r.text is not None and r.text.format.type == "json_schema"
+
+
+# --- real clients ------------------------------------------------------------------------
+
+
+async def test_an_openai_agents_sdk_agent_with_a_function_tool(
+        gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    from agents import (
+        Agent,
+        Runner,
+        function_tool,
+        set_default_openai_client,
+        set_tracing_disabled,
+    )
+
+    called: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        called.append(city)
+        return f"Sunny in {city}."
+
+    set_tracing_disabled(True)
+    set_default_openai_client(client(gwk), use_for_tracing=False)
+    agent = Agent(name="forecaster", instructions="Answer with the weather.",
+                  tools=[get_weather], model="sim")
+    result = await Runner.run(agent, "What is the weather in Paris?")
+    assert len(called) == 1 and isinstance(result.final_output, str) and result.final_output
+    assert fresh_sim.stats()["requests"] == 2  # the tool call, then the answer
+    streamed = Runner.run_streamed(agent, "And in Lima?")
+    kinds = {ev.type async for ev in streamed.stream_events()}
+    assert len(called) == 2 and streamed.final_output and "raw_response_event" in kinds
+    # The SDK continuing server-side: only the new items go, the gateway has the rest.
+    chained = await Runner.run(agent, "And in Rome?", auto_previous_response_id=True)
+    assert len(called) == 3 and chained.final_output
+    assert chained.last_response_id is not None
+    sent = fresh_sim.stats()["recent_requests"][-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+
+
+async def test_langchain_chat_openai_on_the_responses_api(
+        gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="sim", base_url=gwk.base_url, api_key=MASTER,  # type: ignore[arg-type]
+                     use_responses_api=True, max_retries=0)
+    answer = await llm.ainvoke("Hello there.")
+    assert isinstance(answer, AIMessage) and answer.text
+    assert answer.usage_metadata is not None and answer.usage_metadata["output_tokens"] == 16
+    chunks = [c async for c in llm.astream("Stream it.")]
+    whole = chunks[0]
+    for c in chunks[1:]:
+        whole += c
+    assert len(chunks) > 3 and whole.text and whole.usage_metadata is not None
+    tooled = llm.bind_tools([{"type": "function", "name": "get_weather",
+                              "description": "Weather in a city.",
+                              "parameters": WEATHER["parameters"]}])
+    asked = await tooled.ainvoke([HumanMessage("Weather in Oslo?")])
+    assert isinstance(asked, AIMessage) and asked.tool_calls[0]["name"] == "get_weather"
+    done = await tooled.ainvoke([HumanMessage("Weather in Oslo?"), asked,
+                                 ToolMessage("cold", tool_call_id=asked.tool_calls[0]["id"])])
+    assert done.text and fresh_sim.stats()["requests"] == 4
+
+
+# --- a fleet -----------------------------------------------------------------------------
+
+REDIS_DB = "redis://127.0.0.1:6379/9"  # a database of its own, flushed around the test
+
+
+@pytest.fixture(scope="module")
+def replicas(sim: SimHandle) -> Iterator[list[GatewayHandle]]:
+    """Two gateways on one shared store (PostgreSQL + Redis)."""
+    import redis
+
+    redis.Redis.from_url(REDIS_DB).flushdb()
+    cfg = gateway_config(sim.url)
+    with scratch_database("tollway_responses") as db:
+        cfg["store"] = {"redis_url": REDIS_DB, "postgres_url": url_of(db)}
+        try:
+            with fleet(cfg, 2, env={"TOLLWAY_MASTER_KEY": MASTER}) as handles:
+                yield handles
+        finally:
+            redis.Redis.from_url(REDIS_DB).flushdb()
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_response_continues_on_another_replica(
+        replicas: list[GatewayHandle], fresh_sim: SimHandle, streamed: bool) -> None:
+    key, _ = create_key(replicas[0].url, MASTER, name="roaming")
+    one, two = client(replicas[0], key), client(replicas[1], key)
+    first = await _create(one, streamed, model="sim", input="Weather in Oslo?",
+                          tools=[WEATHER])
+    call = first.output[0]
+    assert call.type == "function_call"
+    second = await _create(two, streamed, model="sim", previous_response_id=first.id,
+                           tools=[WEATHER],
+                           input=[{"type": "function_call_output", "call_id": call.call_id,
+                                   "output": "cold"}])
+    sent = fresh_sim.stats()["recent_requests"][-1]["body"]
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
+    assert sent["messages"][1]["tool_calls"][0]["id"] == call.call_id
+    assert "store" not in sent and "previous_response_id" not in sent
+    third = await _create(one, streamed, model="sim", previous_response_id=second.id,
+                          input="Thanks!")
+    assert (await two.responses.retrieve(third.id)).output_text == third.output_text
+    items = [i async for i in one.responses.input_items.list(third.id, order="asc")]
+    assert [i.type for i in items] == ["message", "function_call", "function_call_output",
+                                       "message", "message"]
+    await two.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        await one.responses.retrieve(first.id)
 
 
 # --- other providers -------------------------------------------------------------------
