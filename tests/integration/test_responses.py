@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.conftest import gateway_config
-from tests.helpers.admin import admin, create_key, ledger_rows
+from tests.helpers.admin import create_key, ledger_rows
 from tests.helpers.clients import abandon_stream, openai_client, track
 from tests.helpers.gateway import GatewayHandle, fleet, start_gateway
 from tests.helpers.postgres import scratch_database, url_of
