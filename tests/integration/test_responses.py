@@ -448,6 +448,14 @@ async def test_bad_input_is_a_400_naming_the_parameter(
     assert fresh_sim.stats()["requests"] == 0
 
 
+async def test_an_upstream_refusal_names_the_responses_parameter(
+        gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    with pytest.raises(openai.BadRequestError) as e:  # Anthropic has no reasoning effort
+        await client(gwk).responses.create(model="sim-claude", input="x",
+                                           reasoning={"effort": "high"})
+    assert e.value.param == "reasoning.effort"
+
+
 async def test_wrong_methods_and_unknown_ids(gwk: GatewayHandle) -> None:
     async with aiohttp.ClientSession(headers={"authorization": f"Bearer {MASTER}"}) as s:
         r = await s.get(f"{gwk.base_url}/responses")

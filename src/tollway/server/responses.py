@@ -89,7 +89,7 @@ async def _bind(gateway: Gateway, call: Call, body: bytes) -> tuple[ChatRequest,
 
     bound = Dialect(parse=_unbound, reply=reply, frames=frames, stream_end=b"",
                     stream_error=lambda e: failed(draft, req.chat.model, e),
-                    error=TollwayError.to_json, kept=keep)
+                    error=wire.error_body, kept=keep)
     return req.chat, bound
 
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import msgspec
+import orjson
 
-from tollway.errors import InvalidRequest
+from tollway.errors import InvalidRequest, TollwayError
 from tollway.types import ChatRequest, Message, StreamOptions, Usage
 from tollway.wire import schemas
 from tollway.wire.bounds import MAX_DEPTH, name_problem, openai_path, shortened, too_deep
@@ -334,6 +335,27 @@ def _echoed(data: dict[str, Any]) -> dict[str, Any]:
                 raise bad_value(f"metadata.{key}", "at most 512 characters")
         out["metadata"] = meta
     return out
+
+
+# --- errors ---------------------------------------------------------------------------
+
+# Chat parameters as the Responses API names them: an error found past parsing (an
+# upstream's, a guard's) names the parameter the caller sent.
+_PARAMS = {"reasoning_effort": "reasoning.effort", "max_tokens": "max_output_tokens",
+           "max_completion_tokens": "max_output_tokens", "response_format": "text.format",
+           "messages": "input", "verbosity": "text.verbosity"}
+
+
+def error_body(err: TollwayError) -> bytes:
+    """OpenAI's error shape, the parameter named as this API names it."""
+    param = err.param
+    if param:
+        head = re.split(r"[.\[]", param, maxsplit=1)[0]
+        if head in _PARAMS:
+            param = _PARAMS[head] if head == "messages" else _PARAMS[head] + param[len(head):]
+    body = err.body()
+    body["error"]["param"] = param
+    return orjson.dumps(body)
 
 
 # --- the Response object ----------------------------------------------------------------
