@@ -37,6 +37,7 @@ def gwk(sim: SimHandle) -> Iterator[GatewayHandle]:
     cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
     cfg["models"]["sim-limited"] = cfg["models"]["sim"]  # type: ignore[index]
     cfg["rate_limits"] = {"models": {"sim-limited": {"rpm": 2}}}
+    cfg["models"]["sim-cached"] = {**cfg["models"]["sim"], "cache": {"enabled": True}}  # type: ignore[index, dict-item]
     handle = start_gateway(cfg, env={"TOLLWAY_MASTER_KEY": MASTER})
     try:
         yield handle
@@ -407,6 +408,37 @@ async def test_budget_and_rate_limit_refusals_in_openai_shape(
         await c.responses.create(model="sim-limited", input="three", stream=True)
     assert e.value.code == "rate_limit_exceeded"
     assert fresh_sim.stats()["requests"] == 2
+
+
+async def test_a_stream_that_breaks_ends_with_response_failed(
+        gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    fresh_sim.config(next_faults=["drop_stream"], drop_after_tokens=4, output_tokens=50)
+    kinds, last = [], None
+    async for ev in await client(gwk).responses.create(model="sim", input="Break.",
+                                                       stream=True):
+        kinds.append(ev.type)
+        last = ev
+    assert kinds[0] == "response.created" and "response.output_text.delta" in kinds
+    assert last is not None and last.type == "response.failed"
+    assert last.response.status == "failed" and last.response.error is not None
+    assert "response.completed" not in kinds
+    with pytest.raises(openai.NotFoundError):  # a failed response is not kept
+        await client(gwk).responses.retrieve(last.response.id)
+
+
+async def test_a_repeated_request_is_answered_from_the_cache(
+        gwk: GatewayHandle, fresh_sim: SimHandle) -> None:
+    c = client(gwk)
+    kw: Any = {"model": "sim-cached", "input": "A cacheable question.", "instructions": "Hi."}
+    first = await c.responses.with_raw_response.create(**kw)
+    again = await c.responses.with_raw_response.create(**kw)
+    assert first.headers["x-tollway-cache"] == "miss" and again.headers["x-tollway-cache"] == "hit"
+    one, two = first.parse(), again.parse()
+    assert one.output_text == two.output_text and one.id != two.id
+    text = "".join([ev.delta async for ev in await c.responses.create(stream=True, **kw)
+                    if ev.type == "response.output_text.delta"])
+    assert text == one.output_text and fresh_sim.stats()["requests"] == 1
+    assert (await c.responses.retrieve(two.id)).output_text == one.output_text
 
 
 # --- bad input ----------------------------------------------------------------------------
