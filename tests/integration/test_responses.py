@@ -441,6 +441,31 @@ async def test_a_repeated_request_is_answered_from_the_cache(
     assert (await c.responses.retrieve(two.id)).output_text == one.output_text
 
 
+async def test_stored_responses_go_after_the_retention_period(
+        sim: SimHandle, tmp_path: Any) -> None:
+    """`conversations.retention_days` applies to stored responses too (the gateway as
+    a library, with an injected clock)."""
+    from tollway import config
+    from tollway.gateway import Gateway
+    from tollway.store.base import StoredResponse
+
+    now = [1_800_000_000.0]
+    cfg = config.parse({"store": {"path": str(tmp_path / "store")},
+                        "conversations": {"retention_days": 30}}, env={})
+    gw = Gateway(cfg, clock=lambda: now[0])
+    await gw.start()
+    try:
+        await gw.store.responses.put(StoredResponse("o", "resp_old", now[0], b"{}", b"[]"))
+        now[0] += 20 * 86400
+        await gw.store.responses.put(StoredResponse("o", "resp_new", now[0], b"{}", b"[]"))
+        now[0] += 15 * 86400  # old: 35 days; new: 15
+        await gw.prune_conversations()
+        assert await gw.store.responses.get("o", "resp_old") is None
+        assert await gw.store.responses.get("o", "resp_new") is not None
+    finally:
+        await gw.close()
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 BAD: list[tuple[dict[str, Any], str, str]] = [

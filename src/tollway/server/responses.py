@@ -23,7 +23,6 @@ created; else the key's user); another owner's response is simply not found.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import orjson
@@ -72,17 +71,18 @@ async def _bind(gateway: Gateway, call: Call, body: bytes) -> tuple[ChatRequest,
                            "found.", param="previous_response_id",
                            code="previous_response_not_found")
         previous = [*decode_items(found.input_items), *output_items(found.response)]
-    draft = wire.Draft(new_id("resp"), int(time.time()), req.echo)
+    draft = wire.Draft(new_id("resp"), int(gateway.clock()), req.echo)
     draft.input_items = wire.assemble(req, previous, gateway.config.server.max_messages)
 
     async def keep(response: bytes) -> None:
         if not req.store:
             return
-        record = StoredResponse(owner, draft.id, time.time(), response, draft.stored_items())
+        record = StoredResponse(owner, draft.id, gateway.clock(), response,
+                                draft.stored_items())
         await gateway.outages.open("responses", "stored", gateway.store.responses.put(record))
 
     def reply(r: Reply) -> bytes:
-        return json_bytes(wire.answered(draft, r.body, r.model, r.usage, int(time.time())))
+        return json_bytes(wire.answered(draft, r.body, r.model, r.usage, int(gateway.clock())))
 
     def frames(stream: ReplyStream, _: int) -> Any:
         return events(iter_chunks(stream.frames), draft, stream.model, keep)

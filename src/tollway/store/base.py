@@ -296,6 +296,10 @@ class ResponseStore(Protocol):
         """Delete it for good; False when this owner has no such response."""
         ...
 
+    async def prune(self, before: float) -> int:
+        """Delete, for good, every response created before `before`; how many went."""
+        ...
+
 
 class Store(Protocol):
     budgets: BudgetStore

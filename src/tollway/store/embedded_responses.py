@@ -47,3 +47,13 @@ class EmbeddedResponses:
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             return found
         return await self._db.run(write)
+
+    async def prune(self, before: float) -> int:
+        def write(c: sqlite3.Connection) -> int:
+            with c:
+                gone = c.execute("DELETE FROM responses WHERE created_at < ?",
+                                 (before,)).rowcount
+            if gone:
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            return int(gone)
+        return await self._db.run(write)

@@ -36,3 +36,8 @@ class PostgresResponses:
             "DELETE FROM responses WHERE owner = $1 AND id = $2 RETURNING true",
             owner, response_id)
         return bool(found)
+
+    async def prune(self, before: float) -> int:
+        status = await self._store.pool.execute(
+            "DELETE FROM responses WHERE created_at < $1", before)
+        return int(status.rsplit(" ", 1)[1])  # "DELETE <count>"
