@@ -168,15 +168,21 @@ class Gateway:
         await self.transport.close()
 
     async def prune_conversations(self) -> int:
-        """Delete the conversations idle for longer than `conversations.retention_days`
-        (every replica may: it is idempotent)."""
+        """Delete the conversations idle for longer than `conversations.retention_days`,
+        and the stored Responses API responses older than that (every replica may: it
+        is idempotent). The conversations deleted."""
         days = self.config.conversations.retention_days
         if days is None:
             return 0
+        before = self.clock() - days * 86400
         n = await self.outages.open("conversations", "retention: tried again next round",
-                                    self.store.conversations.prune(self.clock() - days * 86400))
+                                    self.store.conversations.prune(before))
         if n:
             log.info("retention: deleted %d conversation(s) idle for %g days", n, days)
+        gone = await self.outages.open("responses", "retention: tried again next round",
+                                       self.store.responses.prune(before))
+        if gone:
+            log.info("retention: deleted %d stored response(s) older than %g days", gone, days)
         return n or 0
 
     async def _prune_every(self, seconds: float) -> None:

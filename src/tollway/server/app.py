@@ -33,6 +33,7 @@ from tollway.server.count_tokens import CountTokensEndpoint
 from tollway.server.drain import Drain
 from tollway.server.metrics import Metrics
 from tollway.server.ready import readiness
+from tollway.server.responses import RESPONSES, ResponsesEndpoint
 
 
 class Models:
@@ -96,8 +97,8 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         return
     err = NotFound(f"No route for {scope['method']} {scope['path']}. Tollway serves "
                    "/v1/chat/completions, /v1/messages, /v1/messages/count_tokens, "
-                   "/v1/models, /v1/conversations, /health, /health/ready, /metrics and "
-                   "/admin/.")
+                   "/v1/responses, /v1/models, /v1/conversations, /health, /health/ready, "
+                   "/metrics and /admin/.")
     await send_error(send, err, _rid(scope))
 
 
@@ -134,6 +135,8 @@ class TollwayApp:
             Route("/chat/completions", ChatEndpoint(gw, OPENAI, self.drain), methods=["POST"]),
             Route("/v1/messages", ChatEndpoint(gw, ANTHROPIC, self.drain), methods=["POST"]),
             Route("/v1/messages/count_tokens", CountTokensEndpoint(gw), methods=["POST"]),
+            Route("/v1/responses", ChatEndpoint(gw, RESPONSES, self.drain), methods=["POST"]),
+            Route("/responses", ChatEndpoint(gw, RESPONSES, self.drain), methods=["POST"]),
             Route("/v1/models", Models(gw, self.started), methods=["GET"]),
             Route("/models", Models(gw, self.started), methods=["GET"]),
             # Every method: the endpoint refuses the wrong ones in the OpenAI shape. A
@@ -150,6 +153,10 @@ class TollwayApp:
                   methods=ANY_METHOD),
             Route("/v1/conversations/{id}", ConversationsEndpoint(gw, one=True),
                   methods=ANY_METHOD),
+            # Every method: the endpoint refuses the wrong ones in the OpenAI shape.
+            *(Route(f"{prefix}/responses/{{id}}{tail}", ResponsesEndpoint(gw, items=bool(tail)),
+                    methods=ANY_METHOD)
+              for prefix in ("/v1", "") for tail in ("", "/input_items")),
             *admin_routes(gw),
         ]
         self.router = Router(routes=routes, default=not_found)
