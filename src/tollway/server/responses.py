@@ -28,24 +28,17 @@ from typing import Any
 import orjson
 
 from tollway.config import ServerConfig
-from tollway.errors import MethodNotAllowed, NotFound, TollwayError
+from tollway.errors import NotFound, TollwayError
 from tollway.gateway import Gateway
 from tollway.gateway.call import Call
-from tollway.policy.auth import Caller
 from tollway.server.asgi import (
-    ClientGone,
-    Headers,
-    Receive,
     Scope,
-    Send,
-    edge,
     json_bytes,
     query,
-    send_error,
-    send_json,
     whole_number,
 )
 from tollway.server.chat import Dialect
+from tollway.server.owned import OwnedEndpoint
 from tollway.store.base import StoredResponse
 from tollway.types import ChatRequest, Reply, ReplyStream
 from tollway.wire import responses as wire
@@ -106,36 +99,16 @@ RESPONSES = Dialect(parse=_unbound, reply=_unbound_reply, frames=_unbound_reply,
                     error=TollwayError.to_json, bind=_bind)
 
 
-class ResponsesEndpoint:
+class ResponsesEndpoint(OwnedEndpoint):
     """GET and DELETE /v1/responses/{id}; GET /v1/responses/{id}/input_items."""
 
+    part, unreachable = "responses", UNREACHABLE
+
     def __init__(self, gateway: Gateway, *, items: bool = False) -> None:
-        self.gateway = gateway
+        super().__init__(gateway, "GET" if items else "GET, DELETE")
         self.items = items
-        self.allow = "GET" if items else "GET, DELETE"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        e = edge(scope)
-        headers: Headers = [(b"x-request-id", e.request_id.encode()),
-                            (b"cache-control", b"no-store")]
-        try:
-            if scope["method"] not in self.allow.split(", "):
-                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
-                                       f"use {self.allow}.")
-            caller = await self.gateway.authenticate(e.api_key, Caller(user=e.user))
-            body = await self.gateway.outages.closed(
-                "responses", UNREACHABLE,
-                self._answer(scope, caller.with_user(None).owner))
-        except TollwayError as err:
-            if err.status == 405:
-                headers.append((b"allow", self.allow.encode()))
-            await send_error(send, err, headers)
-            return
-        except ClientGone:
-            return
-        await send_json(send, 200, body, headers)
-
-    async def _answer(self, scope: Scope, owner: str) -> bytes:
+    async def answer(self, scope: Scope, owner: str) -> bytes:
         rid = scope["path_params"]["id"]
         store = self.gateway.store.responses
         if not wire.RESPONSE_ID.fullmatch(rid):
