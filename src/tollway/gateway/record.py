@@ -53,4 +53,5 @@ def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
         saved_usd=s.saved_usd, cache=call.cache.status if call.cache is not None else None,
         guards=call.guards.summary() if call.guards is not None else None,
         history_tokens=history.tokens if history is not None else None,
-        history_saved_tokens=history.saved_tokens if history is not None else None)
+        history_saved_tokens=history.saved_tokens if history is not None else None,
+        kind=call.kind)

@@ -42,6 +42,7 @@ from tollway.types import (
     Chunk,
     ChunkStream,
     Deployment,
+    EmbeddingRequest,
     Message,
     Reply,
     ReplyStream,
@@ -382,6 +383,10 @@ class AnthropicProvider:
         out = chat_completion(data, dep.model)
         return Reply(body=out, model=out["model"], usage=Usage.from_openai(out["usage"]),
                      ratelimit=ratelimit)
+
+    async def embed(self, req: EmbeddingRequest, dep: Deployment) -> Reply:
+        raise InvalidRequest("Anthropic has no embeddings API.", param="model",
+                             code="model_not_supported")
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         body = orjson.dumps(messages_body(req, dep.model))

@@ -28,6 +28,7 @@ from tollway.server.chat import ANTHROPIC, OPENAI, ChatEndpoint
 from tollway.server.connections import ConnectionLimits
 from tollway.server.conversations import ConversationsEndpoint
 from tollway.server.drain import Drain
+from tollway.server.embeddings import EMBEDDINGS
 from tollway.server.metrics import Metrics
 from tollway.server.ready import readiness
 
@@ -36,14 +37,21 @@ class Models:
     """GET /v1/models: the models served; GET /v1/models/{id}: one of them (what the
     SDKs' `models.retrieve` asks), or a 404 naming what is served."""
 
-    def __init__(self, config: Config, started: float, *, one: bool = False) -> None:
+    def __init__(self, config: Config, started: float, *, one: bool = False,
+                 dimensions: dict[str, int] | None = None) -> None:
         self.config = config
         self.started = started
         self.one = one
+        self.dimensions = dimensions or {}  # an embedding model's, by alias
 
     def _model(self, name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": int(self.started),
-                "owned_by": "tollway"}
+        out: dict[str, Any] = {"id": name, "object": "model", "created": int(self.started),
+                               "owned_by": "tollway"}
+        found = self.config.resolve(name) if self.dimensions else None
+        if found is not None and found[0] in self.dimensions:
+            # An embedding model's vector size: an extra field, which the SDKs keep.
+            out["dimensions"] = self.dimensions[found[0]]
+        return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         served = self.config.public_models()
@@ -85,8 +93,8 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     err = NotFound(f"No route for {scope['method']} {scope['path']}. Tollway serves "
-                   "/v1/chat/completions, /v1/messages, /v1/models, /v1/conversations, "
-                   "/health, /health/ready, /metrics and /admin/.")
+                   "/v1/chat/completions, /v1/messages, /v1/embeddings, /v1/models, "
+                   "/v1/conversations, /health, /health/ready, /metrics and /admin/.")
     await send_error(send, err, _rid(scope))
 
 
@@ -117,19 +125,24 @@ class TollwayApp:
         gw = self.gateway
         self.drain = Drain(config.server.drain_seconds)
         self.connection_limits = ConnectionLimits(config.server)  # GuardedHttpProtocol's
+        dims = gw.routes.dimensions()
         routes = [
             Route("/v1/chat/completions", ChatEndpoint(gw, OPENAI, self.drain),
                   methods=["POST"]),
             Route("/chat/completions", ChatEndpoint(gw, OPENAI, self.drain), methods=["POST"]),
             Route("/v1/messages", ChatEndpoint(gw, ANTHROPIC, self.drain), methods=["POST"]),
-            Route("/v1/models", Models(config, self.started), methods=["GET"]),
-            Route("/models", Models(config, self.started), methods=["GET"]),
+            Route("/v1/embeddings", ChatEndpoint(gw, EMBEDDINGS, self.drain),
+                  methods=["POST"]),
+            Route("/embeddings", ChatEndpoint(gw, EMBEDDINGS, self.drain), methods=["POST"]),
+            Route("/v1/models", Models(config, self.started, dimensions=dims),
+                  methods=["GET"]),
+            Route("/models", Models(config, self.started, dimensions=dims), methods=["GET"]),
             # Every method: the endpoint refuses the wrong ones in the OpenAI shape. A
             # model's name may hold slashes (`openai/gpt-4o`), hence `path`.
-            Route("/v1/models/{id:path}", Models(config, self.started, one=True),
-                  methods=ANY_METHOD),
-            Route("/models/{id:path}", Models(config, self.started, one=True),
-                  methods=ANY_METHOD),
+            Route("/v1/models/{id:path}",
+                  Models(config, self.started, one=True, dimensions=dims), methods=ANY_METHOD),
+            Route("/models/{id:path}",
+                  Models(config, self.started, one=True, dimensions=dims), methods=ANY_METHOD),
             Route("/health", Health(), methods=["GET"]),
             Route("/health/ready", Ready(gw), methods=["GET"]),
             Route("/metrics", Metrics(gw), methods=["GET"]),

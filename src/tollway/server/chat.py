@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -44,7 +45,7 @@ from tollway.server.asgi import (
     send_sse,
 )
 from tollway.server.drain import Drain
-from tollway.types import Answer, ChatRequest, Reply, ReplyStream
+from tollway.types import Answer, ChatRequest, EmbeddingRequest, Reply, ReplyStream
 from tollway.wire import anthropic as anthropic_wire
 from tollway.wire import openai as openai_wire
 from tollway.wire.sse import iter_chunks
@@ -52,11 +53,15 @@ from tollway.wire.sse import iter_chunks
 log = logging.getLogger("tollway")
 
 
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """How one wire format reads a request and writes answers; the path is shared."""
+R = TypeVar("R", bound=ChatRequest | EmbeddingRequest)
 
-    parse: Callable[[bytes, ServerConfig], ChatRequest]
+
+@dataclass(frozen=True, slots=True)
+class Dialect(Generic[R]):
+    """How one wire format reads a request and writes answers; the path is shared.
+    `handle`: the gateway's request path it goes through (chat, or embeddings)."""
+
+    parse: Callable[[bytes, ServerConfig], R]
     reply: Callable[[Reply], bytes]
     # A stream's frames, given the prompt's tokens when `counts_input` (it shows them
     # before the end: Anthropic's message_start).
@@ -64,15 +69,19 @@ class Dialect:
     stream_end: bytes
     stream_error: Callable[[TollwayError], bytes]  # an error after the stream began
     error: Callable[[TollwayError], bytes]
+    handle: Callable[[Gateway], Callable[[Call, R], Awaitable[Answer]]]
     counts_input: bool = False
 
 
-class ChatEndpoint:
-    def __init__(self, gateway: Gateway, dialect: Dialect, drain: Drain) -> None:
+class ChatEndpoint(Generic[R]):
+    """A POST endpoint of the request path: chat in either dialect, or embeddings."""
+
+    def __init__(self, gateway: Gateway, dialect: Dialect[R], drain: Drain) -> None:
         self.gateway = gateway
         self.dialect = dialect
         self.drain = drain
         self.server = gateway.config.server
+        self.handle = dialect.handle(gateway)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         e = edge(scope)
@@ -92,7 +101,7 @@ class ChatEndpoint:
             req = self.dialect.parse(await read_body(scope, receive, self.server.max_body_bytes),
                                      self.server)
             watch = DisconnectWatch(receive)
-            answer = await gateway.chat(call, req)
+            answer = await self.handle(call, req)
             outcome = await self._answer(call, answer, send)
         except TollwayError as err:
             outcome = Failed(gateway.scrub(err), answer)
@@ -267,6 +276,7 @@ OPENAI = Dialect(
     stream_end=openai_wire.SSE_DONE,
     stream_error=lambda e: openai_wire.sse_frame(e.body()),  # the OpenAI SDK raises on it
     error=lambda e: e.to_json(),
+    handle=lambda gateway: gateway.chat,
 )
 ANTHROPIC = Dialect(
     parse=lambda body, server: anthropic_wire.parse_messages_request(body),
@@ -275,5 +285,6 @@ ANTHROPIC = Dialect(
     stream_end=b"",
     stream_error=anthropic_wire.error_frame,
     error=anthropic_wire.error_body,
+    handle=lambda gateway: gateway.chat,
     counts_input=True,
 )
