@@ -28,7 +28,13 @@ _SHAPES = ("a string, an array of strings, an array of token ids (integers) or a
 
 
 def parse_embedding_request(body: bytes, *, max_inputs: int = MAX_INPUTS) -> EmbeddingRequest:
-    data = parse_json_body(body)
+    return embedding_request(parse_json_body(body), max_inputs=max_inputs)
+
+
+def embedding_request(data: dict[str, Any], *, max_inputs: int = MAX_INPUTS
+                      ) -> EmbeddingRequest:
+    """The request a JSON object asks for (`data` is consumed: what is left is
+    forwarded as it is)."""
     model = data.pop("model", None)
     if model is None:
         raise missing("model")
