@@ -70,8 +70,10 @@ def test_env_default_and_substitution() -> None:
 
 def test_embedded_default_without_keys_is_local_only() -> None:
     cfg = config.embedded_default({})
-    assert cfg.public_models() == ["default", "local"]
+    assert cfg.public_models() == ["default", "local", "local-embed"]
     assert cfg.resolve("default")[1].deployments[0].provider == "local"  # type: ignore[index]
+    embed = cfg.models["local-embed"].deployments[0]
+    assert (embed.provider, embed.model) == ("local", config.EMBEDDING_MODEL)
 
 
 def test_embedded_default_honours_sdk_environment() -> None:
