@@ -173,6 +173,30 @@ def test_retried_like_chat(egw: GatewayHandle, fresh_sim: SimHandle) -> None:
     assert row["retries"] == 2 and row["outcome"] == "ok" and row["kind"] == "embeddings"
 
 
+@pytest.mark.parametrize(("body", "param"), [
+    ({"model": "emb"}, "input"),
+    ({"model": "emb", "input": ""}, "input"),
+    ({"model": "emb", "input": []}, "input"),
+    ({"model": "emb", "input": {"text": "x"}}, "input"),
+    ({"model": "emb", "input": ["fine", ""]}, "input[1]"),
+    ({"model": "emb", "input": ["fine", 7]}, "input[1]"),
+    ({"model": "emb", "input": [[1, 2], [-1]]}, "input[1][0]"),
+    ({"model": "emb", "input": ["x"] * 2049}, "input"),
+    ({"model": "emb", "input": "x", "encoding_format": "int8"}, "encoding_format"),
+    ({"model": "emb", "input": "x", "dimensions": 0}, "dimensions"),
+    ({"model": "emb", "input": "x", "dimensions": "256"}, "dimensions"),
+    ({"input": "x"}, "model"),
+])
+def test_bad_input_is_a_400_naming_the_parameter(egw: GatewayHandle, fresh_sim: SimHandle,
+                                                 body: dict[str, Any], param: str) -> None:
+    got = post(egw, body)
+    assert got.status_code == 400, got.text
+    error = got.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert fresh_sim.stats()["requests"] == 0
+
+
 # --- the policy pipeline -------------------------------------------------------------------
 
 
