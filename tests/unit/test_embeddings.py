@@ -148,12 +148,13 @@ def test_which_models_answer_which_endpoint(alias: str, chat: bool, embeddings: 
     serves = routes.resolve(alias).serves
     assert (serves.no_chat is None, serves.no_embeddings is None) == (chat, embeddings)
     assert (serves.dimensions, serves.shortens) == (dims, shortens)
-    for asks_embeddings, allowed in ((False, chat), (True, embeddings)):
+    for choose, allowed in ((lambda: routes.choose(alias, None, None, False), chat),
+                            (lambda: routes.choose_embeddings(alias, None, None), embeddings)):
         if allowed:
-            routes.choose(alias, None, None, False, embeddings=asks_embeddings)
+            choose()
         else:
             with pytest.raises(InvalidRequest) as e:
-                routes.choose(alias, None, None, False, embeddings=asks_embeddings)
+                choose()
             assert e.value.param == "model" and e.value.code == "model_not_supported"
     assert routes.dimensions() == {"emb": 3072, "ada": 1536, "local-embed": 384}
 

@@ -61,10 +61,11 @@ class LedgerRow(msgspec.Struct, kw_only=True):
     # but the latest turn) and those that trimming or summarising kept back.
     history_tokens: int | None = None
     history_saved_tokens: int | None = None
+    # Which endpoint: chat (chat completions, messages) or embeddings. (Before the next
+    # field: gateway/record.py passes them in this order, msgspec's fast path.)
+    kind: str = "chat"
     # Whose conversation (its budgets are counted per owner: policy/budget.py).
     conversation_owner: str | None = None
-    # Which endpoint: chat (chat completions, messages) or embeddings.
-    kind: str = "chat"
 
 
 class SpendRow(msgspec.Struct, kw_only=True):

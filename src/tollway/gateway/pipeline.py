@@ -124,8 +124,7 @@ class Pipeline:
     async def embed(self, call: Call, req: EmbeddingRequest) -> Answer:
         s, now = self.s, self.s.clock()
         count = call.begin_embeddings(req)
-        route, choice = s.routes.choose(req.model, call.asks.tier, call.caller.key, False,
-                                        embeddings=True)
+        route, choice = s.routes.choose_embeddings(req.model, call.asks.tier, call.caller.key)
         route.serves.check_dimensions(req.dimensions, route.alias)
         plan = call.plan = Plan()
         if s.cache is not None and s.cache.applies(route.alias):

@@ -79,6 +79,10 @@ class Route:
     pool: Pool
     chain: list[Pool] = field(default_factory=list)  # this pool, then its fallbacks'
     serves: Serves = CHAT_AND_EMBEDDINGS
+    no_chat: str | None = field(init=False)  # serves.no_chat, one lookup nearer (chat's path)
+
+    def __post_init__(self) -> None:
+        self.no_chat = self.serves.no_chat
 
     def price(self, dep: Deployment) -> Price | None:
         return self.prices.get(dep)
@@ -108,20 +112,31 @@ class Routes:
             route.chain = [route.pool, *(self.resolve(f).pool for f in route.model.fallbacks)]
 
     def choose(self, model: str, tier_header: str | None, key: KeyRecord | None,
-               internal: bool, embeddings: bool = False) -> tuple[Route, tiers.TierChoice]:
-        """The tier and route a request asks for; 404 for an unknown model, 400 for one
-        that does not answer this endpoint (chat, or `embeddings`), 403 when the key may
-        not use it (the gateway's own calls use the models it configured)."""
+               internal: bool) -> tuple[Route, tiers.TierChoice]:
+        """The tier and route a chat request asks for; 404 for an unknown model, 400 for
+        an embedding model, 403 when the key may not use it (the gateway's own calls
+        use the models it configured)."""
         choice = tiers.select(model, tier_header, self.config)
         route = self.resolve(choice.model)
-        refused = route.serves.no_embeddings if embeddings else route.serves.no_chat
-        if refused is not None:
-            raise InvalidRequest(refused, param="model", code="model_not_supported")
+        if route.no_chat is not None:
+            raise InvalidRequest(route.no_chat, param="model", code="model_not_supported")
         if not internal:
             # What is served decides, not the body's name: a tier header must not open a
             # model the key may not use.
             auth.check_model(key, f"{tiers.PREFIX}{choice.tier}" if choice.tier else model,
                              route.alias)
+        return route, choice
+
+    def choose_embeddings(self, model: str, tier_header: str | None, key: KeyRecord | None
+                          ) -> tuple[Route, tiers.TierChoice]:
+        """`choose`, for an embeddings request: 400 for a model that only chats."""
+        choice = tiers.select(model, tier_header, self.config)
+        route = self.resolve(choice.model)
+        if route.serves.no_embeddings is not None:
+            raise InvalidRequest(route.serves.no_embeddings, param="model",
+                                 code="model_not_supported")
+        auth.check_model(key, f"{tiers.PREFIX}{choice.tier}" if choice.tier else model,
+                         route.alias)
         return route, choice
 
     def resolve(self, name: str) -> Route:
