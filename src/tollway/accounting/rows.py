@@ -61,11 +61,12 @@ class LedgerRow(msgspec.Struct, kw_only=True):
     # but the latest turn) and those that trimming or summarising kept back.
     history_tokens: int | None = None
     history_saved_tokens: int | None = None
-    # Which endpoint: chat (chat completions, messages) or embeddings. (Before the next
-    # field: gateway/record.py passes them in this order, msgspec's fast path.)
-    kind: str = "chat"
     # Whose conversation (its budgets are counted per owner: policy/budget.py).
     conversation_owner: str | None = None
+    # Which endpoint: chat (chat completions, messages) or embeddings. Set after the
+    # row is made, and only for embeddings: each keyword argument costs msgspec a scan
+    # of the fields, ~200 instructions on every chat request.
+    kind: str = "chat"
 
 
 class SpendRow(msgspec.Struct, kw_only=True):
@@ -127,6 +128,10 @@ class Charged(msgspec.Struct, kw_only=True, frozen=True):
     user: str | None = None
     feature: str | None = None
     conversation_owner: str | None = None
+    # Which endpoint: chat (chat completions, messages) or embeddings. Set after the
+    # row is made, and only for embeddings: each keyword argument costs msgspec a scan
+    # of the fields, ~200 instructions on every chat request.
+    kind: str = "chat"
     conversation: str | None = None
     usd: float = 0.0
     tokens: float = 0.0

@@ -59,6 +59,7 @@ class Asks(msgspec.Struct, frozen=True):
     cache: CacheAsk | None = None  # Cache-Control, x-tollway-cache*
 
 
+CHAT, EMBEDDINGS = "chat", "embeddings"  # a call's kind
 NOBODY = Caller()  # frozen: shared as the default
 NO_ASKS = Asks()
 
@@ -73,7 +74,7 @@ class Call(msgspec.Struct, eq=False):
     started: float = msgspec.field(default_factory=time.time)  # epoch s, for the ledger
     row_id: str = msgspec.field(default_factory=new_row_id)  # its ledger row's, its hold's
     t0: float = msgspec.field(default_factory=time.perf_counter)
-    kind: str = "chat"  # or "embeddings": which endpoint, for the ledger
+    kind: str = CHAT  # or EMBEDDINGS: which endpoint, for the ledger
     model_asked: str | None = None
     stream: bool = False
     count: TokenCount | None = None
@@ -105,7 +106,7 @@ class Call(msgspec.Struct, eq=False):
 
     def begin_embeddings(self, req: EmbeddingRequest) -> InputsCount:
         """`begin`, for an embeddings request."""
-        self.kind, self.model_asked = "embeddings", req.model
+        self.kind, self.model_asked = EMBEDDINGS, req.model
         self.caller = self.caller.with_user(req.user)
         count = self.count = InputsCount(req)
         return count
