@@ -79,6 +79,8 @@ class Observer:
         self.cache: dict[tuple[str, str], int] = {}  # (alias, hit|semantic-hit|miss|bypass)
         self.saved: dict[str, float] = {}  # by alias: what cache hits would have cost
         self.guard_actions: dict[tuple[str, str], int] = {}  # (guard, action)
+        # POST /v1/messages/count_tokens: (model, provider, counted_by, status)
+        self.token_counts: dict[tuple[str, str, str, str], int] = {}
         self._scrape: tuple[list[BudgetLevel], int, list[UpstreamLevel]] = ([], 0, [])
         self.registry.register(_Families(self))
         self._log: BinaryIO | None = None
@@ -128,6 +130,11 @@ class Observer:
                 self.saved[ck[0]] = self.saved.get(ck[0], 0.0) + row.saved_usd
         if self._log is not None:
             self._log.write(_encode(row) + b"\n")
+
+    def token_count(self, model: str, provider: str, counted_by: str, status: int) -> None:
+        """A count_tokens call (no ledger row: nothing was generated or billed)."""
+        k = (model, provider, counted_by, str(status))
+        self.token_counts[k] = self.token_counts.get(k, 0) + 1
 
     def store_error(self, part: str) -> None:
         self.store_errors[part] = self.store_errors.get(part, 0) + 1
@@ -220,6 +227,12 @@ class _Families(Collector):
         for gk, n in o.guard_actions.items():
             guards.add_metric(gk, n)
         yield guards
+        counted = CounterMetricFamily("tollway_count_tokens_requests", "count_tokens calls "
+                                      "(not billed), by who counted: upstream or local",
+                                      labels=["model", "provider", "counted_by", "status"])
+        for tk, n in o.token_counts.items():
+            counted.add_metric(tk, n)
+        yield counted
         errors = CounterMetricFamily("tollway_store_errors", "Store calls that failed, by "
                                      "part (the failure policy decided what happened)",
                                      labels=["part"])

@@ -23,7 +23,9 @@ class FunctionCall(msgspec.Struct, omit_defaults=True):
     arguments: str
 
 
-class ToolCall(msgspec.Struct, omit_defaults=True):
+class ToolCall(msgspec.Struct):
+    """(`type` is always written: OpenAI requires it on a message's tool calls.)"""
+
     id: str
     function: FunctionCall
     type: Literal["function"] = "function"

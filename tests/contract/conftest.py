@@ -114,6 +114,7 @@ class PostgresBacked:
         self.budgets, self.limits, self.once = embedded.budgets, embedded.limits, embedded.once
         self.cache = embedded.cache
         self.conversations = pg.conversations
+        self.responses = pg.responses
 
     @classmethod
     async def open(cls, url: str, tmp_path: Path) -> PostgresBacked:
@@ -169,6 +170,7 @@ class RedisBacked:
         self.budgets, self.limits, self.once = r.budgets, r.limits, r.once
         self.cache = RedisCache(r.client, r.prefix, CACHE_ENTRIES)
         self.conversations = embedded.conversations
+        self.responses = embedded.responses
 
     @classmethod
     async def open(cls, tmp_path: Path) -> RedisBacked:

@@ -330,6 +330,27 @@ def test_local_embed_with_no_configuration(bare: GatewayHandle) -> None:
     assert "embedding model" in e.value.message
 
 
+def test_openai_embedding_models_through_the_wildcard(sim: SimHandle) -> None:
+    """No tollway.yaml, OPENAI_API_KEY set: `openai/*` serves OpenAI's embedding models
+    by their own names, listed with their dimensions."""
+    gw = start_gateway(None, env={"OPENAI_API_KEY": "sim-key",
+                                  "OPENAI_BASE_URL": f"{sim.url}/v1"})
+    try:
+        c = sdk(gw, "anything")
+        got = c.embeddings.create(model="text-embedding-3-large", input="wild", dimensions=64)
+        assert len(got.data[0].embedding) == 64 and got.model == "text-embedding-3-large"
+        assert len(c.embeddings.create(model="openai/text-embedding-3-small", input="x")
+                   .data[0].embedding) == 1536
+        listed = {m.id: m for m in c.models.list().data}
+        assert (listed["text-embedding-3-small"].model_extra or {})["dimensions"] == 1536
+        assert "dimensions" not in (listed["gpt-4o"].model_extra or {})
+        with pytest.raises(openai.BadRequestError):
+            c.chat.completions.create(model="text-embedding-3-small",
+                                      messages=[{"role": "user", "content": "hi"}])
+    finally:
+        gw.stop()
+
+
 # --- a real client: LangChain ---------------------------------------------------------------
 
 

@@ -1,10 +1,11 @@
 """Hypothesis drives every public route of one gateway, in front of `tollway simulate`:
-chat in both request shapes and embeddings (valid requests, and valid ones broken in
-one to three places), raw bodies and headers, the admin API, models, conversations,
-health and metrics. For every example: a 2xx for a valid request, else a 4xx JSON error in the
-route's dialect — never a 5xx, never a hang (each request has a timeout). At the end
-the server is healthy and the ledger holds exactly one row per chat or embeddings
-request made.
+chat in its three request shapes (chat completions, Messages, Responses) and embeddings
+(valid requests, and valid ones broken in one to three places), Anthropic's
+count_tokens, raw bodies and headers, the admin API, models, conversations, stored
+responses, health and metrics. For every example: a 2xx for a valid request, else a
+4xx JSON error in the route's dialect — never a 5xx, never a hang (each request has a
+timeout). At the end the server is healthy and the ledger holds exactly one row per
+chat or embeddings request made.
 
 Deterministic (`derandomize`: the examples are the same on every run) and bounded
 (`max_examples`), so it runs in `make test` in seconds. `FUZZ_SCALE=20 pytest
@@ -32,7 +33,8 @@ from tests.helpers.raw import Connection, Reply
 from tests.helpers.sim import start_simulator
 
 MASTER = "master-" + os.urandom(8).hex()
-CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/v1/messages")
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/v1/messages", "/v1/responses",
+              "/responses")
 EMBED_PATHS = ("/v1/embeddings", "/embeddings")
 TIMEOUT = 15.0  # a request still unanswered by then has hung
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
@@ -119,6 +121,16 @@ def check_answer(reply: Reply, path: str) -> None:
 def check_success(reply: Reply, dialect: str, stream: bool) -> None:
     """A valid request: answered in full, a stream to its end without an error event."""
     assert reply.status == 200, reply
+    if dialect == "responses":
+        if not stream:
+            body = reply.json()
+            assert body["status"] in ("completed", "incomplete") and body["output"], body
+            return
+        text = reply.body.decode()
+        assert "event: response.failed" not in text, text[-500:]
+        assert ("event: response.completed\n" in text
+                or "event: response.incomplete\n" in text), text[-500:]
+        return
     if not stream:
         body = reply.json()
         assert body["choices"] if dialect == "openai" else body["content"], body
@@ -377,6 +389,104 @@ def anthropic_broken(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
+# --- Responses requests ----------------------------------------------------------------
+
+
+@st.composite
+def responses_valid(draw: st.DrawFn) -> dict[str, Any]:
+    model = draw(st.sampled_from(["sim", "sim-claude"]))
+    items: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(0, 2))):
+        items += [{"role": "user", "content": draw(words)},
+                  {"type": "message", "role": "assistant",
+                   "content": [{"type": "output_text", "text": draw(words)}]}]
+    items.append({"role": "user", "content": [{"type": "input_text", "text": t}
+                                              for t in draw(st.lists(words, min_size=1,
+                                                                     max_size=3))]})
+    body: dict[str, Any] = {"model": model, "input": draw(words) if not items[:-1]
+                            and draw(st.booleans()) else items,
+                            "max_output_tokens": draw(st.integers(1, 40))}
+    optional = {
+        "instructions": words, "stream": st.booleans(), "temperature": st.floats(0, 1),
+        "top_p": st.floats(0.01, 1), "store": st.booleans(),
+        "metadata": st.dictionaries(st.text("abc", min_size=1), st.text(max_size=9),
+                                    max_size=2),
+        "user": st.text(st.characters(codec="ascii", categories=["L", "N"]), max_size=20),
+        "truncation": st.sampled_from(["auto", "disabled"]),
+        "include": st.just(["message.output_text.logprobs"]),
+    }
+    if model == "sim":  # Anthropic has no reasoning effort: a 400 there
+        optional["reasoning"] = st.just({"effort": "low"})
+    for name, values in optional.items():
+        if draw(st.integers(0, 3)) == 0:
+            body[name] = draw(values)
+    extra = draw(st.sampled_from(["none", "tools", "format"]))
+    if extra == "tools":
+        tools = [{"type": "function", "name": n, "parameters": draw(schemas)}
+                 for n in draw(st.lists(tool_names, min_size=1, max_size=3, unique=True))]
+        body["tools"] = tools
+        body["tool_choice"] = draw(st.sampled_from([
+            "auto", "none", "required", {"type": "function", "name": tools[-1]["name"]}]))
+    elif extra == "format":
+        formats = [{"type": "text"}, {"type": "json_schema", "name": "out",
+                                      "schema": SCHEMAS[0]}]
+        if model == "sim":  # Anthropic has no unconstrained JSON mode: a 400 there
+            formats.append({"type": "json_object"})
+        body["text"] = {"format": draw(st.sampled_from(formats))}
+        body["max_output_tokens"] = 40  # a whole JSON object
+    return body
+
+
+RESPONSES_TOP = ["model", "input", "instructions", "previous_response_id", "store", "stream",
+                 "stream_options", "tools", "tool_choice", "text", "max_output_tokens",
+                 "temperature", "top_p", "parallel_tool_calls", "metadata", "user",
+                 "reasoning", "include", "truncation", "background", "conversation",
+                 "max_tool_calls", "top_logprobs", "service_tier"]
+items = st.fixed_dictionaries(
+    {"type": st.sampled_from(["message", "function_call", "function_call_output",
+                              "reasoning", "item_reference", "web_search_call"]) | junk},
+    optional={"role": st.sampled_from(["user", "assistant", "system", "tool"]) | junk,
+              "content": junk | words | st.lists(st.fixed_dictionaries(
+                  {"type": st.sampled_from(["input_text", "input_image", "input_file",
+                                            "output_text", "refusal"]) | junk},
+                  optional={"text": junk | words, "image_url": junk, "file_id": junk,
+                            "file_data": junk, "refusal": junk}), max_size=3),
+              "call_id": junk, "name": tool_names | junk, "arguments": junk, "output": junk,
+              "id": junk})
+hosted_tools = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "web_search", "file_search", "mcp",
+                              "code_interpreter"]) | junk},
+    optional={"name": tool_names | junk, "parameters": schemas | junk, "strict": junk})
+
+
+@st.composite
+def responses_broken(draw: st.DrawFn) -> dict[str, Any]:
+    body = draw(responses_valid())
+    for _ in range(draw(st.integers(1, 3))):
+        place = draw(st.sampled_from(["top", "drop", "items", "tools", "choice", "format",
+                                      "previous"]))
+        if place in ("top", "drop"):
+            break_common(draw, body, place, RESPONSES_TOP, [])
+        elif place == "items":
+            body["input"] = draw(st.lists(items, max_size=3) | junk)
+        elif place == "tools":
+            body["tools"] = draw(st.lists(hosted_tools, max_size=3) | junk)
+        elif place == "choice":
+            body["tool_choice"] = draw(junk | st.fixed_dictionaries(
+                {"type": st.sampled_from(["function", "web_search_preview"]) | junk},
+                optional={"name": tool_names | junk}))
+        elif place == "format":
+            body["text"] = draw(junk | st.fixed_dictionaries({}, optional={
+                "format": junk | st.fixed_dictionaries(
+                    {"type": st.sampled_from(["json_schema", "json_object", "text"]) | junk},
+                    optional={"name": st.just("out") | junk, "schema": junk,
+                              "strict": junk}),
+                "verbosity": junk}))
+        else:
+            body["previous_response_id"] = draw(junk | st.sampled_from(["resp_nothere", ""]))
+    return body
+
+
 # --- embeddings requests ------------------------------------------------------------------
 
 token_arrays = st.lists(st.integers(0, 100_000), min_size=1, max_size=8)
@@ -456,6 +566,11 @@ def test_valid_requests_are_answered(target: Target) -> None:
         check_success(chat(target, "/v1/messages", body), "anthropic",
                       body.get("stream", False))
 
+    @fuzzing(80)
+    @given(body=responses_valid(), path=st.sampled_from(CHAT_PATHS[3:]))
+    def responses_shape(body: dict[str, Any], path: str) -> None:
+        check_success(chat(target, path, body), "responses", body.get("stream", False))
+
     @fuzzing(60)
     @given(body=embeddings_valid(), path=st.sampled_from(EMBED_PATHS))
     def embeddings(body: dict[str, Any], path: str) -> None:
@@ -470,12 +585,14 @@ def test_valid_requests_are_answered(target: Target) -> None:
 
     openai_shape()
     anthropic_shape()
+    responses_shape()
     embeddings()
 
 
 def test_broken_requests_get_a_4xx_in_their_dialect(target: Target) -> None:
     @fuzzing(400)
-    @given(body=openai_broken() | anthropic_broken(), path=st.sampled_from(CHAT_PATHS))
+    @given(body=openai_broken() | anthropic_broken() | responses_broken(),
+           path=st.sampled_from(CHAT_PATHS))
     # Issue 17's cases, tried on every run besides what Hypothesis draws.
     @example(body=ISSUE_17["deep tool schema"], path=CHAT_PATHS[0])
     @example(body=ISSUE_17["invalid schema"], path=CHAT_PATHS[0])
@@ -495,6 +612,39 @@ def test_broken_requests_get_a_4xx_in_their_dialect(target: Target) -> None:
 
     broken()
     broken_embeddings()
+
+
+COUNT_PATH = "/v1/messages/count_tokens"
+# What a count_tokens body may not hold: what only shapes an answer.
+NOT_COUNTED = ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences",
+               "metadata")
+
+
+def countable(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in NOT_COUNTED}
+
+
+def test_count_tokens(target: Target) -> None:
+    """Valid bodies are counted (the Claude model's by the simulator, the other here);
+    broken ones — chat's breakages, plus the fields count_tokens refuses — get a 4xx in
+    Anthropic's shape. No ledger row either way."""
+    @fuzzing(60)
+    @given(body=anthropic_valid().map(countable))
+    def valid(body: dict[str, Any]) -> None:
+        reply = chat(target, COUNT_PATH, body)
+        assert reply.status == 200, reply
+        n = reply.json()["input_tokens"]
+        assert isinstance(n, int) and n > 0, reply
+
+    @fuzzing(150)
+    @given(body=anthropic_broken() | anthropic_valid(),
+           key=st.sampled_from([MASTER, MASTER, None, "tw-nope", 0]))
+    def broken(body: dict[str, Any], key: str | int | None) -> None:
+        secret = target.keys[key] if isinstance(key, int) else key
+        check_answer(chat(target, COUNT_PATH, body, key=secret), COUNT_PATH)
+
+    valid()
+    broken()
 
 
 headers = st.fixed_dictionaries({}, optional={
@@ -614,11 +764,14 @@ def test_models_conversations_health_metrics_and_unknown_paths(target: Target) -
     @given(route=st.sampled_from(["/v1/models", "/models", "/v1/models/{}", "/models/{}",
                                   "/v1/conversations", "/v1/conversations/{}", "/health",
                                   "/health/ready", "/metrics", "/v1/{}", "/{}",
-                                  "/v1/chat/completions", "/v1/messages",
+                                  "/v1/responses/{}", "/v1/responses/{}/input_items",
+                                  "/responses/{}", "/v1/responses",
+                                  "/v1/chat/completions", "/v1/messages", COUNT_PATH,
                                   "/v1/embeddings"]),
            seg=segment | st.sampled_from(["sim", "sim-alias", "tier:x", "{id}", "%7Bid%7D",
                                           "a/b"]),
-           query=st.dictionaries(st.sampled_from(["limit", "x"]), query_values, max_size=2),
+           query=st.dictionaries(st.sampled_from(["limit", "order", "after", "x"]),
+                                 query_values, max_size=2),
            method=st.sampled_from(["GET", "GET", "DELETE", "PATCH", "HEAD"]),
            key=st.sampled_from([MASTER, None, "wrong"]))
     def other(route: str, seg: str, query: dict[str, str], method: str,

@@ -79,10 +79,12 @@ def test_embedded_default_without_keys_is_local_only() -> None:
 def test_embedded_default_honours_sdk_environment() -> None:
     cfg = config.embedded_default({"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "http://x:9/v1",
                                    "ANTHROPIC_API_KEY": "a"})
-    gpt = cfg.models["gpt-4o-mini"].deployments[0]
-    assert (gpt.provider, gpt.api_base, gpt.api_key) == ("openai", "http://x:9/v1", "k")
-    claude = cfg.models["claude-sonnet-4-5"].deployments[0]
-    assert (claude.provider, claude.api_base) == ("anthropic", None)
+    gpt = cfg.models["openai/*"].deployments[0]
+    assert (gpt.provider, gpt.model, gpt.api_base, gpt.api_key) == (
+        "openai", "*", "http://x:9/v1", "k")
+    claude = cfg.models["anthropic/*"].deployments[0]
+    assert (claude.provider, claude.model, claude.api_base) == ("anthropic", "*", None)
+    assert sorted(cfg.models) == ["anthropic/*", "local", "local-embed", "openai/*"]
 
 
 def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:

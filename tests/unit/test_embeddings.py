@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from tollway.accounting import tokens
+from tollway.accounting.settlement import Releases
 from tollway.config import parse
 from tollway.errors import InvalidRequest
 from tollway.gateway.routes import Routes
@@ -148,15 +149,19 @@ def test_which_models_answer_which_endpoint(alias: str, chat: bool, embeddings: 
     serves = routes.resolve(alias).serves
     assert (serves.no_chat is None, serves.no_embeddings is None) == (chat, embeddings)
     assert (serves.dimensions, serves.shortens) == (dims, shortens)
-    for choose, allowed in ((lambda: routes.choose(alias, None, None, False), chat),
-                            (lambda: routes.choose_embeddings(alias, None, None), embeddings)):
+    releases = Releases()
+    for choose, allowed in ((lambda: routes.choose(alias, None, None, False, releases), chat),
+                            (lambda: routes.choose_embeddings(alias, None, None, releases),
+                             embeddings)):
         if allowed:
             choose()
         else:
             with pytest.raises(InvalidRequest) as e:
                 choose()
             assert e.value.param == "model" and e.value.code == "model_not_supported"
-    assert routes.dimensions() == {"emb": 3072, "ada": 1536, "local-embed": 384}
+    assert {a: routes.dimensions_of(a) for a in ROUTES["models"]} == {  # type: ignore[attr-defined]
+        "emb": 3072, "ada": 1536, "house-embed": None, "compatible": None, "gpt": None,
+        "claude": None, "local": None, "local-embed": 384}
 
 
 @pytest.mark.parametrize(("alias", "asked", "ok"), [

@@ -9,7 +9,6 @@ import msgspec
 import pytest
 import yaml
 
-from tollway import config
 from tollway.accounting import prices
 from tollway.accounting.prices import (
     UNLIMITED,
@@ -73,9 +72,16 @@ def test_every_required_model_is_priced() -> None:
     assert [m for m in REQUIRED if m not in BUNDLED] == []
 
 
-def test_default_config_models_are_priced() -> None:
-    names = config.OPENAI_DEFAULT_MODELS + config.ANTHROPIC_DEFAULT_MODELS
-    assert [m for m in names if TABLE.get(m) is None] == []
+def test_every_openai_and_anthropic_model_in_the_table_has_its_provider() -> None:
+    # The zero-setup default serves them through `openai/*` and `anthropic/*` by it.
+    for name, entry in RAW["models"].items():
+        assert TABLE.provider(name) == entry["provider"], name
+    assert TABLE.provider("gpt-4o-mini-2024-07-18") == "openai"
+    assert TABLE.provider("claude-3-5-haiku-20241022") == "anthropic"
+    assert TABLE.provider("o3-mini-2025-01-31") == "openai"
+    assert TABLE.provider("gpt-9-turbo") == "openai"  # by its family's name
+    assert TABLE.provider("claude-next") == "anthropic"
+    assert TABLE.provider("llama-3-70b") is None and TABLE.provider("o10") is None
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED))

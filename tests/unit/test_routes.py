@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tollway.accounting.prices import load_table, price_from_config
+from tollway.accounting.settlement import Releases
 from tollway.config import PriceConfig, parse
 from tollway.errors import Forbidden, InvalidRequest, ModelNotFound
 from tollway.gateway.routes import Routes
@@ -47,17 +48,17 @@ def key(**kw: Any) -> KeyRecord:
 ])
 def test_the_tier_and_alias_a_name_leads_to(model: str, header: str | None, alias: str,
                                             tier: str | None) -> None:
-    route, choice = routes().choose(model, header, None, False)
+    route, choice = routes().choose(model, header, None, False, Releases())
     assert (route.alias, choice.tier) == (alias, tier)
 
 
 def test_a_tiers_output_cap_comes_with_its_choice() -> None:
-    assert routes().choose("tier:fast", None, None, False)[1].max_tokens == 100
+    assert routes().choose("tier:fast", None, None, False, Releases())[1].max_tokens == 100
 
 
 def test_an_unknown_model_is_a_404_listing_the_models() -> None:
     with pytest.raises(ModelNotFound) as got:
-        routes().choose("gpt-5", None, None, False)
+        routes().choose("gpt-5", None, None, False, Releases())
     e = got.value
     assert (e.status, e.code, e.param) == (404, "model_not_found", "model")
     assert "Available models: big, cheap, house, small, tier:fast, tier:smart." in e.message
@@ -65,7 +66,7 @@ def test_an_unknown_model_is_a_404_listing_the_models() -> None:
 
 def test_an_unknown_tier_is_refused() -> None:
     with pytest.raises(InvalidRequest) as got:
-        routes().choose("big", "huge", None, False)
+        routes().choose("big", "huge", None, False, Releases())
     assert got.value.code == "unknown_tier"
 
 
@@ -73,12 +74,13 @@ def test_a_key_limited_to_other_models_gets_403_unless_the_call_is_internal() ->
     limited = key(models=["small"])
     r = routes()
     with pytest.raises(Forbidden) as got:
-        r.choose("big", None, limited, False)
+        r.choose("big", None, limited, False, Releases())
     assert got.value.status == 403 and "may use: small" in got.value.message
-    assert r.choose("big", None, limited, True)[0].alias == "big"  # the gateway's own call
+    assert r.choose("big", None, limited, True,
+                    Releases())[0].alias == "big"  # the gateway's own call
     # The alias it resolves to is allowed too, however it is asked for.
-    assert r.choose("cheap", None, limited, False)[0].alias == "small"
-    assert r.choose("tier:fast", None, limited, False)[0].alias == "small"
+    assert r.choose("cheap", None, limited, False, Releases())[0].alias == "small"
+    assert r.choose("tier:fast", None, limited, False, Releases())[0].alias == "small"
 
 
 def test_prices_are_per_deployment_a_configured_one_over_the_table() -> None:
@@ -113,4 +115,4 @@ def test_every_model_deployed_once() -> None:
 def test_a_tier_header_does_not_open_a_model_the_key_may_not_use() -> None:
     # The key may use "small" only; the header sends its request to "big".
     with pytest.raises(Forbidden):
-        routes().choose("small", "smart", key(models=["small"]), False)
+        routes().choose("small", "smart", key(models=["small"]), False, Releases())

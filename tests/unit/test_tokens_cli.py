@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,9 @@ def test_cli_reads_a_file(tmp_path: Path) -> None:
     f.write_bytes(orjson.dumps(CONVERSATION))
     r = subprocess.run([sys.executable, "-m", "tollway.cli", "tokens", str(f)],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                       env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "k"})
+                       env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "k",
+                            # these sources, not the installed ones
+                            "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("input: 2 messages")
     line = next(x for x in r.stdout.splitlines() if x.startswith("gpt-4o-mini "))

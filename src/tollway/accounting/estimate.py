@@ -11,7 +11,8 @@ import orjson
 
 from tollway.accounting.prices import PriceTable, format_usd, load_table, price_from_config
 from tollway.accounting.tokens import count_request, count_text, encoding_name_for
-from tollway.config import Config
+from tollway.config import Config, DeploymentConfig
+from tollway.config.wildcards import Patterns, fill, is_pattern
 from tollway.errors import InvalidRequest
 from tollway.types import ChatRequest
 
@@ -51,16 +52,27 @@ def estimate(source: ChatRequest | str, config: Config,
              table: PriceTable | None = None) -> list[Row]:
     table = table if table is not None else load_table(config.prices)
     rows: list[Row] = []
-    for alias, mc in sorted(config.models.items()):
-        for d in mc.deployments:
-            tokens = (count_text(source, d.model) if isinstance(source, str)
-                      else count_request(source, d.model))
-            price = price_from_config(d.price) if d.price else table.get(d.model)
-            usd = ("unpriced" if price is None
-                   else "$" + format_usd(tokens * price.input / 1e6))
-            rows.append(Row(alias, f"{d.provider}/{d.model}", encoding_name_for(d.model),
-                            tokens, usd))
+    for name, d, model in _served(config, table):
+        tokens = (count_text(source, model) if isinstance(source, str)
+                  else count_request(source, model))
+        price = price_from_config(d.price) if d.price else table.get(model)
+        usd = "unpriced" if price is None else "$" + format_usd(tokens * price.input / 1e6)
+        rows.append(Row(name, f"{d.provider}/{model}", encoding_name_for(model), tokens, usd))
     return rows
+
+
+def _served(config: Config, table: PriceTable) -> list[tuple[str, DeploymentConfig, str]]:
+    """(the name clients use, a deployment, its upstream model) for every configured
+    alias, and for every model of the price table a wildcard alias serves."""
+    out = [(alias, d, d.model) for alias, mc in sorted(config.models.items())
+           if not is_pattern(alias) for d in mc.deployments]
+    patterns = Patterns(config.models)
+    for model in sorted(table.models()) if patterns else ():
+        found = patterns.match_with(model, table.provider(model))
+        if found is not None and model not in config.models:
+            out += [(model, d, fill(d.model, found[1]))
+                    for d in config.models[found[0]].deployments]
+    return out
 
 
 def render(rows: list[Row], source: ChatRequest | str) -> str:

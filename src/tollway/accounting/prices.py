@@ -27,6 +27,7 @@ import msgspec
 import msgspec.yaml
 
 from tollway.config import PriceConfig
+from tollway.config.wildcards import family_provider
 from tollway.types import Usage
 
 PICO_PER_USD = 10**12
@@ -108,13 +109,21 @@ def _bundled() -> _Bundle:
     return msgspec.yaml.decode(data, type=_Bundle)
 
 
+def undated(name: str) -> str:
+    """`name` without a snapshot suffix (gpt-4o-2024-08-06 -> gpt-4o), else as it is."""
+    return _SNAPSHOT.sub("", name)
+
+
 class PriceTable:
-    """Model name -> Price, with name normalisation and a lookup cache."""
+    """Model name -> Price (and the provider that sells it), with name normalisation
+    and a lookup cache."""
 
     def __init__(self, prices: dict[str, Price], aliases: dict[str, str] | None = None,
-                 updated: datetime.date | None = None) -> None:
+                 updated: datetime.date | None = None,
+                 providers: dict[str, str] | None = None) -> None:
         self._prices = {k.lower(): v for k, v in prices.items()}
         self._aliases = {k.lower(): v.lower() for k, v in (aliases or {}).items()}
+        self._providers = {k.lower(): v for k, v in (providers or {}).items()}
         self._cache: dict[str, Price | None] = {}
         self.updated = updated
 
@@ -134,6 +143,24 @@ class PriceTable:
         """Every priced name (aliases excluded)."""
         return dict(self._prices)
 
+    def provider(self, model: str) -> str | None:
+        """Who sells `model` (or the family its snapshot belongs to): the bundled
+        table's `provider`, else the family its name says (gpt-*, o1/o3/o4*,
+        text-embedding-* are OpenAI's; claude-* Anthropic's); None when neither knows."""
+        name = self._name(model)
+        if name is not None and name in self._providers:
+            return self._providers[name]
+        return family_provider(model)
+
+    def _name(self, model: str) -> str | None:
+        """The table's own name for `model`, if it knows it."""
+        for n in _candidates(model):
+            if n in self._prices:
+                return n
+            if n in self._aliases and self._aliases[n] in self._prices:
+                return self._aliases[n]
+        return None
+
     def _exact(self, name: str) -> Price | None:
         found = self._prices.get(name)
         if found is None and name in self._aliases:
@@ -141,21 +168,27 @@ class PriceTable:
         return found
 
     def _find(self, model: str) -> Price | None:
-        name = model.strip().lower()
-        names = [name]
-        for prefix in _PREFIXES:
-            if name.startswith(prefix):
-                names.append(name[len(prefix):])
-                break
-        for n in list(names):
-            undated = _SNAPSHOT.sub("", n)
-            if undated != n:
-                names.append(undated)
-        for n in names:
+        for n in _candidates(model):
             found = self._exact(n)
             if found is not None:
                 return found
         return None
+
+
+def _candidates(model: str) -> list[str]:
+    """The names `model` is looked up as, in order: as given, without a provider
+    prefix, then each without a snapshot suffix."""
+    name = model.strip().lower()
+    names = [name]
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            names.append(name[len(prefix):])
+            break
+    for n in list(names):
+        bare = _SNAPSHOT.sub("", n)
+        if bare != n:
+            names.append(bare)
+    return names
 
 
 def load_table(overrides: dict[str, PriceConfig] | None = None) -> PriceTable:
@@ -164,6 +197,7 @@ def load_table(overrides: dict[str, PriceConfig] | None = None) -> PriceTable:
     extends."""
     bundle = _bundled()
     prices = {name.lower(): _entry_price(e) for name, e in bundle.models.items()}
+    providers = {name.lower(): e.provider for name, e in bundle.models.items()}
     aliases = {a.lower(): name.lower() for name, e in bundle.models.items() for a in e.aliases}
     for name, cfg in (overrides or {}).items():
         key = name.strip().lower()
@@ -173,7 +207,7 @@ def load_table(overrides: dict[str, PriceConfig] | None = None) -> PriceTable:
         else:
             prices[key] = price_from_config(cfg, base.context_window, base.max_output_tokens,
                                             base.dimensions, base.shortens)
-    return PriceTable(prices, aliases, bundle.updated)
+    return PriceTable(prices, aliases, bundle.updated, providers)
 
 
 def _pico(usd_per_million: float) -> int:

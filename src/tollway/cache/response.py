@@ -102,13 +102,13 @@ class ResponseCache:
             self._embedder.shutdown()
 
     async def lookup_embeddings(self, req: EmbeddingRequest, alias: str, caller: Caller,
-                                ask: CacheAsk | None) -> Lookup:
+                                ask: CacheAsk | None, served: str) -> Lookup:
         """An embeddings request: the exact key only (its inputs are not a turn to
-        match by meaning)."""
+        match by meaning). `alias` and `served` as for `lookup`."""
         if ask is not None and not ask.read and not ask.write:
             return Lookup("bypass")
-        keys = embedding_keys(req, alias, self._tenant(caller), ask.namespace if ask else "",
-                              self.config.version)
+        keys = embedding_keys(req, served or alias, self._tenant(caller),
+                              ask.namespace if ask else "", self.config.version)
         look = Lookup("miss", keys, self._settings[alias], ask)
         if ask is not None and not ask.read:
             return look
@@ -119,12 +119,14 @@ class ResponseCache:
         return look
 
     async def lookup(self, req: ChatRequest, alias: str, caller: Caller,
-                     ask: CacheAsk | None) -> Lookup:
+                     ask: CacheAsk | None, served: str | None = None) -> Lookup:
+        """`alias`: whose cache settings apply; `served`: the name the answer is for,
+        when a wildcard alias serves many (answers of one model never answer another)."""
         settings = self._settings[alias]
         if bypass_reason(req, self.config, ask) is not None:
             return Lookup("bypass")
-        keys = keys_of(req, alias, self._tenant(caller), ask.namespace if ask else "",
-                       self.config.version)
+        keys = keys_of(req, served or alias, self._tenant(caller),
+                       ask.namespace if ask else "", self.config.version)
         look = Lookup("miss", keys, settings, ask)
         if ask is not None and not ask.read:
             return look

@@ -15,8 +15,8 @@ from tollway.config.auth import AuthConfig
 from tollway.config.budgets import Budget, BudgetsConfig, DowngradeRule, check_budget
 from tollway.config.cache import CacheConfig, ModelCacheConfig, SemanticCacheConfig
 from tollway.config.defaults import (
-    ANTHROPIC_DEFAULT_MODELS,
-    OPENAI_DEFAULT_MODELS,
+    ANTHROPIC_WILDCARD,
+    OPENAI_WILDCARD,
     embedded_default,
 )
 from tollway.config.guards import (
@@ -50,9 +50,9 @@ from tollway.config.store import StoreConfig
 from tollway.config.tiers import AutoDowngrade, TierConfig
 
 __all__ = [
-    "ANTHROPIC_DEFAULT_MODELS",
+    "ANTHROPIC_WILDCARD",
     "EMBEDDING_MODEL",
-    "OPENAI_DEFAULT_MODELS",
+    "OPENAI_WILDCARD",
     "PROVIDERS",
     "AlertsConfig",
     "AuthConfig",

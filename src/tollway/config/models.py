@@ -12,6 +12,7 @@ from tollway.config.cache import ModelCacheConfig
 from tollway.config.guards import GuardModes
 from tollway.config.history import ModelHistoryConfig
 from tollway.config.routing import BreakerConfig, PacingConfig, RetryConfig
+from tollway.config.wildcards import is_pattern, model_problem, pattern_problem
 from tollway.errors import ConfigError
 from tollway.types import Deployment
 
@@ -44,6 +45,8 @@ class PriceConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     provider: Literal["openai", "anthropic", "local"]
+    # The upstream's name for the model; under a wildcard alias (`openai/*`), a `*`
+    # here stands for what the alias's `*` matched (config/wildcards.py).
     model: str
     api_base: str | None = None
     api_key: str | None = None
@@ -95,10 +98,15 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
 def check_models(models: dict[str, ModelConfig], is_model: Callable[[str], bool]) -> None:
     """`is_model`: whether a name (alias or model) resolves, for the fallbacks."""
     for alias, mc in models.items():
+        pattern = is_pattern(alias)
+        if pattern and (why := pattern_problem(alias)):
+            raise ConfigError(f"models.{alias}: {why}")
         if not mc.deployments:
             raise ConfigError(f"models.{alias}.deployments: expected at least one deployment")
         for i, d in enumerate(mc.deployments):
             where = f"models.{alias}.deployments[{i}]"
+            if why := model_problem(d.model, pattern):
+                raise ConfigError(f"{where}.model: {why}")
             if d.provider in ("openai", "anthropic") and not d.api_key:
                 raise ConfigError(f"{where}.api_key: required for provider {d.provider} "
                                   f"(write it as ${{ENV_VAR}})")

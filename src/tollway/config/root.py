@@ -28,6 +28,7 @@ from tollway.config.routing import RoutingConfig, check_routing
 from tollway.config.server import ServerConfig, check_server
 from tollway.config.store import StoreConfig, check_store
 from tollway.config.tiers import AutoDowngrade, TierConfig, check_tiers
+from tollway.config.wildcards import Patterns, family_provider, is_pattern
 from tollway.errors import ConfigError
 
 _T = TypeVar("_T")
@@ -57,7 +58,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
 
     def resolve(self, name: str) -> tuple[str, ModelConfig] | None:
-        """Alias or model name -> (canonical alias, its model config)."""
+        """Alias or model name -> (canonical alias, its model config); exact names only
+        (a wildcard alias is found by its own name: `gateway/routes.py` matches the
+        names it serves)."""
         seen = 0
         while name in self.aliases and seen < 8:
             name, seen = self.aliases[name], seen + 1
@@ -72,18 +75,31 @@ def check(cfg: Config) -> None:
     """Raise the first problem found. The order is part of the behaviour: with several
     mistakes, the one reported stays the same."""
 
+    patterns = Patterns(cfg.models)
+
     def is_model(name: str) -> bool:
+        """A name a request could be served by: an alias, or one a wildcard serves
+        (unprefixed names by their family's provider; the price table is checked later,
+        when routes are built)."""
+        found = cfg.resolve(name)
+        if found is not None:
+            return not is_pattern(found[0])
+        return patterns.match_with(name, family_provider(name)) is not None
+
+    def is_alias(name: str) -> bool:  # per-alias settings name aliases, patterns too
         return cfg.resolve(name) is not None
 
     check_models(cfg.models, is_model)
     for alias, target in cfg.aliases.items():
-        if cfg.resolve(alias) is None:
-            raise ConfigError(f"aliases.{alias}: points to {target!r}, which is not a model")
+        found = cfg.resolve(alias)
+        if found is None or is_pattern(found[0]):
+            raise ConfigError(f"aliases.{alias}: points to {target!r}, which is not a model"
+                              + (" (a wildcard alias is not one model)" if found else ""))
     check_tiers(cfg.tiers, cfg.auto_downgrade, is_model)
     check_prices(cfg.prices)
     check_budgets(cfg.budgets, cfg.tiers)
     check_alerts(cfg.alerts)
-    check_rate_limits(cfg.rate_limits, is_model)
+    check_rate_limits(cfg.rate_limits, is_alias)
     check_routing(cfg.routing, _overrides(cfg, lambda mc: mc.retry),
                   _overrides(cfg, lambda mc: mc.breaker))
     check_cache(cfg.cache, _overrides(cfg, lambda mc: mc.cache))

@@ -22,7 +22,9 @@ from tollway.cache.response import ResponseCache
 from tollway.config import Config
 from tollway.conversation.memory import Memory
 from tollway.errors import TollwayError
+from tollway.gateway import counting
 from tollway.gateway.call import Call
+from tollway.gateway.counting import TokenCount
 from tollway.gateway.pipeline import Pipeline, Stages
 from tollway.gateway.routes import Routes
 from tollway.guards.policy import Policies
@@ -35,7 +37,7 @@ from tollway.policy.recovery import GRACE, BudgetRecovery, Held
 from tollway.providers.base import Provider, redact
 from tollway.providers.http import Transport
 from tollway.providers.local import SentenceModel
-from tollway.providers.registry import build_providers
+from tollway.providers.registry import build_providers, forget_deployments
 from tollway.routing.router import Router
 from tollway.store import open_store
 from tollway.store.base import Store
@@ -65,7 +67,7 @@ class Gateway:
         self.ledger = Ledger(self.store.ledger, config.ledger, config.store.path)
         self.alerts = Alerts(config.alerts, self.store, self.transport)
         self.router = Router(self.providers)
-        self.routes = Routes(config, self.router)
+        self.routes = Routes(config, self.router, forget_deployments)
         self.cache = (ResponseCache(config, self.store.cache, clock,
                                     lambda: self.observer.store_error("cache"))
                       if any(for_alias(config.cache, mc.cache).enabled
@@ -111,6 +113,12 @@ class Gateway:
 
     def deployments(self) -> dict[str, list[Deployment]]:
         return self.routes.deployments()
+
+    async def count_tokens(self, req: ChatRequest, caller: auth.Caller, tier: str | None,
+                           request_id: str) -> TokenCount:
+        """A prompt's input tokens for the model it names (not billed: counting.py)."""
+        return await counting.count_tokens(self.routes, self.providers, req, caller, tier,
+                                           request_id)
 
     async def _levels(self, counters: list[str], now: float) -> list[float] | None:
         return await self.outages.open("budgets", "no budget downgrade",
@@ -162,15 +170,21 @@ class Gateway:
         await self.transport.close()
 
     async def prune_conversations(self) -> int:
-        """Delete the conversations idle for longer than `conversations.retention_days`
-        (every replica may: it is idempotent)."""
+        """Delete the conversations idle for longer than `conversations.retention_days`,
+        and the stored Responses API responses older than that (every replica may: it
+        is idempotent). The conversations deleted."""
         days = self.config.conversations.retention_days
         if days is None:
             return 0
+        before = self.clock() - days * 86400
         n = await self.outages.open("conversations", "retention: tried again next round",
-                                    self.store.conversations.prune(self.clock() - days * 86400))
+                                    self.store.conversations.prune(before))
         if n:
             log.info("retention: deleted %d conversation(s) idle for %g days", n, days)
+        gone = await self.outages.open("responses", "retention: tried again next round",
+                                       self.store.responses.prune(before))
+        if gone:
+            log.info("retention: deleted %d stored response(s) older than %g days", gone, days)
         return n or 0
 
     async def _prune_every(self, seconds: float) -> None:

@@ -88,7 +88,7 @@ class Pipeline:
         s, now = self.s, self.s.clock()
         count = call.begin(req)
         route, choice = s.routes.choose(req.model, call.asks.tier, call.caller.key,
-                                        call.internal is not None)
+                                        call.internal is not None, call.releases)
         policy = s.guards.of(route.alias, call.caller.key)
         check_limits(req, policy.limits)  # on what the caller sent
         conversation = thread.id_of(req, call.asks.stored_conversation)
@@ -100,7 +100,8 @@ class Pipeline:
             call.history = await self._shape(call, req, route, rule)
         plan = call.plan = s.planner.cap(req, route, choice)
         if s.cache is not None and s.cache.applies(route.alias):
-            call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache)
+            call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache,
+                                              route.name)
         rate = s.admission.rate_limits(call.caller, route.alias)
         if call.cache is not None and call.cache.found is not None:
             return await self._from_cache(call, req, call.cache, rate, now)
@@ -124,12 +125,13 @@ class Pipeline:
     async def embed(self, call: Call, req: EmbeddingRequest) -> Answer:
         s, now = self.s, self.s.clock()
         count = call.begin_embeddings(req)
-        route, choice = s.routes.choose_embeddings(req.model, call.asks.tier, call.caller.key)
-        route.serves.check_dimensions(req.dimensions, route.alias)
+        route, choice = s.routes.choose_embeddings(req.model, call.asks.tier, call.caller.key,
+                                                   call.releases)
+        route.serves.check_dimensions(req.dimensions, route.name)
         plan = call.plan = Plan()
         if s.cache is not None and s.cache.applies(route.alias):
             call.cache = await s.cache.lookup_embeddings(req, route.alias, call.caller,
-                                                         call.asks.cache)
+                                                         call.asks.cache, route.name)
         rate = s.admission.rate_limits(call.caller, route.alias)
         if call.cache is not None and call.cache.found is not None:
             found = call.cache.found

@@ -14,7 +14,9 @@ import hmac
 
 import msgspec
 
+from tollway.accounting.prices import undated
 from tollway.config import AuthConfig
+from tollway.config.wildcards import WILDCARD
 from tollway.errors import Forbidden, Unauthorized
 from tollway.keys import PREFIX, KeyRecord, hash_secret, hint
 from tollway.store.base import KeyStore
@@ -87,8 +89,32 @@ async def authenticate(secret: str | None, keys: KeyStore, cfg: AuthConfig, now:
     return msgspec.structs.replace(edge, key=rec, team=rec.team, feature=feature)
 
 
-def check_model(key: KeyRecord | None, asked: str, alias: str) -> None:
-    if key is None or key.allows(asked) or key.allows(alias):
+def check_model(key: KeyRecord | None, asked: str, alias: str, served: str = "") -> None:
+    """403 unless the key may use the model: its `models` empty, or one entry allowing
+    the name asked, the alias serving it or the name a wildcard served it as
+    (`served`, e.g. `openai/gpt-4o-2024-08-06`)."""
+    if key is None or not key.models or asked in key.models or alias in key.models:
+        return
+    if any(allows(entry, (asked, served)) for entry in key.models):
         return
     raise Forbidden(f"API key {key.id} may not use the model '{asked}'. It may use: "
                     f"{', '.join(key.models)}.", param="model")
+
+
+def allows(entry: str, names: tuple[str, ...]) -> bool:
+    """Whether one allow-list entry admits any of `names`. `openai/*` (a trailing `*`)
+    admits every name it prefixes; a plain model name admits its dated snapshots, with
+    or without a provider prefix (`gpt-4o` admits `gpt-4o-2024-08-06` and
+    `openai/gpt-4o-2024-08-06`, never `gpt-4o-mini`: the same model at the same price,
+    not its family)."""
+    qualified = "/" in entry  # names the provider: compare names with theirs
+    for n in names:
+        if not n:
+            continue
+        bare = n if qualified else n.rsplit("/", 1)[-1]
+        if entry.endswith(WILDCARD):
+            if n.startswith(entry[:-1]) or bare.startswith(entry[:-1]):
+                return True
+        elif entry in (n, bare, undated(n), undated(bare)):
+            return True
+    return False

@@ -56,8 +56,9 @@ def refuse_unpriced(model: str, policy: str, dollar_limit: bool) -> None:
         return
     raise InvalidRequest(
         f"The model '{model}' has no price, so its cost cannot be checked against the "
-        "dollar limit or budget. Add it under `prices:` in tollway.yaml (USD per 1M tokens), or "
-        "set server.unpriced: allow.", param="model", code="unpriced_model")
+        "dollar limit or budget. Give it one in tollway.yaml — under `prices:` (by model "
+        "name, USD per 1M tokens) or as its deployment's `price:` — or set "
+        "server.unpriced: allow.", param="model", code="unpriced_model")
 
 
 @dataclass(slots=True)

@@ -76,6 +76,15 @@ def _url(dep: Deployment) -> str:
     return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
 
 
+def _count_url(dep: Deployment) -> str:
+    return _url(dep) + "/count_tokens"
+
+
+# What a count_tokens request may not hold (it counts the prompt, not an answer).
+_NOT_COUNTED = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "metadata",
+                "stream")
+
+
 @cache
 def _headers(dep: Deployment) -> dict[str, str]:
     h = {"content-type": "application/json", "anthropic-version": API_VERSION}
@@ -387,6 +396,20 @@ class AnthropicProvider:
     async def embed(self, req: EmbeddingRequest, dep: Deployment) -> Reply:
         raise InvalidRequest("Anthropic has no embeddings API.", param="model",
                              code="model_not_supported")
+
+    async def count_tokens(self, req: ChatRequest, dep: Deployment) -> int:
+        """The prompt's input tokens as Anthropic counts them (`POST
+        /v1/messages/count_tokens`): the request as /v1/messages would send it."""
+        body = messages_body(req, dep.model)
+        for name in _NOT_COUNTED:
+            body.pop(name, None)
+        data, _ = await self.transport.post_json(_count_url(dep), orjson.dumps(body),
+                                                 _headers(dep), dep)
+        n = data.get("input_tokens")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise UpstreamError(f"Upstream {http.where(dep)} answered count_tokens without "
+                                "a token count.")
+        return n
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         body = orjson.dumps(messages_body(req, dep.model))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -38,6 +38,13 @@ class Provider(Protocol):
         """Let go of what the provider holds (threads, models); the transport is its
         owner's to close."""
         ...
+
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    """A provider that counts a prompt's tokens itself (Anthropic's count_tokens)."""
+
+    async def count_tokens(self, req: ChatRequest, dep: Deployment) -> int: ...
 
 
 def retry_after(headers: Any) -> float | None:

@@ -26,3 +26,14 @@ def build_providers(config: Config, transport: Transport,
         "anthropic": AnthropicProvider(transport),
         "local": LocalProvider(config.local, sentence_model),
     }
+
+
+def forget_deployments() -> None:
+    """Drop what the HTTP providers keep per deployment (URLs, headers, timeouts), for
+    deployments made and let go of at run time (wildcard routes); the ones still in
+    use are rebuilt on their next call."""
+    from tollway.providers import anthropic, http, openai
+
+    for cached in (anthropic._url, anthropic._headers, openai._url, openai._headers,
+                   http.json_timeout, http.stream_timeout):
+        cached.cache_clear()

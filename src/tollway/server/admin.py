@@ -20,7 +20,7 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -221,8 +221,8 @@ class Admin:
     def now(self) -> float:
         return self.gateway.clock()
 
-    def served(self) -> list[str]:
-        return self.gateway.config.public_models()
+    def served(self) -> Served:
+        return Served(self.gateway)
 
     async def _key(self, scope: Scope) -> KeyRecord:
         kid = scope["path_params"]["id"]
@@ -424,6 +424,28 @@ class Endpoint:
                                                 f"{e.request_id}."), headers)
             return
         await send_json(send, reply.status, body, headers)
+
+
+class Served(Collection[str]):
+    """What a key's `models` may name: whatever a request could be served by (an
+    alias, a wildcard alias, a name a wildcard serves) and any pattern ending in `*`
+    (policy/auth.allows). Listed as the configured names and the priced models."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.routes = gateway.routes
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name.endswith("*") or name in self._configured()
+                                          or self.routes.servable(name))
+
+    def _configured(self) -> list[str]:
+        return self.routes.config.public_models()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted({*self._configured(), *self.routes.listed()}))
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
 
 
 def admin_routes(gateway: Gateway) -> list[Route]:

@@ -11,8 +11,10 @@ from starlette.routing import Route, Router
 
 from tollway import __version__
 from tollway.config import Config
+from tollway.config.wildcards import is_pattern
 from tollway.errors import MethodNotAllowed, ModelNotFound, NotFound, TollwayError
 from tollway.gateway import Gateway
+from tollway.policy.tiers import PREFIX as TIER_PREFIX
 from tollway.server.admin import ANY_METHOD, admin_routes
 from tollway.server.asgi import (
     Edge,
@@ -27,49 +29,55 @@ from tollway.server.asgi import (
 from tollway.server.chat import ANTHROPIC, OPENAI, ChatEndpoint
 from tollway.server.connections import ConnectionLimits
 from tollway.server.conversations import ConversationsEndpoint
+from tollway.server.count_tokens import CountTokensEndpoint
 from tollway.server.drain import Drain
 from tollway.server.embeddings import EMBEDDINGS
 from tollway.server.metrics import Metrics
 from tollway.server.ready import readiness
+from tollway.server.responses import RESPONSES, ResponsesEndpoint
 
 
 class Models:
-    """GET /v1/models: the models served; GET /v1/models/{id}: one of them (what the
-    SDKs' `models.retrieve` asks), or a 404 naming what is served."""
+    """GET /v1/models: the models served — the configured names, and every model of
+    the price table a wildcard alias serves; GET /v1/models/{id}: any name a request
+    could be served by (a dated snapshot, `openai/gpt-4o`, a model no table knows that
+    a wildcard takes), or a 404 in OpenAI's shape."""
 
-    def __init__(self, config: Config, started: float, *, one: bool = False,
-                 dimensions: dict[str, int] | None = None) -> None:
-        self.config = config
+    def __init__(self, gateway: Gateway, started: float, *, one: bool = False) -> None:
+        self.routes = gateway.routes
         self.started = started
         self.one = one
-        self.dimensions = dimensions or {}  # an embedding model's, by alias
 
     def _model(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = {"id": name, "object": "model", "created": int(self.started),
                                "owned_by": "tollway"}
-        found = self.config.resolve(name) if self.dimensions else None
-        if found is not None and found[0] in self.dimensions:
-            # An embedding model's vector size: an extra field, which the SDKs keep.
-            out["dimensions"] = self.dimensions[found[0]]
+        dims = self.routes.dimensions_of(name)
+        if dims is not None:  # an embedding model's vector size: the SDKs keep extra fields
+            out["dimensions"] = dims
         return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        served = self.config.public_models()
         if not self.one:
-            body = {"object": "list", "data": [self._model(m) for m in served]}
+            body = {"object": "list", "data": [self._model(m) for m in self.routes.listed()]}
             await send_json(send, 200, json_bytes(body), _rid(scope))
             return
         if scope["method"] != "GET":
             await _wrong_method("GET")(scope, receive, send)
             return
         name = scope["path_params"]["id"]
-        if name not in served:
+        if not self._serves(name):
+            served = self.routes.config.public_models()
             err = ModelNotFound(f"The model '{name[:256]}' does not exist on this gateway. "
                                 f"Available models: {', '.join(served) or '(none)'}.",
                                 param="model")
             await send_error(send, err, _rid(scope))
             return
         await send_json(send, 200, json_bytes(self._model(name)), _rid(scope))
+
+    def _serves(self, name: str) -> bool:
+        if name.startswith(TIER_PREFIX):
+            return name[len(TIER_PREFIX):] in self.routes.config.tiers
+        return not is_pattern(name) and self.routes.servable(name)
 
 
 class Health:
@@ -93,8 +101,9 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     err = NotFound(f"No route for {scope['method']} {scope['path']}. Tollway serves "
-                   "/v1/chat/completions, /v1/messages, /v1/embeddings, /v1/models, "
-                   "/v1/conversations, /health, /health/ready, /metrics and /admin/.")
+                   "/v1/chat/completions, /v1/messages, /v1/messages/count_tokens, "
+                   "/v1/responses, /v1/embeddings, /v1/models, /v1/conversations, /health, "
+                   "/health/ready, /metrics and /admin/.")
     await send_error(send, err, _rid(scope))
 
 
@@ -104,8 +113,8 @@ def _rid(scope: Scope) -> Headers:
 
 def _wrong_method(allowed: str, endpoint: Any = None) -> Any:
     """405 in the route's own dialect (Anthropic's shape on /v1/messages)."""
-    shape = endpoint.dialect.error if isinstance(endpoint, ChatEndpoint) else (
-        TollwayError.to_json)
+    dialect = getattr(endpoint, "dialect", None)
+    shape = dialect.error if dialect is not None else TollwayError.to_json
 
     async def handler(scope: Scope, receive: Receive, send: Send) -> None:
         err = MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
@@ -125,24 +134,25 @@ class TollwayApp:
         gw = self.gateway
         self.drain = Drain(config.server.drain_seconds)
         self.connection_limits = ConnectionLimits(config.server)  # GuardedHttpProtocol's
-        dims = gw.routes.dimensions()
         routes = [
             Route("/v1/chat/completions", ChatEndpoint(gw, OPENAI, self.drain),
                   methods=["POST"]),
             Route("/chat/completions", ChatEndpoint(gw, OPENAI, self.drain), methods=["POST"]),
             Route("/v1/messages", ChatEndpoint(gw, ANTHROPIC, self.drain), methods=["POST"]),
+            Route("/v1/messages/count_tokens", CountTokensEndpoint(gw), methods=["POST"]),
+            Route("/v1/responses", ChatEndpoint(gw, RESPONSES, self.drain), methods=["POST"]),
+            Route("/responses", ChatEndpoint(gw, RESPONSES, self.drain), methods=["POST"]),
             Route("/v1/embeddings", ChatEndpoint(gw, EMBEDDINGS, self.drain),
                   methods=["POST"]),
             Route("/embeddings", ChatEndpoint(gw, EMBEDDINGS, self.drain), methods=["POST"]),
-            Route("/v1/models", Models(config, self.started, dimensions=dims),
-                  methods=["GET"]),
-            Route("/models", Models(config, self.started, dimensions=dims), methods=["GET"]),
+            Route("/v1/models", Models(gw, self.started), methods=["GET"]),
+            Route("/models", Models(gw, self.started), methods=["GET"]),
             # Every method: the endpoint refuses the wrong ones in the OpenAI shape. A
             # model's name may hold slashes (`openai/gpt-4o`), hence `path`.
-            Route("/v1/models/{id:path}",
-                  Models(config, self.started, one=True, dimensions=dims), methods=ANY_METHOD),
-            Route("/models/{id:path}",
-                  Models(config, self.started, one=True, dimensions=dims), methods=ANY_METHOD),
+            Route("/v1/models/{id:path}", Models(gw, self.started, one=True),
+                  methods=ANY_METHOD),
+            Route("/models/{id:path}", Models(gw, self.started, one=True),
+                  methods=ANY_METHOD),
             Route("/health", Health(), methods=["GET"]),
             Route("/health/ready", Ready(gw), methods=["GET"]),
             Route("/metrics", Metrics(gw), methods=["GET"]),
@@ -151,6 +161,10 @@ class TollwayApp:
                   methods=ANY_METHOD),
             Route("/v1/conversations/{id}", ConversationsEndpoint(gw, one=True),
                   methods=ANY_METHOD),
+            # Every method: the endpoint refuses the wrong ones in the OpenAI shape.
+            *(Route(f"{prefix}/responses/{{id}}{tail}", ResponsesEndpoint(gw, items=bool(tail)),
+                    methods=ANY_METHOD)
+              for prefix in ("/v1", "") for tail in ("", "/input_items")),
             *admin_routes(gw),
         ]
         self.router = Router(routes=routes, default=not_found)

@@ -1,8 +1,8 @@
-"""The chat endpoints: POST a request in one dialect (OpenAI chat completions or
-Anthropic Messages) -> `Gateway.chat` -> JSON or SSE back, and `Gateway.finish` on every
-path.
+"""The chat endpoints: POST a request in one dialect (OpenAI chat completions,
+Anthropic Messages, OpenAI Responses: `server/responses.py`) -> `Gateway.chat` -> JSON or
+SSE back, and `Gateway.finish` on every path.
 
-Both dialects share this path; a `Dialect` says how to parse a request and write
+Every dialect shares this path; a `Dialect` says how to parse a request and write
 replies, streams and errors. A watcher cancels the handling task when the client
 disconnects; the cancellation reaches the provider's stream, whose cleanup closes the
 upstream connection, so the provider stops generating (and billing) at once.
@@ -71,6 +71,13 @@ class Dialect(Generic[R]):
     error: Callable[[TollwayError], bytes]
     handle: Callable[[Gateway], Callable[[Call, R], Awaitable[Answer]]]
     counts_input: bool = False
+    # A dialect whose answers depend on more than the reply (Responses: the parameters
+    # the answer repeats, a stored response continued) binds one per request: it parses
+    # the body itself, once the key is checked, and returns the request and the dialect
+    # that answers it.
+    bind: Callable[[Gateway, Call, bytes], Awaitable[tuple[R, Dialect[R]]]] | None = None
+    # Given a JSON answer as written, before it is sent (Responses stores it there).
+    kept: Callable[[bytes], Awaitable[None]] | None = None
 
 
 class ChatEndpoint(Generic[R]):
@@ -86,7 +93,7 @@ class ChatEndpoint(Generic[R]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         e = edge(scope)
         call = new_call(e, scope)
-        gateway, task = self.gateway, asyncio.current_task()
+        gateway, task, dialect = self.gateway, asyncio.current_task(), self.dialect
         watch: DisconnectWatch | None = None
         answer: Answer | None = None
         outcome: Outcome = Aborted()
@@ -98,14 +105,17 @@ class ChatEndpoint(Generic[R]):
             call.caller = await gateway.authenticate(e.api_key, call.caller)
             call.asks = asks_of(e, call.asks)
             check_json_content_type(scope)
-            req = self.dialect.parse(await read_body(scope, receive, self.server.max_body_bytes),
-                                     self.server)
+            body = await read_body(scope, receive, self.server.max_body_bytes)
+            if dialect.bind is None:
+                req = dialect.parse(body, self.server)
+            else:
+                req, dialect = await dialect.bind(gateway, call, body)
             watch = DisconnectWatch(receive)
             answer = await self.handle(call, req)
-            outcome = await self._answer(call, answer, send)
+            outcome = await self._answer(call, answer, send, dialect)
         except TollwayError as err:
             outcome = Failed(gateway.scrub(err), answer)
-            await send_json(send, err.status, self.dialect.error(err),
+            await send_json(send, err.status, dialect.error(err),
                             [*answer_headers(call, answer), *err.headers()])
         except ClientGone:
             outcome = Aborted(answer)
@@ -114,7 +124,7 @@ class ChatEndpoint(Generic[R]):
             error = TollwayError(f"Internal error; the request id is {call.request_id}.")
             outcome = Failed(error, answer)
             with contextlib.suppress(Exception):  # fails if the response had begun
-                await send_json(send, 500, self.dialect.error(error),
+                await send_json(send, 500, dialect.error(error),
                                 answer_headers(call, answer))
         except asyncio.CancelledError:
             gone = watch is not None and watch.gone
@@ -127,7 +137,7 @@ class ChatEndpoint(Generic[R]):
                 log.info("client went away; upstream call cancelled (%s)", call.request_id)
             else:  # the drain's deadline: end it properly, as an error its SDK raises
                 outcome = Failed(self.drain.ended(), answer, cut_off=True)
-                await self._cut_off(call, answer, outcome.error, send)
+                await self._cut_off(call, answer, outcome.error, send, dialect)
         finally:
             if task is not None:
                 self.drain.running.discard(task)
@@ -143,25 +153,29 @@ class ChatEndpoint(Generic[R]):
         return await call.count.of(answer.model) if call.count is not None else 0
 
     async def _cut_off(self, call: Call, answer: Answer | None, err: TollwayError,
-                       send: Send) -> None:
+                       send: Send, dialect: Dialect[R]) -> None:
         """A request the shutdown ended: a stream gets the dialect's error event as its
         last, anything else a 503."""
         with contextlib.suppress(Exception):  # the client may be gone too
             if answer is not None and answer.stream is not None:  # the stream had begun
-                await send({"type": "http.response.body", "body": self.dialect.stream_error(err)})
+                await send({"type": "http.response.body", "body": dialect.stream_error(err)})
             else:
-                await send_json(send, err.status, self.dialect.error(err),
+                await send_json(send, err.status, dialect.error(err),
                                 [*answer_headers(call, answer), *err.headers()])
 
-    async def _answer(self, call: Call, answer: Answer, send: Send) -> Outcome:
+    async def _answer(self, call: Call, answer: Answer, send: Send,
+                      dialect: Dialect[R]) -> Outcome:
         """Send the answer: JSON with its cost in headers, or SSE with its cost in a
         trailer; a stream that fails after it began says so in-band."""
-        gateway, dialect = self.gateway, self.dialect
+        gateway = self.gateway
         headers = answer_headers(call, answer)
         if answer.stream is None:
             assert answer.reply is not None
             s = await gateway.priced(call, Answered(answer))
-            await send_json(send, 200, dialect.reply(answer.reply), headers + cost_headers(s))
+            body = dialect.reply(answer.reply)
+            if dialect.kept is not None:
+                await dialect.kept(body)
+            await send_json(send, 200, body, headers + cost_headers(s))
             return Answered(answer)
         failed: list[TollwayError] = []
 

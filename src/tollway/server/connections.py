@@ -8,8 +8,9 @@ must be complete within `server.header_timeout_seconds` of its first byte, or of
 connection opening, and its body within `server.body_timeout_seconds` of its headers
 (408 and closed otherwise: the endpoint reading the body is told, so its ledger row
 says 408 too), and a client address holding `server.max_connections_per_ip`
-connections gets a 503 on the next and it is closed. The deadlines are the loop's own
-timers, armed and disarmed as httptools parses: nothing per request on the ASGI side.
+connections gets a 503 on the next and it is closed. A request only writes its
+deadline down as httptools parses it (a float: a timer per request cost ~40k
+instructions); one sweep a fraction of a second apart ends the connections past theirs.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from tollway.server.asgi import BODY_TIMED_OUT
 
 
 class ConnectionLimits:
-    """One process's open connections by client address, and the limits."""
+    """One process's open connections: by client address (the cap), and those waiting
+    on a deadline (the sweep)."""
 
     def __init__(self, server: ServerConfig) -> None:
         self.header_seconds = server.header_timeout_seconds
         self.body_seconds = server.body_timeout_seconds
         self.per_ip = server.max_connections_per_ip
         self.open: dict[str, int] = {}
+        self.watched: set[GuardedHttpProtocol] = set()
+        # How often deadlines are looked at: a deadline is kept to within this.
+        self.tick = min(1.0, self.header_seconds / 4, self.body_seconds / 4)
+        self._sweeping = False
 
     def admit(self, ip: str) -> bool:
         n = self.open.get(ip, 0)
@@ -47,6 +53,21 @@ class ConnectionLimits:
         else:
             self.open.pop(ip, None)
 
+    def watch(self, conn: GuardedHttpProtocol) -> None:
+        self.watched.add(conn)
+        if not self._sweeping:
+            self._sweeping = True
+            conn.loop.call_later(self.tick, self._sweep, conn.loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for conn in [c for c in self.watched if c.deadline is not None and c.deadline <= now]:
+            conn.expire()
+        if self.watched:
+            loop.call_later(self.tick, self._sweep, loop)
+        else:
+            self._sweeping = False
+
 
 def _reply(status: bytes, code: str, message: str, extra: bytes = b"") -> bytes:
     body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error"
@@ -58,13 +79,15 @@ def _reply(status: bytes, code: str, message: str, extra: bytes = b"") -> bytes:
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the header deadline and the per-address cap."""
+    """uvicorn's httptools protocol, plus the header and body deadlines and the
+    per-address cap."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits: ConnectionLimits = _limits_of(self.app)
         self._counted: str | None = None  # the address this connection counts against
-        self._deadline: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # loop time by which the next part must be in
+        self._waiting_for_body = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -78,10 +101,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             transport.close()
             return
         self._counted = ip
-        self._arm()  # the first request's headers must come in time too
+        # The first request's headers must come in time too.
+        self.deadline = self.loop.time() + self.limits.header_seconds
+        self.limits.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self.limits.watched.discard(self)
         if self._counted is not None:
             self.limits.release(self._counted)
             self._counted = None
@@ -89,44 +114,38 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm()
+        self.deadline, self._waiting_for_body = (
+            self.loop.time() + self.limits.header_seconds, False)
 
     def on_headers_complete(self) -> None:
-        self._disarm()
         super().on_headers_complete()
-        # The body next (parsed in this same call when it came with the headers, which
-        # disarms it at once).
-        self._deadline = self.loop.call_later(self.limits.body_seconds, self._body_too_slow)
+        # The body next (parsed in this same call when it came with the headers).
+        self.deadline, self._waiting_for_body = (
+            self.loop.time() + self.limits.body_seconds, True)
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self.deadline = None
         super().on_message_complete()
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.limits.header_seconds, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
-        self._deadline = None
-        if not self.transport.is_closing():
-            self.transport.write(_reply(
-                b"408 Request Timeout", "request_timeout",
-                f"The request's headers did not arrive within "
-                f"{self.limits.header_seconds:g} s (server.header_timeout_seconds)."))
-            self.transport.close()
-
+    def expire(self) -> None:
+        """Past its deadline: the headers or the body did not come in time."""
+        self.deadline = None
+        if self.transport.is_closing():
+            return
+        if self._waiting_for_body:
+            self._body_too_slow()
+            return
+        self.transport.write(_reply(
+            b"408 Request Timeout", "request_timeout",
+            f"The request's headers did not arrive within "
+            f"{self.limits.header_seconds:g} s (server.header_timeout_seconds)."))
+        self.transport.close()
 
     def _body_too_slow(self) -> None:
         """Answer 408, tell the request reading the body (its receive() returns, and
         `read_body` raises the same 408 for the ledger), and hang up."""
-        self._deadline = None
         cycle = self.cycle
-        if cycle is None or cycle.response_started or self.transport.is_closing():
+        if cycle is None or cycle.response_started:
             return
         why = (f"The request body did not arrive within {self.limits.body_seconds:g} s "
                "(server.body_timeout_seconds).")

@@ -16,55 +16,30 @@ from typing import Any
 
 from tollway.conversation import thread
 from tollway.errors import (
-    MethodNotAllowed,
     NotFound,
-    TollwayError,
 )
 from tollway.gateway import Gateway
-from tollway.policy.auth import Caller
 from tollway.server.asgi import (
-    ClientGone,
-    Headers,
-    Receive,
     Scope,
-    Send,
-    edge,
     json_bytes,
     query,
-    send_error,
-    send_json,
     whole_number,
 )
+from tollway.server.owned import OwnedEndpoint
 
 LIST_PAGE, MAX_LIST = 100, 1000  # conversations per listing
 
 
-class ConversationsEndpoint:
-    def __init__(self, gateway: Gateway, one: bool) -> None:
-        self.gateway = gateway
-        self.one = one  # /v1/conversations/{id}, else the list
-        self.allow = "GET, DELETE" if one else "GET"
+class ConversationsEndpoint(OwnedEndpoint):
+    part = "conversations"
+    unreachable = "The conversation store is unreachable; try again shortly."
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        e = edge(scope)
-        headers: Headers = [(b"x-request-id", e.request_id.encode()),
-                            (b"cache-control", b"no-store")]
-        try:
-            if scope["method"] not in self.allow.split(", "):
-                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
-                                       f"use {self.allow}.")
-            caller = await self.gateway.authenticate(e.api_key, Caller(user=e.user))
-            body = await self.gateway.outages.closed(
-                "conversations", "The conversation store is unreachable; try again shortly.",
-                self._answer(scope, caller.with_user(None).owner))
-        except TollwayError as err:
-            if err.status == 405:
-                headers.append((b"allow", self.allow.encode()))
-            await send_error(send, err, headers)
-            return
-        except ClientGone:
-            return
-        await send_json(send, 200, json_bytes(body), headers)
+    def __init__(self, gateway: Gateway, one: bool) -> None:
+        super().__init__(gateway, "GET, DELETE" if one else "GET")
+        self.one = one  # /v1/conversations/{id}, else the list
+
+    async def answer(self, scope: Scope, owner: str) -> bytes:
+        return json_bytes(await self._answer(scope, owner))
 
     async def _answer(self, scope: Scope, owner: str) -> dict[str, Any]:
         store = self.gateway.store.conversations

@@ -156,6 +156,22 @@ def _parse(body: Any) -> _Request:
     return req
 
 
+# What count_tokens refuses, as the real API does ("Extra inputs are not permitted").
+_NOT_COUNTED = ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences",
+                "metadata")
+
+
+def count_tokens(body: Any) -> int:
+    """POST /v1/messages/count_tokens: the input tokens /v1/messages bills for the same
+    request (the same count, `_prompt_tokens`)."""
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    for field in _NOT_COUNTED:
+        if field in body:
+            raise BadRequest(f"{field}: Extra inputs are not permitted")
+    return _prompt_tokens(_parse({**body, "max_tokens": 1}))
+
+
 class AnthropicDialect:
     endpoint = "/v1/messages"
     id_prefix = "msg_"

@@ -4,6 +4,8 @@
   POST /v1/messages           Anthropic Messages, JSON or SSE
   POST /v1/embeddings         OpenAI embeddings: deterministic vectors of the model's
                               real size, float or base64 (`embeddings.py`)
+  POST /v1/messages/count_tokens  Anthropic's token count: the input_tokens /v1/messages
+                              would bill for the same request (no faults, no rate limit)
   GET  /v1/models             the configured model names (any name is accepted)
 
 Replies are deterministic (`text.py`: a function of the last user message and the
@@ -66,7 +68,7 @@ import orjson
 from aiohttp import web
 
 from tollway.accounting.tokens import count_text
-from tollway.simulate.anthropic_wire import AnthropicDialect
+from tollway.simulate.anthropic_wire import AnthropicDialect, count_tokens
 from tollway.simulate.embeddings import EmbeddingsDialect
 from tollway.simulate.limits import Limiter
 from tollway.simulate.openai_wire import OpenAIDialect
@@ -144,6 +146,28 @@ class Simulator:
         first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
         return _json(orjson.dumps({"object": "list", "data": data, "has_more": False,
                                    "first_id": first, "last_id": last}))
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        cfg, endpoint = self.config, "/v1/messages/count_tokens"
+        self._counter += 1
+        rid = response_id("req_", cfg.seed, self._counter)
+        raw = await request.read()
+        try:
+            body: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.stats.record(endpoint, request.headers, raw.decode(errors="replace"))
+            return _error(self._anthropic, 400, ErrorSpec(
+                "invalid_request_error", "We could not parse the JSON body of your request."),
+                rid)
+        self.stats.record(endpoint, request.headers, body)
+        if cfg.require_key is not None and _key(request) != cfg.require_key:
+            return _error(self._anthropic, 401, self._anthropic.error_spec(401, 0), rid)
+        try:
+            n = count_tokens(body)
+        except BadRequest as e:
+            return _error(self._anthropic, 400, ErrorSpec("invalid_request_error", e.message,
+                                                          param=e.param), rid)
+        return _json(orjson.dumps({"input_tokens": n}))
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, self._openai)
@@ -290,6 +314,7 @@ class Simulator:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_sim/config", self.get_config)
         app.router.add_put("/_sim/config", self.put_config)

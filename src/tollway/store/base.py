@@ -269,6 +269,38 @@ class ConversationStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A Responses API response as it was answered (`wire/responses.py`): the Response
+    object, and every input item it answered — those of the responses it continued
+    included — so that it can be read back, listed and continued on any replica."""
+
+    owner: str  # who may read, continue or delete it (as a conversation's owner)
+    id: str  # resp_…, unique
+    created_at: float
+    response: bytes  # the Response object, JSON
+    input_items: bytes  # a JSON array of items, oldest first
+
+
+class ResponseStore(Protocol):
+    """Stored Responses API responses, addressed by owner: one owner never reads,
+    continues or deletes another's."""
+
+    async def put(self, response: StoredResponse) -> None:
+        """Store it (a response is written once, when it is complete)."""
+        ...
+
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None: ...
+
+    async def delete(self, owner: str, response_id: str) -> bool:
+        """Delete it for good; False when this owner has no such response."""
+        ...
+
+    async def prune(self, before: float) -> int:
+        """Delete, for good, every response created before `before`; how many went."""
+        ...
+
+
 class Store(Protocol):
     budgets: BudgetStore
     limits: LimitStore
@@ -280,6 +312,7 @@ class Store(Protocol):
     once: OnceStore
     cache: CacheStore
     conversations: ConversationStore
+    responses: ResponseStore
 
     async def open(self) -> None:
         """Connect (and migrate) before the first use. A part that cannot be reached

@@ -30,9 +30,11 @@ from tollway.store.base import (
     LimitStore,
     OnceStore,
     PartHealth,
+    ResponseStore,
 )
 from tollway.store.embedded_cache import EmbeddedCache
 from tollway.store.embedded_conversations import EmbeddedConversations
+from tollway.store.embedded_responses import EmbeddedResponses
 from tollway.store.memory import MemoryBudgets, MemoryLimits, MemoryOnce
 from tollway.store.sqlite import Db
 
@@ -154,6 +156,7 @@ class EmbeddedStore:
         self.once: OnceStore = MemoryOnce()
         self.cache: CacheStore = EmbeddedCache(self._db, cache_entries)
         self.conversations: ConversationStore = EmbeddedConversations(self._db)
+        self.responses: ResponseStore = EmbeddedResponses(self._db)
 
     async def open(self) -> None:
         """Nothing to do: the database opened with the store (zero setup)."""

@@ -1,6 +1,6 @@
-"""The PostgreSQL half of the shared store: keys, the ledger and conversations
-(postgres_conversations.py), durable and queryable by every replica (store/shared.py
-composes it with Redis).
+"""The PostgreSQL half of the shared store: keys, the ledger, conversations
+(postgres_conversations.py) and stored responses (postgres_responses.py), durable and
+queryable by every replica (store/shared.py composes it with Redis).
 
 Keys are served from memory, like the embedded store, but here other replicas write
 too: `put` sends a NOTIFY in its own statement's transaction, and every replica
@@ -32,6 +32,7 @@ import msgspec
 from tollway.accounting.rows import CHARGE_FIELDS, SPEND_GROUPS, Charged, LedgerRow, SpendRow
 from tollway.keys import KeyRecord
 from tollway.store.postgres_conversations import PostgresConversations
+from tollway.store.postgres_responses import PostgresResponses
 
 log = logging.getLogger("tollway.store.postgres")
 
@@ -106,6 +107,7 @@ class PostgresStore:
         self.keys = PostgresKeys(self)
         self.ledger = PostgresLedger(self)
         self.conversations = PostgresConversations(self)
+        self.responses = PostgresResponses(self)
 
     @property
     def pool(self) -> Any:

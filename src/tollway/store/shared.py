@@ -24,6 +24,7 @@ from tollway.store.base import (
     LimitStore,
     OnceStore,
     PartHealth,
+    ResponseStore,
 )
 
 log = logging.getLogger("tollway.store")
@@ -92,6 +93,7 @@ class SharedStore:
         self.keys: KeyStore = self.postgres.keys
         self.ledger: LedgerStore = self.postgres.ledger
         self.conversations: ConversationStore = self.postgres.conversations
+        self.responses: ResponseStore = self.postgres.responses
         self.cache: CacheStore = RedisCache(self.redis.client, self.redis.prefix, cache_entries)
         self._parts = {"redis": Connection("redis", self.redis.open),
                        "postgres": Connection("postgres", self.postgres.open)}

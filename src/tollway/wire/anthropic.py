@@ -59,6 +59,11 @@ _TOP_LEVEL = frozenset({
     "temperature", "top_p", "top_k", "metadata", "stream", "thinking", "service_tier",
     "output_config", "cache_control",
 })
+# POST /v1/messages/count_tokens: the request without what only shapes the answer.
+_COUNT_TOP_LEVEL = frozenset({
+    "model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
+    "cache_control",
+})
 
 # --- validation helpers ----------------------------------------------------------------
 
@@ -325,21 +330,35 @@ def _tool_choice(raw: Any) -> dict[str, Any]:
 
 def parse_messages_request(body: bytes) -> ChatRequest:
     """Validate an Anthropic Messages request and return it as a canonical ChatRequest."""
+    return _parse_request(body, count=False)
+
+
+def parse_count_tokens_request(body: bytes) -> ChatRequest:
+    """Validate a `POST /v1/messages/count_tokens` body (a Messages request without
+    max_tokens, stream or sampling parameters); the ChatRequest has no max_tokens."""
+    return _parse_request(body, count=True)
+
+
+def _parse_request(body: bytes, *, count: bool) -> ChatRequest:
     data = parse_json_body(body)
     deep = too_deep(data)
     if deep is not None:
         _fail(anthropic_path(shortened(deep)), f"nested more than {MAX_DEPTH} levels deep "
               "(the limit).")
+    allowed, where = ((_COUNT_TOP_LEVEL, "/v1/messages/count_tokens") if count
+                      else (_TOP_LEVEL, "/v1/messages"))
     for key in data:
-        if key not in _TOP_LEVEL:
-            _fail(key, "unknown or unsupported parameter (Tollway's /v1/messages accepts: "
-                  f"{', '.join(sorted(_TOP_LEVEL - {'thinking', 'service_tier'}))}).")
+        if key not in allowed:
+            _fail(key, f"unknown or unsupported parameter (Tollway's {where} accepts: "
+                  f"{', '.join(sorted(allowed - {'thinking', 'service_tier'}))}).")
     if "model" not in data:
         _fail("model", "Field required.")
     model = _name(data["model"], "model", nonempty=True)
-    if "max_tokens" not in data:
-        _fail("max_tokens", "Field required (the Messages API needs an output limit).")
-    max_tokens = _int(data["max_tokens"], "max_tokens", 1)
+    max_tokens: int | None = None
+    if not count:
+        if "max_tokens" not in data:
+            _fail("max_tokens", "Field required (the Messages API needs an output limit).")
+        max_tokens = _int(data["max_tokens"], "max_tokens", 1)
     if "messages" not in data:
         _fail("messages", "Field required.")
     messages = _messages(data["messages"])
