@@ -87,6 +87,23 @@ class ChatRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
+@dataclass(slots=True, eq=False)
+class EmbeddingRequest:
+    """An OpenAI embeddings request (POST /v1/embeddings), parsed by
+    `wire/openai_embeddings.py`. `input` is always a list — one text or one token array
+    is a list of one, which upstreams answer the same — of texts, or of token arrays
+    when `tokens` (ids in the model's tokenizer: cl100k_base for OpenAI's)."""
+
+    model: str
+    input: list[str] | list[list[int]]
+    tokens: bool = False
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+    # Top-level fields we do not interpret; forwarded to OpenAI-compatible upstreams.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 class Usage(msgspec.Struct, omit_defaults=True):
     """Token usage as the provider reported it. prompt_tokens includes cached_tokens
     (read from a prompt cache) and cache_write_tokens (written to one: Anthropic);

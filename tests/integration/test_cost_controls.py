@@ -208,12 +208,20 @@ async def test_cost_header_is_usage_times_price(gw_priced: GatewayHandle,
     from tollway.accounting.prices import cost, format_usd
     from tollway.types import Usage
 
+    price = PRICES.get(model)
+    assert price is not None
+    if price.dimensions is not None:  # an embedding model: input only
+        got = await client(gw_priced).embeddings.with_raw_response.create(
+            model=f"p-{PRICED.index(model)}", input=model)
+        n = got.parse().usage.prompt_tokens
+        assert n > 0 and got.headers["x-tollway-output-tokens"] == "0"
+        assert got.headers["x-tollway-cost-usd"] == format_usd(
+            cost(Usage(prompt_tokens=n, total_tokens=n), price))
+        return
     raw = await client(gw_priced).chat.completions.with_raw_response.create(
         model=f"p-{PRICED.index(model)}", messages=[{"role": "user", "content": model}])
     u = raw.parse().usage
     assert u is not None and u.prompt_tokens > 0 and u.completion_tokens > 0
-    price = PRICES.get(model)
-    assert price is not None
     want = cost(Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                       total_tokens=u.total_tokens), price)
     assert raw.headers["x-tollway-cost-usd"] == format_usd(want)

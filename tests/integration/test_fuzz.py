@@ -1,10 +1,11 @@
 """Hypothesis drives every public route of one gateway, in front of `tollway simulate`:
-chat in its three request shapes (chat completions, Messages, Responses: valid
-requests, and valid ones broken in one to three places), Anthropic's count_tokens, raw
-bodies and headers, the admin API, models, conversations, stored responses, health and
-metrics. For every example: a 2xx for a valid request, else a 4xx JSON error in the
-route's dialect — never a 5xx, never a hang (each request has a timeout). At the end the
-server is healthy and the ledger holds exactly one row per chat request made.
+chat in its three request shapes (chat completions, Messages, Responses) and embeddings
+(valid requests, and valid ones broken in one to three places), Anthropic's
+count_tokens, raw bodies and headers, the admin API, models, conversations, stored
+responses, health and metrics. For every example: a 2xx for a valid request, else a
+4xx JSON error in the route's dialect — never a 5xx, never a hang (each request has a
+timeout). At the end the server is healthy and the ledger holds exactly one row per
+chat or embeddings request made.
 
 Deterministic (`derandomize`: the examples are the same on every run) and bounded
 (`max_examples`), so it runs in `make test` in seconds. `FUZZ_SCALE=20 pytest
@@ -34,6 +35,7 @@ from tests.helpers.sim import start_simulator
 MASTER = "master-" + os.urandom(8).hex()
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/v1/messages", "/v1/responses",
               "/responses")
+EMBED_PATHS = ("/v1/embeddings", "/embeddings")
 TIMEOUT = 15.0  # a request still unanswered by then has hung
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
 
@@ -59,7 +61,7 @@ class Target:
         if key is not None:
             h["authorization"] = f"Bearer {key}"
         h.update(headers or {})
-        if method == "POST" and path in CHAT_PATHS:
+        if method == "POST" and (path in CHAT_PATHS or path in EMBED_PATHS):
             self.chat_requests += 1
         reply = self.conn.request(method, path, body, h)
         assert reply.status < 500, (method, path, body and body[:2000], reply)
@@ -69,7 +71,11 @@ class Target:
 @pytest.fixture(scope="module")
 def target() -> Iterator[Target]:
     with start_simulator() as sim:
-        gw = start_gateway(gateway_config(sim.url), env={"TOLLWAY_MASTER_KEY": MASTER})
+        cfg = gateway_config(sim.url)
+        cfg["models"]["emb"] = {"deployments": [  # type: ignore[index]
+            {"provider": "openai", "model": "text-embedding-3-small",
+             "api_base": f"{sim.url}/v1", "api_key": "sim-key"}]}
+        gw = start_gateway(cfg, env={"TOLLWAY_MASTER_KEY": MASTER})
         keys = [create_key(gw.url, MASTER, rpm=20, models=["sim"])[0],
                 create_key(gw.url, MASTER, budgets=[{"tokens": 3000, "period": "total"}])[0]]
         t = Target(gw, Connection(gw.url, TIMEOUT), keys)
@@ -481,6 +487,48 @@ def responses_broken(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
+# --- embeddings requests ------------------------------------------------------------------
+
+token_arrays = st.lists(st.integers(0, 100_000), min_size=1, max_size=8)
+
+
+@st.composite
+def embeddings_valid(draw: st.DrawFn) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "emb", "input": draw(
+        words | st.lists(words, min_size=1, max_size=4) | token_arrays
+        | st.lists(token_arrays, min_size=1, max_size=3))}
+    optional = {"encoding_format": st.sampled_from(["float", "base64"]),
+                "dimensions": st.integers(1, 1536),
+                "user": st.text(st.characters(codec="ascii", categories=["L", "N"]),
+                                max_size=20)}
+    for name, values in optional.items():
+        if draw(st.booleans()):
+            body[name] = draw(values)
+    return body
+
+
+def inputs_of(body: dict[str, Any]) -> int:
+    got = body["input"]
+    return 1 if isinstance(got, str) or isinstance(got[0], int) else len(got)
+
+
+@st.composite
+def embeddings_broken(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid embeddings request broken in one to three places."""
+    body = draw(embeddings_valid())
+    for _ in range(draw(st.integers(1, 3))):
+        place = draw(st.sampled_from(["top", "drop", "input"]))
+        if place == "top":
+            body[draw(st.sampled_from(["model", "input", "encoding_format", "dimensions",
+                                       "user"]) | st.text(max_size=8))] = draw(junk)
+        elif place == "drop" and body:
+            del body[draw(st.sampled_from(sorted(body)))]
+        elif isinstance(body.get("input"), list) and body["input"]:
+            items = body["input"]
+            items[draw(st.integers(0, len(items) - 1))] = draw(junk)
+    return body
+
+
 # --- the tests -----------------------------------------------------------------------------
 
 
@@ -523,9 +571,22 @@ def test_valid_requests_are_answered(target: Target) -> None:
     def responses_shape(body: dict[str, Any], path: str) -> None:
         check_success(chat(target, path, body), "responses", body.get("stream", False))
 
+    @fuzzing(60)
+    @given(body=embeddings_valid(), path=st.sampled_from(EMBED_PATHS))
+    def embeddings(body: dict[str, Any], path: str) -> None:
+        reply = chat(target, path, body)
+        assert reply.status == 200, reply
+        data = reply.json()["data"]
+        assert [d["index"] for d in data] == list(range(inputs_of(body))), body
+        fmt, dims = body.get("encoding_format", "float"), body.get("dimensions", 1536)
+        for d in data:
+            v = d["embedding"]
+            assert isinstance(v, str) if fmt == "base64" else len(v) == dims, body
+
     openai_shape()
     anthropic_shape()
     responses_shape()
+    embeddings()
 
 
 def test_broken_requests_get_a_4xx_in_their_dialect(target: Target) -> None:
@@ -540,7 +601,17 @@ def test_broken_requests_get_a_4xx_in_their_dialect(target: Target) -> None:
     def broken(body: dict[str, Any] | bytes, path: str) -> None:
         check_answer(chat(target, path, body), path)
 
+    @fuzzing(200)
+    @given(body=embeddings_broken(), path=st.sampled_from(EMBED_PATHS))
+    @example(body={"model": "emb", "input": [""]}, path=EMBED_PATHS[0])
+    @example(body={"model": "emb", "input": ["x"] * 2049}, path=EMBED_PATHS[0])
+    @example(body={"model": "emb", "input": [[2**64]]}, path=EMBED_PATHS[0])
+    @example(body={"model": "emb", "input": "x", "dimensions": 2**70}, path=EMBED_PATHS[0])
+    def broken_embeddings(body: dict[str, Any], path: str) -> None:
+        check_answer(chat(target, path, body), path)
+
     broken()
+    broken_embeddings()
 
 
 COUNT_PATH = "/v1/messages/count_tokens"
@@ -593,7 +664,7 @@ def test_raw_bodies_headers_and_keys(target: Target) -> None:
     @fuzzing(200)
     @given(body=st.binary(max_size=64) | json_values.map(lambda v: json.dumps(v).encode())
            | openai_valid().map(lambda v: json.dumps(v).encode()),
-           path=st.sampled_from(CHAT_PATHS), extra=headers,
+           path=st.sampled_from(CHAT_PATHS + EMBED_PATHS), extra=headers,
            key=st.sampled_from([MASTER, None, "tw-nope", "wrong", 0, 1]))
     def raw(body: bytes, path: str, extra: dict[str, str], key: str | int | None) -> None:
         secret = target.keys[key] if isinstance(key, int) else key
@@ -695,7 +766,8 @@ def test_models_conversations_health_metrics_and_unknown_paths(target: Target) -
                                   "/health/ready", "/metrics", "/v1/{}", "/{}",
                                   "/v1/responses/{}", "/v1/responses/{}/input_items",
                                   "/responses/{}", "/v1/responses",
-                                  "/v1/chat/completions", "/v1/messages", COUNT_PATH]),
+                                  "/v1/chat/completions", "/v1/messages", COUNT_PATH,
+                                  "/v1/embeddings"]),
            seg=segment | st.sampled_from(["sim", "sim-alias", "tier:x", "{id}", "%7Bid%7D",
                                           "a/b"]),
            query=st.dictionaries(st.sampled_from(["limit", "order", "after", "x"]),

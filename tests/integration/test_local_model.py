@@ -48,7 +48,7 @@ def client(gw: GatewayHandle) -> openai.AsyncOpenAI:
 
 async def test_embedded_default_lists_local_models(embedded: GatewayHandle) -> None:
     ids = sorted([m.id async for m in client(embedded).models.list()])
-    assert ids == ["default", "local"]
+    assert ids == ["default", "local", "local-embed"]
 
 
 def test_ready_reports_the_local_model(embedded: GatewayHandle) -> None:
@@ -57,6 +57,7 @@ def test_ready_reports_the_local_model(embedded: GatewayHandle) -> None:
     assert report["ready"] is True
     local = report["providers"]["local/smollm2-135m"]
     assert local["ok"] and local["model_path"].endswith(".gguf")
+    assert report["providers"]["local/all-MiniLM-L6-v2"]["ok"]
 
 
 async def test_streamed_completion_is_generated_by_the_local_model(

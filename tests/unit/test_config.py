@@ -70,8 +70,10 @@ def test_env_default_and_substitution() -> None:
 
 def test_embedded_default_without_keys_is_local_only() -> None:
     cfg = config.embedded_default({})
-    assert cfg.public_models() == ["default", "local"]
+    assert cfg.public_models() == ["default", "local", "local-embed"]
     assert cfg.resolve("default")[1].deployments[0].provider == "local"  # type: ignore[index]
+    embed = cfg.models["local-embed"].deployments[0]
+    assert (embed.provider, embed.model) == ("local", config.EMBEDDING_MODEL)
 
 
 def test_embedded_default_honours_sdk_environment() -> None:
@@ -82,7 +84,7 @@ def test_embedded_default_honours_sdk_environment() -> None:
         "openai", "*", "http://x:9/v1", "k")
     claude = cfg.models["anthropic/*"].deployments[0]
     assert (claude.provider, claude.model, claude.api_base) == ("anthropic", "*", None)
-    assert sorted(cfg.models) == ["anthropic/*", "local", "openai/*"]
+    assert sorted(cfg.models) == ["anthropic/*", "local", "local-embed", "openai/*"]
 
 
 def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:

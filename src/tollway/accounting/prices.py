@@ -57,6 +57,9 @@ class Price(msgspec.Struct, frozen=True):
     batch_output: float
     context_window: int | None = None
     max_output_tokens: int | None = None
+    # An embedding model's vector size, and whether a request may ask for fewer.
+    dimensions: int | None = None
+    shortens: bool = False
 
 
 class _Entry(PriceConfig, kw_only=True, forbid_unknown_fields=True):
@@ -65,6 +68,8 @@ class _Entry(PriceConfig, kw_only=True, forbid_unknown_fields=True):
     provider: str
     context_window: int | None = None
     max_output_tokens: int | None = None
+    dimensions: int | None = None
+    shortens: bool = False
     aliases: list[str] = []
 
 
@@ -75,7 +80,8 @@ class _Bundle(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def price_from_config(p: PriceConfig, context_window: int | None = None,
-                      max_output_tokens: int | None = None) -> Price:
+                      max_output_tokens: int | None = None, dimensions: int | None = None,
+                      shortens: bool = False) -> Price:
     """Resolve the optional prices: cached and cache-write default to input, batch to
     half the standard price."""
     return Price(
@@ -87,11 +93,14 @@ def price_from_config(p: PriceConfig, context_window: int | None = None,
         batch_output=p.output / 2 if p.batch_output is None else p.batch_output,
         context_window=context_window,
         max_output_tokens=max_output_tokens,
+        dimensions=dimensions,
+        shortens=shortens,
     )
 
 
 def _entry_price(e: _Entry) -> Price:
-    return price_from_config(e, e.context_window, e.max_output_tokens)
+    return price_from_config(e, e.context_window, e.max_output_tokens, e.dimensions,
+                             e.shortens)
 
 
 @cache
@@ -184,7 +193,8 @@ def _candidates(model: str) -> list[str]:
 
 def load_table(overrides: dict[str, PriceConfig] | None = None) -> PriceTable:
     """The bundled table plus `overrides` (Config.prices): an override replaces the
-    bundled prices of its model (keeping its context figures), a new name extends."""
+    bundled prices of its model (keeping its context and embedding figures), a new name
+    extends."""
     bundle = _bundled()
     prices = {name.lower(): _entry_price(e) for name, e in bundle.models.items()}
     providers = {name.lower(): e.provider for name, e in bundle.models.items()}
@@ -195,7 +205,8 @@ def load_table(overrides: dict[str, PriceConfig] | None = None) -> PriceTable:
         if base is None:
             prices[key] = price_from_config(cfg)
         else:
-            prices[key] = price_from_config(cfg, base.context_window, base.max_output_tokens)
+            prices[key] = price_from_config(cfg, base.context_window, base.max_output_tokens,
+                                            base.dimensions, base.shortens)
     return PriceTable(prices, aliases, bundle.updated, providers)
 
 

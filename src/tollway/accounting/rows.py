@@ -63,6 +63,10 @@ class LedgerRow(msgspec.Struct, kw_only=True):
     history_saved_tokens: int | None = None
     # Whose conversation (its budgets are counted per owner: policy/budget.py).
     conversation_owner: str | None = None
+    # Which endpoint: chat (chat completions, messages) or embeddings. Set after the
+    # row is made, and only for embeddings: each keyword argument costs msgspec a scan
+    # of the fields, ~200 instructions on every chat request.
+    kind: str = "chat"
 
 
 class SpendRow(msgspec.Struct, kw_only=True):
@@ -74,7 +78,7 @@ class SpendRow(msgspec.Struct, kw_only=True):
     saved_usd: float
 
 
-SPEND_GROUPS = ("day", "model", "key", "user", "team", "feature")
+SPEND_GROUPS = ("day", "model", "key", "user", "team", "feature", "kind")
 _GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
     "day": lambda r: time.strftime("%Y-%m-%d", time.gmtime(r.ts)),
     "model": lambda r: r.model or r.model_asked or "(none)",
@@ -82,6 +86,7 @@ _GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
     "user": lambda r: r.user or "(none)",
     "team": lambda r: r.team or "(none)",
     "feature": lambda r: r.feature or "(none)",
+    "kind": lambda r: r.kind,
 }
 
 
@@ -123,6 +128,10 @@ class Charged(msgspec.Struct, kw_only=True, frozen=True):
     user: str | None = None
     feature: str | None = None
     conversation_owner: str | None = None
+    # Which endpoint: chat (chat completions, messages) or embeddings. Set after the
+    # row is made, and only for embeddings: each keyword argument costs msgspec a scan
+    # of the fields, ~200 instructions on every chat request.
+    kind: str = "chat"
     conversation: str | None = None
     usd: float = 0.0
     tokens: float = 0.0

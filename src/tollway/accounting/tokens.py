@@ -60,14 +60,14 @@ import zlib
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import orjson
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from tollway.types import ChatRequest, Message
+    from tollway.types import ChatRequest, EmbeddingRequest, Message
 
 # sha256 of OpenAI's files, as tiktoken pins them in tiktoken_ext/openai_public.py.
 OFFICIAL_SHA256 = {
@@ -453,4 +453,61 @@ class InputCount:
 
     def known(self, model: str) -> int | None:
         """The count for `model`'s encoding, if it was made."""
+        return self._by_encoding.get(encoding_name_for(model))
+
+
+# --- embeddings ------------------------------------------------------------------------
+
+
+def count_inputs(req: EmbeddingRequest, model: str) -> int:
+    """Prompt tokens OpenAI bills for an embeddings request: each text's tokens, with no
+    framing; a token array is its length."""
+    if req.tokens:
+        return sum(len(ids) for ids in req.input)
+    c = _counter(model)
+    return sum(c.count(text) for text in req.input if isinstance(text, str))
+
+
+async def count_inputs_async(req: EmbeddingRequest, model: str) -> int:
+    """count_inputs, in a worker thread when more than 16 KB of the text is new."""
+    if not req.tokens:
+        c = _counter(model)
+        new = sum(len(t) for t in req.input if isinstance(t, str) and c.is_new(t))
+        if new > _THREAD_MIN_CHARS:
+            return await asyncio.to_thread(count_inputs, req, model)
+    return count_inputs(req, model)
+
+
+def decode(ids: list[int], encoding_name: str = "cl100k_base") -> str:
+    """Token ids back to text; ValueError for an id the vocabulary does not have."""
+    try:
+        return str(encoding(encoding_name).decode(ids))
+    except (KeyError, ValueError, OverflowError, TypeError):
+        raise ValueError(f"not a token id of {encoding_name}") from None
+
+
+class TokenCount(Protocol):
+    """A request's input tokens, counted at most once per tokenizer."""
+
+    async def of(self, model: str) -> int: ...
+    def known(self, model: str) -> int | None: ...
+
+
+class InputsCount:
+    """An embeddings request's input tokens, as `InputCount` is a chat request's."""
+
+    __slots__ = ("_by_encoding", "req")
+
+    def __init__(self, req: EmbeddingRequest) -> None:
+        self.req = req
+        self._by_encoding: dict[str, int] = {}
+
+    async def of(self, model: str) -> int:
+        name = encoding_name_for(model)
+        n = self._by_encoding.get(name)
+        if n is None:
+            n = self._by_encoding[name] = await count_inputs_async(self.req, model)
+        return n
+
+    def known(self, model: str) -> int | None:
         return self._by_encoding.get(encoding_name_for(model))

@@ -154,10 +154,13 @@ class Embedder:
     def embed(self, texts: list[str]) -> F32:
         """Embeddings of `texts`, in order. Texts are batched by similar length so that
         little compute goes to padding."""
-        out = np.empty((len(texts), self.dim), np.float32)
-        if not texts:
+        return self.embed_ids(self.token_ids(texts))
+
+    def embed_ids(self, ids: list[list[int]]) -> F32:
+        """Embeddings of texts already made `token_ids`, in order."""
+        out = np.empty((len(ids), self.dim), np.float32)
+        if not ids:
             return out
-        ids = self.token_ids(texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]

@@ -1,5 +1,6 @@
 """A cached answer, as stored: an OpenAI `chat.completion` object, whichever way it
-arrived (a streamed answer is assembled from its events), with what it cost. It is
+arrived (a streamed answer is assembled from its events), or an embeddings `list`,
+with what it cost. It is
 replayed as JSON or as a stream by `wire/replay.py`, so a client cannot tell a hit from
 a fast model except by the `x-tollway-cache` header.
 """
@@ -16,7 +17,7 @@ from tollway.types import Usage
 class CachedAnswer(msgspec.Struct, kw_only=True):
     model: str  # the upstream model that answered
     provider: str
-    body: dict[str, Any]  # an OpenAI chat.completion object
+    body: dict[str, Any]  # an OpenAI chat.completion (or embeddings list) object
     usage: Usage | None
     cost_usd: float  # what the original call cost: each hit saves it
     expires_at: float  # checked on read, against the gateway's clock

@@ -10,6 +10,10 @@ everything but the latest message (tenant, parameters, system prompt, earlier tu
 and the exact key is the partition plus the latest message. Two requests may be
 compared by meaning only inside one partition: a hard boundary, never a similarity
 filter.
+
+An embeddings request's key is its tenant, namespace, alias, inputs and every
+parameter but `user` (`encoding_format` included: the stored reply is in its format);
+it is only ever looked up exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from tollway.types import ChatRequest, Message
+from tollway.types import ChatRequest, EmbeddingRequest, Message
 
 _encode = msgspec.json.Encoder(order="sorted").encode
 
@@ -71,3 +75,11 @@ def keys_of(req: ChatRequest, alias: str, tenant: str, namespace: str, version: 
         if isinstance(content, str) and content.strip():
             text = content
     return Keys(exact=h.hexdigest(), partition=partition, text=text)
+
+
+def embedding_keys(req: EmbeddingRequest, alias: str, tenant: str, namespace: str,
+                   version: str) -> Keys:
+    head = [version, "embeddings", tenant, namespace, alias, req.tokens, req.input,
+            req.encoding_format, req.dimensions, req.extra or None]
+    exact = hashlib.blake2b(_encode(head), digest_size=16).hexdigest()
+    return Keys(exact=exact, partition=exact, text=None)

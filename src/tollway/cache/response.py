@@ -24,11 +24,11 @@ from tollway.accounting.settlement import Answered, Outcome, Release, Settlement
 from tollway.cache import entry as entries
 from tollway.cache.controls import AliasCache, CacheAsk, bypass_reason, for_alias
 from tollway.cache.entry import CachedAnswer
-from tollway.cache.keys import Keys, keys_of
+from tollway.cache.keys import Keys, embedding_keys, keys_of
 from tollway.config import Config
 from tollway.policy.auth import Caller
 from tollway.store.base import CacheStore
-from tollway.types import ChatRequest
+from tollway.types import ChatRequest, EmbeddingRequest
 from tollway.wire.sse import body_of
 
 if TYPE_CHECKING:
@@ -100,6 +100,23 @@ class ResponseCache:
         await self.drain()
         if self._embedder is not None:
             self._embedder.shutdown()
+
+    async def lookup_embeddings(self, req: EmbeddingRequest, alias: str, caller: Caller,
+                                ask: CacheAsk | None, served: str) -> Lookup:
+        """An embeddings request: the exact key only (its inputs are not a turn to
+        match by meaning). `alias` and `served` as for `lookup`."""
+        if ask is not None and not ask.read and not ask.write:
+            return Lookup("bypass")
+        keys = embedding_keys(req, served or alias, self._tenant(caller),
+                              ask.namespace if ask else "", self.config.version)
+        look = Lookup("miss", keys, self._settings[alias], ask)
+        if ask is not None and not ask.read:
+            return look
+        raw = await self._call(self.store.get(keys.exact))
+        found = _decoded(raw, self.clock()) if raw is not None else None
+        if found is not None:
+            look.status, look.found = "hit", found
+        return look
 
     async def lookup(self, req: ChatRequest, alias: str, caller: Caller,
                      ask: CacheAsk | None, served: str | None = None) -> Lookup:

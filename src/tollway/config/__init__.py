@@ -34,7 +34,7 @@ from tollway.config.history import (
 )
 from tollway.config.ledger import LedgerConfig
 from tollway.config.loading import load, parse
-from tollway.config.local import LocalModelConfig
+from tollway.config.local import EMBEDDING_MODEL, LocalModelConfig
 from tollway.config.models import (
     PROVIDERS,
     DeploymentConfig,
@@ -51,6 +51,7 @@ from tollway.config.tiers import AutoDowngrade, TierConfig
 
 __all__ = [
     "ANTHROPIC_WILDCARD",
+    "EMBEDDING_MODEL",
     "OPENAI_WILDCARD",
     "PROVIDERS",
     "AlertsConfig",

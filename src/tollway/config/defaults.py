@@ -20,7 +20,8 @@ def embedded_default(env: dict[str, str] | None = None) -> Config:
     Anthropic model when their SDK environment variables are set."""
     env = dict(os.environ) if env is None else env
     models: dict[str, ModelConfig] = {
-        "local": ModelConfig([DeploymentConfig(provider="local", model="smollm2-135m")])
+        "local": ModelConfig([DeploymentConfig(provider="local", model="smollm2-135m")]),
+        "local-embed": ModelConfig([DeploymentConfig(provider="local", model="all-MiniLM-L6-v2")]),
     }
     if env.get("OPENAI_API_KEY"):
         base = env.get("OPENAI_BASE_URL") or None

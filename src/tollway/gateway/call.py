@@ -9,8 +9,8 @@ reads:
     caller                   the edge, then `Gateway.authenticate` (the key), then
                              `begin` (the end user, once the body is read)
     asks                     the edge: what the request's headers asked of the gateway
-    model_asked, stream,
-    count                    `begin`
+    kind, model_asked,
+    stream, count            `begin` (or `begin_embeddings`)
     thread                   memory.recall (a server-side conversation)
     guards                   guards.inspect (what the input guards did)
     history                  memory.shape (what the history policy sent)
@@ -35,7 +35,7 @@ import msgspec
 from tollway.accounting.meter import StreamMeter
 from tollway.accounting.rows import new_row_id
 from tollway.accounting.settlement import Releases, Settlement
-from tollway.accounting.tokens import InputCount
+from tollway.accounting.tokens import InputCount, InputsCount, TokenCount
 from tollway.cache.controls import CacheAsk
 from tollway.cache.response import Lookup
 from tollway.conversation.history import HistoryAsk
@@ -46,7 +46,7 @@ from tollway.policy.admission import Admission
 from tollway.policy.auth import Caller
 from tollway.policy.plan import Plan
 from tollway.routing.router import Attempts
-from tollway.types import ChatRequest
+from tollway.types import ChatRequest, EmbeddingRequest
 
 
 class Asks(msgspec.Struct, frozen=True):
@@ -59,6 +59,7 @@ class Asks(msgspec.Struct, frozen=True):
     cache: CacheAsk | None = None  # Cache-Control, x-tollway-cache*
 
 
+CHAT, EMBEDDINGS = "chat", "embeddings"  # a call's kind
 NOBODY = Caller()  # frozen: shared as the default
 NO_ASKS = Asks()
 
@@ -73,9 +74,10 @@ class Call(msgspec.Struct, eq=False):
     started: float = msgspec.field(default_factory=time.time)  # epoch s, for the ledger
     row_id: str = msgspec.field(default_factory=new_row_id)  # its ledger row's, its hold's
     t0: float = msgspec.field(default_factory=time.perf_counter)
+    kind: str = CHAT  # or EMBEDDINGS: which endpoint, for the ledger
     model_asked: str | None = None
     stream: bool = False
-    count: InputCount | None = None
+    count: TokenCount | None = None
     thread: Thread | None = None
     guards: GuardRecord | None = None
     history: HistoryOutcome | None = None
@@ -99,8 +101,15 @@ class Call(msgspec.Struct, eq=False):
         """The body is read: what was asked, and the end user it names."""
         self.model_asked, self.stream = req.model, req.stream
         self.caller = self.caller.with_user(req.user)
-        self.count = InputCount(req)
-        return self.count
+        count = self.count = InputCount(req)
+        return count
+
+    def begin_embeddings(self, req: EmbeddingRequest) -> InputsCount:
+        """`begin`, for an embeddings request."""
+        self.kind, self.model_asked = EMBEDDINGS, req.model
+        self.caller = self.caller.with_user(req.user)
+        count = self.count = InputsCount(req)
+        return count
 
     def internal_call(self, purpose: str, history: HistoryAsk) -> Call:
         """A call the gateway makes on this one's behalf: the same caller and

@@ -21,6 +21,13 @@ once, unwind what the stages took (newest first: the cache fill, the pacing pass
 budget hold, the rate-limit entry — each given back with the real figures), then the
 ledger row, the metrics and log line, and the spend alerts. `gateway/call.py` says
 which step writes which part of the request's record.
+
+An embeddings request goes through `Pipeline.embed`: the same stages, fewer of them
+(no conversation, guards or output to cap or check), and the same `finish`:
+
+    1. begin; 2. route (a model that only chats is a 400); the dimensions it may ask
+    for; 8. the cache (exact only); 9. plan: count, pre-flight, worst case (its input);
+    10. admit; 11. send.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 from tollway.accounting import inflight, settlement
 from tollway.accounting.meter import StreamMeter, received_output_tokens
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
+from tollway.cache.entry import CachedAnswer
 from tollway.cache.response import Lookup, ResponseCache
 from tollway.conversation import history, summary, thread
 from tollway.conversation.memory import HistoryOutcome, Memory, Summary
@@ -47,10 +55,10 @@ from tollway.observe import Observer
 from tollway.policy.admission import Admission, Admitter
 from tollway.policy.alerts import Alerts
 from tollway.policy.limits import Limit
-from tollway.policy.plan import Planner
+from tollway.policy.plan import Plan, Planner
 from tollway.routing.router import Router
 from tollway.store.ledger_writer import Ledger
-from tollway.types import Answer, ChatRequest, Deployment
+from tollway.types import Answer, ChatRequest, Deployment, EmbeddingRequest, Reply
 from tollway.wire import replay, sse
 
 
@@ -113,6 +121,34 @@ class Pipeline:
                 lambda discarded: self._discard(call, discarded))
         self._fill_cache(call)
         return await self._deliver(call, req, answer)
+
+    async def embed(self, call: Call, req: EmbeddingRequest) -> Answer:
+        s, now = self.s, self.s.clock()
+        count = call.begin_embeddings(req)
+        route, choice = s.routes.choose_embeddings(req.model, call.asks.tier, call.caller.key,
+                                                   call.releases)
+        route.serves.check_dimensions(req.dimensions, route.name)
+        plan = call.plan = Plan()
+        if s.cache is not None and s.cache.applies(route.alias):
+            call.cache = await s.cache.lookup_embeddings(req, route.alias, call.caller,
+                                                         call.asks.cache, route.name)
+        rate = s.admission.rate_limits(call.caller, route.alias)
+        if call.cache is not None and call.cache.found is not None:
+            found = call.cache.found
+            dep = await self._hit(call, found, rate, now)
+            return Answer(dep, reply=Reply(found.body, found.model, found.usage))
+        applied = s.admission.budgets(call.caller, call.conversation, now)
+        await s.planner.embedding(
+            plan, route, choice, count, applied,
+            must_count=any(r.metric == "tokens" for r in rate) or s.router.paced(route.chain))
+        if rate or applied:
+            call.admission = Admission()
+            await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
+                                    plan.worst_tokens, now, call.releases, call.row_id)
+        answer = await s.router.send(req, route.chain, call.attempts, plan.attempt_tokens,
+                                     call.releases)
+        self._fill_cache(call)
+        return answer
 
     async def finish(self, call: Call, outcome: Outcome) -> Settlement:
         """Exactly once per request, whatever happened: price it, give back what it
@@ -192,7 +228,7 @@ class Pipeline:
         restored PII in it."""
         look, cache = call.cache, self.s.cache
         if (cache is not None and look is not None and look.keys is not None
-                and call.guards is not None and call.guards.placeholders is None):
+                and (call.guards is None or call.guards.placeholders is None)):
             call.releases.push("cache fill", cache.filler(look))
 
     async def _send(self, call: Call, req: ChatRequest, route: Route) -> Answer:
@@ -234,10 +270,7 @@ class Pipeline:
         still count the request (with no tokens)."""
         found = look.found
         assert found is not None and call.guards is not None
-        if rate:
-            ticket = await self.s.admission.take(rate, 0, now, call.releases)
-            call.admission = Admission(ticket=ticket)
-        dep = call.attempts.deployment = Deployment(provider="cache", model=found.model)
+        dep = await self._hit(call, found, rate, now)
         if req.stream:
             answer = Answer(dep, stream=replay.stream(found.body, found.model, found.usage))
             answer.stream.emit_usage = wants_usage(req)  # type: ignore[union-attr]
@@ -248,6 +281,15 @@ class Pipeline:
         if call.thread is not None:
             await self._kept(call, answer, found.body)
         return answer
+
+    async def _hit(self, call: Call, found: CachedAnswer, rate: list[Limit],
+                   now: float) -> Deployment:
+        """A cache hit's admission (the rate limits, with no tokens) and its deployment."""
+        if rate:
+            ticket = await self.s.admission.take(rate, 0, now, call.releases)
+            call.admission = Admission(ticket=ticket)
+        dep = call.attempts.deployment = Deployment(provider="cache", model=found.model)
+        return dep
 
     async def _kept(self, call: Call, answer: Answer, stored: dict[str, Any] | None) -> None:
         """Store a conversation's new turns with the reply: a JSON reply before it is

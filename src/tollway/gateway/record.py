@@ -8,7 +8,7 @@ import time
 from tollway.accounting.rows import LedgerRow
 from tollway.accounting.settlement import Answered, Failed, Outcome, Settlement
 from tollway.errors import TollwayError
-from tollway.gateway.call import Call
+from tollway.gateway.call import CHAT, Call
 
 
 def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
@@ -25,7 +25,7 @@ def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
         name = "refused" if status < 500 and error.upstream_status is None else "error"
     else:
         status, name = 499, "aborted"
-    return LedgerRow(
+    row = LedgerRow(
         id=call.row_id, request_id=call.request_id, ts=call.started,
         status=status, outcome=name,
         key_id=caller.key.id if caller.key is not None else None,
@@ -54,3 +54,6 @@ def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
         guards=call.guards.summary() if call.guards is not None else None,
         history_tokens=history.tokens if history is not None else None,
         history_saved_tokens=history.saved_tokens if history is not None else None)
+    if call.kind is not CHAT:
+        row.kind = call.kind
+    return row

@@ -1,5 +1,6 @@
 """Where a model name leads: the tier it asks for (`tier:NAME` or the x-tollway-tier
-header), the alias it resolves to, whether the key may use it, and that alias's route —
+header), the alias it resolves to, whether the key may use it, whether it answers the
+endpoint asked (chat or embeddings: `serves`), and that alias's route —
 its deployments with their prices, its pre-flight limits, and its pool followed by its
 fallbacks' (the router's chain).
 
@@ -25,9 +26,9 @@ from dataclasses import dataclass, field
 from tollway.accounting import prices
 from tollway.accounting.prices import Price
 from tollway.accounting.settlement import Outcome, Releases, Settlement
-from tollway.config import Config, ModelConfig
+from tollway.config import EMBEDDING_MODEL, Config, ModelConfig
 from tollway.config.wildcards import Patterns, fill, is_pattern
-from tollway.errors import ModelNotFound
+from tollway.errors import InvalidRequest, ModelNotFound
 from tollway.keys import KeyRecord
 from tollway.policy import auth, cost, tiers
 from tollway.routing.router import Pool, Router
@@ -36,6 +37,57 @@ from tollway.types import Deployment
 # Wildcard-served names kept built; past it, the least recently used routes that no
 # request holds are dropped (a quarter at a time, so the cost is paid rarely).
 MAX_WILDCARD_ROUTES = 512
+
+
+@dataclass(slots=True, frozen=True)
+class Serves:
+    """What a route's deployments answer, and why not the rest (the 400's message)."""
+
+    no_chat: str | None = None
+    no_embeddings: str | None = None
+    dimensions: int | None = None  # an embedding model's vector size, when known
+    shortens: bool = False  # a request may ask for fewer dimensions
+
+    def check_dimensions(self, asked: int | None, alias: str) -> None:
+        """`dimensions` within what the model gives: at most its size for one that
+        shortens (text-embedding-3), exactly it otherwise; unknown models decide."""
+        size = self.dimensions
+        if asked is None or size is None or asked == size or (self.shortens and asked < size):
+            return
+        allowed = f"from 1 to {size}" if self.shortens else f"only {size}"
+        raise InvalidRequest(f"Invalid value for 'dimensions': '{alias}' gives {allowed} "
+                             f"dimensions, got {asked}.", param="dimensions",
+                             code="invalid_value")
+
+
+CHAT_AND_EMBEDDINGS = Serves()
+
+
+def serves(name: str, deps: list[Deployment], facts: list[Price | None]) -> Serves:
+    """Chat, embeddings or either, from what each deployment is: Anthropic and the
+    bundled chat model only chat; a model the price table gives `dimensions` (or whose
+    name says "embed") only embeds; a model priced for output chats; another model of an
+    OpenAI-compatible server may do either (its server decides)."""
+    no_chat = no_embeddings = None
+    for dep, fact in zip(deps, facts, strict=True):
+        embeds = ((fact is not None and fact.dimensions is not None)
+                  or (dep.provider == "local" and dep.model == EMBEDDING_MODEL)
+                  or (dep.provider == "openai" and "embed" in dep.model.lower()))
+        if embeds:
+            no_chat = no_chat or (f"The model '{name}' is an embedding model ({dep.model}): "
+                                  "send it to POST /v1/embeddings, not a chat endpoint.")
+        elif dep.provider == "anthropic":
+            no_embeddings = no_embeddings or (
+                f"The model '{name}' is served by Anthropic, which has no embeddings API; "
+                "use an OpenAI or OpenAI-compatible embedding model (or local-embed).")
+        elif dep.provider == "local" or (fact is not None and fact.output > 0):
+            no_embeddings = no_embeddings or (
+                f"The model '{name}' is a chat model ({dep.model}) and has no embeddings; "
+                "use an embedding model (local-embed is built in).")
+    dims = {f.dimensions if f is not None else None for f in facts}
+    dim = dims.pop() if len(dims) == 1 else None
+    return Serves(no_chat, no_embeddings, dim,
+                  dim is not None and all(f is not None and f.shortens for f in facts))
 
 
 @dataclass(slots=True, eq=False)
@@ -53,6 +105,11 @@ class Route:
     wildcard: bool = False  # built for a wildcard match: leased, cached, evictable
     users: int = 0  # requests holding it now
     asked: list[str] = field(default_factory=list)  # the names that led here
+    serves: Serves = CHAT_AND_EMBEDDINGS
+    no_chat: str | None = field(init=False)  # serves.no_chat, one lookup nearer (chat's path)
+
+    def __post_init__(self) -> None:
+        self.no_chat = self.serves.no_chat
 
     def price(self, dep: Deployment) -> Price | None:
         return self.prices.get(dep)
@@ -106,23 +163,42 @@ class Routes:
         self._prices.update(own)
         return Route(alias, mc, deps, cost.Limits.of(mc, self.config.server), own,
                      Pool(name, deps, mc.retry or routing.retry), name=name,
-                     wildcard=wildcard)
+                     wildcard=wildcard,
+                     serves=serves(name, deps, [self.table.get(d.model) for d in deps]))
 
     def _chain(self, route: Route) -> list[Pool]:
         return [route.pool, *(self.resolve(f).pool for f in route.model.fallbacks)]
 
     def choose(self, model: str, tier_header: str | None, key: KeyRecord | None,
                internal: bool, releases: Releases) -> tuple[Route, tiers.TierChoice]:
-        """The tier and route a request asks for; 404 for an unknown model, 403 when
-        the key may not use it (the gateway's own calls use the models it configured).
-        A wildcard route is leased until the request is settled (`releases`)."""
+        """The tier and route a chat request asks for; 404 for an unknown model, 400 for
+        an embedding model, 403 when the key may not use it (the gateway's own calls use
+        the models it configured). A wildcard route is leased until the request is
+        settled (`releases`)."""
         choice = tiers.select(model, tier_header, self.config)
         route = self.resolve(choice.model)
+        if route.no_chat is not None:
+            raise InvalidRequest(route.no_chat, param="model", code="model_not_supported")
         if not internal:
             # What is served decides, not the body's name: a tier header must not open a
             # model the key may not use.
             auth.check_model(key, f"{tiers.PREFIX}{choice.tier}" if choice.tier else model,
                              route.alias, route.name)
+        if route.wildcard:
+            route.users += 1
+            releases.push("wildcard route", route.release)
+        return route, choice
+
+    def choose_embeddings(self, model: str, tier_header: str | None, key: KeyRecord | None,
+                          releases: Releases) -> tuple[Route, tiers.TierChoice]:
+        """`choose`, for an embeddings request: 400 for a model that only chats."""
+        choice = tiers.select(model, tier_header, self.config)
+        route = self.resolve(choice.model)
+        if route.serves.no_embeddings is not None:
+            raise InvalidRequest(route.serves.no_embeddings, param="model",
+                                 code="model_not_supported")
+        auth.check_model(key, f"{tiers.PREFIX}{choice.tier}" if choice.tier else model,
+                         route.alias, route.name)
         if route.wildcard:
             route.users += 1
             releases.push("wildcard route", route.release)
@@ -226,6 +302,15 @@ class Routes:
 
     def price(self, dep: Deployment) -> Price | None:
         return self._prices.get(dep)
+
+    def dimensions_of(self, name: str) -> int | None:
+        """An embedding model's vector size, for /v1/models: a configured name's route's,
+        else the price table's (a wildcard serves a model by its own name)."""
+        route = self._by_name.get(name) or self._pinned.get(name)
+        if route is not None:
+            return route.serves.dimensions
+        fact = self.table.get(name) if self.patterns else None
+        return fact.dimensions if fact is not None else None
 
     def deployments(self) -> dict[str, list[Deployment]]:
         """Per alias (and per wildcard-served name built so far), its deployments."""

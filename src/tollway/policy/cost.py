@@ -41,11 +41,12 @@ def _first(a: T | None, b: T | None) -> T | None:
     return a if a is not None else b
 
 
-def check_input_length(input_tokens: int, limits: Limits) -> None:
+def check_input_length(input_tokens: int, limits: Limits, param: str = "messages") -> None:
     limit = limits.max_input_tokens
     if limit is not None and input_tokens > limit:
-        raise InvalidRequest(f"Message too long: {input_tokens} tokens (limit: {limit}).",
-                             param="messages", code="input_too_long")
+        what = "Message" if param == "messages" else "Input"
+        raise InvalidRequest(f"{what} too long: {input_tokens} tokens (limit: {limit}).",
+                             param=param, code="input_too_long")
 
 
 def refuse_unpriced(model: str, policy: str, dollar_limit: bool) -> None:
@@ -70,6 +71,18 @@ class CeilingDecision:
 def worst_output(req: ChatRequest) -> int:
     """The most output tokens a request can be billed for: max_tokens for each choice."""
     return (req.output_limit() or 0) * (req.n or 1)
+
+
+def input_ceiling(input_tokens: int, worst: float, ceiling: float,
+                  model: str) -> CeilingDecision:
+    """A request with no output (embeddings) against the per-request ceiling: it fits,
+    or it is refused (there is no max_tokens to lower)."""
+    if worst > ceiling:
+        raise InvalidRequest(
+            f"Estimated cost ${format_usd(worst)} ({input_tokens} input tokens on {model}) "
+            f"exceeds the per-request ceiling ${format_usd(ceiling)}. Send fewer or shorter "
+            "inputs, or raise the ceiling.", param="input", code="cost_ceiling_exceeded")
+    return CeilingDecision(max_output=0, clamped=False, worst_case_usd=worst)
 
 
 def fit_ceiling(req: ChatRequest, input_tokens: int, price: Price, limits: Limits,

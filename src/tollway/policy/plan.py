@@ -20,7 +20,7 @@ import msgspec
 
 from tollway.accounting import prices
 from tollway.accounting.prices import Price
-from tollway.accounting.tokens import InputCount
+from tollway.accounting.tokens import InputCount, TokenCount
 from tollway.config import Config, ModelConfig, ServerConfig
 from tollway.policy import budget, cost, tiers
 from tollway.policy.cost import worst_output
@@ -111,6 +111,31 @@ class Planner:
         plan.worst_tokens = plan.attempt_tokens * attempts
         plan.worst_usd *= attempts
         return route
+
+    async def embedding(self, plan: Plan, route: Candidate, choice: tiers.TierChoice,
+                        count: TokenCount, applied: list[budget.Applied],
+                        must_count: bool) -> None:
+        """An embeddings request's plan: it has no output, so its worst case is its input
+        at the dearest deployment. Counted, checked against the input limit, the
+        unpriced policy and the per-request ceiling (refused: nothing to lower) only
+        when a limit, budget or pacing needs the count."""
+        plan.tier = choice.tier
+        limits = route.limits
+        if not (applied or limits.need_count or must_count):
+            return
+        n = plan.input_tokens = await count.of(route.deployments[0].model)
+        cost.check_input_length(n, limits, param="input")
+        dollar_limit = limits.max_cost_usd is not None or any(a.metric == "usd" for a in applied)
+        for dep in route.deployments:
+            price = route.price(dep)
+            if price is None:
+                cost.refuse_unpriced(dep.model, self.config.server.unpriced, dollar_limit)
+            else:
+                plan.worst_usd = max(plan.worst_usd, prices.worst_case(n, 0, price))
+        if limits.max_cost_usd is not None:
+            plan.ceiling = cost.input_ceiling(n, plan.worst_usd, limits.max_cost_usd,
+                                              route.deployments[0].model)
+        plan.attempt_tokens = plan.worst_tokens = n
 
     async def _downgrade(self, plan: Plan, choice: tiers.TierChoice, input_tokens: int,
                          applied: list[budget.Applied], now: float) -> tiers.TierChoice | None:

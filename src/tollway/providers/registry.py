@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from tollway.config import Config
 from tollway.providers.base import Provider
 from tollway.providers.http import Transport
 
+if TYPE_CHECKING:
+    from tollway.providers.local import SentenceModel
 
-def build_providers(config: Config, transport: Transport) -> dict[str, Provider]:
+
+def build_providers(config: Config, transport: Transport,
+                    sentence_model: Callable[[], SentenceModel] | None = None
+                    ) -> dict[str, Provider]:
+    """`sentence_model`: the local embedding model, loaded on first use."""
     from tollway.providers.anthropic import AnthropicProvider
     from tollway.providers.local import LocalProvider
     from tollway.providers.openai import OpenAIProvider
@@ -15,7 +24,7 @@ def build_providers(config: Config, transport: Transport) -> dict[str, Provider]
     return {
         "openai": OpenAIProvider(transport),
         "anthropic": AnthropicProvider(transport),
-        "local": LocalProvider(config.local),
+        "local": LocalProvider(config.local, sentence_model),
     }
 
 

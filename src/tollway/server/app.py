@@ -31,6 +31,7 @@ from tollway.server.connections import ConnectionLimits
 from tollway.server.conversations import ConversationsEndpoint
 from tollway.server.count_tokens import CountTokensEndpoint
 from tollway.server.drain import Drain
+from tollway.server.embeddings import EMBEDDINGS
 from tollway.server.metrics import Metrics
 from tollway.server.ready import readiness
 from tollway.server.responses import RESPONSES, ResponsesEndpoint
@@ -48,8 +49,12 @@ class Models:
         self.one = one
 
     def _model(self, name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": int(self.started),
-                "owned_by": "tollway"}
+        out: dict[str, Any] = {"id": name, "object": "model", "created": int(self.started),
+                               "owned_by": "tollway"}
+        dims = self.routes.dimensions_of(name)
+        if dims is not None:  # an embedding model's vector size: the SDKs keep extra fields
+            out["dimensions"] = dims
+        return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.one:
@@ -97,8 +102,8 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         return
     err = NotFound(f"No route for {scope['method']} {scope['path']}. Tollway serves "
                    "/v1/chat/completions, /v1/messages, /v1/messages/count_tokens, "
-                   "/v1/responses, /v1/models, /v1/conversations, /health, /health/ready, "
-                   "/metrics and /admin/.")
+                   "/v1/responses, /v1/embeddings, /v1/models, /v1/conversations, /health, "
+                   "/health/ready, /metrics and /admin/.")
     await send_error(send, err, _rid(scope))
 
 
@@ -137,6 +142,9 @@ class TollwayApp:
             Route("/v1/messages/count_tokens", CountTokensEndpoint(gw), methods=["POST"]),
             Route("/v1/responses", ChatEndpoint(gw, RESPONSES, self.drain), methods=["POST"]),
             Route("/responses", ChatEndpoint(gw, RESPONSES, self.drain), methods=["POST"]),
+            Route("/v1/embeddings", ChatEndpoint(gw, EMBEDDINGS, self.drain),
+                  methods=["POST"]),
+            Route("/embeddings", ChatEndpoint(gw, EMBEDDINGS, self.drain), methods=["POST"]),
             Route("/v1/models", Models(gw, self.started), methods=["GET"]),
             Route("/models", Models(gw, self.started), methods=["GET"]),
             # Every method: the endpoint refuses the wrong ones in the OpenAI shape. A

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -44,7 +45,7 @@ from tollway.server.asgi import (
     send_sse,
 )
 from tollway.server.drain import Drain
-from tollway.types import Answer, ChatRequest, Reply, ReplyStream
+from tollway.types import Answer, ChatRequest, EmbeddingRequest, Reply, ReplyStream
 from tollway.wire import anthropic as anthropic_wire
 from tollway.wire import openai as openai_wire
 from tollway.wire.sse import iter_chunks
@@ -52,11 +53,15 @@ from tollway.wire.sse import iter_chunks
 log = logging.getLogger("tollway")
 
 
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """How one wire format reads a request and writes answers; the path is shared."""
+R = TypeVar("R", bound=ChatRequest | EmbeddingRequest)
 
-    parse: Callable[[bytes, ServerConfig], ChatRequest]
+
+@dataclass(frozen=True, slots=True)
+class Dialect(Generic[R]):
+    """How one wire format reads a request and writes answers; the path is shared.
+    `handle`: the gateway's request path it goes through (chat, or embeddings)."""
+
+    parse: Callable[[bytes, ServerConfig], R]
     reply: Callable[[Reply], bytes]
     # A stream's frames, given the prompt's tokens when `counts_input` (it shows them
     # before the end: Anthropic's message_start).
@@ -64,23 +69,26 @@ class Dialect:
     stream_end: bytes
     stream_error: Callable[[TollwayError], bytes]  # an error after the stream began
     error: Callable[[TollwayError], bytes]
+    handle: Callable[[Gateway], Callable[[Call, R], Awaitable[Answer]]]
     counts_input: bool = False
     # A dialect whose answers depend on more than the reply (Responses: the parameters
     # the answer repeats, a stored response continued) binds one per request: it parses
     # the body itself, once the key is checked, and returns the request and the dialect
     # that answers it.
-    bind: Callable[[Gateway, Call, bytes], Awaitable[tuple[ChatRequest, Dialect]]] | None = (
-        None)
+    bind: Callable[[Gateway, Call, bytes], Awaitable[tuple[R, Dialect[R]]]] | None = None
     # Given a JSON answer as written, before it is sent (Responses stores it there).
     kept: Callable[[bytes], Awaitable[None]] | None = None
 
 
-class ChatEndpoint:
-    def __init__(self, gateway: Gateway, dialect: Dialect, drain: Drain) -> None:
+class ChatEndpoint(Generic[R]):
+    """A POST endpoint of the request path: chat in either dialect, or embeddings."""
+
+    def __init__(self, gateway: Gateway, dialect: Dialect[R], drain: Drain) -> None:
         self.gateway = gateway
         self.dialect = dialect
         self.drain = drain
         self.server = gateway.config.server
+        self.handle = dialect.handle(gateway)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         e = edge(scope)
@@ -103,7 +111,7 @@ class ChatEndpoint:
             else:
                 req, dialect = await dialect.bind(gateway, call, body)
             watch = DisconnectWatch(receive)
-            answer = await gateway.chat(call, req)
+            answer = await self.handle(call, req)
             outcome = await self._answer(call, answer, send, dialect)
         except TollwayError as err:
             outcome = Failed(gateway.scrub(err), answer)
@@ -145,7 +153,7 @@ class ChatEndpoint:
         return await call.count.of(answer.model) if call.count is not None else 0
 
     async def _cut_off(self, call: Call, answer: Answer | None, err: TollwayError,
-                       send: Send, dialect: Dialect) -> None:
+                       send: Send, dialect: Dialect[R]) -> None:
         """A request the shutdown ended: a stream gets the dialect's error event as its
         last, anything else a 503."""
         with contextlib.suppress(Exception):  # the client may be gone too
@@ -156,7 +164,7 @@ class ChatEndpoint:
                                 [*answer_headers(call, answer), *err.headers()])
 
     async def _answer(self, call: Call, answer: Answer, send: Send,
-                      dialect: Dialect) -> Outcome:
+                      dialect: Dialect[R]) -> Outcome:
         """Send the answer: JSON with its cost in headers, or SSE with its cost in a
         trailer; a stream that fails after it began says so in-band."""
         gateway = self.gateway
@@ -282,6 +290,7 @@ OPENAI = Dialect(
     stream_end=openai_wire.SSE_DONE,
     stream_error=lambda e: openai_wire.sse_frame(e.body()),  # the OpenAI SDK raises on it
     error=lambda e: e.to_json(),
+    handle=lambda gateway: gateway.chat,
 )
 ANTHROPIC = Dialect(
     parse=lambda body, server: anthropic_wire.parse_messages_request(body),
@@ -290,5 +299,6 @@ ANTHROPIC = Dialect(
     stream_end=b"",
     stream_error=anthropic_wire.error_frame,
     error=anthropic_wire.error_body,
+    handle=lambda gateway: gateway.chat,
     counts_input=True,
 )

@@ -31,8 +31,8 @@ async def readiness(config: Config, gateway: Gateway) -> dict[str, Any]:
             if key in providers:
                 continue
             check = getattr(gateway.providers[d.provider], "ready", None)
-            providers[key] = await check() if check is not None else {"ok": True,
-                                                                      "alias": alias}
+            providers[key] = await check(d.model) if check is not None else {"ok": True,
+                                                                             "alias": alias}
     ready = store["ok"] and all(p["ok"] for p in providers.values())
     return {"ready": ready, "store": store, "providers": providers,
             "upstreams": upstreams(gateway)}

@@ -23,6 +23,7 @@ created; else the key's user); another owner's response is simply not found.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -40,7 +41,7 @@ from tollway.server.asgi import (
 from tollway.server.chat import Dialect
 from tollway.server.owned import OwnedEndpoint
 from tollway.store.base import StoredResponse
-from tollway.types import ChatRequest, Reply, ReplyStream
+from tollway.types import Answer, ChatRequest, Reply, ReplyStream
 from tollway.wire import responses as wire
 from tollway.wire.expect import bad_value
 from tollway.wire.responses_items import decode_items, new_id, output_items
@@ -52,7 +53,8 @@ UNREACHABLE = "The response store is unreachable; try again shortly."
 LIST_PAGE, MAX_LIST = 20, 100  # input items per page, as OpenAI's
 
 
-async def _bind(gateway: Gateway, call: Call, body: bytes) -> tuple[ChatRequest, Dialect]:
+async def _bind(gateway: Gateway, call: Call, body: bytes
+                ) -> tuple[ChatRequest, Dialect[ChatRequest]]:
     req = wire.parse_request(body)
     owner = call.caller.with_user(req.chat.user).owner  # as `Call.begin` will settle it
     previous = []
@@ -82,8 +84,12 @@ async def _bind(gateway: Gateway, call: Call, body: bytes) -> tuple[ChatRequest,
 
     bound = Dialect(parse=_unbound, reply=reply, frames=frames, stream_end=b"",
                     stream_error=lambda e: failed(draft, req.chat.model, e),
-                    error=wire.error_body, kept=keep)
+                    error=wire.error_body, handle=_chat, kept=keep)
     return req.chat, bound
+
+
+def _chat(gateway: Gateway) -> Callable[[Call, ChatRequest], Awaitable[Answer]]:
+    return gateway.chat
 
 
 def _unbound(body: bytes, server: ServerConfig) -> ChatRequest:
@@ -96,7 +102,7 @@ def _unbound_reply(_: Any, *__: Any) -> Any:
 
 RESPONSES = Dialect(parse=_unbound, reply=_unbound_reply, frames=_unbound_reply,
                     stream_end=b"", stream_error=TollwayError.to_json,
-                    error=TollwayError.to_json, bind=_bind)
+                    error=TollwayError.to_json, handle=_chat, bind=_bind)
 
 
 class ResponsesEndpoint(OwnedEndpoint):

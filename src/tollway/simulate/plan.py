@@ -16,6 +16,7 @@ import orjson
 
 from tollway.accounting.tokens import count_text
 from tollway.simulate.text import reply_pieces, reply_text, token_pieces
+from tollway.types import EmbeddingRequest
 
 Finish = Literal["stop", "length", "tool_calls"]
 
@@ -26,6 +27,15 @@ class ToolSpec:
 
     name: str
     parameters: dict[str, Any] | None
+
+
+@dataclass(slots=True, frozen=True)
+class EmbeddingSpec:
+    """An embeddings request to answer, and the size of its vectors."""
+
+    req: EmbeddingRequest
+    size: int  # the model's own
+    dimensions: int  # what goes out: the first `dimensions` of it, renormalised
 
 
 @dataclass(slots=True)
@@ -42,6 +52,8 @@ class SimRequest:
     json_mode: bool = False
     json_schema: dict[str, Any] | None = None
     include_usage: bool = False
+    # An embeddings request: no output, answered after ttft_ms.
+    embedding: EmbeddingSpec | None = None
 
 
 @dataclass(slots=True)

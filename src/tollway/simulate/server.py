@@ -2,6 +2,8 @@
 
   POST /v1/chat/completions   OpenAI chat completions, JSON or SSE
   POST /v1/messages           Anthropic Messages, JSON or SSE
+  POST /v1/embeddings         OpenAI embeddings: deterministic vectors of the model's
+                              real size, float or base64 (`embeddings.py`)
   POST /v1/messages/count_tokens  Anthropic's token count: the input_tokens /v1/messages
                               would bill for the same request (no faults, no rate limit)
   GET  /v1/models             the configured model names (any name is accepted)
@@ -10,6 +12,10 @@ Replies are deterministic (`text.py`: a function of the last user message and th
 choice index), `output_tokens` long unless the request's max tokens is lower. Usage is
 the true token count. Latency: `ttft_ms` to the first token, then `token_ms` per token
 (a JSON reply waits for all of it).
+
+Embeddings have no output: their answer comes after `ttft_ms`, and a request's tokens
+are its inputs'. They get the same faults, rate limit and stats (`stream_*` and
+`drop_stream` act as on a JSON chat request).
 
 Faults, one per request at most: the queued `next_faults` first, else one seeded draw
 against the rates. 429/500/503 answer an error in the endpoint's format (429 with
@@ -63,6 +69,7 @@ from aiohttp import web
 
 from tollway.accounting.tokens import count_text
 from tollway.simulate.anthropic_wire import AnthropicDialect, count_tokens
+from tollway.simulate.embeddings import EmbeddingsDialect
 from tollway.simulate.limits import Limiter
 from tollway.simulate.openai_wire import OpenAIDialect
 from tollway.simulate.plan import ChoicePlan, SimRequest, plan_choices, response_id
@@ -93,6 +100,7 @@ class Simulator:
         self._counter = 0
         self._openai = OpenAIDialect()
         self._anthropic = AnthropicDialect()
+        self._embeddings = EmbeddingsDialect()
 
     # -- control endpoints -------------------------------------------------------------
 
@@ -167,6 +175,9 @@ class Simulator:
     async def messages(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, self._anthropic)
 
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._embeddings)
+
     async def _serve(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         cfg = self.config
         self._counter += 1
@@ -229,6 +240,12 @@ class Simulator:
             if fault == "reset" or (fault == "drop_stream" and not req.stream):
                 # drop_stream on a non-streaming request cuts it like a reset.
                 return _abort(request, progress)
+        if req.embedding is not None:  # no output: the whole answer after ttft_ms
+            if cfg.ttft_ms > 0:
+                await asyncio.sleep(cfg.ttft_ms / 1000)
+            ctx = ReplyContext(rid, int(time.time()), req.model)
+            return web.Response(body=dialect.reply_body(ctx, req, []), headers={
+                "Content-Type": _JSON, dialect.request_id_header: rid, **headers})
         if cfg.ignore_max_tokens:
             req = dataclasses.replace(req, limit=None)
         plans = plan_choices(req, cfg.output_tokens)
@@ -296,6 +313,7 @@ class Simulator:
         app[SIMULATOR] = self
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_sim/config", self.get_config)
@@ -329,6 +347,8 @@ def _abort(request: web.Request, progress: _Progress,
 
 def _tokens_asked(req: SimRequest, cfg: SimConfig) -> int:
     """What the request counts against tpm_limit: its prompt and the output it asks for."""
+    if req.embedding is not None:
+        return req.prompt_tokens
     out = cfg.output_tokens
     if req.limit is not None and not cfg.ignore_max_tokens:
         out = min(out, req.limit)

@@ -327,6 +327,7 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "user": ("coalesce(nullif(\"user\", ''), '(none)')", "g"),
     "team": ("coalesce(nullif(team, ''), '(none)')", "g"),
     "feature": ("coalesce(nullif(feature, ''), '(none)')", "g"),
+    "kind": ("kind", "g"),
 }
 assert set(_GROUPS) == set(SPEND_GROUPS)
 # Sorted as Python sorts strings (by code point, which UTF-8 bytes under "C" match),
