@@ -159,14 +159,16 @@ def test_bad_input_names_the_parameter(body: dict[str, Any], param: str) -> None
 
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"input": [{"type": "computer_call"}]}, "input[0].type"),
-    ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+    ({"input": ["hi", {"type": "computer_call"}]}, "input[1].type"),
+    ({"input": ["hi", {"type": "item_reference", "id": "x"}]}, "input[1].type"),
     ({"input": "x", "tools": [{"type": "mcp", "server_label": "s"}]}, "tools[0].type"),
     ({"input": "x", "tool_choice": {"type": "web_search"}}, "tool_choice.type"),
 ])
 def test_what_only_a_native_deployment_takes_is_noted_not_refused(
         body: dict[str, Any], param: str) -> None:
     """Refused later, once the route is known to have no native deployment."""
+    if isinstance(body["input"], list):
+        body["input"][0] = {"role": "user", "content": body["input"][0]}
     req = parse(**body)
     assert req.only == param and req.chat.native is not None
     assert req.chat.native.only == param

@@ -42,6 +42,10 @@ class SimRequest:
     json_mode: bool = False
     json_schema: dict[str, Any] | None = None
     include_usage: bool = False
+    # The Responses endpoint's: what the output holds besides the answer (reasoning,
+    # encrypted, web_search), and the request, which the Response object repeats.
+    features: frozenset[str] = frozenset()
+    echo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -2,6 +2,8 @@
 
   POST /v1/chat/completions   OpenAI chat completions, JSON or SSE
   POST /v1/messages           Anthropic Messages, JSON or SSE
+  POST /v1/responses          OpenAI's Responses API, stateless, JSON or SSE
+                              (`responses_wire.py`)
   POST /v1/messages/count_tokens  Anthropic's token count: the input_tokens /v1/messages
                               would bill for the same request (no faults, no rate limit)
   GET  /v1/models             the configured model names (any name is accepted)
@@ -66,6 +68,7 @@ from tollway.simulate.anthropic_wire import AnthropicDialect, count_tokens
 from tollway.simulate.limits import Limiter
 from tollway.simulate.openai_wire import OpenAIDialect
 from tollway.simulate.plan import ChoicePlan, SimRequest, plan_choices, response_id
+from tollway.simulate.responses_wire import ResponsesDialect
 from tollway.simulate.state import FaultPicker, SimConfig, Stats
 from tollway.simulate.wire import BadRequest, Dialect, ErrorSpec, ReplyContext, Step
 
@@ -93,6 +96,7 @@ class Simulator:
         self._counter = 0
         self._openai = OpenAIDialect()
         self._anthropic = AnthropicDialect()
+        self._responses = ResponsesDialect()
 
     # -- control endpoints -------------------------------------------------------------
 
@@ -166,6 +170,9 @@ class Simulator:
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, self._anthropic)
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._responses)
 
     async def _serve(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         cfg = self.config
@@ -296,6 +303,7 @@ class Simulator:
         app[SIMULATOR] = self
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/responses", self.responses)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_sim/config", self.get_config)
