@@ -54,6 +54,18 @@ class StreamOptions(msgspec.Struct, omit_defaults=True):
     include_usage: bool = False
 
 
+class NativeRequest(msgspec.Struct):
+    """A Responses API request as OpenAI takes it, kept beside its chat view for a
+    deployment that speaks the Responses API natively (`providers/openai_responses.py`):
+    `body` is the caller's, with the conversation it continues laid out in `input`
+    (never `previous_response_id`: the gateway keeps the conversation) and `store`
+    false; `only` names the parameter only a native deployment can serve (a hosted tool,
+    a hosted tool's call item), or is None when a translated one can serve it too."""
+
+    body: dict[str, Any]
+    only: str | None = None
+
+
 class ChatRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
     model: str
     messages: list[Message]
@@ -75,6 +87,8 @@ class ChatRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
     response_format: dict[str, Any] | None = None
     # Top-level fields we do not interpret; forwarded to OpenAI-compatible upstreams.
     extra: dict[str, Any] = {}
+    # The Responses API body, for a native deployment (POST /v1/responses only).
+    native: NativeRequest | None = None
 
     def output_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else (
@@ -147,6 +161,19 @@ class Usage(msgspec.Struct, omit_defaults=True):
             cache_write_tokens=int(ptd.get("cache_write_tokens") or 0),
         )
 
+    @classmethod
+    def from_responses(cls, u: Any) -> Usage | None:
+        """A Response object's usage (input/output tokens)."""
+        if not isinstance(u, dict):
+            return None
+        itd = u.get("input_tokens_details") or {}
+        otd = u.get("output_tokens_details") or {}
+        p, c = int(u.get("input_tokens") or 0), int(u.get("output_tokens") or 0)
+        return cls(prompt_tokens=p, completion_tokens=c,
+                   total_tokens=int(u.get("total_tokens") or p + c),
+                   cached_tokens=int(itd.get("cached_tokens") or 0),
+                   reasoning_tokens=int(otd.get("reasoning_tokens") or 0))
+
 
 @dataclass(slots=True)
 class Reply:
@@ -157,6 +184,9 @@ class Reply:
     usage: Usage | None
     # The upstream's x-ratelimit-* / anthropic-ratelimit-* headers, lower-cased (pacing).
     ratelimit: dict[str, str] = field(default_factory=dict)
+    # A native Responses deployment's Response object, as it answered (`body` is its
+    # chat view): what the Responses dialect returns and stores.
+    native: dict[str, Any] | None = None
 
 
 # One OpenAI `chat.completion.chunk` object, and a stream of them.
@@ -168,7 +198,7 @@ ChunkStream = AsyncGenerator[Chunk, None]
 FrameStream = AsyncGenerator[bytes, None]
 
 
-UpstreamDialect = Literal["openai", "anthropic"]  # an upstream stream's wire format
+UpstreamDialect = Literal["openai", "anthropic", "responses"]  # an upstream stream's wire format
 
 
 @dataclass(slots=True)
@@ -232,6 +262,8 @@ class Deployment:
     headers: tuple[tuple[str, str], ...] = ()
     weight: float = 1.0  # share of its priority group's traffic
     priority: int = 0  # lower first; a higher one takes over when the lower are unusable
+    # Sent POST /v1/responses requests natively (config: `responses`), not translated.
+    responses_native: bool = False
 
 
 @dataclass(slots=True)

@@ -126,8 +126,6 @@ def test_tools_choice_format_and_reasoning_translate() -> None:
 
 @pytest.mark.parametrize(("body", "param"), [
     ({"input": 1}, "input"),
-    ({"input": [{"type": "computer_call"}]}, "input[0].type"),
-    ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
     ({"input": [{"role": "system", "content": [{"type": "input_image",
                                                 "image_url": "u"}]}]},
      "input[0].content[0].type"),
@@ -137,7 +135,6 @@ def test_tools_choice_format_and_reasoning_translate() -> None:
      "input[0].content[0].type"),
     ({"input": [{"type": "function_call", "call_id": "c", "name": "bad name!",
                  "arguments": ""}]}, "input[0].name"),
-    ({"input": "x", "tools": [{"type": "mcp", "server_label": "s"}]}, "tools[0].type"),
     ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
     ({"input": "x", "tool_choice": "required"}, "tool_choice"),
     ({"input": "x", "tools": [TOOL], "tool_choice": {"type": "function", "name": "nope"}},
@@ -159,6 +156,50 @@ def test_bad_input_names_the_parameter(body: dict[str, Any], param: str) -> None
     with pytest.raises(InvalidRequest) as e:
         wire.parse_request(orjson.dumps({"model": "m", **body}))
     assert e.value.param == param, e.value.message
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"input": ["hi", {"type": "computer_call"}]}, "input[1].type"),
+    ({"input": ["hi", {"type": "item_reference", "id": "x"}]}, "input[1].type"),
+    ({"input": "x", "tools": [{"type": "mcp", "server_label": "s"}]}, "tools[0].type"),
+    ({"input": "x", "tool_choice": {"type": "web_search"}}, "tool_choice.type"),
+])
+def test_what_only_a_native_deployment_takes_is_noted_not_refused(
+        body: dict[str, Any], param: str) -> None:
+    """Refused later, once the route is known to have no native deployment."""
+    if isinstance(body["input"], list):
+        body["input"][0] = {"role": "user", "content": body["input"][0]}
+    req = parse(**body)
+    assert req.only == param and req.chat.native is not None
+    assert req.chat.native.only == param
+
+
+def test_the_native_body_carries_the_conversation_and_not_the_gateways_fields() -> None:
+    reasoning = {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "e"}
+    first = parse(input=[{"role": "user", "content": "One"}], reasoning={"effort": "low"},
+                  tools=[{"type": "web_search"}], store=True)
+    native = first.chat.native
+    assert native is not None and native.only == "tools[0].type"
+    assert "store" not in first.body or native.body["store"] is False
+    assert native.body["include"] == ["reasoning.encrypted_content"]
+    assert native.body["tools"] == [{"type": "web_search"}]
+    second = wire.parse_request(orjson.dumps({
+        "model": "m", "input": "Two", "previous_response_id": "resp_1"}))
+    stored = [{"type": "message", "id": "msg_1", "role": "user",
+               "content": [{"type": "input_text", "text": "One"}]}, reasoning]
+    d = wire.Draft("resp_2", 0, second.echo)
+    wire.assemble(second, stored, 100, d)
+    assert second.chat.native is not None
+    body = second.chat.native.body
+    assert "previous_response_id" not in body and body["store"] is False
+    assert body["input"] == [{"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "One"}]}, reasoning,
+        {"type": "message", "role": "user", "content": "Two"}]
+    # The chat view drops the reasoning item; the native record keeps it.
+    assert messages(second) == [{"role": "user", "content": "One"},
+                                {"role": "user", "content": "Two"}]
+    d.native = True
+    assert reasoning in orjson.loads(d.stored_items())
 
 
 def test_an_empty_conversation_is_refused() -> None:

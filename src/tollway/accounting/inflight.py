@@ -111,10 +111,28 @@ def _scan(raw: bytes, dialect: str, model: str) -> tuple[int, bool, Usage | None
                 return 0, True, Usage.from_openai(event["usage"])
             tokens += output_tokens_of(data, model)
             ended = ended or any(c.get("finish_reason") for c in event.get("choices") or ())
+        elif dialect == "responses":
+            kind = event.get("type")
+            if kind in ("response.completed", "response.incomplete"):
+                usage = Usage.from_responses((event.get("response") or {}).get("usage"))
+                if usage is not None:
+                    return 0, True, usage
+                ended = True
+            tokens += _responses_output(event, model)
         else:
             tokens += _anthropic_output(event, model)
             ended = ended or event.get("type") in ("message_delta", "message_stop")
     return tokens, ended, None
+
+
+def _responses_output(event: dict[str, Any], model: str) -> int:
+    """Output tokens in one Responses API event (text, refusal, arguments, reasoning
+    summaries: what streams)."""
+    kind = event.get("type")
+    if not isinstance(kind, str) or not kind.endswith(".delta"):
+        return 0
+    text = event.get("delta")
+    return count_text(text, model) if isinstance(text, str) and text else 0
 
 
 def _anthropic_output(event: dict[str, Any], model: str) -> int:

@@ -51,8 +51,11 @@ def _message(m: Message) -> Any:
     return out
 
 
+_NOT_KEYED = frozenset({"input", "stream", "stream_options"})  # keyed as the chat view
+
+
 def _parameters(req: ChatRequest) -> dict[str, Any]:
-    return {
+    out = {
         "max_tokens": req.output_limit(), "n": req.n or 1, "temperature": req.temperature,
         "top_p": req.top_p, "stop": req.stop_list() or None, "seed": req.seed,
         "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
@@ -60,6 +63,9 @@ def _parameters(req: ChatRequest) -> dict[str, Any]:
         "parallel_tool_calls": req.parallel_tool_calls, "response_format": req.response_format,
         "extra": req.extra or None,
     }
+    if req.native is not None:  # what only a native deployment sees (hosted tools, ...)
+        out["native"] = {k: v for k, v in req.native.body.items() if k not in _NOT_KEYED}
+    return out
 
 
 def keys_of(req: ChatRequest, alias: str, tenant: str, namespace: str, version: str) -> Keys:

@@ -17,6 +17,7 @@ from tollway.errors import ConfigError
 from tollway.types import Deployment
 
 PROVIDERS = ("openai", "anthropic", "local")
+OPENAI_BASE = "https://api.openai.com/"
 
 
 class Timeouts(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,6 +61,18 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     weight: float = 1.0
     priority: int = 0
     pacing: PacingConfig = msgspec.field(default_factory=PacingConfig)
+    # POST /v1/responses to this deployment: `native` sends it to the upstream's own
+    # /responses (reasoning items, hosted tools, every parameter kept); `translate`
+    # makes it a chat completion; `auto`: native for provider openai on OpenAI's own
+    # api_base (unset or https://api.openai.com/...), translate elsewhere (most
+    # compatible servers have no /responses).
+    responses: Literal["auto", "native", "translate"] = "auto"
+
+    def native_responses(self) -> bool:
+        if self.responses != "auto":
+            return self.responses == "native"
+        return self.provider == "openai" and (
+            self.api_base is None or self.api_base.startswith(OPENAI_BASE))
 
     def to_deployment(self) -> Deployment:
         return Deployment(
@@ -74,6 +87,7 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
             headers=tuple(self.headers.items()),
             weight=self.weight,
             priority=self.priority,
+            responses_native=self.native_responses(),
         )
 
 
@@ -112,6 +126,9 @@ def check_models(models: dict[str, ModelConfig], is_model: Callable[[str], bool]
                                   f"(write it as ${{ENV_VAR}})")
             if d.api_base and not d.api_base.startswith(("http://", "https://")):
                 raise ConfigError(f"{where}.api_base: expected an http(s) URL, got {d.api_base!r}")
+            if d.responses == "native" and d.provider != "openai":
+                raise ConfigError(f"{where}.responses: 'native' needs provider openai (the "
+                                  f"Responses API is OpenAI's), not {d.provider}")
             t = d.timeouts
             for name in ("connect", "first_token", "idle", "total"):
                 if getattr(t, name) <= 0:

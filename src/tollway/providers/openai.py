@@ -1,6 +1,8 @@
 """OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp, Groq, Together,
 OpenRouter, Azure OpenAI): the canonical request is already their format, and their
-stream events are forwarded as they are (only usage and error events are parsed)."""
+stream events are forwarded as they are (only usage and error events are parsed).
+A Responses API request to a deployment that speaks it natively goes to its
+`/responses` instead (`openai_responses.py`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from functools import cache
 import orjson
 
 from tollway.errors import UpstreamError
-from tollway.providers import http
+from tollway.providers import http, openai_responses
 from tollway.types import (
     ChatRequest,
     Deployment,
@@ -46,6 +48,11 @@ def _embeddings_url(dep: Deployment) -> str:
 
 
 @cache
+def _responses_url(dep: Deployment) -> str:
+    return f"{(dep.api_base or DEFAULT_BASE).rstrip('/')}/responses"
+
+
+@cache
 def _headers(dep: Deployment) -> dict[str, str]:
     h = {"Content-Type": "application/json"}
     if dep.api_key:
@@ -67,6 +74,9 @@ class OpenAIProvider:
         """Nothing of its own: the transport is the gateway's."""
 
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
+        if req.native is not None and dep.responses_native:
+            return await openai_responses.complete(self.transport, _responses_url(dep),
+                                                   _headers(dep), req, dep)
         body = orjson.dumps(upstream_body(req, dep.model))
         data, ratelimit = await self.transport.post_json(_url(dep), body, _headers(dep), dep)
         return Reply(body=data, model=str(data.get("model") or dep.model),
@@ -83,6 +93,9 @@ class OpenAIProvider:
                      usage=Usage.from_openai(data.get("usage")), ratelimit=ratelimit)
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
+        if req.native is not None and dep.responses_native:
+            return await openai_responses.stream(self.transport, _responses_url(dep),
+                                                 _headers(dep), req, dep)
         body = orjson.dumps(upstream_body(req, dep.model))
         stream = await self.transport.open_stream(_url(dep), body, _headers(dep), dep)
         out = ReplyStream(frames=sse.no_frames(), model=dep.model,

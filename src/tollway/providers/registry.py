@@ -35,5 +35,6 @@ def forget_deployments() -> None:
     from tollway.providers import anthropic, http, openai
 
     for cached in (anthropic._url, anthropic._headers, openai._url, openai._headers,
+                   openai._responses_url,
                    http.json_timeout, http.stream_timeout):
         cached.cache_clear()

@@ -142,6 +142,9 @@ class Router:
                 if dep is None:
                     break
                 tried.add(dep)
+                if not serves(s.req, dep):
+                    self.upstreams[dep].breaker.cancel()  # allowed, never called
+                    continue
                 answer = await (self._attempt(s, pool, dep) if s.calls == opened
                                 else self._attempt_until(s, pool, dep))
                 if answer is not None:
@@ -322,6 +325,15 @@ class Router:
             last.message = f"{last.message} (after {calls} attempts)"
             last.args = (last.message,)
         return last
+
+
+def serves(req: ChatRequest | EmbeddingRequest, dep: Deployment) -> bool:
+    """Can `dep` take `req`? Not a Responses request with a hosted tool (or its items),
+    unless it speaks the Responses API natively: such a request skips the others."""
+    if type(req) is not ChatRequest:
+        return True
+    native = req.native
+    return native is None or native.only is None or dep.responses_native
 
 
 def _settle_pace(pacer: Pacer, ticket: Pass) -> Release:

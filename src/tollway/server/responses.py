@@ -43,8 +43,9 @@ from tollway.server.owned import OwnedEndpoint
 from tollway.store.base import StoredResponse
 from tollway.types import Answer, ChatRequest, Reply, ReplyStream
 from tollway.wire import responses as wire
+from tollway.wire import responses_native as native
 from tollway.wire.expect import bad_value
-from tollway.wire.responses_items import decode_items, new_id, output_items
+from tollway.wire.responses_items import native_only, new_id, stored_items
 from tollway.wire.responses_stream import events, failed
 from tollway.wire.sse import iter_chunks
 
@@ -56,6 +57,8 @@ LIST_PAGE, MAX_LIST = 20, 100  # input items per page, as OpenAI's
 async def _bind(gateway: Gateway, call: Call, body: bytes
                 ) -> tuple[ChatRequest, Dialect[ChatRequest]]:
     req = wire.parse_request(body)
+    if req.only is not None and not _native_route(gateway, req.chat.model):
+        raise native_only(req.only, req.kind)
     owner = call.caller.with_user(req.chat.user).owner  # as `Call.begin` will settle it
     previous = []
     if req.previous_response_id is not None:
@@ -65,9 +68,9 @@ async def _bind(gateway: Gateway, call: Call, body: bytes
             raise NotFound(f"Previous response with id '{req.previous_response_id}' not "
                            "found.", param="previous_response_id",
                            code="previous_response_not_found")
-        previous = [*decode_items(found.input_items), *output_items(found.response)]
+        previous = stored_items(found.input_items, found.response)
     draft = wire.Draft(new_id("resp"), int(gateway.clock()), req.echo)
-    draft.input_items = wire.assemble(req, previous, gateway.config.server.max_messages)
+    wire.assemble(req, previous, gateway.config.server.max_messages, draft)
 
     async def keep(response: bytes) -> None:
         if not req.store:
@@ -77,10 +80,14 @@ async def _bind(gateway: Gateway, call: Call, body: bytes
         await gateway.outages.open("responses", "stored", gateway.store.responses.put(record))
 
     def reply(r: Reply) -> bytes:
+        if r.native is not None:
+            draft.native = True
+            return json_bytes(native.as_gateways(draft, r.native))
         return json_bytes(wire.answered(draft, r.body, r.model, r.usage, int(gateway.clock())))
 
     def frames(stream: ReplyStream, _: int) -> Any:
-        return events(iter_chunks(stream.frames), draft, stream.model, keep)
+        return native.events(iter_chunks(stream.frames), draft, stream, keep,
+                             lambda chunks: events(chunks, draft, stream.model, keep))
 
     bound = Dialect(parse=_unbound, reply=reply, frames=frames, stream_end=b"",
                     stream_error=lambda e: failed(draft, req.chat.model, e),
@@ -90,6 +97,14 @@ async def _bind(gateway: Gateway, call: Call, body: bytes
 
 def _chat(gateway: Gateway) -> Callable[[Call, ChatRequest], Awaitable[Answer]]:
     return gateway.chat
+def _native_route(gateway: Gateway, model: str) -> bool:
+    """Does the route `model` names have a deployment that speaks the Responses API
+    natively (on it or its fallbacks)? An unknown model: left to routing (its 404)."""
+    route = gateway.routes.find(model)
+    if route is None:
+        return True
+    return any(d.responses_native for pool in (route.chain or [route.pool])
+               for d in pool.deployments)
 
 
 def _unbound(body: bytes, server: ServerConfig) -> ChatRequest:

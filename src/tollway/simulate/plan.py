@@ -54,6 +54,10 @@ class SimRequest:
     include_usage: bool = False
     # An embeddings request: no output, answered after ttft_ms.
     embedding: EmbeddingSpec | None = None
+    # The Responses endpoint's: what the output holds besides the answer (reasoning,
+    # encrypted, web_search), and the request, which the Response object repeats.
+    features: frozenset[str] = frozenset()
+    echo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

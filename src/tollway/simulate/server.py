@@ -4,6 +4,8 @@
   POST /v1/messages           Anthropic Messages, JSON or SSE
   POST /v1/embeddings         OpenAI embeddings: deterministic vectors of the model's
                               real size, float or base64 (`embeddings.py`)
+  POST /v1/responses          OpenAI's Responses API, stateless, JSON or SSE
+                              (`responses_wire.py`)
   POST /v1/messages/count_tokens  Anthropic's token count: the input_tokens /v1/messages
                               would bill for the same request (no faults, no rate limit)
   GET  /v1/models             the configured model names (any name is accepted)
@@ -73,6 +75,7 @@ from tollway.simulate.embeddings import EmbeddingsDialect
 from tollway.simulate.limits import Limiter
 from tollway.simulate.openai_wire import OpenAIDialect
 from tollway.simulate.plan import ChoicePlan, SimRequest, plan_choices, response_id
+from tollway.simulate.responses_wire import ResponsesDialect
 from tollway.simulate.state import FaultPicker, SimConfig, Stats
 from tollway.simulate.wire import BadRequest, Dialect, ErrorSpec, ReplyContext, Step
 
@@ -101,6 +104,7 @@ class Simulator:
         self._openai = OpenAIDialect()
         self._anthropic = AnthropicDialect()
         self._embeddings = EmbeddingsDialect()
+        self._responses = ResponsesDialect()
 
     # -- control endpoints -------------------------------------------------------------
 
@@ -177,6 +181,8 @@ class Simulator:
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, self._embeddings)
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._responses)
 
     async def _serve(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         cfg = self.config
@@ -314,6 +320,7 @@ class Simulator:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/responses", self.responses)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_sim/config", self.get_config)

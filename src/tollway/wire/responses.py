@@ -10,15 +10,20 @@ items: `responses_items.py`), function tools and `tool_choice`, `text.format` (-
 `temperature`, `top_p`, `parallel_tool_calls`, `user`, `reasoning.effort` (->
 `reasoning_effort`), `service_tier`, `prompt_cache_key`, `safety_identifier`;
 `metadata`, `include`, `truncation`, `max_tool_calls` and `top_logprobs` are checked
-and repeated in the Response object. Hosted tools (web_search, file_search, mcp, ...),
-`background`, `conversation` and `prompt` cannot be translated: each is a 400 naming
-it, as is a parameter OpenAI does not define. `store` is Tollway's own (the response
-is kept in Tollway's store, never the upstream's), so it is never forwarded.
+and repeated in the Response object. `background`, `conversation` and `prompt` are 400s
+naming them, as is a parameter OpenAI does not define. `store` is Tollway's own (the
+response is kept in Tollway's store, never the upstream's), so it is never forwarded.
+
+The body itself is kept too (`NativeRequest`, on the chat view) for a deployment that
+speaks the Responses API natively: hosted tools (web_search, file_search, mcp, ...) and
+their call items, which no chat upstream can take, are noted (`only`) rather than
+refused, and refused once the route has no native deployment (`server/responses.py`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -26,7 +31,7 @@ import msgspec
 import orjson
 
 from tollway.errors import InvalidRequest, TollwayError
-from tollway.types import ChatRequest, Message, StreamOptions, Usage
+from tollway.types import ChatRequest, Message, NativeRequest, StreamOptions, Usage
 from tollway.wire import schemas
 from tollway.wire.bounds import MAX_DEPTH, name_problem, openai_path, shortened, too_deep
 from tollway.wire.expect import (
@@ -44,11 +49,15 @@ from tollway.wire.expect import (
 from tollway.wire.openai import parse_json_body
 from tollway.wire.openai_tools import name as function_name
 from tollway.wire.responses_items import (
+    Input,
     Item,
+    Raw,
     answer_items,
     encode_items,
     parse_input,
+    resent,
     to_messages,
+    typed,
 )
 
 Schemas = list[tuple[str, dict[str, Any]]]
@@ -72,17 +81,22 @@ _KNOWN = frozenset({
 })
 _FORWARDED = ("service_tier", "prompt_cache_key", "safety_identifier",
               "prompt_cache_retention")
-_HOSTED_CHOICES = "function tools only (hosted tools cannot be translated)"
+# Not sent on to a native deployment: the conversation is the gateway's.
+_GATEWAY_ONLY = frozenset({"previous_response_id", "store"})
 
 
 @dataclass(slots=True)
 class ResponsesRequest:
     chat: ChatRequest  # its messages are set by `assemble`, once the chain is loaded
     instructions: str | None
-    items: list[Item]  # this request's own input items
+    input: Input  # this request's own input items
+    items: list[Item]  # the same, those a chat upstream takes
     previous_response_id: str | None
     store: bool
     echo: dict[str, Any]  # the parameters the Response object repeats back
+    body: dict[str, Any]  # as sent, for a native deployment
+    only: str | None = None  # the first parameter only a native deployment serves
+    kind: str = ""  # what it names (a tool's or an item's type)
 
 
 @dataclass(slots=True)
@@ -95,8 +109,13 @@ class Draft:
     echo: dict[str, Any]
     sequence: int = 0
     input_items: list[Item] = field(default_factory=list)  # every item it answers
+    # The same, each as a native deployment took it (reasoning, hosted tools' items).
+    native_items: list[Raw] = field(default_factory=list)
+    native: bool = False  # answered by a native deployment
 
     def stored_items(self) -> bytes:
+        if self.native:
+            return orjson.dumps(self.native_items)
         return encode_items(self.input_items)
 
 
@@ -125,8 +144,9 @@ def parse_request(body: bytes) -> ResponsesRequest:
     if previous is not None and not RESPONSE_ID.fullmatch(previous):
         raise bad_value("previous_response_id", f"{shown(previous)} is not a response id")
     found: Schemas = []  # the JSON schemas, to compile
-    chat_tools, echo_tools, names = _tools(data.get("tools"), found)
-    choice = _tool_choice(data.get("tool_choice"), names)
+    hosted: list[tuple[str, str]] = []  # (parameter, type) only a native deployment takes
+    chat_tools, echo_tools, names = _tools(data.get("tools"), found, hosted)
+    choice = _tool_choice(data.get("tool_choice"), names, hosted)
     fmt, response_format, verbosity = _text(data.get("text"), found)
     max_output = optional(integer, data.get("max_output_tokens"), "max_output_tokens", 1)
     temperature = optional(number, data.get("temperature"), "temperature", 0.0, 2.0)
@@ -172,14 +192,36 @@ def parse_request(body: bytes) -> ResponsesRequest:
         "prompt_cache_key": extra.get("prompt_cache_key"),
         "safety_identifier": extra.get("safety_identifier"),
     }
-    return ResponsesRequest(chat, instructions, items, previous, store is not False, echo)
+    if items.only is not None:
+        hosted.append((items.only, items.kind))
+    out = ResponsesRequest(chat, instructions, items, items.items, previous,
+                           store is not False, echo, data)
+    if hosted:
+        out.only, out.kind = hosted[0]
+    return out
 
 
-def assemble(req: ResponsesRequest, previous: list[Item], max_messages: int) -> list[Item]:
+def assemble(req: ResponsesRequest, previous: Sequence[Item | Raw], max_messages: int,
+             d: Draft | None = None) -> list[Item]:
     """The chat messages of the whole conversation — the instructions, the items of the
-    response continued (its input and output) and this request's — into `req.chat`;
-    returns every input item it answers."""
-    items = [*previous, *req.items]
+    response continued (its input and output, as stored) and this request's — into
+    `req.chat`, and the same as a native deployment takes it into `req.chat.native`;
+    returns every input item it answers (and puts them in the draft, to be stored with
+    the response)."""
+    raw = [i if isinstance(i, dict) else msgspec.to_builtins(i) for i in previous]
+    items = [*typed(raw), *req.items]
+    if d is not None:
+        d.input_items = items
+        d.native_items = [*raw, *req.input.stored()]
+    body = {k: v for k, v in req.body.items() if k not in _GATEWAY_ONLY}
+    body["input"] = [*(resent(i) for i in raw), *req.input.sent]
+    body["store"] = False
+    if req.body.get("reasoning") is not None:
+        # Without OpenAI's storage, reasoning goes back to it encrypted.
+        include = list(body.get("include") or ())
+        if "reasoning.encrypted_content" not in include:
+            body["include"] = [*include, "reasoning.encrypted_content"]
+    req.chat.native = NativeRequest(body, req.only)
     messages = to_messages(items)
     if req.instructions is not None:
         messages.insert(0, Message(role="system", content=req.instructions))
@@ -198,10 +240,11 @@ def _invalid(param: str, problem: str) -> NoReturn:
     raise bad_value(param, problem)
 
 
-def _tools(raw: Any, found: Schemas
+def _tools(raw: Any, found: Schemas, hosted: list[tuple[str, str]]
            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
     """Function tools as chat takes them, as the Response object repeats them, and
-    their names. Any other (hosted) tool is a 400 naming it."""
+    their names. Any other (hosted) tool is noted in `hosted`: only a native deployment
+    takes it."""
     if raw is None:
         return [], [], set()
     chat: list[dict[str, Any]] = []
@@ -214,9 +257,11 @@ def _tools(raw: Any, found: Schemas
         if kind is None:
             raise missing(f"{where}.type")
         if kind != "function":
-            raise bad_value(f"{where}.type", f"{shown(kind)} is a hosted tool, which this "
-                            "gateway cannot translate to chat completions; only 'function' "
-                            "tools are supported here")
+            if not isinstance(kind, str):
+                raise bad_value(f"{where}.type", f"expected a string, got {shown(kind)}")
+            hosted.append((f"{where}.type", kind))
+            echo.append(tool)
+            continue
         fn_name = function_name(tool.get("name"), f"{where}.name")
         description = optional(string, tool.get("description"), f"{where}.description")
         params = optional(obj, tool.get("parameters"), f"{where}.parameters")
@@ -236,15 +281,17 @@ def _tools(raw: Any, found: Schemas
     return chat, echo, names
 
 
-def _tool_choice(raw: Any, names: set[str]) -> tuple[str | dict[str, Any], Any] | None:
-    """(chat's tool_choice, the Response object's)."""
+def _tool_choice(raw: Any, names: set[str], hosted: list[tuple[str, str]]
+                 ) -> tuple[str | dict[str, Any] | None, Any] | None:
+    """(chat's tool_choice, the Response object's); choosing a hosted tool is noted in
+    `hosted` (chat's is then None)."""
     if raw is None:
         return None
     if isinstance(raw, str):
         if raw not in ("none", "auto", "required"):
             raise bad_value("tool_choice", f"expected none, auto, required or an object "
                             f"naming a function, got {shown(raw)}")
-        if raw == "required" and not names:
+        if raw == "required" and not names and not hosted:
             raise bad_value("tool_choice", "'required' needs 'tools' to choose from")
         return raw, raw
     choice = obj(raw, "tool_choice")
@@ -252,8 +299,10 @@ def _tool_choice(raw: Any, names: set[str]) -> tuple[str | dict[str, Any], Any] 
     if kind is None:
         raise missing("tool_choice.type")
     if kind != "function":
-        raise bad_value("tool_choice.type", f"expected 'function', got {shown(kind)}: "
-                        f"{_HOSTED_CHOICES}")
+        if not isinstance(kind, str):
+            raise bad_value("tool_choice.type", f"expected a string, got {shown(kind)}")
+        hosted.append(("tool_choice.type", kind))
+        return None, choice
     wanted = string(choice.get("name"), "tool_choice.name")
     if wanted not in names:
         raise bad_value("tool_choice.name", f"no function named {shown(wanted)} in 'tools'")

@@ -4,9 +4,11 @@ output_text and refusal parts), function calls and their outputs.
 
 An item the caller sends is checked (a 400 names `input[i]...`), given an id when it has
 none, and kept in one typed form: that form is what a stored response holds and what
-`input_items` lists. `reasoning` items are dropped (model-internal: a translated answer
-never has them, and a chat upstream could not take them back); every other item type
-(hosted tools' calls, item references) is a 400 naming `input[i].type`.
+`input_items` lists. `reasoning` items are dropped from the chat view (model-internal:
+a chat upstream could not take them back); every other item type (hosted tools' calls,
+item references) only a deployment that speaks the Responses API natively can take
+(`Input.only` names it). Every item is also kept as the caller sent it (`Input.sent`),
+for such a deployment.
 
 To chat messages: an assistant message and the function calls after it become one
 assistant message with `tool_calls`; a function call's output becomes a `tool` message.
@@ -15,10 +17,13 @@ assistant message with `tool_calls`; a function call's output becomes a `tool` m
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
+import orjson
 
+from tollway.errors import TollwayError
 from tollway.types import FunctionCall, Message, ToolCall
 from tollway.wire.expect import (
     array,
@@ -34,6 +39,7 @@ from tollway.wire.openai_tools import name as function_name
 
 Role = Literal["user", "system", "developer", "assistant"]
 Part = dict[str, Any]
+Raw = dict[str, Any]  # an item as the Responses API writes it
 
 
 def new_id(prefix: str) -> str:
@@ -81,25 +87,76 @@ def output_items(response: bytes) -> list[Item]:
     return _decode_output(response).output
 
 
+_TYPED = frozenset({"message", "function_call", "function_call_output"})
+
+
+def stored_items(input_items: bytes, response: bytes) -> list[Raw]:
+    """Every item of a stored response, as stored: its input items, then its output
+    (a native answer's reasoning and hosted tools' items included)."""
+    found: list[Raw] = orjson.loads(input_items)
+    output: list[Raw] = orjson.loads(response).get("output") or []
+    return [*found, *output]
+
+
+def typed(raw: list[Raw]) -> list[Item]:
+    """The items a chat upstream can take (the rest are a native deployment's)."""
+    return [msgspec.convert(r, Item) for r in raw if r.get("type") in _TYPED]
+
+
+def resent(item: Raw) -> Raw:
+    """A stored item as a native deployment takes it back: a message's or a function
+    output's id is the gateway's (never stored upstream), so it goes without one."""
+    if item.get("type") in ("message", "function_call_output") and "id" in item:
+        return {k: v for k, v in item.items() if k != "id"}
+    return item
+
+
+@dataclass(slots=True)
+class Input:
+    """`input`, parsed: every item in order (typed, or as sent for those a chat
+    upstream cannot take), each as the caller sent it, and the first that only a
+    native deployment takes."""
+
+    every: list[Item | Raw]
+    sent: list[Raw]
+    only: str | None = None
+    kind: str = ""  # the type of the item `only` names
+
+    @property
+    def items(self) -> list[Item]:
+        return [i for i in self.every if not isinstance(i, dict)]
+
+    def stored(self) -> list[Raw]:
+        return [i if isinstance(i, dict) else msgspec.to_builtins(i) for i in self.every]
+
+
 # --- checking what the caller sent ------------------------------------------------------
 
 _ROLES = ("user", "system", "developer", "assistant")
 _INPUT_PARTS = ("input_text", "input_image", "input_file")
 
 
-def parse_input(raw: Any) -> list[Item]:
+def parse_input(raw: Any) -> Input:
     """`input`: a string (one user message) or an array of items."""
     if isinstance(raw, str):
-        return [MessageItem(new_id("msg"), "user", [{"type": "input_text", "text": raw}])]
+        return Input([MessageItem(new_id("msg"), "user", [{"type": "input_text",
+                                                           "text": raw}])],
+                     [{"type": "message", "role": "user", "content": raw}])
     if raw is None:
         raise missing("input")
     if not isinstance(raw, list):
         raise wrong_type("input", "a string or an array of items", raw)
-    out: list[Item] = []
+    out = Input([], [])
     for i, value in enumerate(raw):
-        item = _item(value, f"input[{i}]")
-        if item is not None:
-            out.append(item)
+        where = f"input[{i}]"
+        item = _item(value, where)
+        out.sent.append(value)
+        if item is None:  # reasoning, or a hosted tool's item: as sent
+            out.every.append(value)
+            if out.only is None and value.get("type") != "reasoning":
+                out.only, out.kind = f"{where}.type", value["type"]
+        else:
+            out.every.append(item)
     return out
 
 
@@ -124,14 +181,23 @@ def _item(value: Any, where: str) -> Item | None:
             parts = array(output, f"{where}.output")
             output = [_input_part(p, f"{where}.output[{j}]") for j, p in enumerate(parts)]
         return FunctionCallOutputItem(item_id or new_id("fco"), call_id, output)
-    if kind == "reasoning":
-        return None  # model-internal; see the module's docstring
     if not isinstance(kind, str):
         raise wrong_type(f"{where}.type", "a string", kind)
-    raise bad_value(f"{where}.type", f"{shown(kind)} items are not supported: this gateway "
-                    "translates the Responses API onto chat completions, which carry "
-                    "messages, function_call and function_call_output items (continue a "
-                    "conversation with previous_response_id)")
+    return None  # reasoning or a hosted tool's: see the module's docstring
+
+
+def native_only(param: str, kind: str) -> TollwayError:
+    """A 400 for what only a native deployment serves, on a route with none."""
+    native = "a deployment that speaks the Responses API natively (responses: native)"
+    if param.startswith("input"):
+        return bad_value(param, f"{shown(kind)} items are not supported by this model's "
+                         "deployments, which take chat completions (messages, function_call "
+                         f"and function_call_output items); {native} takes them")
+    if param.startswith("tool_choice"):
+        return bad_value(param, f"expected 'function', got {shown(kind)}: function tools "
+                         f"only (hosted tools need {native})")
+    return bad_value(param, f"{shown(kind)} is a hosted tool, which this model's deployments "
+                     f"(chat completions) cannot take; only 'function' tools, unless {native}")
 
 
 def _message(o: dict[str, Any], where: str, item_id: str | None) -> MessageItem:
