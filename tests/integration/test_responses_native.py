@@ -33,6 +33,7 @@ def gwn(sim: SimHandle) -> Iterator[GatewayHandle]:
     models: Any = cfg["models"]
     native = {**models["sim"]["deployments"][0], "responses": "native"}
     models["sim-native"] = {"deployments": [native]}
+    models["sim-native-redact"] = {"deployments": [native], "guards": {"pii": "redact"}}
     cfg["prices"] = {"sim-model": {"input": 1.0, "output": 2.0}}
     handle = start_gateway(cfg, env={"TOLLWAY_MASTER_KEY": MASTER})
     try:
@@ -207,3 +208,26 @@ async def _row(gw: GatewayHandle, request_id: str) -> dict[str, Any]:
             return row
         await asyncio.sleep(0.05)  # another process writes it: polled
     raise AssertionError(f"no ledger row for {request_id}")
+
+
+async def test_redacted_input_goes_translated_never_as_the_callers_body(
+        gwn: GatewayHandle, fresh_sim: SimHandle) -> None:
+    """PII redaction changes the chat view: that view goes upstream (translated), so the
+    caller's native body — which still has the address — is never sent; a request only
+    a native deployment can serve (a hosted tool) is refused instead."""
+    c = client(gwn)
+    r = await c.responses.create(model="sim-native-redact",
+                                 input="Write to jane.doe@example.com about the invoice.")
+    assert r.output_text
+    assert sent(fresh_sim) == []  # not the native endpoint
+    chat = [x["body"] for x in fresh_sim.stats()["recent_requests"]
+            if x["endpoint"] == "/v1/chat/completions"]
+    assert len(chat) == 1 and "jane.doe@example.com" not in str(chat[0])
+    with pytest.raises(openai.BadRequestError) as refused:
+        await c.responses.create(model="sim-native-redact", tools=[{"type": "web_search"}],
+                                 input="Search for jane.doe@example.com")
+    assert "redacted personal data" in refused.value.message
+    assert sent(fresh_sim) == [] and len(fresh_sim.stats()["recent_requests"]) == 1
+    # Without anything to redact, the same alias goes natively.
+    await c.responses.create(model="sim-native-redact", input="Say hello.")
+    assert len(sent(fresh_sim)) == 1

@@ -60,6 +60,7 @@ from tollway.routing.router import Router
 from tollway.store.ledger_writer import Ledger
 from tollway.types import Answer, ChatRequest, Deployment, EmbeddingRequest, Reply
 from tollway.wire import replay, sse
+from tollway.wire import responses as responses_wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,10 @@ class Pipeline:
         rule = s.memory.rule(route.alias, route.model.history, call.asks.history)
         if rule.policy != "none" or call.thread is not None:
             call.history = await self._shape(call, req, route, rule)
+        if req.native is not None and (call.guards.redacted or call.thread is not None or (
+                call.history is not None and call.history.saved_tokens > 0)):
+            responses_wire.as_sent(req, "redacted personal data" if call.guards.redacted
+                                   else "reshaped the conversation")
         plan = call.plan = s.planner.cap(req, route, choice)
         if s.cache is not None and s.cache.applies(route.alias):
             call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache,

@@ -52,6 +52,9 @@ async def checked(req: ChatRequest, policy: guard_policy.GuardPolicy,
             fixed = guard_policy.check_output(text or "", policy, record, stream=False)
             if fixed is not None:
                 message["content"] = fixed
+                # The caller gets the redacted chat view, never the upstream's own
+                # Response object (a native Responses deployment's), which still has it.
+                answer.reply.native = None
     return restore(answer, record)
 
 

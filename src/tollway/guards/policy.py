@@ -97,6 +97,10 @@ class GuardRecord:
     def summary(self) -> str | None:
         return ",".join(self.actions) if self.actions else None
 
+    @property
+    def redacted(self) -> bool:
+        return any(a.startswith("pii:redact:") for a in self.actions)
+
 
 class _Memo:
     """A bounded LRU of a pure function of a message's text, given a function that

@@ -236,6 +236,24 @@ def assemble(req: ResponsesRequest, previous: Sequence[Item | Raw], max_messages
     return items
 
 
+def as_sent(req: ChatRequest, changed: str) -> None:
+    """The gateway changed the chat view of a Responses request (`changed`: PII
+    redacted, a stored conversation put in front, the history trimmed): that view is
+    what goes upstream, translated, so the caller's native body can't leak what the
+    gateway took out. A request only a native deployment can serve (a hosted tool) is
+    refused instead."""
+    native = req.native
+    if native is None:
+        return
+    if native.only is not None:
+        raise InvalidRequest(
+            f"This request needs a deployment that speaks the Responses API natively "
+            f"({native.only}), but the gateway {changed}, which only the translated "
+            f"request can carry. Remove {native.only}, or what made the gateway change "
+            "the request.", param=native.only)
+    req.native = None
+
+
 def _invalid(param: str, problem: str) -> NoReturn:
     raise bad_value(param, problem)
 
