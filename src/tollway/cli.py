@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from tollway import __version__
 from tollway.errors import ConfigError
@@ -142,6 +143,12 @@ def _cache_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from tollway import replay
+
+    return replay.main(args.trace, args.config, args.model, args.concurrency, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tollway", description="A production LLM gateway.")
     p.add_argument("--version", action="version", version=f"tollway {__version__}")
@@ -188,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="only the first N pairs")
     ev.add_argument("--json", action="store_true", help="one JSON object")
     ev.set_defaults(func=_cache_eval)
+
+    r = sub.add_parser("replay", help="what each policy would cost on a trace of "
+                       "conversations, replayed against the simulator")
+    r.add_argument("trace", type=Path, help="a JSON-lines trace (bench/chatbot_trace.py)")
+    r.add_argument("--config", type=Path, action="append", required=True,
+                   help="a tollway.yaml to price (repeat: the first is the baseline)")
+    r.add_argument("--model", default="gpt-4o", help="the model the app asks for")
+    r.add_argument("--concurrency", type=int, default=8, help="conversations at once")
+    r.add_argument("--json", type=Path, help="also write every turn's outcome here")
+    r.set_defaults(func=_replay)
 
     from tollway import admin_cli
 
