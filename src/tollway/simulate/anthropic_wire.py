@@ -127,14 +127,26 @@ def _segments(req: _Request, prompt_tokens: int) -> tuple[Segment, ...]:
     """The prompt in Anthropic's cache order (tools, system, messages), each piece
     marked when a `cache_control` breakpoint ends it."""
     costs = message_costs(_as_openai_messages(req), req.model)
-    out = [Segment(b"tools\x00" + orjson.dumps(req.tools), max(prompt_tokens - sum(costs), 0),
+    out = [Segment(b"tools\x00" + _unmarked(req.tools), max(prompt_tokens - sum(costs), 0),
                    has_breakpoint(req.tools))]
     if req.system:
-        out.append(Segment(b"system\x00" + orjson.dumps(req.system), costs.pop(0),
+        out.append(Segment(b"system\x00" + _unmarked(req.system), costs.pop(0),
                            has_breakpoint(req.system)))
-    out += [Segment(orjson.dumps([m.role, m.content]), c, has_breakpoint(m.content))
+    out += [Segment(m.role.encode() + b"\x00" + _unmarked(m.content), c,
+                    has_breakpoint(m.content))
             for m, c in zip(req.messages, costs, strict=True)]
     return tuple(out)
+
+
+def _unmarked(content: object) -> bytes:
+    """Content as the cache identifies it: a string is its one text block, and a
+    breakpoint moving off a block next turn does not change the block."""
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        content = [{k: v for k, v in b.items() if k != "cache_control"}
+                   if isinstance(b, dict) else b for b in content]
+    return orjson.dumps(content)
 
 
 def _tool(req: _Request) -> ToolSpec | None:
