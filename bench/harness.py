@@ -222,8 +222,9 @@ def tollway_argv() -> list[str]:
 def start_simulator(servers: Servers, name: str = "simulator",
                     port: int | None = None) -> Server:
     """`tollway simulate` (one Python process), ready."""
+    # Replies pinned to 16 tokens, as the throughput numbers have always been measured.
     sim = servers.start(name, [PY, "-m", "tollway.simulate.server", "--port",
-                               str(port or free_port())])
+                               str(port or free_port()), "--output-tokens", "16"])
     wait_ready(sim, "/_sim/stats")
     return sim
 

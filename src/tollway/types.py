@@ -264,6 +264,8 @@ class Deployment:
     priority: int = 0  # lower first; a higher one takes over when the lower are unusable
     # Sent POST /v1/responses requests natively (config: `responses`), not translated.
     responses_native: bool = False
+    # Anthropic: add prompt-cache breakpoints (providers/anthropic_cache) to what we send.
+    prompt_cache: bool = True
 
 
 @dataclass(slots=True)

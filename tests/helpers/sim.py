@@ -146,9 +146,12 @@ def _wait_ready(sim: SimHandle, err: IO[bytes]) -> SimHandle:
 
 def start_simulator(**options: Any) -> SimHandle:
     """Start a simulator on a free port and wait until it answers. Options are its CLI
-    flags with underscores (ttft_ms=5, rate_429=0.1, output_tokens=32, seed=1).
+    flags with underscores (ttft_ms=5, rate_429=0.1, output_tokens=32, seed=1); replies
+    are 16 tokens unless output_tokens says otherwise (None: the natural length).
     Use as a context manager, or call `.close()`."""
-    flags = _flags(options)
+    # Tests expect replies of a known length: 16 tokens unless they say otherwise
+    # (output_tokens=None: as long as the prompt suggests).
+    flags = _flags({"output_tokens": 16, **options})
     for attempt in range(3):
         try:
             return _launch(free_port(), flags)

@@ -43,9 +43,9 @@ def weighed(messages: list[Message]) -> tuple[history.Layout, list[int], int]:
     return lay, message_costs(lay.rest), sum(message_costs(lay.pinned))
 
 
-def apply_window(messages: list[Message], budget: int) -> history.Kept:
+def apply_window(messages: list[Message], budget: int, step: int = 0) -> history.Kept:
     lay, costs, pinned = weighed(messages)
-    return history.window(lay, costs, pinned, budget, REPLY_PRIMING)
+    return history.window(lay, costs, pinned, budget, REPLY_PRIMING, step)
 
 
 def tool_pairs_whole(messages: list[Message]) -> bool:
@@ -63,12 +63,14 @@ def tool_pairs_whole(messages: list[Message]) -> bool:
     return not open_calls
 
 
+@pytest.mark.parametrize("stepped", [False, True])
 @pytest.mark.parametrize("seed", range(40))
-def test_the_window_keeps_the_prompt_within_budget_plus_one_turn(seed: int) -> None:
+def test_the_window_keeps_the_prompt_within_budget_plus_one_turn(seed: int,
+                                                                 stepped: bool) -> None:
     rng = random.Random(seed)
     messages = conversation(rng, rng.randint(1, 40))
     budget = rng.choice([200, 500, 1000, 2000])
-    kept = apply_window(messages, budget)
+    kept = apply_window(messages, budget, budget // 2 if stepped else 0)
     sent = kept.messages
     assert kept.sent_tokens == count_messages(sent)
     assert sent[0] == SYSTEM and sent[-1] == messages[-1]
@@ -171,3 +173,41 @@ def test_bad_history_headers_are_named(policy: str | None, tokens: str | None,
     with pytest.raises(InvalidRequest) as e:
         history.ask_of(policy, tokens)
     assert e.value.param == param and param in e.value.message
+
+
+def cut_of(kept: history.Kept, messages: list[Message]) -> int:
+    """Where the kept history starts in the whole one."""
+    return len(messages) - len(kept.messages) + 1
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_stepped_window_keeps_the_same_prefix_for_several_turns(seed: int) -> None:
+    """Turn after turn, the stepped window moves its cut rarely and in large jumps (so
+    the provider's prompt cache serves the resent prefix); the one-unit slide moves it
+    nearly every turn once the window is full."""
+    rng = random.Random(seed)
+    whole = conversation(rng, 100)
+    users = [i for i, m in enumerate(whole) if m.role == "user"]
+    slid = stepped = 0
+    last_slide = last_step = 1
+    for u in users[20:]:
+        messages = whole[:u + 1]  # the conversation up to this turn's question
+        slide_cut = cut_of(apply_window(messages, 3000), messages)
+        step_kept = apply_window(messages, 3000, 1500)
+        step_cut = cut_of(step_kept, messages)
+        assert step_kept.sent_tokens <= max(3000, count_messages([SYSTEM, messages[-1]]))
+        slid += slide_cut != last_slide
+        stepped += step_cut != last_step
+        last_slide, last_step = slide_cut, step_cut
+    assert stepped * 4 <= slid, (stepped, slid)
+
+
+def test_the_step_is_configurable_and_checked() -> None:
+    from tollway.config.history import check_history
+    from tollway.errors import ConfigError
+
+    cfg = HistoryConfig(policy="window", window_step=0.25)
+    assert history.resolve(cfg, ModelHistoryConfig(window_step=0), None).window_step == 0
+    assert history.resolve(cfg, None, None).window_step == 0.25
+    with pytest.raises(ConfigError, match="window_step"):
+        check_history(HistoryConfig(window_step=1.5), {}, lambda _: True)

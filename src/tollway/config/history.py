@@ -20,10 +20,14 @@ class HistoryConfig(msgspec.Struct, forbid_unknown_fields=True):
     a tool call never goes without its results). `summarise`: once the prompt passes
     `summarise_above` tokens, the older turns are replaced by a summary that
     `summary_model` writes, kept and extended every few turns (never every turn),
-    leaving about the last `keep_recent_tokens` verbatim."""
+    leaving about the last `keep_recent_tokens` verbatim. The window drops old turns in
+    steps of `window_step` x `window_tokens`, not one at a time, so consecutive turns
+    send the same prefix and the provider's prompt cache serves it (0: one turn at a
+    time)."""
 
     policy: HistoryPolicy = "none"
     window_tokens: int = 4000
+    window_step: float = 0.5
     summarise_above: int = 4000
     keep_recent_tokens: int = 1500
     summary_model: str | None = None  # an alias; None: the request's own
@@ -35,6 +39,7 @@ class ModelHistoryConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     policy: HistoryPolicy | None = None
     window_tokens: int | None = None
+    window_step: float | None = None
     summarise_above: int | None = None
     keep_recent_tokens: int | None = None
     summary_model: str | None = None
@@ -65,6 +70,9 @@ def check_history(history: HistoryConfig, overrides: dict[str, ModelHistoryConfi
             v = getattr(h, name)
             if v is not None and v < 1:
                 raise ConfigError(f"{where}.{name}: must be >= 1")
+        if h.window_step is not None and not 0 <= h.window_step < 1:
+            raise ConfigError(f"{where}.window_step: a fraction of window_tokens, "
+                              "0 <= window_step < 1")
         if h.keep_recent_tokens is not None and h.keep_recent_tokens < 0:
             raise ConfigError(f"{where}.keep_recent_tokens: must be >= 0")
         if h.summary_model is not None and not is_model(h.summary_model):

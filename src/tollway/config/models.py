@@ -67,6 +67,9 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     # api_base (unset or https://api.openai.com/...), translate elsewhere (most
     # compatible servers have no /responses).
     responses: Literal["auto", "native", "translate"] = "auto"
+    # Anthropic: put cache_control breakpoints on the system prompt and the history
+    # (unset: the alias's `prompt_cache`).
+    prompt_cache: bool | None = None
 
     def native_responses(self) -> bool:
         if self.responses != "auto":
@@ -74,7 +77,8 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
         return self.provider == "openai" and (
             self.api_base is None or self.api_base.startswith(OPENAI_BASE))
 
-    def to_deployment(self) -> Deployment:
+    def to_deployment(self, prompt_cache: bool = True) -> Deployment:
+        """`prompt_cache`: the alias's, for a deployment that does not say."""
         return Deployment(
             provider=self.provider,
             model=self.model,
@@ -88,6 +92,7 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
             weight=self.weight,
             priority=self.priority,
             responses_native=self.native_responses(),
+            prompt_cache=prompt_cache if self.prompt_cache is None else self.prompt_cache,
         )
 
 
@@ -107,6 +112,8 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     cache: ModelCacheConfig | None = None
     guards: GuardModes | None = None
     history: ModelHistoryConfig | None = None
+    # Anthropic deployments: add prompt-cache breakpoints (each deployment may override).
+    prompt_cache: bool = True
 
 
 def check_models(models: dict[str, ModelConfig], is_model: Callable[[str], bool]) -> None:

@@ -7,7 +7,12 @@ a message together with the tool results that follow it, so a tool call and its
 results are kept or dropped together, never split.
 
 - `window` keeps the most recent units that fit in the token budget with the pinned
-  messages and the current turn; the kept history starts at a user message.
+  messages and the current turn; the kept history starts at a user message. With a
+  `step`, it drops the oldest units in steps of that many tokens counted from the
+  conversation's start, not one unit at a time: the cut stays where it is until the
+  window overflows again, so consecutive turns send the same prefix and the
+  provider's prompt cache (OpenAI's automatic one, Anthropic's breakpoints) serves it
+  at the cached rate. A one-unit slide changes the prefix every turn and defeats it.
 - `summarise` stands a summary in for the oldest units. Summaries are stored by the
   hash of the history prefix they cover, so the next turn finds the last one and
   only writes a new one when the history has outgrown the threshold again: the
@@ -41,6 +46,7 @@ class HistoryRule:
 
     policy: HistoryPolicy
     window_tokens: int
+    window_step: float
     summarise_above: int
     keep_recent_tokens: int
     summary_model: str | None
@@ -134,18 +140,36 @@ class Kept:
 
 
 def window(lay: Layout, costs: list[int], pinned_cost: int, budget: int,
-           priming: int) -> Kept:
+           priming: int, step: int = 0) -> Kept:
     """The pinned messages and the most recent units that fit in `budget` with the
-    current turn (which always goes, whatever it costs)."""
+    current turn (which always goes, whatever it costs); with a `step`, cut only where
+    the dropped history first reaches a multiple of `step` tokens."""
     suffix = _suffix_sums(costs)
-    fixed = pinned_cost + priming
-    b = lay.current
-    for s in reversed(lay.starts):
-        if fixed + suffix[s] > budget:
-            break
-        b = s
-    b = _user_start(lay, b)
+    room = budget - pinned_cost - priming
+    if step > 0:
+        b = _stepped_cut(lay, suffix, room, step)
+    else:
+        b = lay.current
+        for s in reversed(lay.starts):
+            if suffix[s] > room:
+                break
+            b = s
+        b = _user_start(lay, b)
     return _kept(lay, suffix, pinned_cost, priming, b, None, 0)
+
+
+def _stepped_cut(lay: Layout, suffix: list[int], room: int, step: int) -> int:
+    """The first cut, among those where the dropped tokens first reach k x `step`
+    (k = 0, 1, ...), that leaves a history within `room`. The candidates depend only on
+    the history's start, so the next turns find the same cut until it overflows."""
+    total = suffix[0]
+    threshold = 0
+    while True:
+        s = next((s for s in lay.starts if total - suffix[s] >= threshold), lay.current)
+        b = _user_start(lay, s)
+        if b >= lay.current or suffix[b] <= room:
+            return b
+        threshold = ((total - suffix[b]) // step + 1) * step
 
 
 def _suffix_sums(costs: list[int]) -> list[int]:

@@ -106,7 +106,8 @@ class Memory:
             defs = tokens.count_request(req, model) - tokens.REPLY_PRIMING - pinned - sum(costs)
         fixed = pinned + defs
         if rule.policy == "window":
-            kept = history.window(lay, costs, fixed, rule.window_tokens, tokens.REPLY_PRIMING)
+            kept = history.window(lay, costs, fixed, rule.window_tokens, tokens.REPLY_PRIMING,
+                                  round(rule.window_tokens * rule.window_step))
         elif rule.policy == "summarise":
             folding = _Folding(lay, costs, fixed, model, rule, alias, owner, t)
             kept = await self._summarised(folding, summarise)

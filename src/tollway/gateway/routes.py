@@ -138,7 +138,7 @@ class Routes:
         for alias, mc in config.models.items():
             if is_pattern(alias):
                 continue
-            deps = [d.to_deployment() for d in mc.deployments]
+            deps = [d.to_deployment(mc.prompt_cache) for d in mc.deployments]
             self._routes[alias] = self._route(alias, alias, mc, deps)
         for name in (*config.aliases, *self._routes):
             found = config.resolve(name)
@@ -248,7 +248,8 @@ class Routes:
         if not pin and len(self._matched) >= MAX_WILDCARD_ROUTES:
             self._evict(MAX_WILDCARD_ROUTES // 4)
         mc = self.config.models[alias]
-        deps = [dataclasses.replace(d.to_deployment(), model=fill(d.model, matched))
+        deps = [dataclasses.replace(d.to_deployment(mc.prompt_cache),
+                                    model=fill(d.model, matched))
                 for d in mc.deployments]
         route = self._route(alias, qualified, mc, deps, wildcard=not pin)
         if pin:  # its chain is made once every pinned route exists

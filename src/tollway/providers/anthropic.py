@@ -9,6 +9,9 @@ How OpenAI parameters land:
   user -> metadata.user_id; tool_choice and parallel_tool_calls=false -> tool_choice;
   response_format json_schema -> output_config.format (Anthropic structured outputs);
   a top-level `top_k` (from the Anthropic inbound wire) is forwarded.
+- `cache_control` breakpoints: the caller's are kept; with none, the gateway adds its
+  own on the system prompt and the history (`anthropic_cache`; `prompt_cache: false`
+  turns that off).
 - temperature/top_p are forwarded as given: the newest Claude models reject them, and
   the upstream's own 400 says so more precisely than a guess here could.
 
@@ -37,6 +40,7 @@ import orjson
 
 from tollway.errors import InvalidRequest, UpstreamError
 from tollway.providers import http
+from tollway.providers.anthropic_cache import add_breakpoints
 from tollway.types import (
     ChatRequest,
     Chunk,
@@ -384,7 +388,7 @@ class AnthropicProvider:
         """Nothing of its own: the transport is the gateway's."""
 
     async def complete(self, req: ChatRequest, dep: Deployment) -> Reply:
-        body = orjson.dumps(messages_body(req, dep.model))
+        body = _request_body(req, dep)
         data, ratelimit = await self.transport.post_json(_url(dep), body, _headers(dep), dep)
         if data.get("type") == "error":
             raise UpstreamError(f"Upstream {http.where(dep)} answered with an error: "
@@ -412,7 +416,7 @@ class AnthropicProvider:
         return n
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
-        body = orjson.dumps(messages_body(req, dep.model))
+        body = _request_body(req, dep)
         stream = await self.transport.open_stream(_url(dep), body, _headers(dep), dep,
                                                   "anthropic")
         translator = StreamTranslator(dep.model, http.where(dep))
@@ -431,6 +435,15 @@ class AnthropicProvider:
         out.frames = sse.encode_chunks(
             _chunks(stream, batches, pending, translator, out, dep), out)
         return out
+
+
+def _request_body(req: ChatRequest, dep: Deployment) -> bytes:
+    """What /v1/messages gets: the request, with prompt-cache breakpoints where the
+    deployment wants them (`anthropic_cache`)."""
+    body = messages_body(req, dep.model)
+    if dep.prompt_cache:
+        add_breakpoints(body)
+    return orjson.dumps(body)
 
 
 def _translate(t: StreamTranslator, ev: sse.SseEvent, dep: Deployment) -> list[Chunk]:

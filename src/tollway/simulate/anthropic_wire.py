@@ -4,7 +4,9 @@ input_tokens is counted like OpenAI's prompt_tokens (`count_request`), over the 
 turned into OpenAI's shape: `system` as a system message, then each message with its
 text blocks (and tool_result contents) as text and its tool_use blocks as tool calls;
 `tools` as function tools and `tool_choice` mapped to OpenAI's. It is our stand-in for
-Claude's tokenizer, and it is what the gateway should see reported.
+Claude's tokenizer, and it is what the gateway should see reported: split, as
+Anthropic does, into cache reads and writes at the `cache_control` breakpoints
+(`prefix.py`) and the rest.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from tollway.accounting.tokens import count_request
+from tollway.accounting.tokens import count_request, message_costs
 from tollway.simulate.limits import LimitView, anthropic_headers
 from tollway.simulate.plan import ChoicePlan, SimRequest, ToolSpec
+from tollway.simulate.prefix import Segment, has_breakpoint
 from tollway.simulate.wire import (
     BadRequest,
     ErrorSpec,
@@ -105,14 +108,45 @@ def _openai_tool_choice(choice: Block | None) -> str | Block | None:
     return {"any": "required", "none": "none", "auto": "auto"}.get(str(kind))
 
 
-def _prompt_tokens(req: _Request) -> int:
+def _as_openai_messages(req: _Request) -> list[Message]:
     messages = [_as_openai(m) for m in req.messages]
     if req.system:
         messages.insert(0, Message(role="system", content=_blocks_text(
             req.system, with_tool_results=False)))
-    as_openai = ChatRequest(model=req.model, messages=messages, tools=_openai_tools(req),
+    return messages
+
+
+def _prompt_tokens(req: _Request) -> int:
+    as_openai = ChatRequest(model=req.model, messages=_as_openai_messages(req),
+                            tools=_openai_tools(req),
                             tool_choice=_openai_tool_choice(req.tool_choice))
     return count_request(as_openai, req.model)
+
+
+def _segments(req: _Request, prompt_tokens: int) -> tuple[Segment, ...]:
+    """The prompt in Anthropic's cache order (tools, system, messages), each piece
+    marked when a `cache_control` breakpoint ends it."""
+    costs = message_costs(_as_openai_messages(req), req.model)
+    out = [Segment(b"tools\x00" + _unmarked(req.tools), max(prompt_tokens - sum(costs), 0),
+                   has_breakpoint(req.tools))]
+    if req.system:
+        out.append(Segment(b"system\x00" + _unmarked(req.system), costs.pop(0),
+                           has_breakpoint(req.system)))
+    out += [Segment(m.role.encode() + b"\x00" + _unmarked(m.content), c,
+                    has_breakpoint(m.content))
+            for m, c in zip(req.messages, costs, strict=True)]
+    return tuple(out)
+
+
+def _unmarked(content: object) -> bytes:
+    """Content as the cache identifies it: a string is its one text block, and a
+    breakpoint moving off a block next turn does not change the block."""
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        content = [{k: v for k, v in b.items() if k != "cache_control"}
+                   if isinstance(b, dict) else b for b in content]
+    return orjson.dumps(content)
 
 
 def _tool(req: _Request) -> ToolSpec | None:
@@ -181,10 +215,12 @@ class AnthropicDialect:
         req = _parse(body)
         key = next((_blocks_text(m.content, with_tool_results=False)
                     for m in reversed(req.messages) if m.role == "user"), "")
+        prompt_tokens = _prompt_tokens(req)
         return SimRequest(
             model=req.model,
             prompt_key=key,
-            prompt_tokens=_prompt_tokens(req),
+            prompt_tokens=prompt_tokens,
+            segments=_segments(req, prompt_tokens),
             stream=req.stream,
             limit=req.max_tokens,
             stop=req.stop_sequences or [],
@@ -214,7 +250,7 @@ class AnthropicDialect:
             "content": [_block(p, complete=True)],
             "stop_reason": _stop_reason(p),
             "stop_sequence": p.stop_sequence,
-            "usage": _usage(req.prompt_tokens, p.tokens),
+            "usage": _usage(req, p.tokens),
         })
 
     def stream_steps(self, ctx: ReplyContext, req: SimRequest, plans: list[ChoicePlan],
@@ -223,7 +259,7 @@ class AnthropicDialect:
         start = {"type": "message_start", "message": {
             "id": ctx.id, "type": "message", "role": "assistant", "model": ctx.model,
             "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": _usage(req.prompt_tokens, 0)}}
+            "usage": _usage(req, 0)}}
         opening = (
             sse_event(b"message_start", orjson.dumps(start))
             + sse_event(b"content_block_start", orjson.dumps(
@@ -269,7 +305,9 @@ def _delta_frame(p: ChoicePlan) -> Callable[[str], bytes]:
     return frame
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": input_tokens, "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0, "output_tokens": output_tokens,
-            "service_tier": "standard"}
+def _usage(req: SimRequest, output_tokens: int) -> dict[str, Any]:
+    """Anthropic's input_tokens leaves out what was read from or written to the cache."""
+    read, written = req.cached_tokens, req.cache_write_tokens
+    return {"input_tokens": req.prompt_tokens - read - written,
+            "cache_creation_input_tokens": written, "cache_read_input_tokens": read,
+            "output_tokens": output_tokens, "service_tier": "standard"}

@@ -10,6 +10,7 @@ import orjson
 from tollway.accounting.tokens import count_request
 from tollway.simulate.limits import LimitView, openai_headers
 from tollway.simulate.plan import ChoicePlan, SimRequest, ToolSpec
+from tollway.simulate.prefix import chat_segments
 from tollway.simulate.wire import (
     SYSTEM_FINGERPRINT,
     BadRequest,
@@ -102,10 +103,13 @@ class OpenAIDialect:
         # Legacy function calling is not a ChatRequest field, but it is billed.
         req.extra = {k: body[k] for k in ("functions", "function_call") if k in body}
         json_mode, schema = _json_format(req.response_format)
+        prompt_tokens = count_request(req, req.model)
+        head = orjson.dumps([req.tools, req.tool_choice, req.extra])
         return SimRequest(
             model=req.model,
             prompt_key=_prompt_key(req.messages),
-            prompt_tokens=count_request(req, req.model),
+            prompt_tokens=prompt_tokens,
+            segments=chat_segments(req.messages, req.model, prompt_tokens, head),
             stream=req.stream,
             n=req.n or 1,
             limit=req.output_limit(),
@@ -173,7 +177,7 @@ def _usage(req: SimRequest, plans: list[ChoicePlan]) -> dict[str, Any]:
         "prompt_tokens": req.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": req.prompt_tokens + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": req.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                       "accepted_prediction_tokens": 0,
                                       "rejected_prediction_tokens": 0},

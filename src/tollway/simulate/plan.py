@@ -15,6 +15,8 @@ from typing import Any, Literal
 import orjson
 
 from tollway.accounting.tokens import count_text
+from tollway.simulate.length import answer_length
+from tollway.simulate.prefix import Segment
 from tollway.simulate.text import reply_pieces, reply_text, token_pieces
 from tollway.types import EmbeddingRequest
 
@@ -58,6 +60,11 @@ class SimRequest:
     # encrypted, web_search), and the request, which the Response object repeats.
     features: frozenset[str] = frozenset()
     echo: dict[str, Any] = field(default_factory=dict)
+    # The prompt as the provider's cache sees it (`prefix.py`), and what the server's
+    # prefix cache found for it: tokens read from the cache, and (Anthropic) written.
+    segments: tuple[Segment, ...] = ()
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -156,11 +163,10 @@ def _tool_choice(req: SimRequest, tool: ToolSpec, choice: int) -> ChoicePlan:
                       tool_call=call)
 
 
-def plan_choices(req: SimRequest, output_tokens: int) -> list[ChoicePlan]:
-    target = output_tokens
-    capped = req.limit is not None and req.limit < target
-    if req.limit is not None:
-        target = min(target, req.limit)
+def plan_choices(req: SimRequest, output_tokens: int | None) -> list[ChoicePlan]:
+    """The answers: `output_tokens` long when pinned, else as long as the prompt
+    suggests (`length.py`), cut at the request's max tokens."""
+    target, capped = answer_length(req.prompt_key, output_tokens, req.limit)
     if req.tool is not None:
         return [_tool_choice(req, req.tool, i) for i in range(req.n)]
     return [_text_choice(req, target, capped, i) for i in range(req.n)]

@@ -18,6 +18,7 @@ import orjson
 from tollway.accounting.tokens import count_request
 from tollway.simulate.openai_wire import OpenAIDialect
 from tollway.simulate.plan import ChoicePlan, SimRequest, ToolSpec
+from tollway.simulate.prefix import chat_segments
 from tollway.simulate.wire import BadRequest, ReplyContext, Step, build_steps, piece_tokens
 from tollway.types import ChatRequest, FunctionCall, Message, ToolCall
 
@@ -99,9 +100,11 @@ class ResponsesDialect(OpenAIDialect):
         if any(t in _SEARCH_TOOLS for t in tools):
             features.add("web_search")
         prompt_key = next((m.text() for m in reversed(messages) if m.role == "user"), "")
+        prompt_tokens = count_request(ChatRequest(model=model, messages=messages), model)
+        head = orjson.dumps(body.get("tools"))
         return SimRequest(
-            model=model, prompt_key=prompt_key,
-            prompt_tokens=count_request(ChatRequest(model=model, messages=messages), model),
+            model=model, prompt_key=prompt_key, prompt_tokens=prompt_tokens,
+            segments=chat_segments(messages, model, prompt_tokens, head),
             stream=bool(body.get("stream")), limit=limit, tool=_tool(body, messages),
             json_mode=fmt.get("type") in ("json_object", "json_schema"),
             json_schema=fmt.get("schema") if fmt.get("type") == "json_schema" else None,
@@ -177,7 +180,7 @@ class _Response:
             "user": body.get("user"), "metadata": body.get("metadata") or {},
             "usage": None if not done else {
                 "input_tokens": self.req.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {"cached_tokens": self.req.cached_tokens},
                 "output_tokens": tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": self.req.prompt_tokens + tokens},

@@ -11,9 +11,15 @@
   GET  /v1/models             the configured model names (any name is accepted)
 
 Replies are deterministic (`text.py`: a function of the last user message and the
-choice index), `output_tokens` long unless the request's max tokens is lower. Usage is
-the true token count. Latency: `ttft_ms` to the first token, then `token_ms` per token
-(a JSON reply waits for all of it).
+choice index). Their length is drawn from the prompt (`length.py`: an acknowledgement
+gets a line, a question a few paragraphs, "write a long …" or "repeat … N times" much
+more) unless `output_tokens` pins it; either way the request's max tokens caps it.
+Usage is the true token count, with the provider's prompt caching (`prefix.py`):
+OpenAI's automatic prefix cache in `prompt_tokens_details.cached_tokens` (Responses:
+`input_tokens_details.cached_tokens`), Anthropic's `cache_control` breakpoints in
+`cache_read_input_tokens` / `cache_creation_input_tokens`, per model. Latency:
+`ttft_ms` to the first token, then `token_ms` per token (a JSON reply waits for all
+of it).
 
 Embeddings have no output: their answer comes after `ttft_ms`, and a request's tokens
 are its inputs'. They get the same faults, rate limit and stats (`stream_*` and
@@ -35,8 +41,7 @@ a sliding 60 s window. Every chat answer then carries the provider's headers
 /v1/chat/completions, anthropic-ratelimit-requests/tokens-limit/remaining/reset on
 /v1/messages), and a request over the limit gets a 429 with Retry-After and
 retry-after-ms saying when it would fit (it does not count against the window). A
-request's tokens are its prompt plus the output it asks for (output_tokens capped by
-its max tokens, per choice).
+request's tokens are its prompt plus the output it will get (per choice).
 
 Control endpoints:
   GET  /_sim/config   the current config (next_faults shows what is still queued)
@@ -47,9 +52,12 @@ Control endpoints:
                       _completed / _cancelled, requests_cancelled (the caller left before
                       the answer was complete), tokens_generated (tokens actually written),
                       faults_injected per kind, last_cancel_at, and recent_requests: the
-                      last 50 API request bodies with their headers, minus credentials
-  POST /_sim/reset    zero the stats, clear queued faults and the rate-limit window,
-                      restart the fault draw
+                      last 50 API request bodies with their headers, minus credentials;
+                      by_model: per model, answered requests and the prompt, cached
+                      (read from the prompt cache), cache_write and completion tokens
+                      their usage reported (what a replay prices per model)
+  POST /_sim/reset    zero the stats, clear queued faults, the rate-limit window and the
+                      prompt cache, restart the fault draw
 """
 
 from __future__ import annotations
@@ -72,9 +80,11 @@ from aiohttp import web
 from tollway.accounting.tokens import count_text
 from tollway.simulate.anthropic_wire import AnthropicDialect, count_tokens
 from tollway.simulate.embeddings import EmbeddingsDialect
+from tollway.simulate.length import answer_length
 from tollway.simulate.limits import Limiter
 from tollway.simulate.openai_wire import OpenAIDialect
 from tollway.simulate.plan import ChoicePlan, SimRequest, plan_choices, response_id
+from tollway.simulate.prefix import PrefixCache
 from tollway.simulate.responses_wire import ResponsesDialect
 from tollway.simulate.state import FaultPicker, SimConfig, Stats
 from tollway.simulate.wire import BadRequest, Dialect, ErrorSpec, ReplyContext, Step
@@ -100,6 +110,7 @@ class Simulator:
         self.stats = Stats()
         self.limiter = Limiter(clock)
         self.faults = FaultPicker(config)
+        self.prompt_cache = PrefixCache()
         self._counter = 0
         self._openai = OpenAIDialect()
         self._anthropic = AnthropicDialect()
@@ -136,6 +147,7 @@ class Simulator:
         self.limiter = Limiter(self.limiter.clock)
         self.config = msgspec.structs.replace(self.config, next_faults=[])
         self.faults = FaultPicker(self.config)
+        self.prompt_cache = PrefixCache()
         self._counter = 0
         return _json(b'{"ok":true}')
 
@@ -247,6 +259,9 @@ class Simulator:
                 # drop_stream on a non-streaming request cuts it like a reset.
                 return _abort(request, progress)
         if req.embedding is not None:  # no output: the whole answer after ttft_ms
+            usage = self.stats.model(req.model)
+            usage.requests += 1
+            usage.prompt_tokens += req.prompt_tokens
             if cfg.ttft_ms > 0:
                 await asyncio.sleep(cfg.ttft_ms / 1000)
             ctx = ReplyContext(rid, int(time.time()), req.model)
@@ -254,6 +269,7 @@ class Simulator:
                 "Content-Type": _JSON, dialect.request_id_header: rid, **headers})
         if cfg.ignore_max_tokens:
             req = dataclasses.replace(req, limit=None)
+        req = self._prompt_cache(dialect, req)
         plans = plan_choices(req, cfg.output_tokens)
         ctx = ReplyContext(rid, int(time.time()), req.model)
         if req.stream:
@@ -264,7 +280,7 @@ class Simulator:
         if delay > 0:
             await asyncio.sleep(delay)
         out = dialect.reply_body(ctx, req, plans)
-        self.stats.tokens_generated += sum(p.tokens for p in plans)
+        self.stats.generated(req.model, sum(p.tokens for p in plans))
         return web.Response(body=out, headers={"Content-Type": _JSON,
                                                dialect.request_id_header: rid, **headers})
 
@@ -280,13 +296,13 @@ class Simulator:
             self.stats.streams_started += 1
             progress.stream_open = True
             if cut == "drop_stream":
-                await self._write(resp, steps[:_drop_point(steps, cfg)])
+                await self._write(resp, steps[:_drop_point(steps, cfg)], req.model)
                 progress.stream_open = False
                 return _abort(request, progress, resp)
             if cut == "stall_stream":
-                await self._write(resp, steps[:_drop_point(steps, cfg)])
+                await self._write(resp, steps[:_drop_point(steps, cfg)], req.model)
                 await asyncio.get_running_loop().create_future()  # until the caller leaves
-            await self._write(resp, steps)
+            await self._write(resp, steps, req.model)
         except ConnectionError:
             # The caller went away; with handler_cancellation this usually arrives as a
             # CancelledError instead, but a failed write can beat it.
@@ -296,7 +312,7 @@ class Simulator:
         self.stats.streams_completed += 1
         return resp
 
-    async def _write(self, resp: web.StreamResponse, steps: list[Step]) -> None:
+    async def _write(self, resp: web.StreamResponse, steps: list[Step], model: str) -> None:
         """Write the steps on their timeline, coalescing those with no delay between them
         into one write; a token counts as generated once its bytes are written."""
         buf: list[bytes] = []
@@ -305,14 +321,28 @@ class Simulator:
             if step.delay > 0:
                 if buf:
                     await resp.write(b"".join(buf))
-                    self.stats.tokens_generated += tokens
+                    self.stats.generated(model, tokens)
                     buf, tokens = [], 0
                 await asyncio.sleep(step.delay)
             buf.append(step.data)
             tokens += step.tokens
         if buf:
             await resp.write(b"".join(buf))
-            self.stats.tokens_generated += tokens
+            self.stats.generated(model, tokens)
+
+    def _prompt_cache(self, dialect: Dialect, req: SimRequest) -> SimRequest:
+        """Look the prompt up in (and add it to) the provider's prompt cache, and count
+        the request in its model's stats."""
+        if dialect is self._anthropic:
+            use = self.prompt_cache.breakpoints(req.model, req.segments)
+        else:
+            use = self.prompt_cache.automatic(req.model, req.segments)
+        usage = self.stats.model(req.model)
+        usage.requests += 1
+        usage.prompt_tokens += req.prompt_tokens
+        usage.cached_tokens += use.read
+        usage.cache_write_tokens += use.written
+        return dataclasses.replace(req, cached_tokens=use.read, cache_write_tokens=use.written)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -356,9 +386,8 @@ def _tokens_asked(req: SimRequest, cfg: SimConfig) -> int:
     """What the request counts against tpm_limit: its prompt and the output it asks for."""
     if req.embedding is not None:
         return req.prompt_tokens
-    out = cfg.output_tokens
-    if req.limit is not None and not cfg.ignore_max_tokens:
-        out = min(out, req.limit)
+    limit = None if cfg.ignore_max_tokens else req.limit
+    out, _ = answer_length(req.prompt_key, cfg.output_tokens, limit)
     return req.prompt_tokens + req.n * out
 
 
@@ -416,7 +445,8 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     a("--ttft-ms", type=float, default=d.ttft_ms, help="delay before the first token")
     a("--token-ms", type=float, default=d.token_ms, help="delay between tokens")
     a("--output-tokens", type=int, default=d.output_tokens,
-      help="reply length in tokens, capped by the request's max tokens (default: %(default)s)")
+      help="pin every reply's length in tokens, capped by the request's max tokens "
+           "(default: as long as the prompt suggests)")
     for kind in ("429", "500", "503", "hang", "reset", "drop-stream", "stall-stream"):
         a(f"--rate-{kind}", type=float, default=0.0, metavar="P",
           help=f"probability of a {kind} fault per request (0..1)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import deque
@@ -24,7 +25,9 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     ttft_ms: Millis = 0.0
     token_ms: Millis = 0.0
-    output_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 16
+    # Pins every answer's length (capped by the request's max tokens); None: each
+    # answer as long as its prompt suggests (`length.py`).
+    output_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     rate_429: Rate = 0.0
     rate_500: Rate = 0.0
     rate_503: Rate = 0.0
@@ -86,6 +89,20 @@ def _zero_faults() -> dict[str, int]:
 
 
 @dataclass(slots=True)
+class ModelUsage:
+    """One model's answered requests and their tokens, as its usage reported them:
+    prompt_tokens is the whole prompt, cached_tokens the part read from the prompt
+    cache, cache_write_tokens the part written to it (Anthropic), completion_tokens what
+    was actually sent (a stream cut short counts what went out)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
 class Stats:
     requests: int = 0
     requests_by_endpoint: dict[str, int] = field(default_factory=dict)
@@ -103,6 +120,7 @@ class Stats:
     faults_injected: dict[str, int] = field(default_factory=_zero_faults)
     last_cancel_at: float | None = None
     recent_requests: deque[RecordedRequest] = field(default_factory=lambda: deque(maxlen=50))
+    by_model: dict[str, ModelUsage] = field(default_factory=dict)
 
     def count(self, endpoint: str) -> None:
         self.requests += 1
@@ -116,6 +134,16 @@ class Stats:
             self.requests_by_model[model] = self.requests_by_model.get(model, 0) + 1
         kept = {k.lower(): v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
         self.recent_requests.append(RecordedRequest(endpoint, kept, body, time.time()))
+
+    def model(self, name: str) -> ModelUsage:
+        usage = self.by_model.get(name)
+        if usage is None:
+            usage = self.by_model[name] = ModelUsage()
+        return usage
+
+    def generated(self, model: str, tokens: int) -> None:
+        self.tokens_generated += tokens
+        self.model(model).completion_tokens += tokens
 
     def cancelled(self, *, stream_open: bool) -> None:
         self.requests_cancelled += 1
@@ -137,6 +165,7 @@ class Stats:
             "faults_injected": dict(self.faults_injected),
             "last_cancel_at": self.last_cancel_at,
             "recent_requests": list(self.recent_requests),
+            "by_model": {m: dataclasses.asdict(u) for m, u in self.by_model.items()},
         }
 
 
