@@ -202,7 +202,7 @@ def upstream_bill(stats: dict[str, Any], table: prices.PriceTable
                   ) -> tuple[float, dict[str, dict[str, int]]]:
     """What the simulator's per-model usage costs at the table's rates (cached input at
     the cached rate, Anthropic's cache writes at the write rate)."""
-    by_model: dict[str, dict[str, int]] = stats.get("tokens_by_model") or {}
+    by_model: dict[str, dict[str, int]] = stats.get("by_model") or {}
     usd = 0.0
     for model, t in by_model.items():
         price = table.get(model)
