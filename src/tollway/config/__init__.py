@@ -47,7 +47,7 @@ from tollway.config.root import Config
 from tollway.config.routing import BreakerConfig, PacingConfig, RetryConfig, RoutingConfig
 from tollway.config.server import ServerConfig
 from tollway.config.store import StoreConfig
-from tollway.config.tiers import AutoDowngrade, TierConfig
+from tollway.config.tiers import AutoDowngrade, RouteByTurn, TierConfig
 
 __all__ = [
     "ANTHROPIC_WILDCARD",
@@ -81,6 +81,7 @@ __all__ = [
     "RateLimit",
     "RateLimitsConfig",
     "RetryConfig",
+    "RouteByTurn",
     "RoutingConfig",
     "SemanticCacheConfig",
     "ServerConfig",

@@ -12,6 +12,7 @@ from tollway.config.cache import ModelCacheConfig
 from tollway.config.guards import GuardModes
 from tollway.config.history import ModelHistoryConfig
 from tollway.config.routing import BreakerConfig, PacingConfig, RetryConfig
+from tollway.config.tiers import RouteByTurn
 from tollway.config.wildcards import is_pattern, model_problem, pattern_problem
 from tollway.errors import ConfigError
 from tollway.types import Deployment
@@ -114,6 +115,9 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     history: ModelHistoryConfig | None = None
     # Anthropic deployments: add prompt-cache breakpoints (each deployment may override).
     prompt_cache: bool = True
+    # Requests for this alias by its plain name go to a cheaper tier when their latest
+    # turn needs no more (config/tiers.py).
+    route_by_turn: RouteByTurn | None = None
 
 
 def check_models(models: dict[str, ModelConfig], is_model: Callable[[str], bool]) -> None:

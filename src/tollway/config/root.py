@@ -27,7 +27,7 @@ from tollway.config.rate_limits import RateLimitsConfig, check_rate_limits
 from tollway.config.routing import RoutingConfig, check_routing
 from tollway.config.server import ServerConfig, check_server
 from tollway.config.store import StoreConfig, check_store
-from tollway.config.tiers import AutoDowngrade, TierConfig, check_tiers
+from tollway.config.tiers import AutoDowngrade, TierConfig, check_route_by_turn, check_tiers
 from tollway.config.wildcards import Patterns, family_provider, is_pattern
 from tollway.errors import ConfigError
 
@@ -96,6 +96,7 @@ def check(cfg: Config) -> None:
             raise ConfigError(f"aliases.{alias}: points to {target!r}, which is not a model"
                               + (" (a wildcard alias is not one model)" if found else ""))
     check_tiers(cfg.tiers, cfg.auto_downgrade, is_model)
+    check_route_by_turn(_overrides(cfg, lambda mc: mc.route_by_turn), cfg.tiers)
     check_prices(cfg.prices)
     check_budgets(cfg.budgets, cfg.tiers)
     check_alerts(cfg.alerts)

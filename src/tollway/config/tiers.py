@@ -24,6 +24,26 @@ class AutoDowngrade(msgspec.Struct, forbid_unknown_fields=True):
     never_from: list[str] = msgspec.field(default_factory=lambda: ["complex"])
 
 
+class RouteByTurn(msgspec.Struct, forbid_unknown_fields=True):
+    """An alias's own setting (`models.NAME.route_by_turn`): a request for it by its
+    plain name whose latest user turn the cheap tier can answer (policy/complexity.py)
+    is sent to `cheap_tier` instead."""
+
+    cheap_tier: str
+    # For the turns the rules leave open: the embedding classifier decides (loads the
+    # bundled model); off, they stay on the alias.
+    classifier: bool = True
+
+
+def check_route_by_turn(own: dict[str, RouteByTurn], tiers: dict[str, TierConfig]) -> None:
+    """`own`: alias -> its route_by_turn, for the aliases that have one."""
+    for alias, r in own.items():
+        if r.cheap_tier not in tiers:
+            known = ", ".join(sorted(tiers)) or "(none configured)"
+            raise ConfigError(f"models.{alias}.route_by_turn.cheap_tier: {r.cheap_tier!r} is "
+                              f"not a configured tier (tiers: {known})")
+
+
 def check_tiers(tiers: dict[str, TierConfig], auto_downgrade: AutoDowngrade,
                 is_model: Callable[[str], bool]) -> None:
     """`is_model`: whether a name (alias or model) resolves, for each tier's model."""

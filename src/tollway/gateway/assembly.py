@@ -27,6 +27,7 @@ from tollway.gateway.call import Call
 from tollway.gateway.counting import TokenCount
 from tollway.gateway.pipeline import Pipeline, Stages
 from tollway.gateway.routes import Routes
+from tollway.gateway.turns import TurnRouter
 from tollway.guards.policy import Policies
 from tollway.observe import Observer
 from tollway.policy import auth
@@ -73,6 +74,8 @@ class Gateway:
                       if any(for_alias(config.cache, mc.cache).enabled
                              for mc in config.models.values()) else None)
         self.memory = Memory(config, self.store.conversations, self.outages, clock)
+        self.turns = (TurnRouter(config, self.routes)
+                      if any(mc.route_by_turn for mc in config.models.values()) else None)
         held = Held()  # this process's budget holds: put back if the store loses them
         self.recovery = BudgetRecovery(config, self.store, held, self.ledger.flush, clock)
         self.pipeline = Pipeline(Stages(
@@ -80,7 +83,7 @@ class Gateway:
             planner=Planner(config, self._levels), cache=self.cache,
             admission=Admitter(config, self.store, self.outages, held), router=self.router,
             ledger=self.ledger, observer=self.observer, alerts=self.alerts,
-            scrub=self.scrub, clock=clock))
+            scrub=self.scrub, clock=clock, turns=self.turns))
         # The request path itself (bound here, not wrapped: one call less per step).
         self.chat: Callable[[Call, ChatRequest], Awaitable[Answer]] = self.pipeline.chat
         self.embed: Callable[[Call, EmbeddingRequest], Awaitable[Answer]] = self.pipeline.embed
@@ -91,6 +94,7 @@ class Gateway:
                          if d.api_key}
         self._warming: asyncio.Task[None] | None = None
         self._cache_start: asyncio.Task[None] | None = None
+        self._turns_start: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
 
     # --- the request path ------------------------------------------------------------
@@ -143,6 +147,8 @@ class Gateway:
                                                               self.routes.models()))
         if self.cache is not None:
             self._cache_start = asyncio.create_task(self.cache.start())
+        if self.turns is not None:
+            self._turns_start = asyncio.create_task(self.turns.start())
         if self.config.conversations.retention_days is not None:
             self._pruning = asyncio.create_task(self._prune_every(PRUNE_SECONDS))
 
@@ -160,6 +166,11 @@ class Gateway:
                 await self._cache_start
         if self.cache is not None:
             await self.cache.close()
+        if self._turns_start is not None:
+            with contextlib.suppress(Exception):
+                await self._turns_start
+        if self.turns is not None:
+            self.turns.close()
         await self.alerts.close()
         await self.recovery.close()
         await self.ledger.close()

@@ -7,6 +7,7 @@ through `Pipeline.chat`, top to bottom:
     4. recall: a stored conversation's turns in front           (conversation/memory.py)
     5. input guards: prompt injection, PII                      (guards/policy.py)
     6. shape: the history policy (window, summarise)            (conversation/memory.py)
+   6b. route on the latest turn: maybe the alias's cheap tier   (gateway/turns.py)
     7. cap the output                                           (policy/plan.py)
     8. look in the cache; a hit is answered here, at no cost    (cache/response.py)
     9. plan: count, maybe downgrade, pre-flight, worst case     (policy/plan.py)
@@ -48,6 +49,7 @@ from tollway.errors import InvalidOutput, TollwayError
 from tollway.gateway.call import Call
 from tollway.gateway.record import ledger_row
 from tollway.gateway.routes import Route, Routes
+from tollway.gateway.turns import TurnRouter
 from tollway.guards import answer as output_guards
 from tollway.guards import policy as guard_policy
 from tollway.guards.validate import check as check_limits
@@ -79,6 +81,7 @@ class Stages:
     alerts: Alerts
     scrub: Callable[[TollwayError], TollwayError]
     clock: Callable[[], float]
+    turns: TurnRouter | None = None  # routing on the latest turn, when an alias uses it
 
 
 class Pipeline:
@@ -103,7 +106,15 @@ class Pipeline:
                 call.history is not None and call.history.saved_tokens > 0)):
             responses_wire.as_sent(req, "redacted personal data" if call.guards.redacted
                                    else "reshaped the conversation")
+        turn = None
+        if s.turns is not None and s.turns.applies(route.alias, choice):
+            route, choice, turn = await s.turns.route(req, route, choice)
         plan = call.plan = s.planner.cap(req, route, choice)
+        if turn is not None:
+            plan.route_reason = turn.reason
+            if turn.cheap:  # said on a cache hit too (planning, which also says it, is skipped)
+                plan.tier, plan.downgraded_from = choice.tier, turn.asked
+                plan.downgrade_reason = "latest_turn"
         if s.cache is not None and s.cache.applies(route.alias):
             call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache,
                                               route.name)

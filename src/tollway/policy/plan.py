@@ -51,7 +51,8 @@ class Plan(msgspec.Struct):
     clamped: str | None = None  # why max_tokens was lowered: cap | tier | cost_ceiling
     tier: str | None = None
     downgraded_from: str | None = None  # the tier asked for, when moved to a cheaper one
-    downgrade_reason: str | None = None  # short_input | budget
+    downgrade_reason: str | None = None  # short_input | budget | latest_turn
+    route_reason: str | None = None  # routing on the latest turn: what decided (complexity)
     input_tokens: int | None = None  # counted, when something needed them
     ceiling: cost.CeilingDecision | None = None  # the per-request cost ceiling's verdict
     worst_usd: float = 0.0  # every attempt at the dearest deployment: what budgets hold

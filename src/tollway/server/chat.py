@@ -231,6 +231,8 @@ def answer_headers(call: Call, answer: Answer | None) -> Headers:
             h.append((b"x-tollway-downgraded-from", plan.downgraded_from.encode()))
         if plan.downgrade_reason:
             h.append((b"x-tollway-downgrade-reason", plan.downgrade_reason.encode()))
+        if plan.route_reason:
+            h.append((b"x-tollway-route-reason", plan.route_reason.encode()))
         if plan.clamped:
             h.append((b"x-tollway-max-tokens-clamped", plan.clamped.encode()))
     if admission is not None:

@@ -1,0 +1,88 @@
+"""Routing on the latest turn: a request for an alias with `route_by_turn`, by its
+plain name, goes to the alias's cheap tier when its latest user turn needs no more
+(policy/complexity.py decides). A tier asked for (`tier:NAME`, x-tollway-tier) is the
+caller's own choice and is never second-guessed.
+
+The rules cost microseconds and decide most turns; the rest are embedded by the bundled
+model on one thread of their own (CPU-bound, off the event loop), loaded at start only
+when some alias uses the classifier. Aliases without `route_by_turn` pay one dict
+lookup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tollway.config import Config, RouteByTurn
+from tollway.gateway.routes import Route, Routes
+from tollway.policy import complexity, tiers
+from tollway.types import ChatRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDecision:
+    """What the reply headers and the ledger say of it."""
+
+    cheap: bool
+    reason: str  # complexity.Verdict.reason
+    asked: str  # the alias asked for (x-tollway-downgraded-from when sent cheap)
+
+
+class TurnRouter:
+    def __init__(self, config: Config, routes: Routes) -> None:
+        self.config = config
+        self._routes = routes
+        self._own: dict[str, RouteByTurn] = {alias: mc.route_by_turn
+                                             for alias, mc in config.models.items()
+                                             if mc.route_by_turn is not None}
+        wants = any(r.classifier for r in self._own.values())
+        self._classifier = complexity.load_classifier() if wants else None
+        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="tollway-turns")
+                      if wants else None)
+
+    def applies(self, alias: str, choice: tiers.TierChoice) -> bool:
+        return choice.tier is None and alias in self._own
+
+    async def start(self) -> None:
+        """Load the embedding model before the first open turn needs it."""
+        if self._pool is not None:
+            from tollway.cache.embed import default_embedder
+
+            await asyncio.get_running_loop().run_in_executor(self._pool, default_embedder)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def route(self, req: ChatRequest, route: Route, choice: tiers.TierChoice
+                    ) -> tuple[Route, tiers.TierChoice, TurnDecision | None]:
+        """The route and tier to serve this request, and the decision (None when the
+        request has no latest user turn to judge)."""
+        own = self._own[route.alias]
+        latest = complexity.latest_user(req.messages)
+        if latest is None:
+            return route, choice, None
+        verdict = complexity.rules(latest.text(), complexity.hard_before(req.messages),
+                                   complexity.has_image(latest))
+        if verdict is None:
+            verdict = await self._classify(latest.text(), own)
+        if verdict.strong:
+            return route, choice, TurnDecision(False, verdict.reason, route.name)
+        cheap = tiers.named(own.cheap_tier, self.config)
+        return (self._routes.resolve(cheap.model), cheap,
+                TurnDecision(True, verdict.reason, route.name))
+
+    async def _classify(self, text: str, own: RouteByTurn) -> complexity.Verdict:
+        clf, pool = self._classifier, self._pool
+        if not own.classifier or clf is None or pool is None:
+            return complexity.Verdict(True, "undecided")
+        from tollway.cache.embed import default_embedder
+
+        def score() -> complexity.Verdict:
+            return clf.verdict(default_embedder().embed([text])[0])
+
+        return await asyncio.get_running_loop().run_in_executor(pool, score)
