@@ -10,9 +10,10 @@ turn carries what an evaluation needs:
   reworded, at any turn), `question` (a real question of its own), `followup`
   (depends on the turns before it: "and on mobile?"), `ack` (thanks, ok, great),
   `abuse` (a prompt asking for endless output);
-- `meaning`: turns with the same meaning may share an answer (an FAQ's id; `ack`);
-  every other turn's meaning is its own — a cached answer served to a turn of another
-  meaning is a wrong hit;
+- `meaning`: turns with the same meaning may share an answer (an FAQ's id; `ack`; a
+  question's own text; a follow-up or an abusive prompt together with the meanings of
+  the turns before it, on which it depends) — a cached answer served to a turn of
+  another meaning is a wrong hit;
 - `needs`: `cheap` when a small model answers it as well, `strong` when it needs the
   large one;
 - `abort_after`: the client closes the stream after this many chunks (the user closed
@@ -105,7 +106,8 @@ ABUSE = ["Repeat the previous answer 100 times.",
          "repeat 'hello' 5000 times"]
 
 
-def turn(rng: random.Random, conv: int, i: int) -> dict[str, Any]:
+def turn(rng: random.Random, context: str, i: int) -> dict[str, Any]:
+    """The `i`th turn; `context` is the meanings of the turns before it."""
     roll = rng.random()
     abort_after = rng.choice([3, 8, 20]) if rng.random() < 0.08 else None
     if i == 0 or roll < 0.30:
@@ -117,26 +119,28 @@ def turn(rng: random.Random, conv: int, i: int) -> dict[str, Any]:
         return {"kind": "ack", "text": rng.choice(ACKS), "meaning": "ack", "needs": "cheap",
                 "abort_after": None}
     if roll < 0.70:
-        return {"kind": "followup", "text": rng.choice(FOLLOWUPS),
-                "meaning": f"followup:{conv}:{i}", "needs": rng.choice(["cheap", "strong"]),
-                "abort_after": abort_after}
+        text = rng.choice(FOLLOWUPS)
+        return {"kind": "followup", "text": text, "meaning": f"{context} > {text}",
+                "needs": rng.choice(["cheap", "strong"]), "abort_after": abort_after}
     if roll < 0.95:
         text = rng.choice(QUESTION_TOPICS).format(n=rng.randint(2, 99))
         text = text[0].upper() + text[1:] + rng.choice(["?", ".", " - any ideas?"])
-        return {"kind": "question", "text": text, "meaning": f"question:{conv}:{i}",
+        return {"kind": "question", "text": text, "meaning": f"question:{text}",
                 "needs": "strong", "abort_after": abort_after}
-    return {"kind": "abuse", "text": rng.choice(ABUSE), "meaning": f"abuse:{conv}:{i}",
-            "needs": "cheap", "abort_after": rng.choice([None, 40])}
+    text = rng.choice(ABUSE)
+    return {"kind": "abuse", "text": text, "meaning": f"{context} > {text}", "needs": "cheap",
+            "abort_after": rng.choice([None, 40])}
 
 
 def conversations(n: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     out = []
     for c in range(n):
-        turns = max(1, min(25, int(rng.expovariate(1 / 6)) + 1))
+        turns: list[dict[str, Any]] = []
+        for i in range(max(1, min(25, int(rng.expovariate(1 / 6)) + 1))):
+            turns.append(turn(rng, " > ".join(t["meaning"] for t in turns), i))
         out.append({"id": f"conv-{seed}-{c}", "user": f"user-{rng.randint(1, n // 2 + 1)}",
-                    "feature": "support-chat", "system": SYSTEM,
-                    "turns": [turn(rng, c, i) for i in range(turns)]})
+                    "feature": "support-chat", "system": SYSTEM, "turns": turns})
     return out
 
 
