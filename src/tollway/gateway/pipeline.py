@@ -6,14 +6,18 @@ through `Pipeline.chat`, top to bottom:
     3. input limits, on what the caller sent                   (guards/validate.py)
     4. recall: a stored conversation's turns in front           (conversation/memory.py)
     5. input guards: prompt injection, PII                      (guards/policy.py)
-    6. shape: the history policy (window, summarise)            (conversation/memory.py)
-    7. cap the output                                           (policy/plan.py)
-    8. look in the cache; a hit is answered here, at no cost    (cache/response.py)
-    9. plan: count, maybe downgrade, pre-flight, worst case     (policy/plan.py)
-   10. admit: rate limits, then hold the worst case on budgets  (policy/admission.py)
-   11. send: a deployment, retried and fallen back              (routing/router.py)
-   12. output guards: the schema asked for, PII, restore        (guards/answer.py)
-   13. deliver: meter a stream at the cost ceiling, and store a conversation's turns
+    6. degrade: budgets nearing their limits may move the turn to a cheaper tier or
+       summarise its history harder                             (policy/plan.py)
+    7. shape: the history policy (window, summarise)            (conversation/memory.py)
+    8. cap the output; a very short input may go to a cheaper tier: every change of
+       model is made before the cache, which keys on the model that answers
+                                                                (policy/plan.py)
+    9. look in the cache; a hit is answered here, at no cost    (cache/response.py)
+   10. plan: count, pre-flight, worst case                      (policy/plan.py)
+   11. admit: rate limits, then hold the worst case on budgets  (policy/admission.py)
+   12. send: a deployment, retried and fallen back              (routing/router.py)
+   13. output guards: the schema asked for, PII, restore        (guards/answer.py)
+   14. deliver: meter a stream at the cost ceiling, and store a conversation's turns
        once the answer is whole                                 (conversation/memory.py)
 
 and then `finish`, once, on every path (answered, failed, aborted): price the outcome
@@ -26,8 +30,8 @@ An embeddings request goes through `Pipeline.embed`: the same stages, fewer of t
 (no conversation, guards or output to cap or check), and the same `finish`:
 
     1. begin; 2. route (a model that only chats is a 400); the dimensions it may ask
-    for; 8. the cache (exact only); 9. plan: count, pre-flight, worst case (its input);
-    10. admit; 11. send.
+    for; 9. the cache (exact only); 10. plan: count, pre-flight, worst case (its input);
+    11. admit; 12. send.
 """
 
 from __future__ import annotations
@@ -96,25 +100,30 @@ class Pipeline:
         if conversation is not None:
             call.thread = await s.memory.recall(req, call.caller, conversation)
         call.guards = guard_policy.inspect(req, policy)  # on all that goes upstream
-        rule = s.memory.rule(route.alias, route.model.history, call.asks.history)
+        applied = s.admission.budgets(call.caller, call.conversation, now)
+        asked, tier = route, choice.tier
+        route, choice, degraded = await s.planner.degrade(
+            route, choice, s.routes.resolve, applied, now, summarising=call.internal is None)
+        rule = s.memory.rule(route.alias, route.model.history, call.asks.history,
+                             degraded.summarise_above if degraded is not None else None)
         if rule.policy != "none" or call.thread is not None:
             call.history = await self._shape(call, req, route, rule)
         if req.native is not None and (call.guards.redacted or call.thread is not None or (
                 call.history is not None and call.history.saved_tokens > 0)):
             responses_wire.as_sent(req, "redacted personal data" if call.guards.redacted
                                    else "reshaped the conversation")
-        plan = call.plan = s.planner.cap(req, route, choice)
-        if s.cache is not None and s.cache.applies(route.alias):
+        plan = call.plan = s.planner.cap(req, route, choice, degraded, tier)
+        route = await s.planner.downgrade(plan, req, route, choice, s.routes.resolve, count)
+        if s.cache is not None and s.cache.applies(route.alias):  # keyed by who answers
             call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache,
                                               route.name)
-        rate = s.admission.rate_limits(call.caller, route.alias)
+        rate = s.admission.rate_limits(call.caller, asked.alias)
         if call.cache is not None and call.cache.found is not None:
             return await self._from_cache(call, req, call.cache, rate, now)
-        applied = s.admission.budgets(call.caller, call.conversation, now)
-        route = await s.planner.complete(
-            plan, req, route, choice, s.routes.resolve, count=count, applied=applied,
+        await s.planner.complete(
+            plan, req, route, count=count, applied=applied,
             must_count=any(r.metric == "tokens" for r in rate) or s.router.paced(route.chain),
-            attempts=output_guards.attempts(req, policy), now=now)
+            attempts=output_guards.attempts(req, policy))
         if rate or applied:
             call.admission = Admission()
             await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
