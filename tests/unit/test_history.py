@@ -171,3 +171,13 @@ def test_bad_history_headers_are_named(policy: str | None, tokens: str | None,
     with pytest.raises(InvalidRequest) as e:
         history.ask_of(policy, tokens)
     assert e.value.param == param and param in e.value.message
+
+
+def test_harder_summarises_above_the_lower_threshold_whatever_the_policy() -> None:
+    window = history.resolve(HistoryConfig(policy="window"), None, None)
+    rule = history.harder(window, 1000)
+    assert (rule.policy, rule.summarise_above, rule.keep_recent_tokens) == ("summarise", 1000,
+                                                                            500)
+    summarising = history.resolve(HistoryConfig(policy="summarise", summarise_above=600),
+                                  None, None)
+    assert history.harder(summarising, 1000).summarise_above == 600  # already lower

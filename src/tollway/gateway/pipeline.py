@@ -6,18 +6,16 @@ through `Pipeline.chat`, top to bottom:
     3. input limits, on what the caller sent                   (guards/validate.py)
     4. recall: a stored conversation's turns in front           (conversation/memory.py)
     5. input guards: prompt injection, PII                      (guards/policy.py)
-    6. degrade: budgets nearing their limits may move the turn to a cheaper tier or
-       summarise its history harder                             (policy/plan.py)
-    7. shape: the history policy (window, summarise)            (conversation/memory.py)
-    8. cap the output; a very short input may go to a cheaper tier: every change of
-       model is made before the cache, which keys on the model that answers
-                                                                (policy/plan.py)
-    9. look in the cache; a hit is answered here, at no cost    (cache/response.py)
-   10. plan: count, pre-flight, worst case                      (policy/plan.py)
-   11. admit: rate limits, then hold the worst case on budgets  (policy/admission.py)
-   12. send: a deployment, retried and fallen back              (routing/router.py)
-   13. output guards: the schema asked for, PII, restore        (guards/answer.py)
-   14. deliver: meter a stream at the cost ceiling, and store a conversation's turns
+    6. degrade as budgets fill (a cheaper tier, harder summarising) (policy/plan.py);
+       shape: the history policy (window, summarise)            (conversation/memory.py)
+    7. cap the output; a very short input to a cheaper tier     (policy/plan.py)
+       (every change of model is made before the cache: it keys on the model that answers)
+    8. look in the cache; a hit is answered here, at no cost    (cache/response.py)
+    9. plan: count, pre-flight, worst case                      (policy/plan.py)
+   10. admit: rate limits, then hold the worst case on budgets  (policy/admission.py)
+   11. send: a deployment, retried and fallen back              (routing/router.py)
+   12. output guards: the schema asked for, PII, restore        (guards/answer.py)
+   13. deliver: meter a stream at the cost ceiling, and store a conversation's turns
        once the answer is whole                                 (conversation/memory.py)
 
 and then `finish`, once, on every path (answered, failed, aborted): price the outcome
@@ -30,8 +28,8 @@ An embeddings request goes through `Pipeline.embed`: the same stages, fewer of t
 (no conversation, guards or output to cap or check), and the same `finish`:
 
     1. begin; 2. route (a model that only chats is a 400); the dimensions it may ask
-    for; 9. the cache (exact only); 10. plan: count, pre-flight, worst case (its input);
-    11. admit; 12. send.
+    for; 8. the cache (exact only); 9. plan: count, pre-flight, worst case (its input);
+    10. admit; 11. send.
 """
 
 from __future__ import annotations
