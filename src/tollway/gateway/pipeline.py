@@ -99,9 +99,10 @@ class Pipeline:
             call.thread = await s.memory.recall(req, call.caller, conversation)
         call.guards = guard_policy.inspect(req, policy)  # on all that goes upstream
         applied = s.admission.budgets(call.caller, call.conversation, now)
-        asked, tier = route, choice.tier
-        route, choice, degraded = await s.planner.degrade(
-            route, choice, s.routes.resolve, applied, now, summarising=call.internal is None)
+        asked, tier, degraded = route, choice.tier, None
+        if applied:  # budgets filling up: a cheaper tier, harder summarising
+            route, choice, degraded = await s.planner.degrade(
+                route, choice, s.routes.resolve, applied, now, summarising=call.internal is None)
         rule = s.memory.rule(route.alias, route.model.history, call.asks.history,
                              degraded.summarise_above if degraded is not None else None)
         if rule.policy != "none" or call.thread is not None:
@@ -111,7 +112,8 @@ class Pipeline:
             responses_wire.as_sent(req, "redacted personal data" if call.guards.redacted
                                    else "reshaped the conversation")
         plan = call.plan = s.planner.cap(req, route, choice, degraded, tier)
-        route = await s.planner.downgrade(plan, req, route, choice, s.routes.resolve, count)
+        if choice.tier:  # a very short input: a cheaper tier
+            route = await s.planner.downgrade(plan, req, route, choice, s.routes.resolve, count)
         if s.cache is not None and s.cache.applies(route.alias):  # keyed by who answers
             call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache,
                                               route.name)
