@@ -80,17 +80,41 @@ def test_refusal_names_the_budget_what_is_left_and_the_reset() -> None:
 def test_downgrade_takes_the_highest_threshold_reached() -> None:
     rules = [DowngradeRule(at=0.9, source="complex", to="standard"),
              DowngradeRule(at=0.95, to="simple")]
-    assert budget.downgrade_target(rules, "complex", 0.5) is None
-    assert budget.downgrade_target(rules, "complex", 0.92) == "standard"
-    assert budget.downgrade_target(rules, "standard", 0.92) is None
-    assert budget.downgrade_target(rules, "complex", 0.97) == "simple"
-    assert budget.downgrade_target(rules, "simple", 0.99) is None
+    applied = budget.applicable(BudgetsConfig(global_=[Budget(usd=10)]), budget.Who(), 0)
+
+    def target(tier: str, used: float) -> str | None:
+        d = budget.degrade(rules, tier, applied, [used * 10])
+        return d.tier if d is not None else None
+
+    assert target("complex", 0.5) is None
+    assert target("complex", 0.92) == "standard"
+    assert target("standard", 0.92) is None
+    assert target("complex", 0.97) == "simple"
+    assert target("simple", 0.99) is None
 
 
-def test_used_fraction_and_remaining_look_at_dollar_budgets() -> None:
+def test_degrade_watches_its_scope_in_dollars_or_tokens_and_says_which() -> None:
+    cfg = BudgetsConfig(global_=[Budget(usd=10)], conversations=[Budget(tokens=1000)])
+    applied = budget.applicable(cfg, budget.Who(conversation="c", conversation_owner="o"), 0)
+    rules = [DowngradeRule(at=0.6, scope="conversation", summarise_above=500),
+             DowngradeRule(at=0.8, scope="conversation", to="simple"),
+             DowngradeRule(at=0.7, scope="conversation", summarise_above=200)]
+    assert budget.degrade(rules, "standard", applied, [9.9, 500.0]) is None  # not its scope
+    d = budget.degrade(rules, "standard", applied, [0.0, 650.0])
+    assert d is not None and (d.tier, d.summarise_above, d.what()) == (None, 500, "history")
+    d = budget.degrade(rules, "standard", applied, [0.0, 850.0])
+    assert d is not None and (d.tier, d.summarise_above, d.what()) == ("simple", 200,
+                                                                      "tier,history")
+    assert d.why() == "conversation tokens budget 85% used"
+    # A summary's own call is not summarised; an untiered request keeps its model.
+    assert budget.degrade(rules, "standard", applied, [0.0, 650.0], summarising=False) is None
+    d = budget.degrade(rules, None, applied, [0.0, 850.0])
+    assert d is not None and (d.tier, d.summarise_above) == (None, 200)
+
+
+def test_remaining_looks_at_dollar_budgets() -> None:
     who = budget.Who(key_lineage="k", key_budgets=(Budget(usd=10), Budget(tokens=100)))
     applied = budget.applicable(BudgetsConfig(), who, 0)
-    assert budget.used_fraction(applied, [9.0, 100.0]) == 0.9
     assert budget.remaining_usd(applied, [9.0, 100.0]) == 1.0
 
 

@@ -211,3 +211,11 @@ def test_the_step_is_configurable_and_checked() -> None:
     assert history.resolve(cfg, None, None).window_step == 0.25
     with pytest.raises(ConfigError, match="window_step"):
         check_history(HistoryConfig(window_step=1.5), {}, lambda _: True)
+def test_harder_summarises_above_the_lower_threshold_whatever_the_policy() -> None:
+    window = history.resolve(HistoryConfig(policy="window"), None, None)
+    rule = history.harder(window, 1000)
+    assert (rule.policy, rule.summarise_above, rule.keep_recent_tokens) == ("summarise", 1000,
+                                                                            500)
+    summarising = history.resolve(HistoryConfig(policy="summarise", summarise_above=600),
+                                  None, None)
+    assert history.harder(summarising, 1000).summarise_above == 600  # already lower

@@ -84,15 +84,18 @@ async def complete(cfg: Config, req: ChatRequest, alias: str = "big", *,
                    tier: str | None = None, applied: Sequence[budget.Applied] = (),
                    must_count: bool = False, attempts: int = 1,
                    levels: Levels | None = None) -> tuple[Plan, Lane, Lanes]:
-    """Plan `req` for `alias` (or a tier) as the pipeline does: cap, then complete."""
+    """Plan `req` for `alias` (or a tier) as the pipeline does: degrade, cap, downgrade,
+    then (after the cache) complete."""
     lanes = Lanes(cfg)
     choice = tiers.named(tier, cfg) if tier else tiers.TierChoice(alias)
     planner = Planner(cfg, levels or Levels([]))
-    route = lanes[choice.model]
-    plan = planner.cap(req, route, choice)
-    route = await planner.complete(plan, req, route, choice, lanes.resolve,
-                                   count=InputCount(req), applied=list(applied),
-                                   must_count=must_count, attempts=attempts, now=NOW)
+    asked, count = choice.tier, InputCount(req)
+    route, choice, degraded = await planner.degrade(lanes[choice.model], choice, lanes.resolve,
+                                                    list(applied), NOW, summarising=True)
+    plan = planner.cap(req, route, choice, degraded, asked)
+    route = await planner.downgrade(plan, req, route, choice, lanes.resolve, count)
+    await planner.complete(plan, req, route, count=count, applied=list(applied),
+                           must_count=must_count, attempts=attempts)
     return plan, route, lanes
 
 

@@ -19,13 +19,21 @@ class Budget(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tokens: int | None = None
 
 
+Scope = Literal["global", "team", "key", "user", "feature", "conversation"]
+
+
 class DowngradeRule(msgspec.Struct, forbid_unknown_fields=True):
-    """Past `at` (a fraction) of any dollar budget that applies, a request for tier
-    `source` (None: any tier) is sent to tier `to` instead: a cost circuit breaker."""
+    """Past `at` (a fraction) of any budget that applies (of `scope`'s budgets only,
+    when given; dollars or tokens), the turn is degraded before a budget has to refuse
+    it: a request for tier `source` (None: any tier) is sent to tier `to` instead,
+    and/or the history is summarised above `summarise_above` tokens (lower than the
+    alias's threshold: harder). A cost circuit breaker."""
 
     at: float
-    to: str
+    to: str | None = None
     source: str | None = msgspec.field(default=None, name="from")
+    scope: Scope | None = None
+    summarise_above: int | None = None
 
 
 class BudgetsConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,6 +68,11 @@ def check_budgets(b: BudgetsConfig, tiers: Collection[str]) -> None:
         where = f"budgets.downgrade[{i}]"
         if not 0 < rule.at <= 1:
             raise ConfigError(f"{where}.at: a fraction of the budget, in (0, 1]")
+        if rule.to is None and rule.summarise_above is None:
+            raise ConfigError(f"{where}: give `to` (a cheaper tier), `summarise_above` "
+                              "(a lower summarising threshold, in tokens) or both")
+        if rule.summarise_above is not None and rule.summarise_above < 1:
+            raise ConfigError(f"{where}.summarise_above: a number of tokens >= 1")
         for field, tier in (("to", rule.to), ("from", rule.source)):
             if tier is not None and tier not in tiers:
                 raise ConfigError(f"{where}.{field}: {tier!r} is not a configured tier")

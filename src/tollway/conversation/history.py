@@ -25,6 +25,7 @@ stores summaries and calls the summariser.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Final
@@ -94,6 +95,14 @@ def resolve(cfg: HistoryConfig, alias: ModelHistoryConfig | None,
             fields["window_tokens"] = fields["summarise_above"] = ask.tokens
             fields["keep_recent_tokens"] = min(fields["keep_recent_tokens"], ask.tokens // 2)
     return HistoryRule(**fields)
+
+
+def harder(rule: HistoryRule, tokens: int) -> HistoryRule:
+    """The rule summarising above `tokens` when that is lower than its own threshold
+    (whatever its policy): what a budget nearing its limit asks for."""
+    above = min(rule.summarise_above, tokens) if rule.policy == "summarise" else tokens
+    return dataclasses.replace(rule, policy="summarise", summarise_above=above,
+                               keep_recent_tokens=min(rule.keep_recent_tokens, above // 2))
 
 
 @dataclass(frozen=True, slots=True)

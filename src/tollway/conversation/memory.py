@@ -86,10 +86,11 @@ class Memory:
         return t
 
     def rule(self, alias: str, overrides: ModelHistoryConfig | None,
-             ask: history.HistoryAsk | None) -> history.HistoryRule:
-        if ask is None:
-            return self._rules[alias]
-        return history.resolve(self.config.history, overrides, ask)
+             ask: history.HistoryAsk | None, harder: int | None = None) -> history.HistoryRule:
+        """`harder`: summarise above this many tokens (a budget nearing its limit)."""
+        rule = (self._rules[alias] if ask is None
+                else history.resolve(self.config.history, overrides, ask))
+        return rule if harder is None else history.harder(rule, harder)
 
     async def shape(self, req: ChatRequest, rule: history.HistoryRule, alias: str,
                     model: str, owner: str, t: thread.Thread | None,

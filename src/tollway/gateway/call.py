@@ -14,7 +14,8 @@ reads:
     thread                   memory.recall (a server-side conversation)
     guards                   guards.inspect (what the input guards did)
     history                  memory.shape (what the history policy sent)
-    plan                     planner.cap, then planner.complete after the cache
+    plan                     planner.cap (with what planner.degrade decided), then
+                             planner.downgrade, and planner.complete after the cache
     cache                    cache.lookup
     admission                admission.admit (or .take on a cache hit)
     attempts                 the router (which deployment, retries, fallback)

@@ -6,11 +6,13 @@ through `Pipeline.chat`, top to bottom:
     3. input limits, on what the caller sent                   (guards/validate.py)
     4. recall: a stored conversation's turns in front           (conversation/memory.py)
     5. input guards: prompt injection, PII                      (guards/policy.py)
-    6. shape: the history policy (window, summarise)            (conversation/memory.py)
+    6. degrade as budgets fill (a cheaper tier, harder summarising) (policy/plan.py);
+       shape: the history policy (window, summarise)            (conversation/memory.py)
    6b. route on the latest turn: maybe the alias's cheap tier   (gateway/turns.py)
-    7. cap the output                                           (policy/plan.py)
+    7. cap the output; a very short input to a cheaper tier     (policy/plan.py)
+       (every change of model is made before the cache: it keys on the model that answers)
     8. look in the cache; a hit is answered here, at no cost    (cache/response.py)
-    9. plan: count, maybe downgrade, pre-flight, worst case     (policy/plan.py)
+    9. plan: count, pre-flight, worst case                      (policy/plan.py)
    10. admit: rate limits, then hold the worst case on budgets  (policy/admission.py)
    11. send: a deployment, retried and fallen back              (routing/router.py)
    12. output guards: the schema asked for, PII, restore        (guards/answer.py)
@@ -99,7 +101,13 @@ class Pipeline:
         if conversation is not None:
             call.thread = await s.memory.recall(req, call.caller, conversation)
         call.guards = guard_policy.inspect(req, policy)  # on all that goes upstream
-        rule = s.memory.rule(route.alias, route.model.history, call.asks.history)
+        applied = s.admission.budgets(call.caller, call.conversation, now)
+        asked, tier, degraded = route, choice.tier, None
+        if applied:  # budgets filling up: a cheaper tier, harder summarising
+            route, choice, degraded = await s.planner.degrade(
+                route, choice, s.routes.resolve, applied, now, summarising=call.internal is None)
+        rule = s.memory.rule(route.alias, route.model.history, call.asks.history,
+                             degraded.summarise_above if degraded is not None else None)
         if rule.policy != "none" or call.thread is not None:
             call.history = await self._shape(call, req, route, rule)
         if req.native is not None and (call.guards.redacted or call.thread is not None or (
@@ -109,23 +117,24 @@ class Pipeline:
         turn = None
         if s.turns is not None and s.turns.applies(route.alias, choice):
             route, choice, turn = await s.turns.route(req, route, choice)
-        plan = call.plan = s.planner.cap(req, route, choice)
+        plan = call.plan = s.planner.cap(req, route, choice, degraded, tier)
         if turn is not None:
             plan.route_reason = turn.reason
             if turn.cheap:  # said on a cache hit too (planning, which also says it, is skipped)
                 plan.tier, plan.downgraded_from = choice.tier, turn.asked
                 plan.downgrade_reason = "latest_turn"
-        if s.cache is not None and s.cache.applies(route.alias):
+        if choice.tier:  # a very short input: a cheaper tier
+            route = await s.planner.downgrade(plan, req, route, choice, s.routes.resolve, count)
+        if s.cache is not None and s.cache.applies(route.alias):  # keyed by who answers
             call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache,
                                               route.name)
-        rate = s.admission.rate_limits(call.caller, route.alias)
+        rate = s.admission.rate_limits(call.caller, asked.alias)
         if call.cache is not None and call.cache.found is not None:
             return await self._from_cache(call, req, call.cache, rate, now)
-        applied = s.admission.budgets(call.caller, call.conversation, now)
-        route = await s.planner.complete(
-            plan, req, route, choice, s.routes.resolve, count=count, applied=applied,
+        await s.planner.complete(
+            plan, req, route, count=count, applied=applied,
             must_count=any(r.metric == "tokens" for r in rate) or s.router.paced(route.chain),
-            attempts=output_guards.attempts(req, policy), now=now)
+            attempts=output_guards.attempts(req, policy))
         if rate or applied:
             call.admission = Admission()
             await s.admission.admit(call.admission, rate, applied, plan.worst_usd,

@@ -196,21 +196,57 @@ def refusal(a: Applied, level: float, amount: float, status: int, now: float) ->
     return err
 
 
-def used_fraction(applied: list[Applied], levels: list[float]) -> float:
-    """How far along the most-used dollar budget is (0 when none applies)."""
-    return max((lvl / a.limit for a, lvl in zip(applied, levels, strict=True)
-                if a.metric == "usd" and a.limit > 0), default=0.0)
+@dataclass(frozen=True, slots=True)
+class Degrade:
+    """What budgets nearing their limits change for one turn (before any has to refuse
+    it), and the budget that moved it, for the reply."""
+
+    tier: str | None  # the cheaper tier it goes to
+    summarise_above: int | None  # the lower summarising threshold
+    budget: Applied
+    used: float  # that budget's fraction used
+
+    def what(self) -> str:
+        return ",".join(w for w, on in (("tier", self.tier), ("history", self.summarise_above))
+                        if on is not None)
+
+    def why(self) -> str:
+        return f"{self.budget.scope} {self.budget.metric} budget {self.used:.0%} used"
 
 
-def downgrade_target(rules: list[DowngradeRule], tier: str, fraction: float) -> str | None:
-    """The tier a request for `tier` goes to at this budget use, if any rule fires (the
-    rule with the highest threshold reached wins)."""
-    best: DowngradeRule | None = None
+def _most_used(scope: str | None, applied: list[Applied], levels: list[float]
+               ) -> tuple[float, Applied | None]:
+    best: tuple[float, Applied | None] = (0.0, None)
+    for a, lvl in zip(applied, levels, strict=True):
+        if (scope is None or a.scope == scope) and a.limit > 0 and lvl / a.limit >= best[0]:
+            best = (lvl / a.limit, a)
+    return best
+
+
+def degrade(rules: list[DowngradeRule], tier: str | None, applied: list[Applied],
+            levels: list[float], summarising: bool = True) -> Degrade | None:
+    """What the rules whose threshold is reached change: a tiered request goes to the
+    `to` of the highest threshold reached; the history is summarised above the lowest
+    `summarise_above` reached (not `summarising`: a summary's own call)."""
+    to: DowngradeRule | None = None
+    above: int | None = None
+    why: tuple[float, Applied] | None = None
     for r in rules:
-        if fraction >= r.at and (r.source is None or r.source == tier) and r.to != tier and (
-                best is None or r.at > best.at):
-            best = r
-    return best.to if best is not None else None
+        used, a = _most_used(r.scope, applied, levels)
+        if a is None or used < r.at:
+            continue
+        moved = False
+        if (r.to is not None and tier is not None and r.to != tier
+                and (r.source is None or r.source == tier) and (to is None or r.at > to.at)):
+            to, moved = r, True
+        if summarising and r.summarise_above is not None and (
+                above is None or r.summarise_above < above):
+            above, moved = r.summarise_above, True
+        if moved and (why is None or used > why[0]):
+            why = (used, a)
+    if why is None:
+        return None
+    return Degrade(to.to if to is not None else None, above, why[1], why[0])
 
 
 def remaining_usd(applied: list[Applied], levels: list[float]) -> float | None:

@@ -1,11 +1,14 @@
 """Planning: how much a request may ask for, and the most it can cost.
 
-In the request's order: cap the output (`cap`: no max_tokens gets the default; past the
-hard cap, or the tier's, it is clamped), then — after the cache, which answers for free
-— count the input when anything needs it, maybe move to a cheaper tier (a very short
-input, or a dollar budget nearly spent), check the input length and the per-request
-cost ceiling (lowering max_tokens to fit, or refusing), and work out the worst case
-that admission reserves (`cost.worst_output` is the one formula for its output side).
+In the request's order: before the history is shaped, `degrade` (a budget nearing its
+limit moves the turn to a cheaper tier and/or summarises its history harder); cap the
+output (`cap`: no max_tokens gets the default; past the hard cap, or the tier's, it is
+clamped); `downgrade` a very short input to a cheaper tier — so the cache is looked up
+under the model that will answer — then, after the cache, which answers for free,
+`complete`: count the input when anything needs it, check the input length and the
+per-request cost ceiling (lowering max_tokens to fit, or refusing), and work out the
+worst case that admission reserves (`cost.worst_output` is the one formula for its
+output side).
 
 A route is whatever satisfies `Candidate` (the gateway's routes do), so planning is
 tested without one.
@@ -53,6 +56,7 @@ class Plan(msgspec.Struct):
     downgraded_from: str | None = None  # the tier asked for, when moved to a cheaper one
     downgrade_reason: str | None = None  # short_input | budget | latest_turn
     route_reason: str | None = None  # routing on the latest turn: what decided (complexity)
+    degraded: budget.Degrade | None = None  # what a budget nearing its limit changed
     input_tokens: int | None = None  # counted, when something needed them
     ceiling: cost.CeilingDecision | None = None  # the per-request cost ceiling's verdict
     worst_usd: float = 0.0  # every attempt at the dearest deployment: what budgets hold
@@ -88,30 +92,62 @@ class Planner:
         self.config = config
         self._levels = levels  # budget counters' levels; None when the store failed
 
-    def cap(self, req: ChatRequest, route: Candidate, choice: tiers.TierChoice) -> Plan:
-        return Plan(clamped=cap_output(req, route.model, self.config.server, choice.max_tokens))
+    async def degrade(self, route: R, choice: tiers.TierChoice, resolve: Callable[[str], R],
+                      applied: list[budget.Applied], now: float, summarising: bool
+                      ) -> tuple[R, tiers.TierChoice, budget.Degrade | None]:
+        """Budgets nearing their limits (`budgets.downgrade`): a cheaper tier, a lower
+        summarising threshold, or neither. Decided before the history is shaped (it
+        may be shaped harder) and before the cache (which keys on the route)."""
+        rules = self.config.budgets.downgrade
+        if not rules or not applied:
+            return route, choice, None
+        levels = await self._levels([a.counter for a in applied], now)
+        if levels is None:  # no levels, no degrading; the reserve decides
+            return route, choice, None
+        d = budget.degrade(rules, choice.tier, applied, levels, summarising)
+        if d is not None and d.tier is not None:
+            choice = tiers.named(d.tier, self.config)
+            route = resolve(choice.model)
+        return route, choice, d
 
-    async def complete(self, plan: Plan, req: ChatRequest, route: R, choice: tiers.TierChoice,
-                       resolve: Callable[[str], R], *, count: InputCount,
-                       applied: list[budget.Applied], must_count: bool, attempts: int,
-                       now: float) -> R:
-        """Count, maybe downgrade, pre-flight, worst case; the route to send to."""
-        short_input_rule = bool(choice.tier) and self.config.auto_downgrade.enabled
-        if applied or route.limits.need_count or short_input_rule or must_count:
-            n = plan.input_tokens = await count.of(route.deployments[0].model)
-            lower = await self._downgrade(plan, choice, n, applied, now)
-            if lower is not None:
-                choice, route = lower, resolve(lower.model)
-                plan.clamped = cap_output(req, route.model, self.config.server,
-                                          choice.max_tokens) or plan.clamped
-                plan.input_tokens = await count.of(route.deployments[0].model)
-        plan.tier = choice.tier
+    def cap(self, req: ChatRequest, route: Candidate, choice: tiers.TierChoice,
+            degraded: budget.Degrade | None = None, asked: str | None = None) -> Plan:
+        """`asked`: the tier asked for, when `degrade` moved the request off it."""
+        plan = Plan(clamped=cap_output(req, route.model, self.config.server, choice.max_tokens),
+                    tier=choice.tier, degraded=degraded)
+        if degraded is not None and degraded.tier is not None:
+            plan.downgraded_from, plan.downgrade_reason = asked, "budget"
+        return plan
+
+    async def downgrade(self, plan: Plan, req: ChatRequest, route: R,
+                        choice: tiers.TierChoice, resolve: Callable[[str], R],
+                        count: InputCount) -> R:
+        """A very short input (`auto_downgrade`) goes to a cheaper tier: decided before
+        the cache, so a hit is an answer of the model that would answer."""
+        if not (choice.tier and self.config.auto_downgrade.enabled):
+            return route
+        n = plan.input_tokens = await count.of(route.deployments[0].model)
+        lower = tiers.downgrade(choice, n, self.config)
+        if lower is None:
+            return route
+        plan.downgraded_from, plan.downgrade_reason = choice.tier, "short_input"
+        plan.tier, route = lower.tier, resolve(lower.model)
+        plan.clamped = cap_output(req, route.model, self.config.server,
+                                  lower.max_tokens) or plan.clamped
+        plan.input_tokens = await count.of(route.deployments[0].model)
+        return route
+
+    async def complete(self, plan: Plan, req: ChatRequest, route: Candidate, *,
+                       count: InputCount, applied: list[budget.Applied], must_count: bool,
+                       attempts: int) -> None:
+        """Count, pre-flight, worst case."""
+        if plan.input_tokens is None and (applied or route.limits.need_count or must_count):
+            plan.input_tokens = await count.of(route.deployments[0].model)
         if plan.input_tokens is not None:
             self._preflight(plan, req, route, plan.input_tokens, applied)
         plan.attempt_tokens = (plan.input_tokens or 0) + worst_output(req)
         plan.worst_tokens = plan.attempt_tokens * attempts
         plan.worst_usd *= attempts
-        return route
 
     async def embedding(self, plan: Plan, route: Candidate, choice: tiers.TierChoice,
                         count: TokenCount, applied: list[budget.Applied],
@@ -137,22 +173,6 @@ class Planner:
             plan.ceiling = cost.input_ceiling(n, plan.worst_usd, limits.max_cost_usd,
                                               route.deployments[0].model)
         plan.attempt_tokens = plan.worst_tokens = n
-
-    async def _downgrade(self, plan: Plan, choice: tiers.TierChoice, input_tokens: int,
-                         applied: list[budget.Applied], now: float) -> tiers.TierChoice | None:
-        """A cheaper tier: for a very short input, or when a budget is nearly spent."""
-        lower, why = tiers.downgrade(choice, input_tokens, self.config), "short_input"
-        rules = self.config.budgets.downgrade
-        if lower is None and applied and choice.tier and rules:
-            levels = await self._levels([a.counter for a in applied], now)
-            if levels is None:  # no levels, no downgrade; the reserve decides
-                return None
-            target = budget.downgrade_target(rules, choice.tier,
-                                             budget.used_fraction(applied, levels))
-            lower, why = (tiers.named(target, self.config) if target else None), "budget"
-        if lower is not None:
-            plan.downgraded_from, plan.downgrade_reason = choice.tier, why
-        return lower
 
     def _preflight(self, plan: Plan, req: ChatRequest, route: Candidate, input_tokens: int,
                    applied: list[budget.Applied]) -> None:

@@ -233,6 +233,9 @@ def answer_headers(call: Call, answer: Answer | None) -> Headers:
             h.append((b"x-tollway-downgrade-reason", plan.downgrade_reason.encode()))
         if plan.route_reason:
             h.append((b"x-tollway-route-reason", plan.route_reason.encode()))
+        if plan.degraded is not None:  # what a budget nearing its limit changed, and which
+            h.append((b"x-tollway-degraded", plan.degraded.what().encode()))
+            h.append((b"x-tollway-degrade-budget", plan.degraded.why().encode()))
         if plan.clamped:
             h.append((b"x-tollway-max-tokens-clamped", plan.clamped.encode()))
     if admission is not None:
