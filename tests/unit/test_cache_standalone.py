@@ -33,7 +33,7 @@ def test_a_self_contained_question_stands_alone(text: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "reason"), [
-    ("why?", "fragment"), ("more", "fragment"), ("the second one", "reference"),
+    ("why?", "fragment"), ("more", "continuation"), ("the second one", "reference"),
     ("Tell me more.", "continuation"), ("and how do I change it?", "continuation"),
     ("What about Canada?", "continuation"), ("And for business accounts?", "continuation"),
     ("Same for my other account?", "continuation"), ("For business accounts?", "continuation"),

@@ -47,6 +47,7 @@ FAILURES_TO_PAUSE = 3  # consecutive store failures before the store is skipped
 PAUSE_SECONDS = 5.0
 SYNC_SECONDS = 0.25  # how stale a partition's view of the shared log may get
 CANDIDATES = 4  # semantic candidates checked per lookup, best first
+EMBEDDINGS_KEPT = 4096  # recent texts' embeddings (1.5 kB each), least recently used out
 
 
 @dataclass(slots=True)
@@ -58,8 +59,10 @@ class Lookup:
     found: CachedAnswer | None = None
     similarity: float | None = None
     vector: np.ndarray | None = None  # the query's embedding, kept for remembering it
-    # The context-free keys of a stand-alone latest turn (across_conversations).
+    # The context-free keys of a stand-alone latest turn (across_conversations), and
+    # whether a hit was found under them (another conversation's answer).
     across: Keys | None = None
+    shared: bool = False
 
 
 class ResponseCache:
@@ -78,6 +81,7 @@ class ResponseCache:
         self._partitions: dict[str, Partition] = {}
         self._syncing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._vectors: dict[str, np.ndarray] = {}
         # One thread for the embedding model: CPU-bound, and off the event loop.
         self._embedder = (ThreadPoolExecutor(1, thread_name_prefix="tollway-embed")
                           if self.semantic else None)
@@ -144,12 +148,13 @@ class ResponseCache:
             raw = await self._call(self.store.get(k.exact))
             found = _decoded(raw, now) if raw is not None else None
             if found is not None:
-                look.status, look.found = "hit", found
+                look.status, look.found, look.shared = "hit", found, k is look.across
                 return look
         if settings.semantic and keys.text is not None:
             try:
                 for k in exact:
                     if await self._semantic(look, keys.text, k.partition, now):
+                        look.shared = k is look.across
                         break
             except Exception:  # the model failed: answer without the semantic cache
                 self._on_error()
@@ -226,13 +231,20 @@ class ResponseCache:
         return False
 
     async def _embed(self, text: str) -> np.ndarray:
+        """The text's embedding; the same FAQ asked again is not embedded again."""
         from tollway.cache.embed import default_embedder
 
-        def one() -> np.ndarray:
-            vector: np.ndarray = default_embedder().embed([text])[0]
-            return vector
+        vector = self._vectors.pop(text, None)
+        if vector is None:
+            def one() -> np.ndarray:
+                out: np.ndarray = default_embedder().embed([text])[0]
+                return out
 
-        return await asyncio.get_running_loop().run_in_executor(self._embedder, one)
+            vector = await asyncio.get_running_loop().run_in_executor(self._embedder, one)
+            if len(self._vectors) >= EMBEDDINGS_KEPT:
+                del self._vectors[next(iter(self._vectors))]
+        self._vectors[text] = vector  # the most recently used last
+        return vector
 
     def _partition(self, name: str) -> Partition:
         part = self._partitions.get(name)

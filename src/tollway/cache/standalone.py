@@ -16,8 +16,11 @@ context when
 - it answers the assistant's question (the last assistant turn asked one) without
   being a question itself;
 - its answer hinges on the situation the user described: a yes/no question about
-  themselves ("can I get a refund?", "is my card blocked?"), or "my X" / "the X"
-  where X was talked about earlier ("where is my order?" after giving its number).
+  themselves ("can I get a refund?", "is my card blocked?"); "my X" / "the X" where X
+  was talked about earlier ("where is my order?" after giving its number); or, once the
+  user has stated something about themselves, any question not in a generic form (how
+  to do something, whether something exists, what the business offers): "how long will
+  delivery take?" after "I live in Canada".
 
 Pronouns that point nowhere are allowed: "is it possible to ...", "how long does it
 take to ...", "is there a ...". I, me, my, you and your are the two speakers, not
@@ -32,7 +35,7 @@ from collections.abc import Sequence
 from tollway.cache.verify import stem
 from tollway.types import Message
 
-MIN_WORDS = 3
+MIN_WORDS = 4
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -54,16 +57,15 @@ it its itself that this these those they them their theirs themselves he him his
 himself she her hers herself former latter above aforementioned said mentioned told
 suggested recommended wrote listed described explained showed shown previous
 previously earlier again instead also too else same similar such still anymore either
-neither both rest remaining ones here then another other others afterwards
+neither both rest remaining ones here then another other others afterwards now next
 """.split())  # noqa: SIM905
 # "it" / "there" / "that" in constructions that point nowhere.
-_DUMMY = re.compile(
-    r"\b(?:is|was|will|would|could|can|does|did|do) it (?:be )?(?:possible|necessary|safe|"
-    r"ok|okay|free|required|allowed|mandatory|normal|legal|true|worth|too late|too early|"
-    r"take|cost|work|matter|mean|cheaper|better|faster|easier)\b"
-    r"|\bit (?:is|'s|was) (?:possible|necessary|safe|ok|okay|free|required|allowed|"
-    r"mandatory|normal|legal|true|worth)\b"
-    r"|\bhow (?:long|much|many \w+) (?:does|will|would|did) it\b"
+_ADJ = (r"(?:possible|necessary|safe|ok|okay|free|required|allowed|mandatory|normal|"
+        r"legal|worth it|too late|too early|cheaper|better|faster|easier|hard|difficult)")
+_DUMMY = re.compile(  # "it" before a "to" clause: "is it possible to ...", not "is it free?"
+    rf"\b(?:is|was|will|would|could|can) it (?:be )?{_ADJ} (?:for \w+ )?to\b"
+    rf"|\bit (?:is|'s|was) {_ADJ} (?:for \w+ )?to\b"
+    r"|\b(?:does|will|would|did) it (?:take|cost) (?:\w+ )?to\b"
     r"|\b(?:is|are|was|were|will|would|could|can) there\b"
     r"|\bthere (?:is|are|was|were|'s|will|would|could|can|should|must|might|may)\b"
     r"|\bmake sure that\b|\bso that\b")
@@ -96,6 +98,16 @@ _QUESTION_WORDS = frozenset("""
 how what where when why who whom which whose can could do does did is are was were
 will would should shall may might have has am please
 """.split())  # noqa: SIM905
+# Once the user has told something about themselves ("I live in Canada", "my card is a
+# Visa"), only a question in a generic form stands alone: how to do something, whether
+# something exists, what the business offers. "How long will delivery take?" does not.
+_FACT = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|we|we're|we've|our|mine)\b")
+_GENERIC = re.compile(
+    r"^(?:how (?:do|can|could|should|would) (?:i|we|you|one) \w+"
+    r"|where (?:do|can|could|should) (?:i|we) \w+|(?:is|are) there\b"
+    r"|(?:do|does|can|will|would|could) (?:you|your)\b|what (?:is|are|'s) your\b"
+    r"|(?:which|what) \w+(?: \w+)? (?:do|does|can|will) (?:you|your)\b|how does your\b"
+    r"|is it possible to\b|what(?: is|'s) the (?:difference|best way)\b)")
 _POSSESSED = re.compile(r"\b(?:my|our|the|your) ([a-z]+)")
 _SITUATED = re.compile(r"\b(my|our|the) ([a-z]+)")  # not "your": the assistant's side
 
@@ -105,7 +117,7 @@ def depends_reason(text: str, earlier: Sequence[Message]) -> str | None:
     message before it, system prompt included), or None when it stands alone."""
     low = text.lower().replace("\u2019", "'").strip()
     words = _WORD.findall(low)
-    if len(words) < MIN_WORDS:
+    if not words:
         return "fragment"
     if words[0] in _OPENERS or _OPENING_PHRASES.match(low):
         return "continuation"
@@ -117,6 +129,8 @@ def depends_reason(text: str, earlier: Sequence[Message]) -> str | None:
     for m in _POSSESSED.finditer(low):
         if m.group(1) in _DISCOURSE:
             return "reference"
+    if len(words) < MIN_WORDS:
+        return "fragment"
     turns = [m for m in earlier if m.role not in ("system", "developer")]
     if not turns:
         return None
@@ -125,6 +139,10 @@ def depends_reason(text: str, earlier: Sequence[Message]) -> str | None:
     if asked is not None and "?" in asked.text()[-300:] and not question:
         return "answer"
     if _PERSONAL_YES_NO.match(low):
+        return "situation"
+    if not _GENERIC.match(low) and any(
+            m.role == "user" and not m.text().rstrip().endswith("?")
+            and _FACT.search(m.text().lower().replace("\u2019", "'")) for m in turns):
         return "situation"
     told = {stem(w) for m in turns if m.role == "user" for w in _WORD.findall(
         m.text().lower())}
