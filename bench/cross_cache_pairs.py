@@ -206,6 +206,34 @@ HELD_OUT_DEPENDENT: list[tuple[list[str], list[tuple[str, str]]]] = [
      [("I like the green parka.", "It's one of our best sellers."),
       ("I'm looking at the running shorts.", "They're on sale.")]),
 ]
+# A second held-out bank, written after the first one was measured (with the kinds of
+# turns it missed in mind); the rules were not revised after either.
+HELD_OUT_2: list[tuple[list[str], list[tuple[str, str]]]] = [
+    (["Do you have a cheaper alternative?", "Is there a cheaper alternative?"],
+     [("How much are the Studio Pro headphones?", "They are $349."),
+      ("How much is express shipping?", "Express shipping is $25.")]),
+    (["What's the return window?", "How long is the return window?"],
+     [("I bought a laptop from you last month.", "Thanks for your purchase."),
+      ("I bought fresh groceries from you.", "Thanks for your purchase.")]),
+    (["Which size should I order?", "What size should I get?"],
+     [("I'm 180 cm tall and slim.", "Good to know."),
+      ("I'm 160 cm and usually wear petite sizes.", "Good to know.")]),
+    (["How long is the battery life?", "What is the battery life like?"],
+     [("Tell me about the Pixel 8.", "The Pixel 8 is our compact Android phone."),
+      ("Tell me about the Aero X1 laptop.", "The Aero X1 is our lightest laptop.")]),
+    (["What colours are available?", "Which colours does it come in?"],
+     [("I like your Nordic sofa.", "It's a customer favourite."),
+      ("Do you sell the Trail parka?", "Yes, we do.")]),
+    (["How many can I order at once?", "What is the maximum I can order at once?"],
+     [("Do you sell the red coffee mugs?", "Yes, they are $12 each."),
+      ("Do you sell gift cards?", "Yes, from $10 to $500.")]),
+    (["What is the price?", "How much is it?", "What does it cost?"],
+     [("Do you repair cracked screens?", "Yes, we repair cracked screens."),
+      ("Do you offer extended warranty?", "Yes, we offer a 3-year extension.")]),
+    (["Can you recommend something similar?", "What would you recommend instead?"],
+     [("The Alpine tent is sold out.", "Sorry about that."),
+      ("I didn't like the jasmine tea.", "Sorry to hear that.")]),
+]
 HELD_OUT_FREE: list[tuple[str, list[str]]] = [
     ("sunday", ["What time do you close on Sundays?", "When do you close on Sundays?"]),
     ("giftwrap", ["Do you offer gift wrapping?", "Can you gift wrap my order?"]),
@@ -261,6 +289,12 @@ def pairs() -> list[dict[str, Any]]:
             out.append({"a": convo([antecedents[x]], rng.choice(texts)),
                         "b": convo([antecedents[y]], rng.choice(texts)),
                         "label": "context-dependent", "kind": "held-out"})
+    for texts, antecedents in HELD_OUT_2:  # 8 x 6 = 48
+        for _ in range(6):
+            x, y = rng.sample(range(len(antecedents)), 2)
+            out.append({"a": convo([antecedents[x]], rng.choice(texts)),
+                        "b": convo([antecedents[y]], rng.choice(texts)),
+                        "label": "context-dependent", "kind": "held-out 2"})
     return out
 
 
