@@ -6,7 +6,7 @@ Rules only, no model: deterministic, a few microseconds, and conservative: anyth
 that might lean on the earlier turns means it depends on them. A turn depends on
 context when
 
-- it is a fragment: under three words ("why?", "more", "the second one"), or it opens
+- it is a fragment: under four words ("why?", "more", "the second one"), or it opens
   as a continuation ("and ...", "what about ...", "same for ...", "for business
   accounts?") or as an answer ("yes", "ok", "sure");
 - it points back: a pronoun or demonstrative ("it", "that", "they", "her", "there"
@@ -57,7 +57,8 @@ it its itself that this these those they them their theirs themselves he him his
 himself she her hers herself former latter above aforementioned said mentioned told
 suggested recommended wrote listed described explained showed shown previous
 previously earlier again instead also too else same similar such still anymore either
-neither both rest remaining ones here then another other others afterwards now next
+neither both rest remaining ones here there then another other others afterwards now
+next
 """.split())  # noqa: SIM905
 # "it" / "there" / "that" in constructions that point nowhere.
 _ADJ = (r"(?:possible|necessary|safe|ok|okay|free|required|allowed|mandatory|normal|"
@@ -122,7 +123,7 @@ def depends_reason(text: str, earlier: Sequence[Message]) -> str | None:
     if words[0] in _OPENERS or _OPENING_PHRASES.match(low):
         return "continuation"
     masked = _DUMMY.sub(" ", low)
-    if any(w in _BACK for w in _WORD.findall(masked)) or "there" in _WORD.findall(masked):
+    if any(w in _BACK for w in _WORD.findall(masked)):
         return "reference"
     if _CHOICE.search(low):
         return "reference"
@@ -156,4 +157,5 @@ def depends_reason(text: str, earlier: Sequence[Message]) -> str | None:
 
 
 def stands_alone(text: str, earlier: Sequence[Message]) -> bool:
+    """May the answer to `text` after `earlier` be shared with other conversations?"""
     return depends_reason(text, earlier) is None
