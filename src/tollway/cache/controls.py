@@ -73,6 +73,7 @@ class AliasCache:
     ttl: float
     semantic: bool
     threshold: float | None
+    across: bool  # also the context-free keys of a stand-alone latest turn
 
 
 def for_alias(cfg: CacheConfig, override: ModelCacheConfig | None) -> AliasCache:
@@ -84,7 +85,9 @@ def for_alias(cfg: CacheConfig, override: ModelCacheConfig | None) -> AliasCache
                       ttl=o.ttl_seconds if o.ttl_seconds is not None else cfg.ttl_seconds,
                       semantic=semantic and enabled,
                       threshold=o.threshold if o.threshold is not None
-                      else cfg.semantic.threshold)
+                      else cfg.semantic.threshold,
+                      across=(o.across_conversations if o.across_conversations is not None
+                              else cfg.across_conversations) and enabled)
 
 
 def bypass_reason(req: ChatRequest, cfg: CacheConfig, ask: CacheAsk | None) -> str | None:

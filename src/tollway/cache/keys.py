@@ -11,6 +11,12 @@ and the exact key is the partition plus the latest message. Two requests may be
 compared by meaning only inside one partition: a hard boundary, never a similarity
 filter.
 
+A latest turn that stands alone (cache/standalone.py) also has *context-free* keys:
+those of the same request without its earlier turns (the leading system prompt kept),
+i.e. the keys it would have as a conversation's first turn. A first turn's answer is
+found under them, and an answer to a stand-alone turn later on is stored under them
+too; `cache.across_conversations` turns this on per alias.
+
 An embeddings request's key is its tenant, namespace, alias, inputs and every
 parameter but `user` (`encoding_format` included: the stored reply is in its format);
 it is only ever looked up exactly.
@@ -19,11 +25,13 @@ it is only ever looked up exactly.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from tollway.cache.standalone import stands_alone
 from tollway.types import ChatRequest, EmbeddingRequest, Message
 
 _encode = msgspec.json.Encoder(order="sorted").encode
@@ -68,9 +76,12 @@ def _parameters(req: ChatRequest) -> dict[str, Any]:
     return out
 
 
-def keys_of(req: ChatRequest, alias: str, tenant: str, namespace: str, version: str) -> Keys:
-    head = [version, tenant, namespace, alias, _parameters(req),
-            [_message(m) for m in req.messages[:-1]]]
+def keys_of(req: ChatRequest, alias: str, tenant: str, namespace: str, version: str,
+            earlier: Sequence[Message] | None = None) -> Keys:
+    """`earlier`: the messages before the latest one to key on (default: all of them)."""
+    if earlier is None:
+        earlier = req.messages[:-1]
+    head = [version, tenant, namespace, alias, _parameters(req), [_message(m) for m in earlier]]
     h = hashlib.blake2b(_encode(head), digest_size=16)
     partition = h.hexdigest()
     last = req.messages[-1] if req.messages else None
@@ -81,6 +92,27 @@ def keys_of(req: ChatRequest, alias: str, tenant: str, namespace: str, version: 
         if isinstance(content, str) and content.strip():
             text = content
     return Keys(exact=h.hexdigest(), partition=partition, text=text)
+
+
+def context_free_keys(req: ChatRequest, alias: str, tenant: str, namespace: str,
+                      version: str) -> Keys | None:
+    """The keys of the latest turn without the earlier ones, when it stands alone and
+    there were earlier turns (on a first turn they are its own keys); else None."""
+    messages = req.messages
+    lead = 0
+    while lead < len(messages) - 1 and messages[lead].role in ("system", "developer"):
+        lead += 1
+    if lead >= len(messages) - 1:  # a first turn
+        return None
+    rest = messages[lead:-1]
+    # An instruction mid-conversation, or a tool's result, may change any answer.
+    if any(m.role in ("system", "developer", "tool", "function") or m.tool_calls
+           or m.function_call for m in rest):
+        return None
+    own = keys_of(req, alias, tenant, namespace, version, messages[:lead])
+    if own.text is None:
+        return None
+    return own if stands_alone(own.text, messages[:-1]) else None
 
 
 def embedding_keys(req: EmbeddingRequest, alias: str, tenant: str, namespace: str,

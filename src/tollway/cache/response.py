@@ -8,6 +8,10 @@ request ends with a plain user turn that is not about the present ("today", "lat
 a date), its embedding is compared within its partition, and a candidate above the
 threshold is served only if the verification step finds no difference in negation,
 numbers, dates or named entities.
+
+With `across_conversations` on, a latest turn that stands alone (cache/standalone.py)
+is looked up next under its context-free keys (keys.py), exactly and then by meaning,
+and its answer is stored under them as well as under its own.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from tollway.accounting.settlement import Answered, Outcome, Release, Settlement
 from tollway.cache import entry as entries
 from tollway.cache.controls import AliasCache, CacheAsk, bypass_reason, for_alias
 from tollway.cache.entry import CachedAnswer
-from tollway.cache.keys import Keys, embedding_keys, keys_of
+from tollway.cache.keys import Keys, context_free_keys, embedding_keys, keys_of
 from tollway.config import Config
 from tollway.policy.auth import Caller
 from tollway.store.base import CacheStore
@@ -43,6 +47,7 @@ FAILURES_TO_PAUSE = 3  # consecutive store failures before the store is skipped
 PAUSE_SECONDS = 5.0
 SYNC_SECONDS = 0.25  # how stale a partition's view of the shared log may get
 CANDIDATES = 4  # semantic candidates checked per lookup, best first
+EMBEDDINGS_KEPT = 4096  # recent texts' embeddings (1.5 kB each), least recently used out
 
 
 @dataclass(slots=True)
@@ -54,6 +59,10 @@ class Lookup:
     found: CachedAnswer | None = None
     similarity: float | None = None
     vector: np.ndarray | None = None  # the query's embedding, kept for remembering it
+    # The context-free keys of a stand-alone latest turn (across_conversations), and
+    # whether a hit was found under them (another conversation's answer).
+    across: Keys | None = None
+    shared: bool = False
 
 
 class ResponseCache:
@@ -72,6 +81,7 @@ class ResponseCache:
         self._partitions: dict[str, Partition] = {}
         self._syncing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._vectors: dict[str, np.ndarray] = {}
         # One thread for the embedding model: CPU-bound, and off the event loop.
         self._embedder = (ThreadPoolExecutor(1, thread_name_prefix="tollway-embed")
                           if self.semantic else None)
@@ -125,21 +135,27 @@ class ResponseCache:
         settings = self._settings[alias]
         if bypass_reason(req, self.config, ask) is not None:
             return Lookup("bypass")
-        keys = keys_of(req, served or alias, self._tenant(caller),
-                       ask.namespace if ask else "", self.config.version)
-        look = Lookup("miss", keys, settings, ask)
+        scope = (served or alias, self._tenant(caller), ask.namespace if ask else "",
+                 self.config.version)
+        keys = keys_of(req, *scope)
+        look = Lookup("miss", keys, settings, ask,
+                      across=context_free_keys(req, *scope) if settings.across else None)
         if ask is not None and not ask.read:
             return look
-        raw = await self._call(self.store.get(keys.exact))
         now = self.clock()
-        if raw is not None:
-            found = _decoded(raw, now)
+        exact = [keys] if look.across is None else [keys, look.across]
+        for k in exact:
+            raw = await self._call(self.store.get(k.exact))
+            found = _decoded(raw, now) if raw is not None else None
             if found is not None:
-                look.status, look.found = "hit", found
+                look.status, look.found, look.shared = "hit", found, k is look.across
                 return look
         if settings.semantic and keys.text is not None:
             try:
-                await self._semantic(look, keys.text, now)
+                for k in exact:
+                    if await self._semantic(look, keys.text, k.partition, now):
+                        look.shared = k is look.across
+                        break
             except Exception:  # the model failed: answer without the semantic cache
                 self._on_error()
                 log.exception("semantic cache lookup failed")
@@ -170,29 +186,38 @@ class ResponseCache:
             return
         ttl = look.ask.ttl if look.ask is not None and look.ask.ttl else settings.ttl
         answer.expires_at = self.clock() + ttl
-        item = None
+        every = [keys] if look.across is None else [keys, look.across]
+        items = []
         if look.vector is not None and keys.text is not None:
             from tollway.cache.index import SemanticEntry
 
-            item = SemanticEntry(id=keys.exact, text=keys.text, vector=look.vector.tobytes(),
-                                 expires_at=answer.expires_at)
-            self._partition(keys.partition).add(item)
-        await self._call(self.store.put(keys.exact, entries.encode(answer), ttl))
-        if item is not None:
+            for k in every:
+                item = SemanticEntry(id=k.exact, text=keys.text, vector=look.vector.tobytes(),
+                                     expires_at=answer.expires_at)
+                self._partition(k.partition).add(item)
+                items.append((k.partition, item))
+        body = entries.encode(answer)
+        for k in every:
+            await self._call(self.store.put(k.exact, body, ttl))
+        if items:
             from tollway.cache.index import encode_entry
 
-            await self._call(self.store.append(keys.partition, encode_entry(item), ttl,
-                                               self.config.semantic.max_entries))
+            for partition, item in items:
+                await self._call(self.store.append(partition, encode_entry(item), ttl,
+                                                   self.config.semantic.max_entries))
 
-    async def _semantic(self, look: Lookup, text: str, now: float) -> None:
+    async def _semantic(self, look: Lookup, text: str, partition: str, now: float) -> bool:
+        """Look for `text` by meaning in `partition`; True on a hit."""
         from tollway.cache.verify import COSINE_FLOOR, DEFAULT_THRESHOLD, accept, is_temporal
 
         if is_temporal(text):
-            return
-        assert look.keys is not None and look.settings is not None
-        look.vector = vector = await self._embed(text)
-        part = self._partition(look.keys.partition)
-        await self._sync(look.keys.partition, part)
+            return False
+        assert look.settings is not None
+        if look.vector is None:
+            look.vector = await self._embed(text)
+        vector = look.vector
+        part = self._partition(partition)
+        await self._sync(partition, part)
         threshold = look.settings.threshold or DEFAULT_THRESHOLD
         for cand in part.search(vector, COSINE_FLOOR, CANDIDATES):
             item = cand.entry
@@ -202,16 +227,24 @@ class ResponseCache:
             found = _decoded(raw, now) if raw is not None else None
             if found is not None:
                 look.status, look.found, look.similarity = "semantic-hit", found, cand.similarity
-                return
+                return True
+        return False
 
     async def _embed(self, text: str) -> np.ndarray:
+        """The text's embedding; the same FAQ asked again is not embedded again."""
         from tollway.cache.embed import default_embedder
 
-        def one() -> np.ndarray:
-            vector: np.ndarray = default_embedder().embed([text])[0]
-            return vector
+        vector = self._vectors.pop(text, None)
+        if vector is None:
+            def one() -> np.ndarray:
+                out: np.ndarray = default_embedder().embed([text])[0]
+                return out
 
-        return await asyncio.get_running_loop().run_in_executor(self._embedder, one)
+            vector = await asyncio.get_running_loop().run_in_executor(self._embedder, one)
+            if len(self._vectors) >= EMBEDDINGS_KEPT:
+                del self._vectors[next(iter(self._vectors))]
+        self._vectors[text] = vector  # the most recently used last
+        return vector
 
     def _partition(self, name: str) -> Partition:
         part = self._partitions.get(name)

@@ -183,6 +183,9 @@ def _stem(w: str) -> str:
     return w
 
 
+stem = _stem  # for the other cache modules
+
+
 for _x, _y in _OPPOSITES:
     _OPPOSITE.setdefault(_stem(_x), set()).add(_stem(_y))
     _OPPOSITE.setdefault(_stem(_y), set()).add(_stem(_x))

@@ -38,6 +38,10 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     version: str = "1"  # part of every key: change it to start afresh
     # Fail open: a cache call slower than this is abandoned and the request goes on.
     timeout_ms: float = 50.0
+    # A latest turn that stands alone (no reference back to earlier turns) is also
+    # looked up, and stored, under the keys it would have as a first turn, so a FAQ
+    # asked mid-conversation is served from another conversation's answer.
+    across_conversations: bool = False
     redis_url: str | None = None  # its own Redis; default: the store's (embedded: SQLite)
     semantic: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
 
@@ -49,6 +53,7 @@ class ModelCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     ttl_seconds: float | None = None
     semantic: bool | None = None
     threshold: float | None = None
+    across_conversations: bool | None = None
 
 
 def check_cache(c: CacheConfig, overrides: dict[str, ModelCacheConfig]) -> None:
