@@ -76,6 +76,7 @@ class Answered:
     cache: str | None = None
     text: str = ""
     aborted: bool = False
+    cost_usd: float | None = None  # the gateway's own figure (the stream's cost trailer)
 
 
 @dataclass
@@ -158,6 +159,8 @@ async def _turn(session: aiohttp.ClientSession, url: str, headers: dict[str, str
         pieces: list[str] = []
         chunks = 0
         async for line in r.content:
+            if line.startswith(b": tollway cost_usd="):
+                a.cost_usd = _trailer_cost(line)
             if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
                 continue
             event = orjson.loads(line[6:])
@@ -170,6 +173,14 @@ async def _turn(session: aiohttp.ClientSession, url: str, headers: dict[str, str
                 break
         a.text = "".join(pieces)
         return a
+
+
+def _trailer_cost(line: bytes) -> float | None:
+    figure = line.split(b"=", 1)[1].split(b" ", 1)[0].strip()
+    try:
+        return float(figure)
+    except ValueError:  # "unpriced"
+        return None
 
 
 async def _conversation(session: aiohttp.ClientSession, base: str, key: str,
@@ -313,6 +324,7 @@ def main(trace: Path, configs: list[Path], model: str, concurrency: int,
              "upstream_tokens": r.upstream_tokens, "wrong_hits": r.wrong_hits(),
              "turns": [{"kind": a.turn.kind, "needs": a.turn.needs, "status": a.status,
                         "model": a.model, "tier": a.tier, "cache": a.cache,
-                        "aborted": a.aborted} for a in r.answered]} for r in runs],
+                        "aborted": a.aborted, "cost_usd": a.cost_usd}
+                       for a in r.answered]} for r in runs],
             option=orjson.OPT_INDENT_2))
     return 0
