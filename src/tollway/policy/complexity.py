@@ -73,9 +73,9 @@ _STRONG = [
 _LONG_WORDS = 40
 _PARTS_WORDS = 20  # a turn longer than this listing several things is several asks
 _AND = re.compile(r"\band\b")
-# An earlier assistant answer this long (characters), or with code, means the
-# conversation has needed the strong model.
-_LONG_ANSWER = 1500
+# An earlier assistant answer this long (characters, ~1,000 tokens: a support answer
+# runs a few hundred), or with code, means the conversation has needed the strong model.
+_LONG_ANSWER = 4000
 
 
 @dataclass(frozen=True, slots=True)
