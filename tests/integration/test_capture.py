@@ -1,7 +1,7 @@
-"""Captured traffic: conversations an app sends through the gateway (OpenAI and
-Anthropic SDKs, with and without the conversation header, one stream the client
-abandons) are written as a trace — grouped right, personal data redacted, the abort
-marked — and `tollway replay` replays that file."""
+"""Captured traffic: conversations an app sends through the gateway (OpenAI's Chat
+Completions and Responses, Anthropic's Messages; with and without the conversation
+header; one stream the client abandons) are written as a trace — grouped right,
+personal data redacted, the abort marked — and `tollway replay` replays that file."""
 
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ async def test_captured_conversations_replay(fresh_sim: SimHandle, tmp_path: Pat
             m = await claude.messages.create(model="sim", max_tokens=32, system=SYSTEM,
                                              messages=history)
             history.append({"role": "assistant", "content": m.content[0].text})  # type: ignore[union-attr]
+        first = await oa.responses.create(model="sim", input="Ciao", instructions=SYSTEM)
+        await oa.responses.create(model="sim", input="Come stai?", instructions=SYSTEM,
+                                  previous_response_id=first.id)
         # A stream the user closes after a few chunks.
         fresh_sim.config(token_ms=20, output_tokens=200)
         stream = await oa.chat.completions.create(
@@ -77,7 +80,7 @@ async def test_captured_conversations_replay(fresh_sim: SimHandle, tmp_path: Pat
     assert EMAIL not in written and "[EMAIL_1]" in written
     convs = trace.read(path.read_bytes())
     by_first = {c.turns[0].text: c for c in convs}
-    assert len(convs) == 4, [[t.text for t in c.turns] for c in convs]
+    assert len(convs) == 5, [[t.text for t in c.turns] for c in convs]
 
     alice = by_first["Hi, my order is late."]
     assert [t.text for t in alice.turns] == [
@@ -96,6 +99,9 @@ async def test_captured_conversations_replay(fresh_sim: SimHandle, tmp_path: Pat
     assert [t.text for t in french.turns] == ["Bonjour", "Parlez-vous anglais ?"]
     assert french.system == SYSTEM
 
+    italian = by_first["Ciao"]  # the Responses API, continued by previous_response_id
+    assert [t.text for t in italian.turns] == ["Ciao", "Come stai?"]
+
     story = by_first["Tell me a long story."]
     [aborted] = story.turns
     assert aborted.abort_after is not None and 1 <= aborted.abort_after < 100
@@ -108,6 +114,6 @@ async def test_captured_conversations_replay(fresh_sim: SimHandle, tmp_path: Pat
                          str(tmp_path / "naive.yaml"), "--json", str(out)],
         capture_output=True, text=True, timeout=120, check=True)
     [run] = json.loads(out.read_text())
-    assert len(run["turns"]) == 8
+    assert len(run["turns"]) == 10
     assert all(t["status"] == 200 for t in run["turns"])
     assert sum(t["aborted"] for t in run["turns"]) == 1
