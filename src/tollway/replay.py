@@ -15,7 +15,8 @@ Per policy it reports the bill — priced from the simulator's own per-model usa
 caching priced the same way for every policy) and, beside it, the gateway's own ledger
 — what answered each turn (model, tier), cache hits, and **wrong hits**: a cached
 answer served to a turn whose labelled meaning differs from the turn that produced it
-(the trace format: bench/chatbot_trace.py).
+(the trace format: wire/trace.py; bench/chatbot_trace.py makes a synthetic one, and
+the gateway's `capture` records real traffic in it).
 """
 
 from __future__ import annotations
@@ -36,33 +37,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgspec
 import orjson
 from tqdm import tqdm
 
 from tollway.accounting import prices
 from tollway.types import Usage
-
-
-class Turn(msgspec.Struct):
-    kind: str
-    text: str
-    meaning: str
-    needs: str = "strong"
-    abort_after: int | None = None
-
-
-class Conversation(msgspec.Struct):
-    id: str
-    turns: list[Turn]
-    system: str | None = None
-    user: str | None = None
-    feature: str | None = None
+from tollway.wire import trace as trace_format
+from tollway.wire.trace import Conversation, Turn
 
 
 def load_trace(path: Path) -> list[Conversation]:
-    dec = msgspec.json.Decoder(Conversation)
-    return [dec.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
+    """Whole-conversation lines, per-turn lines (a capture), or both (wire/trace.py)."""
+    return trace_format.read(path.read_bytes())
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from tollway.config.alerts import AlertsConfig
 from tollway.config.auth import AuthConfig
 from tollway.config.budgets import Budget, BudgetsConfig, DowngradeRule, check_budget
 from tollway.config.cache import CacheConfig, ModelCacheConfig, SemanticCacheConfig
+from tollway.config.capture import CaptureConfig
 from tollway.config.defaults import (
     ANTHROPIC_WILDCARD,
     OPENAI_WILDCARD,
@@ -61,6 +62,7 @@ __all__ = [
     "Budget",
     "BudgetsConfig",
     "CacheConfig",
+    "CaptureConfig",
     "Config",
     "ConversationsConfig",
     "DeploymentConfig",

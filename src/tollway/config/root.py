@@ -13,6 +13,7 @@ from tollway.config.alerts import AlertsConfig, check_alerts
 from tollway.config.auth import AuthConfig
 from tollway.config.budgets import BudgetsConfig, check_budgets
 from tollway.config.cache import CacheConfig, check_cache
+from tollway.config.capture import CaptureConfig, check_capture
 from tollway.config.guards import GuardsConfig, check_guards
 from tollway.config.history import (
     ConversationsConfig,
@@ -56,6 +57,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
     history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
     conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
+    capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
 
     def resolve(self, name: str) -> tuple[str, ModelConfig] | None:
         """Alias or model name -> (canonical alias, its model config); exact names only
@@ -107,6 +109,7 @@ def check(cfg: Config) -> None:
     check_guards(cfg.guards, _overrides(cfg, lambda mc: mc.guards))
     check_history(cfg.history, _overrides(cfg, lambda mc: mc.history), is_model)
     check_conversations(cfg.conversations)
+    check_capture(cfg.capture)
     check_store(cfg.store)
     check_server(cfg.server)
 

@@ -24,6 +24,7 @@ from tollway.conversation.memory import Memory
 from tollway.errors import TollwayError
 from tollway.gateway import counting
 from tollway.gateway.call import Call
+from tollway.gateway.capture import Capture
 from tollway.gateway.counting import TokenCount
 from tollway.gateway.pipeline import Pipeline, Stages
 from tollway.gateway.routes import Routes
@@ -76,6 +77,7 @@ class Gateway:
         self.memory = Memory(config, self.store.conversations, self.outages, clock)
         self.turns = (TurnRouter(config, self.routes)
                       if any(mc.route_by_turn for mc in config.models.values()) else None)
+        self.capture = Capture(config.capture) if config.capture.enabled else None
         held = Held()  # this process's budget holds: put back if the store loses them
         self.recovery = BudgetRecovery(config, self.store, held, self.ledger.flush, clock)
         self.pipeline = Pipeline(Stages(
@@ -83,7 +85,8 @@ class Gateway:
             planner=Planner(config, self._levels), cache=self.cache,
             admission=Admitter(config, self.store, self.outages, held), router=self.router,
             ledger=self.ledger, observer=self.observer, alerts=self.alerts,
-            scrub=self.scrub, clock=clock, turns=self.turns))
+            scrub=self.scrub, clock=clock, turns=self.turns,
+            capture=self.capture))
         # The request path itself (bound here, not wrapped: one call less per step).
         self.chat: Callable[[Call, ChatRequest], Awaitable[Answer]] = self.pipeline.chat
         self.embed: Callable[[Call, EmbeddingRequest], Awaitable[Answer]] = self.pipeline.embed
@@ -136,6 +139,8 @@ class Gateway:
         counters (or a fresh one), they are rebuilt before this returns."""
         await self.store.open()
         self.ledger.start()
+        if self.capture is not None:
+            self.capture.start()
         self.observer.start()
         self.recovery.start()
         # A replica that starts on a fresh store (or one that lost its counters) waits
@@ -154,7 +159,8 @@ class Gateway:
 
     async def close(self) -> None:
         """Stop and let go of everything: background tasks, the cache, the alerts in
-        flight, the ledger (flushed), the store, the providers and the transport."""
+        flight, the ledger and the capture (flushed), the store, the providers and the
+        transport."""
         if self._pruning is not None:
             self._pruning.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -174,6 +180,8 @@ class Gateway:
         await self.alerts.close()
         await self.recovery.close()
         await self.ledger.close()
+        if self.capture is not None:
+            await self.capture.close()
         await self.observer.close()
         await self.store.close()
         for provider in self.providers.values():

@@ -11,6 +11,7 @@ reads:
     asks                     the edge: what the request's headers asked of the gateway
     kind, model_asked,
     stream, count            `begin` (or `begin_embeddings`)
+    captured                 `Pipeline.chat` at begin, when traffic is captured
     thread                   memory.recall (a server-side conversation)
     guards                   guards.inspect (what the input guards did)
     history                  memory.shape (what the history policy sent)
@@ -42,6 +43,7 @@ from tollway.cache.response import Lookup
 from tollway.conversation.history import HistoryAsk
 from tollway.conversation.memory import HistoryOutcome
 from tollway.conversation.thread import Thread
+from tollway.gateway.capture import Captured
 from tollway.guards.policy import GuardRecord
 from tollway.policy.admission import Admission
 from tollway.policy.auth import Caller
@@ -79,6 +81,7 @@ class Call(msgspec.Struct, eq=False):
     model_asked: str | None = None
     stream: bool = False
     count: TokenCount | None = None
+    captured: Captured | None = None
     thread: Thread | None = None
     guards: GuardRecord | None = None
     history: HistoryOutcome | None = None

@@ -1,7 +1,8 @@
 """The request path, in order. Every chat request, from HTTP or from Python, goes
 through `Pipeline.chat`, top to bottom:
 
-    1. begin: what was asked, the end user the body names
+    1. begin: what was asked, the end user the body names (and, when traffic is
+       captured for replay, the turn as it came)                (gateway/capture.py)
     2. route: the tier, the alias, may the key use it          (gateway/routes.py)
     3. input limits, on what the caller sent                   (guards/validate.py)
     4. recall: a stored conversation's turns in front           (conversation/memory.py)
@@ -22,8 +23,8 @@ through `Pipeline.chat`, top to bottom:
 and then `finish`, once, on every path (answered, failed, aborted): price the outcome
 once, unwind what the stages took (newest first: the cache fill, the pacing pass, the
 budget hold, the rate-limit entry — each given back with the real figures), then the
-ledger row, the metrics and log line, and the spend alerts. `gateway/call.py` says
-which step writes which part of the request's record.
+ledger row, the metrics and log line, the spend alerts, and a captured turn buffered.
+`gateway/call.py` says which step writes which part of the request's record.
 
 An embeddings request goes through `Pipeline.embed`: the same stages, fewer of them
 (no conversation, guards or output to cap or check), and the same `finish`:
@@ -49,6 +50,7 @@ from tollway.conversation import history, summary, thread
 from tollway.conversation.memory import HistoryOutcome, Memory, Summary
 from tollway.errors import InvalidOutput, TollwayError
 from tollway.gateway.call import Call
+from tollway.gateway.capture import Capture
 from tollway.gateway.record import ledger_row
 from tollway.gateway.routes import Route, Routes
 from tollway.gateway.turns import TurnRouter
@@ -84,6 +86,7 @@ class Stages:
     scrub: Callable[[TollwayError], TollwayError]
     clock: Callable[[], float]
     turns: TurnRouter | None = None  # routing on the latest turn, when an alias uses it
+    capture: Capture | None = None  # traffic recorded for `tollway replay`, when asked
 
 
 class Pipeline:
@@ -93,6 +96,9 @@ class Pipeline:
     async def chat(self, call: Call, req: ChatRequest) -> Answer:
         s, now = self.s, self.s.clock()
         count = call.begin(req)
+        if s.capture is not None and call.internal is None:  # before anything reshapes it
+            call.captured = s.capture.begin(
+                req, call.caller, call.asks.conversation or call.asks.stored_conversation)
         route, choice = s.routes.choose(req.model, call.asks.tier, call.caller.key,
                                         call.internal is not None, call.releases)
         policy = s.guards.of(route.alias, call.caller.key)
@@ -191,6 +197,8 @@ class Pipeline:
             self.s.router.broke(outcome.answer, outcome.error)
         held = call.admission.held if call.admission is not None else []
         self.s.alerts.after(held, s.usd, self.s.clock())
+        if self.s.capture is not None and call.captured is not None:
+            self.s.capture.end(call.captured, outcome)
         return s
 
     async def priced(self, call: Call, outcome: Outcome) -> Settlement:
