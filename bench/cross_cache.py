@@ -26,11 +26,11 @@ import msgspec
 import cli
 import report
 from harness import ROOT
+from tollway.cache.continuity import context_texts, leans_on_context
 from tollway.cache.controls import CacheAsk
+from tollway.cache.embed import default_embedder
 from tollway.cache.entry import CachedAnswer
 from tollway.cache.response import ResponseCache
-from tollway.cache.continuity import context_texts, leans_on_context
-from tollway.cache.embed import default_embedder
 from tollway.cache.standalone import depends_reason
 from tollway.config.loading import parse
 from tollway.policy.auth import Caller
