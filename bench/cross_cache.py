@@ -26,7 +26,9 @@ import msgspec
 import cli
 import report
 from harness import ROOT
+from tollway.cache.continuity import context_texts, leans_on_context
 from tollway.cache.controls import CacheAsk
+from tollway.cache.embed import default_embedder
 from tollway.cache.entry import CachedAnswer
 from tollway.cache.response import ResponseCache
 from tollway.cache.standalone import depends_reason
@@ -36,6 +38,7 @@ from tollway.types import ChatRequest, Message
 
 PAIRS = ROOT / "tests" / "data" / "cross_cache_pairs.jsonl"
 GOAL = 0.01  # wrong hits on context-dependent pairs, at most
+FRESH = "held-out 3"  # the bank written before the continuity check was built or tuned
 
 
 class DictStore:
@@ -92,6 +95,21 @@ async def measure(pairs: list[dict[str, Any]], across: bool) -> list[tuple[str, 
     return out
 
 
+def decided(messages: list[dict[str, Any]]) -> str:
+    """Why the rules, then the continuity check, keep this latest turn to its own
+    conversation ("stands alone" when neither does)."""
+    earlier = msgspec.convert(messages[:-1], list[Message])
+    text = messages[-1]["content"]
+    reason = depends_reason(text, earlier)
+    if reason is not None:
+        return reason
+    context = context_texts(earlier)
+    if not context:
+        return "stands alone"
+    vectors = default_embedder().embed([text, *context])
+    return "continuity" if leans_on_context(vectors[0], list(vectors[1:])) else "stands alone"
+
+
 def rate(hits: int, n: int) -> str:
     return f"{hits / n:.1%} ({hits} of {n})" if n else "-"
 
@@ -119,20 +137,23 @@ def main() -> None:
                      str(sum(s == "hit" for s in status)),
                      str(sum(s == "semantic-hit" for s in status))])
     wrong, n_dep, right, n_free = figures[True]
-    ok = n_dep and wrong / n_dep <= GOAL
+    ok = bool(n_dep) and wrong / n_dep <= GOAL
     kinds = []
     on = results[True]
     for kind in sorted({p["kind"] for p in pairs}):
         idx = [i for i, p in enumerate(pairs) if p["kind"] == kind]
         hits = sum(on[i] in ("hit", "semantic-hit") for i in idx)
-        reasons = Counter(depends_reason(pairs[i]["b"][-1]["content"], msgspec.convert(
-            pairs[i]["b"][:-1], list[Message])) or "stands alone" for i in idx)
+        reasons = Counter(decided(pairs[i]["b"]) for i in idx)
         kinds.append([kind, pairs[idx[0]]["label"], str(len(idx)), rate(hits, len(idx)),
                       ", ".join(f"{r} {c}" for r, c in reasons.most_common())])
-    held_idx = [i for i, p in enumerate(pairs) if p["kind"].startswith("held-out")
-                and p["label"] == "context-dependent"]
-    held = sum(on[i] in ("hit", "semantic-hit") for i in held_idx)
-    n_held = len(held_idx)
+    def wrong_in(kinds: Any) -> tuple[int, int]:
+        idx = [i for i, p in enumerate(pairs) if kinds(p["kind"])
+               and p["label"] == "context-dependent"]
+        return sum(on[i] in ("hit", "semantic-hit") for i in idx), len(idx)
+
+    held, n_held = wrong_in(lambda k: k.startswith("held-out") and k != FRESH)
+    fresh, n_fresh = wrong_in(lambda k: k == FRESH)
+    ok = ok and all(w <= GOAL * n for w, n in ((held, n_held), (fresh, n_fresh)))
     missed = [pairs[i] for i in range(len(pairs))
               if pairs[i]["label"] == "context-dependent" and on[i] in ("hit", "semantic-hit")]
     body = "\n\n".join([
@@ -148,24 +169,31 @@ def main() -> None:
                   f"`{p['b'][-1]['content']}`" for p in missed) or "None.",
         "## The default",
         report.para(f"""The goal was at most {GOAL:.0%} wrong hits on context-dependent pairs
-        at the default. Measured: {rate(wrong, n_dep)}, so `across_conversations` is
-        {'on' if ok else 'off'} by default. The pairs are the project's own (templated
-        support-chat turns). The rules were revised once after a first measurement on
-        the banks not marked "held-out" (7.2 % wrong hits there before, 0 % after). The
-        two held-out banks were written after that (the second after the first was
-        measured) and were not used to revise them, so their figure ({rate(held, n_held)}
-        wrong hits) is the one to expect of turns unlike those the rules were written
-        for: a question whose object is implicit ("how do I get a replacement?" of what?
-        "how long is the battery life?" of which phone?), a comparison with something
-        said before ("is there a cheaper alternative?"), or one that depends on what the
-        user said of themselves in a form the rules let through ("do you deliver on
-        weekends?" after "I live in rural Canada"). Rules alone do not reach the goal;
-        turn it on for an alias only after measuring it on that alias's own traffic."""),
+        at the default, overall and on the held-out banks. The pairs are the project's own
+        (templated support-chat turns). Two checks decide that a latest turn stands alone:
+        the rules (cache/standalone.py: "b's latest turn decided" above names the rule
+        that kept it back) and, on top of them, the continuity check (cache/continuity.py,
+        "continuity" above: a turn about the same thing as the last two user turns or
+        the last assistant turn, by the cosine of their MiniLM embeddings, is kept to
+        its conversation). The rules were revised on the first banks; the banks "held-out"
+        and "held-out 2" were written after that and showed what the rules miss
+        (implicit objects, comparisons with something said before, questions shaped by
+        what the user said of themselves: 28 % wrong hits); the continuity check's
+        threshold was then chosen on every bank but "{FRESH}", which was written before
+        the check was built and not used to tune it. Measured: {rate(wrong, n_dep)}
+        wrong hits overall; {rate(held, n_held)} on the first two held-out banks (which
+        the threshold saw); {rate(fresh, n_fresh)} on "{FRESH}" (which it did not: with
+        so few pairs, 0 wrong hits bounds the true rate only below about
+        {3 / max(n_fresh, 1):.0%} at 95 % confidence; the rules alone, measured on it
+        before the check was built, gave 18.5 %, 10 of 54). So `across_conversations` is
+        {'on' if ok else 'off'} by default. The price is hits: the check also keeps back
+        an FAQ about what was just talked about ("how do I track a parcel?" after "my
+        parcel hasn't arrived"), which is served from its own conversation only."""),
     ])
     headline = (f"across conversations: {rate(wrong, n_dep)} wrong hits on context-dependent "
-                f"pairs (goal <= {GOAL:.0%}; held-out ones {rate(held, n_held)}), "
-                f"{rate(right, n_free)} hits on context-free ones (today: "
-                f"{rate(figures[False][2], n_free)}): off by default")
+                f"pairs (goal <= {GOAL:.0%}; the bank held out from tuning, {FRESH}: "
+                f"{rate(fresh, n_fresh)}), {rate(right, n_free)} hits on context-free ones "
+                f"(today: {rate(figures[False][2], n_free)}): off by default")
     if ok:
         headline = headline.replace("off by default", "on by default")
     report.write(args, title="Cross-conversation cache: wrong hits on labelled pairs",

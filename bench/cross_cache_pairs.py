@@ -242,6 +242,48 @@ HELD_OUT_FREE: list[tuple[str, list[str]]] = [
     ("currency", ["Which currencies do you accept?", "What currencies can I pay in?"]),
 ]
 
+# A third held-out bank (issue 19, second part): written before the semantic check
+# (cache/continuity.py) was built or tuned, which was tuned on every bank above; its
+# own seed, so the pairs above are unchanged.
+SEED_3 = 1903
+HELD_OUT_3: list[tuple[list[str], list[tuple[str, str]]]] = [
+    (["Where can I get a spare part?", "Where do I find spare parts?"],
+     [("The brush roll of my vacuum snapped.", "I'm sorry to hear that."),
+      ("The handle of my suitcase broke off.", "That's annoying, sorry.")]),
+    (["How long is the warranty?", "What's the warranty period?"],
+     [("I'm thinking of buying the Zen espresso machine.", "Great choice."),
+      ("I'm interested in the Volt e-bike.", "It's very popular.")]),
+    (["Is there a lighter model?", "Do you have a lighter model?"],
+     [("The Trek backpack weighs 2 kg.", "Yes, it's built for heavy loads."),
+      ("How heavy is the Summit tent?", "It weighs 3.5 kg.")]),
+    (["Are there any discounts available?", "Do you offer any discounts?"],
+     [("I'm a teacher.", "Thanks for letting us know."),
+      ("I'm buying 50 units for my company.", "Great.")]),
+    (["What documents do I need?", "Which documents should I bring?"],
+     [("I'm opening an account as a non-resident.", "Happy to help."),
+      ("I want to return an item bought with a gift card.", "Sure.")]),
+    (["How much is shipping?", "What does shipping cost?"],
+     [("I'm ordering from Australia.", "Welcome!"),
+      ("I'm ordering a 40 kg treadmill.", "Okay.")]),
+    (["Which model do you recommend?", "What model would you suggest?"],
+     [("I need a laptop for video editing.", "Sure."),
+      ("I want a phone for my grandmother.", "Sure.")]),
+    (["When does the sale end?", "How long does the sale last?"],
+     [("I saw the winter sale on boots.", "Yes, it's on now."),
+      ("Is the Black Friday sale live?", "Yes, it started today.")]),
+    (["Email works best for me", "By email please"],
+     [("Let me know when the mixer is back.", "Would you like email or SMS?"),
+      ("Can you send me the receipt?", "Shall we send it by email or by post?")]),
+]
+HELD_OUT_3_FREE: list[tuple[str, list[str]]] = [
+    ("recycle", ["Do you recycle old electronics?", "Can I recycle old electronics with you?"]),
+    ("jobs", ["Are you hiring?", "Do you have any job openings?"]),
+    ("referral", ["How does the referral programme work?", "How do referrals work?"]),
+    ("phone", ["What is your customer service phone number?",
+               "What number do I call for customer service?"]),
+    ("wishlist", ["How do I create a wishlist?", "How can I make a wishlist?"]),
+]
+
 SYSTEM = "You are the support assistant of Acme Store."
 
 
@@ -295,6 +337,20 @@ def pairs() -> list[dict[str, Any]]:
             out.append({"a": convo([antecedents[x]], rng.choice(texts)),
                         "b": convo([antecedents[y]], rng.choice(texts)),
                         "label": "context-dependent", "kind": "held-out 2"})
+    rng = random.Random(SEED_3)
+    for topic, wordings in HELD_OUT_3_FREE:  # 5 x 6 = 30
+        for i in range(6):
+            a, b = rng.choice(wordings), wordings[i % len(wordings)]
+            out.append({"a": convo(filler(rng, topic, 0), a),
+                        "b": convo(filler(rng, topic, 1), b),
+                        "label": "context-free", "kind": "held-out 3 faq"})
+    for texts, antecedents in HELD_OUT_3:  # 9 x 6 = 54
+        for _ in range(6):
+            x, y = rng.sample(range(len(antecedents)), 2)
+            pre_a = filler(rng, "", 0) if rng.random() < 0.3 else []
+            out.append({"a": convo([*pre_a, antecedents[x]], rng.choice(texts)),
+                        "b": convo([antecedents[y]], rng.choice(texts)),
+                        "label": "context-dependent", "kind": "held-out 3"})
     return out
 
 

@@ -1,6 +1,7 @@
 """Context-free questions across conversations, through a running gateway: an FAQ
 asked at turn 4 of one conversation is served the answer given at turn 0 of another
-(exactly, and reworded by meaning), a turn that points back is not, an alias without
+(exactly, and reworded by meaning; on by default), a turn that points back is not, nor
+one that leans on the turns before it by meaning, an alias without
 `across_conversations` keeps today's partitioning, and tenants never share."""
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ EARLIER = ["Hi there!", "My parcel hasn't arrived yet.", "It's order 58213.",
 def gw(sim: SimHandle) -> Iterator[GatewayHandle]:
     cfg: dict[str, Any] = cache_config(sim.url, semantic={"enabled": True})
     models = cfg["models"]
-    models["sim-solo"] = copy.deepcopy(models["sim"])  # today's partitioning
-    models["sim"]["cache"] = {"across_conversations": True}
+    models["sim-solo"] = copy.deepcopy(models["sim"])
+    models["sim-solo"]["cache"] = {"across_conversations": False}  # the old partitioning
     handle = start_gateway(cfg, env={"TOLLWAY_MASTER_KEY": MASTER})
     try:
         yield handle
@@ -83,6 +84,17 @@ async def test_a_turn_that_points_back_is_not_shared(gw: GatewayHandle,
     assert (await ask(c, conversation(system, [], "Is that free?")))[1] == "miss"
     assert (await ask(c, conversation(system, EARLIER, "Is that free?")))[1] == "miss"
     assert fresh_sim.stats()["requests"] == 5
+
+
+async def test_a_turn_about_what_was_just_said_is_not_shared(gw: GatewayHandle,
+                                                             fresh_sim: SimHandle) -> None:
+    # No word points back, but "a replacement" is of what the user just named.
+    c = openai_client(gw.base_url, MASTER)
+    system = "Support bot " + os.urandom(4).hex()
+    latest = "How do I get a replacement?"
+    for earlier in (["My charger stopped working."], ["I lost my membership card."]):
+        assert (await ask(c, conversation(system, earlier, latest)))[1] == "miss"
+    assert fresh_sim.stats()["requests"] == 2
 
 
 async def test_an_alias_without_it_keeps_conversations_apart(gw: GatewayHandle,

@@ -86,8 +86,9 @@ def for_alias(cfg: CacheConfig, override: ModelCacheConfig | None) -> AliasCache
                       semantic=semantic and enabled,
                       threshold=o.threshold if o.threshold is not None
                       else cfg.semantic.threshold,
+                      # Sharing needs the model: the continuity check is by meaning.
                       across=(o.across_conversations if o.across_conversations is not None
-                              else cfg.across_conversations) and enabled)
+                              else cfg.across_conversations) and semantic and enabled)
 
 
 def bypass_reason(req: ChatRequest, cfg: CacheConfig, ask: CacheAsk | None) -> str | None:

@@ -9,9 +9,11 @@ a date), its embedding is compared within its partition, and a candidate above t
 threshold is served only if the verification step finds no difference in negation,
 numbers, dates or named entities.
 
-With `across_conversations` on, a latest turn that stands alone (cache/standalone.py)
-is looked up next under its context-free keys (keys.py), exactly and then by meaning,
-and its answer is stored under them as well as under its own.
+With `across_conversations` on (it needs the semantic cache's model), a latest turn
+that stands alone by the rules (cache/standalone.py) and by meaning (continuity.py: not
+about the same thing as the turns just before it) is looked up next under its
+context-free keys (keys.py), exactly and then by meaning, and its answer is stored
+under them as well as under its own.
 """
 
 from __future__ import annotations
@@ -138,21 +140,28 @@ class ResponseCache:
         scope = (served or alias, self._tenant(caller), ask.namespace if ask else "",
                  self.config.version)
         keys = keys_of(req, *scope)
-        look = Lookup("miss", keys, settings, ask,
-                      across=context_free_keys(req, *scope) if settings.across else None)
+        look = Lookup("miss", keys, settings, ask)
+        across = context_free_keys(req, *scope) if settings.across else None
         if ask is not None and not ask.read:
+            look.across = await self._shareable(look, across, req)
             return look
         now = self.clock()
-        exact = [keys] if look.across is None else [keys, look.across]
-        for k in exact:
-            raw = await self._call(self.store.get(k.exact))
+        raw = await self._call(self.store.get(keys.exact))
+        found = _decoded(raw, now) if raw is not None else None
+        if found is not None:
+            look.status, look.found = "hit", found
+            return look
+        look.across = await self._shareable(look, across, req)
+        partitions = [keys] if look.across is None else [keys, look.across]
+        if look.across is not None:
+            raw = await self._call(self.store.get(look.across.exact))
             found = _decoded(raw, now) if raw is not None else None
             if found is not None:
-                look.status, look.found, look.shared = "hit", found, k is look.across
+                look.status, look.found, look.shared = "hit", found, True
                 return look
         if settings.semantic and keys.text is not None:
             try:
-                for k in exact:
+                for k in partitions:
                     if await self._semantic(look, keys.text, k.partition, now):
                         look.shared = k is look.across
                         break
@@ -230,21 +239,47 @@ class ResponseCache:
                 return True
         return False
 
+    async def _shareable(self, look: Lookup, across: Keys | None, req: ChatRequest
+                         ) -> Keys | None:
+        """`across` when the turn the rules let stand alone does not lean on the
+        conversation by meaning either (cache/continuity.py); None when it does, or
+        when that cannot be told (no model, or it failed: the turn is not shared)."""
+        if across is None or across.text is None or self._embedder is None:
+            return None
+        from tollway.cache.continuity import context_texts, leans_on_context
+
+        try:  # one model run for the query and whichever recent turns are not kept
+            vectors = await self._embed_many([across.text,
+                                              *context_texts(req.messages[:-1])])
+        except Exception:
+            self._on_error()
+            log.exception("the continuity check failed; the turn is not shared")
+            return None
+        look.vector = vectors[0]  # the semantic lookup's own
+        return None if leans_on_context(vectors[0], vectors[1:]) else across
+
     async def _embed(self, text: str) -> np.ndarray:
         """The text's embedding; the same FAQ asked again is not embedded again."""
+        return (await self._embed_many([text]))[0]
+
+    async def _embed_many(self, texts: list[str]) -> list[np.ndarray]:
+        """The texts' embeddings, those not kept computed in one batch."""
         from tollway.cache.embed import default_embedder
 
-        vector = self._vectors.pop(text, None)
-        if vector is None:
-            def one() -> np.ndarray:
-                out: np.ndarray = default_embedder().embed([text])[0]
+        found = {t: v for t in texts if (v := self._vectors.pop(t, None)) is not None}
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            def run() -> np.ndarray:
+                out: np.ndarray = default_embedder().embed(missing)
                 return out
 
-            vector = await asyncio.get_running_loop().run_in_executor(self._embedder, one)
-            if len(self._vectors) >= EMBEDDINGS_KEPT:
-                del self._vectors[next(iter(self._vectors))]
-        self._vectors[text] = vector  # the most recently used last
-        return vector
+            got = await asyncio.get_running_loop().run_in_executor(self._embedder, run)
+            found.update(zip(missing, got, strict=True))
+        for t, v in found.items():  # the most recently used last
+            self._vectors[t] = v
+        while len(self._vectors) > EMBEDDINGS_KEPT:
+            del self._vectors[next(iter(self._vectors))]
+        return [found[t] for t in texts]
 
     def _partition(self, name: str) -> Partition:
         part = self._partitions.get(name)
