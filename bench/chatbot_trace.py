@@ -11,9 +11,9 @@ turn carries what an evaluation needs:
   (depends on the turns before it: "and on mobile?"), `ack` (thanks, ok, great),
   `abuse` (a prompt asking for endless output);
 - `meaning`: turns with the same meaning may share an answer (an FAQ's id; `ack`; a
-  question's own text; a follow-up or an abusive prompt together with the meanings of
-  the turns before it, on which it depends) — a cached answer served to a turn of
-  another meaning is a wrong hit;
+  question's own text; a follow-up, or a prompt that points back ("repeat the previous
+  answer"), together with the meanings of the turns before it, on which it depends) —
+  a cached answer served to a turn of another meaning is a wrong hit;
 - `needs`: `cheap` when a small model answers it as well, `strong` when it needs the
   large one;
 - `abort_after`: the client closes the stream after this many chunks (the user closed
@@ -128,7 +128,9 @@ def turn(rng: random.Random, context: str, i: int) -> dict[str, Any]:
         return {"kind": "question", "text": text, "meaning": f"question:{text}",
                 "needs": "strong", "abort_after": abort_after}
     text = rng.choice(ABUSE)
-    return {"kind": "abuse", "text": text, "meaning": f"{context} > {text}", "needs": "cheap",
+    # "Repeat the previous answer" depends on what came before; an essay does not.
+    meaning = f"{context} > {text}" if "previous" in text else f"abuse:{text}"
+    return {"kind": "abuse", "text": text, "meaning": meaning, "needs": "cheap",
             "abort_after": rng.choice([None, 40])}
 
 

@@ -1,9 +1,7 @@
 """`make bench`: install the load tools if missing, run every benchmark in turn (each
 writes its own results file, docs/benchmarks/NAME.md), then write the index,
 docs/benchmarks.md, from those files. The whole run takes about 20 minutes on 2 cores
-(the sum of each results file's run time; the chatbot replay is the longest part, so
-the full run replays 60 conversations of its trace: `bench/chatbot.py` alone replays
-150).
+(the sum of the run times the results files record).
 
     .venv/bin/python bench/run.py            # every benchmark, then the index
     .venv/bin/python bench/run.py --quick    # smoke runs -> bench/results/
@@ -33,8 +31,7 @@ BENCHMARKS = ["overhead.py", "compare.py", "tokens.py", "reliability.py", "fault
 # texts' embeddings from an earlier run of the same model on the same texts (each
 # results file names its command).
 FULL_ARGS = {"reliability.py": ["--flood-seconds", "65"], "workers.py": ["--duration", "3"],
-             "cache_precision.py": ["--reuse-embeddings", "--sample-if-cold", "3000"],
-             "chatbot.py": ["--conversations", "60"]}
+             "cache_precision.py": ["--reuse-embeddings", "--sample-if-cold", "3000"]}
 INDEX = ROOT / "docs" / "benchmarks.md"
 
 METHOD = """\
