@@ -179,66 +179,36 @@ class _Families(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         o = self.o
-        req = CounterMetricFamily("tollway_requests", "Requests by outcome",
-                                  labels=["model", "provider", "status", "outcome"])
-        for labels, n in o.requests.items():
-            req.add_metric(labels, n)
-        yield req
-        tok = CounterMetricFamily("tollway_tokens", "Tokens billed",
-                                  labels=["model", "provider", "kind"])
-        for (model, provider), counts in o.tokens.items():
-            for kind, n in zip(("input", "output", "cached"), counts, strict=True):
-                tok.add_metric([model, provider, kind], n)
-        yield tok
-        usd = CounterMetricFamily("tollway_cost_usd", "Dollars spent",
-                                  labels=["model", "provider"])
-        for mp, v in o.cost.items():
-            usd.add_metric(mp, v)
-        yield usd
+        yield _counter("tollway_requests", "Requests by outcome",
+                       ["model", "provider", "status", "outcome"], o.requests.items())
+        yield _counter("tollway_tokens", "Tokens billed", ["model", "provider", "kind"],
+                       (((*mp, kind), n) for mp, counts in o.tokens.items()
+                        for kind, n in zip(("input", "output", "cached"), counts,
+                                           strict=True)))
+        yield _counter("tollway_cost_usd", "Dollars spent", ["model", "provider"],
+                       o.cost.items())
         yield _histogram("tollway_request_seconds", "Time to the last byte",
                          ["model", "provider", "status"], o.latency.items())
         yield _histogram("tollway_time_to_first_token_seconds",
                          "Time to the upstream's first event (streams)",
                          ["model", "provider"], o.ttft.items())
-        retries = CounterMetricFamily("tollway_retries", "Upstream calls beyond a request's "
-                                      "first, by the deployment each went to",
-                                      labels=["model", "provider"])
-        for mp, n in o.retries.items():
-            retries.add_metric(mp, n)
-        yield retries
-        fallbacks = CounterMetricFamily("tollway_fallbacks", "Requests answered by another "
-                                        "model than the first tried", labels=["source", "model"])
-        for fk, n in o.fallbacks.items():
-            fallbacks.add_metric(fk, n)
-        yield fallbacks
-        cache = CounterMetricFamily("tollway_cache_requests", "Requests the response cache "
-                                    "saw, by result", labels=["model", "result"])
-        for ck, n in o.cache.items():
-            cache.add_metric(ck, n)
-        yield cache
-        saved = CounterMetricFamily("tollway_cache_saved_usd", "What the answers served "
-                                    "from the cache would have cost", labels=["model"])
-        for alias, v in o.saved.items():
-            saved.add_metric([alias], v)
-        yield saved
-        guards = CounterMetricFamily("tollway_guard_actions", "What guards did, by guard "
-                                     "and action (log, redact, retried, refused...)",
-                                     labels=["guard", "action"])
-        for gk, n in o.guard_actions.items():
-            guards.add_metric(gk, n)
-        yield guards
-        counted = CounterMetricFamily("tollway_count_tokens_requests", "count_tokens calls "
-                                      "(not billed), by who counted: upstream or local",
-                                      labels=["model", "provider", "counted_by", "status"])
-        for tk, n in o.token_counts.items():
-            counted.add_metric(tk, n)
-        yield counted
-        errors = CounterMetricFamily("tollway_store_errors", "Store calls that failed, by "
-                                     "part (the failure policy decided what happened)",
-                                     labels=["part"])
-        for part, n in o.store_errors.items():
-            errors.add_metric([part], n)
-        yield errors
+        yield _counter("tollway_retries", "Upstream calls beyond a request's first, by the "
+                       "deployment each went to", ["model", "provider"], o.retries.items())
+        yield _counter("tollway_fallbacks", "Requests answered by another model than the "
+                       "first tried", ["source", "model"], o.fallbacks.items())
+        yield _counter("tollway_cache_requests", "Requests the response cache saw, by result",
+                       ["model", "result"], o.cache.items())
+        yield _counter("tollway_cache_saved_usd", "What the answers served from the cache "
+                       "would have cost", ["model"], (((a,), v) for a, v in o.saved.items()))
+        yield _counter("tollway_guard_actions", "What guards did, by guard and action (log, "
+                       "redact, retried, refused...)", ["guard", "action"],
+                       o.guard_actions.items())
+        yield _counter("tollway_count_tokens_requests", "count_tokens calls (not billed), by "
+                       "who counted: upstream or local",
+                       ["model", "provider", "counted_by", "status"], o.token_counts.items())
+        yield _counter("tollway_store_errors", "Store calls that failed, by part (the failure "
+                       "policy decided what happened)", ["part"],
+                       (((p,), n) for p, n in o.store_errors.items()))
         budgets, pending, ups = o._scrape
         state = GaugeMetricFamily("tollway_breaker_state",
                                   "Circuit breaker: 0 closed, 1 half-open, 2 open",
@@ -264,6 +234,14 @@ class _Families(Collector):
         yield left
         yield GaugeMetricFamily("tollway_ledger_pending_rows",
                                 "Ledger rows waiting to be written", value=pending)
+
+
+def _counter(name: str, doc: str, labels: list[str],
+             series: Iterable[tuple[Sequence[str], float]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for values, n in series:
+        family.add_metric(list(values), n)
+    return family
 
 
 def _histogram(name: str, doc: str, labels: list[str],
