@@ -57,7 +57,7 @@ import gzip
 import hashlib
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -432,28 +432,43 @@ async def count_request_async(req: ChatRequest, model: str) -> int:
     return count_request(req, model)
 
 
-class InputCount:
-    """A request's input tokens, counted once per tokenizer and only when something
-    needs them (a limit, a budget, pacing, or billing a stream that reported no usage):
-    a downgrade to a model with the same encoding reuses the count. The request's
-    messages are final by the first count (history shaping comes before)."""
+class _PerEncoding:
+    """Input tokens counted once per tokenizer, and only when something needs them: a
+    move to a model with the same encoding reuses the count."""
 
-    __slots__ = ("_by_encoding", "req")
+    __slots__ = ("_by_encoding",)
 
-    def __init__(self, req: ChatRequest) -> None:
-        self.req = req
+    def __init__(self) -> None:
         self._by_encoding: dict[str, int] = {}
+
+    def _counted(self, model: str) -> Awaitable[int]:
+        raise NotImplementedError
 
     async def of(self, model: str) -> int:
         name = encoding_name_for(model)
         n = self._by_encoding.get(name)
         if n is None:
-            n = self._by_encoding[name] = await count_request_async(self.req, model)
+            n = self._by_encoding[name] = await self._counted(model)
         return n
 
     def known(self, model: str) -> int | None:
         """The count for `model`'s encoding, if it was made."""
         return self._by_encoding.get(encoding_name_for(model))
+
+
+class InputCount(_PerEncoding):
+    """A chat request's input tokens, counted when something needs them (a limit, a
+    budget, pacing, or billing a stream that reported no usage). The request's
+    messages are final by the first count (history shaping comes before)."""
+
+    __slots__ = ("req",)
+
+    def __init__(self, req: ChatRequest) -> None:
+        self._by_encoding = {}  # not super().__init__(): a call less on every request
+        self.req = req
+
+    def _counted(self, model: str) -> Awaitable[int]:
+        return count_request_async(self.req, model)
 
 
 # --- embeddings ------------------------------------------------------------------------
@@ -493,21 +508,14 @@ class TokenCount(Protocol):
     def known(self, model: str) -> int | None: ...
 
 
-class InputsCount:
+class InputsCount(_PerEncoding):
     """An embeddings request's input tokens, as `InputCount` is a chat request's."""
 
-    __slots__ = ("_by_encoding", "req")
+    __slots__ = ("req",)
 
     def __init__(self, req: EmbeddingRequest) -> None:
+        self._by_encoding = {}
         self.req = req
-        self._by_encoding: dict[str, int] = {}
 
-    async def of(self, model: str) -> int:
-        name = encoding_name_for(model)
-        n = self._by_encoding.get(name)
-        if n is None:
-            n = self._by_encoding[name] = await count_inputs_async(self.req, model)
-        return n
-
-    def known(self, model: str) -> int | None:
-        return self._by_encoding.get(encoding_name_for(model))
+    def _counted(self, model: str) -> Awaitable[int]:
+        return count_inputs_async(self.req, model)
