@@ -94,9 +94,12 @@ async def test_a_real_question_stays_on_the_strong_model(gw_turns: GatewayHandle
 
 async def test_open_turns_go_to_the_classifier(gw_turns: GatewayHandle,
                                                fresh_sim: SimHandle) -> None:
-    raw = await ask(gw_turns, "do you ship to Canada?")
+    raw = await ask(gw_turns, "ship to canada?")
     assert (raw.headers["x-tollway-model"], raw.headers["x-tollway-route-reason"]) == (
         "gpt-4o-mini", "classifier")
+    raw = await ask(gw_turns, "do you ship to Canada?")  # a plain how-to question: the rules
+    assert (raw.headers["x-tollway-model"], raw.headers["x-tollway-route-reason"]) == (
+        "gpt-4o-mini", "simple_question")
     raw = await ask(gw_turns, "someone placed an order with my card that I don't recognise")
     assert (raw.headers["x-tollway-model"], raw.headers["x-tollway-route-reason"]) == (
         "gpt-4o", "classifier")

@@ -58,6 +58,10 @@ def test_hard_turns_go_strong(text: str, reason: str) -> None:
 
 def test_an_open_turn_is_left_to_the_classifier_unless_the_conversation_was_hard() -> None:
     assert rules("where is my parcel?", False) is None
+    v = rules("how do I reset my password?", False)  # a plain how-to question
+    assert v is not None and (v.strong, v.reason) == (False, "simple_question")
+    v = rules("how do I reset my password?", True)  # ...in a conversation that was hard
+    assert v is not None and (v.strong, v.reason) == (True, "follow_up")
     v = rules("and the other one?", True)
     assert v is not None and (v.strong, v.reason) == (True, "follow_up")
     v = rules("look at this", False, image=True)

@@ -70,6 +70,15 @@ _STRONG = [
         r"\b(table|bullet\w*|summar\w*|draft|letter|guide|essay|detailed|report|"
         r"document|outline|template|timeline|first\b.{1,80}\bthen)\b")),
 ]
+# A short, plain how-to or yes/no question about the product ("how do I reset my
+# password?", "do you accept PayPal?"): what a support bot's system prompt answers, and
+# a small model as well as a large one — when nothing above called it strong and the
+# conversation has not needed the strong model.
+_SIMPLE_QUESTION = re.compile(
+    r"^(how (do|can|would) (i|we)|how to|where (can|do) (i|we)|is there|"
+    r"are there|can (i|we)|do you|does (it|the app|your)|what is|what's|which|"
+    r"when (is|does|do))\b")
+_SIMPLE_WORDS = 14
 _LONG_WORDS = 40
 _PARTS_WORDS = 20  # a turn longer than this listing several things is several asks
 _AND = re.compile(r"\band\b")
@@ -109,6 +118,8 @@ def rules(text: str, hard_before: bool, image: bool = False) -> Verdict | None:
         return Verdict(True, "several_parts")
     if hard_before:
         return Verdict(True, "follow_up")
+    if len(words) <= _SIMPLE_WORDS and _SIMPLE_QUESTION.search(low):
+        return Verdict(False, "simple_question")
     if not _LETTERS.search(low):
         return Verdict(False, "acknowledgement")
     return None
