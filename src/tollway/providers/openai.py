@@ -49,7 +49,7 @@ def _embeddings_url(dep: Deployment) -> str:
 
 @cache
 def _responses_url(dep: Deployment) -> str:
-    return f"{(dep.api_base or DEFAULT_BASE).rstrip('/')}/responses"
+    return _endpoint(dep, "responses")
 
 
 @cache
