@@ -92,6 +92,24 @@ async def test_a_real_question_stays_on_the_strong_model(gw_turns: GatewayHandle
         "gpt-4o", "follow_up")
 
 
+async def test_a_question_of_its_own_after_a_hard_turn_is_judged_alone(
+        gw_turns: GatewayHandle, fresh_sim: SimHandle) -> None:
+    """A conversation that needed code keeps its follow-ups strong, but an FAQ asked
+    after it is not about that code: it goes where it would at the start."""
+    raw = await ask(gw_turns, "Is there a Linux app?", hard=True)
+    assert (raw.headers["x-tollway-model"], raw.headers["x-tollway-route-reason"]) == (
+        "gpt-4o-mini", "simple_question")
+    # Words pointing back: a follow-up.
+    raw = await ask(gw_turns, "Is there a Linux app for it?", hard=True)
+    assert (raw.headers["x-tollway-model"], raw.headers["x-tollway-route-reason"]) == (
+        "gpt-4o", "follow_up")
+    # No words pointing back, but about what was just discussed: a follow-up too.
+    raw = await ask(gw_turns, "how can I check where my order is?", hard=True)
+    assert (raw.headers["x-tollway-model"], raw.headers["x-tollway-route-reason"]) == (
+        "gpt-4o", "follow_up")
+    assert fresh_sim.stats()["requests_by_model"] == {"gpt-4o-mini": 1, "gpt-4o": 2}
+
+
 async def test_open_turns_go_to_the_classifier(gw_turns: GatewayHandle,
                                                fresh_sim: SimHandle) -> None:
     raw = await ask(gw_turns, "ship to canada?")

@@ -15,6 +15,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from tollway.cache import standalone
+from tollway.cache.continuity import context_texts, leans_on_context
 from tollway.config import Config, RouteByTurn
 from tollway.gateway.routes import Route, Routes
 from tollway.policy import complexity, tiers
@@ -66,15 +68,38 @@ class TurnRouter:
         latest = complexity.latest_user(req.messages)
         if latest is None:
             return route, choice, None
-        verdict = complexity.rules(latest.text(), complexity.hard_before(req.messages),
-                                   complexity.has_image(latest))
+        text = latest.text()
+        hard = complexity.hard_before(req.messages)
+        if hard and await self._new_topic(text, req, own):
+            hard = False  # judged on its own: the earlier hard exchange is not its context
+        verdict = complexity.rules(text, hard, complexity.has_image(latest))
         if verdict is None:
-            verdict = await self._classify(latest.text(), own)
+            verdict = await self._classify(text, own)
         if verdict.strong:
             return route, choice, TurnDecision(False, verdict.reason, route.name)
         cheap = tiers.named(own.cheap_tier, self.config)
         return (self._routes.resolve(cheap.model), cheap,
                 TurnDecision(True, verdict.reason, route.name))
+
+    async def _new_topic(self, text: str, req: ChatRequest, own: RouteByTurn) -> bool:
+        """Whether a turn in a conversation that needed the strong model stands alone —
+        an FAQ asked after a hard question ("is there a Linux app?") — by the checks
+        that let its answer be shared across conversations: no words pointing back, no
+        answer to the assistant's question (cache/standalone.py), and not about what
+        was just discussed (cache/continuity.py). What the user said of themselves,
+        which keeps an answer from being shared, does not make the turn hard. Without
+        the embedding model it cannot be told: the conversation stays hard."""
+        pool = self._pool
+        if not own.classifier or pool is None or standalone.depends_reason(
+                text, req.messages[:-1]) not in (None, "situation"):
+            return False
+        from tollway.cache.embed import default_embedder
+
+        def leans() -> bool:
+            vectors = default_embedder().embed([text, *context_texts(req.messages[:-1])])
+            return leans_on_context(vectors[0], list(vectors[1:]))
+
+        return not await asyncio.get_running_loop().run_in_executor(pool, leans)
 
     async def _classify(self, text: str, own: RouteByTurn) -> complexity.Verdict:
         clf, pool = self._classifier, self._pool
