@@ -32,6 +32,8 @@ import cli
 import harness
 import report
 from tollway import replay
+from tollway.accounting import prices, tokens
+from tollway.types import Message, Usage
 
 EXAMPLES = harness.ROOT / "examples"
 Ablation = Callable[[dict[str, Any]], None]
@@ -92,6 +94,48 @@ def configs(work: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def floor_usd(naive: replay.PolicyRun, trace: list[replay.Conversation],
+              model: str = "gpt-4o") -> float:
+    """A lower bound on any policy's bill for this trace: an oracle that knew each
+    turn's label answers every turn a small model could answer for free, and every turn
+    that needs the strong model on it with nothing but the system prompt and that turn
+    (no history at all), writing the answer gpt-4o wrote in the naive run. The prompt
+    is priced cached from 1,024 tokens, as OpenAI caches (simulate/prefix.py)."""
+    price = prices.load_table().get(model)
+    assert price is not None, f"no price for {model}"
+    system = {id(t): c.system or "" for c in trace for t in c.turns}
+    usd = 0.0
+    for a in naive.answered:
+        if a.turn.needs != "strong":
+            continue
+        prompt = tokens.count_messages([Message(role="system", content=system[id(a.turn)]),
+                                        Message(role="user", content=a.turn.text)], model)
+        cached = prompt // 128 * 128 if prompt >= 1024 else 0
+        usd += prices.cost(Usage(prompt_tokens=prompt, cached_tokens=cached,
+                                 completion_tokens=tokens.count_text(a.text, model)), price)
+    return usd
+
+
+def floor_section(naive: replay.PolicyRun, best: replay.PolicyRun, floor: float) -> str:
+    def by_need(run: replay.PolicyRun, need: str) -> float:
+        return sum(a.cost_usd or 0.0 for a in run.answered if a.turn.needs == need)
+
+    total = naive.ledger_usd or 1.0
+    strong = sum(a.turn.needs == "strong" for a in naive.answered)
+    rows = [[name, f"{by_need(r, 'strong') / total:.1%}", f"{by_need(r, 'cheap') / total:.1%}"]
+            for name, r in (("naive pass-through", naive), ("recommended", best))]
+    return "\n\n".join([report.para(
+        f"{strong} of the {len(naive.answered)} turns are labelled as needing gpt-4o. An "
+        "oracle that knew every label — every other turn answered for free, each of "
+        "those on gpt-4o with the system prompt and the turn alone (no history), writing "
+        f"the answer gpt-4o wrote in the naive run — would pay {floor:.1%} of the naive "
+        "bill (`floor_usd`): the strong turns' own answers and the system prompt they "
+        "cannot do without. The bill by label, from the gateway's per-turn cost (a turn "
+        "the user closed mid-stream reports none to the client: left out), as a share of "
+        "the naive ledger:"),
+        report.table(["policy", "turns needing gpt-4o", "the other turns"], rows)])
+
+
 def render(names: list[str], runs: list[replay.PolicyRun], trace: list[replay.Conversation]
            ) -> tuple[str, str]:
     naive, best = runs[0], runs[1]
@@ -113,14 +157,16 @@ def render(names: list[str], runs: list[replay.PolicyRun], trace: list[replay.Co
     share = best.upstream_usd / naive.upstream_usd if naive.upstream_usd else float("nan")
     ok = [a for a in best.answered if a.status == 200]
     cheap = sum(1 for a in ok if a.model and "mini" in a.model) / max(len(ok), 1)
+    floor = floor_usd(naive, trace) / naive.upstream_usd if naive.upstream_usd else 0.0
     headline = (f"`examples/chatbot.yaml` costs {share:.1%} of the naive pass-through "
                 f"(goal ≤ 15 %), {best.wrong_hits()} wrong cached answers, "
-                f"{cheap:.0%} of answered turns on the cheap model.")
+                f"{cheap:.0%} of answered turns on the cheap model. No policy can go "
+                f"below {floor:.1%} on this trace (an oracle's floor, below).")
     body = "\n\n".join([
         "## Method", (__doc__ or "").split("\n\n")[1], (__doc__ or "").split("\n\n")[2],
         report.para(f"The trace: {len(trace)} conversations, {sum(kinds.values())} turns "
                     f"({', '.join(f'{v} {k}' for k, v in kinds.most_common())})."),
-        "## Bills", table])
+        "## Bills", table, "## What no policy can cut", floor_section(naive, best, floor)])
     return headline, body
 
 
