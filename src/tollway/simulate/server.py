@@ -86,7 +86,7 @@ from tollway.simulate.openai_wire import OpenAIDialect
 from tollway.simulate.plan import ChoicePlan, SimRequest, plan_choices, response_id
 from tollway.simulate.prefix import PrefixCache
 from tollway.simulate.responses_wire import ResponsesDialect
-from tollway.simulate.state import FaultPicker, SimConfig, Stats
+from tollway.simulate.state import FaultPicker, ModelUsage, SimConfig, Stats
 from tollway.simulate.wire import BadRequest, Dialect, ErrorSpec, ReplyContext, Step
 
 _JSON = "application/json"
@@ -258,20 +258,13 @@ class Simulator:
             if fault == "reset" or (fault == "drop_stream" and not req.stream):
                 # drop_stream on a non-streaming request cuts it like a reset.
                 return _abort(request, progress)
+        req, plans = self._plan(dialect, cfg, req, self.stats.model(req.model))
+        ctx = ReplyContext(rid, int(time.time()), req.model)
         if req.embedding is not None:  # no output: the whole answer after ttft_ms
-            usage = self.stats.model(req.model)
-            usage.requests += 1
-            usage.prompt_tokens += req.prompt_tokens
             if cfg.ttft_ms > 0:
                 await asyncio.sleep(cfg.ttft_ms / 1000)
-            ctx = ReplyContext(rid, int(time.time()), req.model)
             return web.Response(body=dialect.reply_body(ctx, req, []), headers={
                 "Content-Type": _JSON, dialect.request_id_header: rid, **headers})
-        if cfg.ignore_max_tokens:
-            req = dataclasses.replace(req, limit=None)
-        req = self._prompt_cache(dialect, req)
-        plans = plan_choices(req, cfg.output_tokens)
-        ctx = ReplyContext(rid, int(time.time()), req.model)
         if req.stream:
             return await self._stream(request, dialect, cfg, req, ctx, plans, progress,
                                       headers, cut=fault)
@@ -330,14 +323,26 @@ class Simulator:
             await resp.write(b"".join(buf))
             self.stats.generated(model, tokens)
 
-    def _prompt_cache(self, dialect: Dialect, req: SimRequest) -> SimRequest:
+    def _plan(self, dialect: Dialect, cfg: SimConfig, req: SimRequest,
+              usage: ModelUsage) -> tuple[SimRequest, list[ChoicePlan]]:
+        """The answer's plans (none for embeddings), the request counted in `usage`."""
+        if req.embedding is not None:
+            usage.requests += 1
+            usage.prompt_tokens += req.prompt_tokens
+            return req, []
+        if cfg.ignore_max_tokens:
+            req = dataclasses.replace(req, limit=None)
+        req = self._prompt_cache(dialect, req, usage)
+        return req, plan_choices(req, cfg.output_tokens)
+
+    def _prompt_cache(self, dialect: Dialect, req: SimRequest,
+                      usage: ModelUsage) -> SimRequest:
         """Look the prompt up in (and add it to) the provider's prompt cache, and count
-        the request in its model's stats."""
+        the request in `usage`."""
         if dialect is self._anthropic:
             use = self.prompt_cache.breakpoints(req.model, req.segments)
         else:
             use = self.prompt_cache.automatic(req.model, req.segments)
-        usage = self.stats.model(req.model)
         usage.requests += 1
         usage.prompt_tokens += req.prompt_tokens
         usage.cached_tokens += use.read
