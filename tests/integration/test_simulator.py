@@ -12,7 +12,6 @@ import math
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +20,8 @@ import msgspec
 import openai
 import pytest
 
-from tests.helpers.sim import SimHandle, start_simulator
+from tests.helpers import sim_fixtures
+from tests.helpers.sim import SimHandle
 from tollway.accounting.tokens import count_request, count_text
 from tollway.config import PacingConfig
 from tollway.errors import RateLimited, Unavailable
@@ -33,6 +33,11 @@ from tollway.simulate.server import SIMULATOR, add_cli_args, config_from_args, s
 from tollway.simulate.state import SimConfig
 from tollway.simulate.text import reply_text
 from tollway.types import ChatRequest, Deployment
+
+# The module's own simulator and SDK clients (pytest finds fixtures among the
+# module's names).
+sim_server, sim = sim_fixtures.sim_server, sim_fixtures.sim
+oai, claude = sim_fixtures.oai, sim_fixtures.claude
 
 USER = "Tell me about rivers."
 SYSTEM = "You are terse."
@@ -52,30 +57,6 @@ def prompt_tokens(messages: list[dict[str, Any]], model: str = "gpt-4o-mini",
     req = msgspec.convert({"model": model, "messages": messages, "tools": tools},
                           ChatRequest)
     return count_request(req, model)
-
-
-@pytest.fixture(scope="module")
-def sim_server() -> Iterator[SimHandle]:
-    with start_simulator(seed=1) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(sim_server: SimHandle) -> Iterator[SimHandle]:
-    initial = sim_server.config()
-    sim_server.reset()
-    yield sim_server
-    sim_server.config(**initial)
-
-
-@pytest.fixture
-def oai(sim: SimHandle) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=sim.openai_base, api_key="x", max_retries=0)
-
-
-@pytest.fixture
-def claude(sim: SimHandle) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=sim.anthropic_base, api_key="x", max_retries=0)
 
 
 def raw_post(sim: SimHandle, path: str, data: bytes,

@@ -235,6 +235,9 @@ class AnthropicDialect:
         spec = _ERRORS[status]
         return ErrorSpec(spec.type, spec.message.format(secs=f"{retry_after:g}"))
 
+    def model_not_found(self, model: str) -> ErrorSpec:
+        return ErrorSpec("not_found_error", f"model: {model}")
+
     def error_body(self, status: int, spec: ErrorSpec, request_id: str) -> bytes:
         kind = "invalid_request_error" if status == 400 else spec.type
         return orjson.dumps({"type": "error", "error": {"type": kind, "message": spec.message},

@@ -13,15 +13,14 @@ request runs through the same `Simulator._serve`, with no output tokens.
 from __future__ import annotations
 
 import hashlib
-from functools import cache
 from typing import Any
 
 import numpy as np
 import orjson
 
-from tollway.accounting.prices import load_table
 from tollway.accounting.tokens import count_inputs
 from tollway.errors import InvalidRequest
+from tollway.simulate.models import price_table
 from tollway.simulate.openai_wire import OpenAIDialect
 from tollway.simulate.plan import ChoicePlan, EmbeddingSpec, SimRequest
 from tollway.simulate.wire import BadRequest, ReplyContext
@@ -31,13 +30,8 @@ from tollway.wire.openai_embeddings import embedding_request, reply_body
 DEFAULT_DIMENSIONS = 1536
 
 
-@cache
-def _table() -> Any:
-    return load_table()
-
-
 def spec_of(req: EmbeddingRequest) -> EmbeddingSpec:
-    fact = _table().get(req.model)
+    fact = price_table().get(req.model)
     size = fact.dimensions if fact is not None and fact.dimensions else DEFAULT_DIMENSIONS
     shortens = fact.shortens if fact is not None and fact.dimensions else True
     dims = req.dimensions

@@ -127,6 +127,10 @@ class OpenAIDialect:
         spec = _ERRORS[status]
         return ErrorSpec(spec.type, spec.message.format(secs=f"{retry_after:g}"), spec.code)
 
+    def model_not_found(self, model: str) -> ErrorSpec:
+        return ErrorSpec("invalid_request_error", f"The model `{model}` does not exist or "
+                         "you do not have access to it.", "model_not_found")
+
     def error_body(self, status: int, spec: ErrorSpec, request_id: str) -> bytes:
         if status == 400:
             spec = ErrorSpec("invalid_request_error", spec.message, None, spec.param)

@@ -10,6 +10,14 @@
                               would bill for the same request (no faults, no rate limit)
   GET  /v1/models             the configured model names (any name is accepted)
 
+Batches (`batches.py`, state in memory): OpenAI's Files and Batch APIs
+(`openai_batches.py`: /v1/files, /v1/batches) and Anthropic's Message Batches
+(`anthropic_batches.py`: /v1/messages/batches). Each line is answered as its endpoint
+would answer it (`Simulator.answer_line`), over `batch_delay_s`; `batch_error_rate` of
+them fail with a 500, a line for a model neither listed nor priced with a 404, and
+what is not done `batch_expiry_s` after creation expires. `batches: false` turns the
+routes off (404).
+
 Replies are deterministic (`text.py`: a function of the last user message and the
 choice index). Their length is drawn from the prompt (`length.py`: an acknowledgement
 gets a line, a question a few paragraphs, "write a long …" or "repeat … N times" much
@@ -55,9 +63,14 @@ Control endpoints:
                       last 50 API request bodies with their headers, minus credentials;
                       by_model: per model, answered requests and the prompt, cached
                       (read from the prompt cache), cache_write and completion tokens
-                      their usage reported (what a replay prices per model)
+                      their usage reported (what a replay prices per model);
+                      batches: created, lines, and lines succeeded / errored /
+                      expired / canceled; batch_by_model: by_model for batch lines
+                      (apart, to be priced at batch rates). The batch routes' own
+                      calls are not counted in requests.
   POST /_sim/reset    zero the stats, clear queued faults, the rate-limit window and the
-                      prompt cache, restart the fault draw
+                      prompt cache, restart the fault draw; stop and forget the batches
+                      and files
 """
 
 from __future__ import annotations
@@ -78,15 +91,20 @@ import orjson
 from aiohttp import web
 
 from tollway.accounting.tokens import count_text
+from tollway.simulate.anthropic_batches import AnthropicBatches
 from tollway.simulate.anthropic_wire import AnthropicDialect, count_tokens
+from tollway.simulate.batch_http import Handler, answer_errors, error_response
+from tollway.simulate.batches import LineResult, Runners
 from tollway.simulate.embeddings import EmbeddingsDialect
 from tollway.simulate.length import answer_length
 from tollway.simulate.limits import Limiter
+from tollway.simulate.models import known_model
+from tollway.simulate.openai_batches import OpenAIBatches
 from tollway.simulate.openai_wire import OpenAIDialect
 from tollway.simulate.plan import ChoicePlan, SimRequest, plan_choices, response_id
 from tollway.simulate.prefix import PrefixCache
 from tollway.simulate.responses_wire import ResponsesDialect
-from tollway.simulate.state import FaultPicker, SimConfig, Stats
+from tollway.simulate.state import FaultPicker, ModelUsage, SimConfig, Stats
 from tollway.simulate.wire import BadRequest, Dialect, ErrorSpec, ReplyContext, Step
 
 _JSON = "application/json"
@@ -116,6 +134,12 @@ class Simulator:
         self._anthropic = AnthropicDialect()
         self._embeddings = EmbeddingsDialect()
         self._responses = ResponsesDialect()
+        self._by_endpoint: dict[str, Dialect] = {
+            d.endpoint: d for d in (self._openai, self._anthropic, self._embeddings,
+                                    self._responses)}
+        self.runners = Runners()
+        self.openai_batches = OpenAIBatches(self, self.runners)
+        self.anthropic_batches = AnthropicBatches(self, self.runners)
 
     # -- control endpoints -------------------------------------------------------------
 
@@ -149,6 +173,9 @@ class Simulator:
         self.faults = FaultPicker(self.config)
         self.prompt_cache = PrefixCache()
         self._counter = 0
+        self.runners.stop()
+        self.openai_batches.reset()
+        self.anthropic_batches.reset()
         return _json(b'{"ok":true}')
 
     # -- API endpoints -----------------------------------------------------------------
@@ -258,20 +285,13 @@ class Simulator:
             if fault == "reset" or (fault == "drop_stream" and not req.stream):
                 # drop_stream on a non-streaming request cuts it like a reset.
                 return _abort(request, progress)
+        req, plans = self._plan(dialect, cfg, req, self.stats.model(req.model))
+        ctx = ReplyContext(rid, int(time.time()), req.model)
         if req.embedding is not None:  # no output: the whole answer after ttft_ms
-            usage = self.stats.model(req.model)
-            usage.requests += 1
-            usage.prompt_tokens += req.prompt_tokens
             if cfg.ttft_ms > 0:
                 await asyncio.sleep(cfg.ttft_ms / 1000)
-            ctx = ReplyContext(rid, int(time.time()), req.model)
             return web.Response(body=dialect.reply_body(ctx, req, []), headers={
                 "Content-Type": _JSON, dialect.request_id_header: rid, **headers})
-        if cfg.ignore_max_tokens:
-            req = dataclasses.replace(req, limit=None)
-        req = self._prompt_cache(dialect, req)
-        plans = plan_choices(req, cfg.output_tokens)
-        ctx = ReplyContext(rid, int(time.time()), req.model)
         if req.stream:
             return await self._stream(request, dialect, cfg, req, ctx, plans, progress,
                                       headers, cut=fault)
@@ -330,19 +350,73 @@ class Simulator:
             await resp.write(b"".join(buf))
             self.stats.generated(model, tokens)
 
-    def _prompt_cache(self, dialect: Dialect, req: SimRequest) -> SimRequest:
+    def _plan(self, dialect: Dialect, cfg: SimConfig, req: SimRequest,
+              usage: ModelUsage) -> tuple[SimRequest, list[ChoicePlan]]:
+        """The answer's plans (none for embeddings), the request counted in `usage`."""
+        if req.embedding is not None:
+            usage.requests += 1
+            usage.prompt_tokens += req.prompt_tokens
+            return req, []
+        if cfg.ignore_max_tokens:
+            req = dataclasses.replace(req, limit=None)
+        req = self._prompt_cache(dialect, req, usage)
+        return req, plan_choices(req, cfg.output_tokens)
+
+    def _prompt_cache(self, dialect: Dialect, req: SimRequest,
+                      usage: ModelUsage) -> SimRequest:
         """Look the prompt up in (and add it to) the provider's prompt cache, and count
-        the request in its model's stats."""
+        the request in `usage`."""
         if dialect is self._anthropic:
             use = self.prompt_cache.breakpoints(req.model, req.segments)
         else:
             use = self.prompt_cache.automatic(req.model, req.segments)
-        usage = self.stats.model(req.model)
         usage.requests += 1
         usage.prompt_tokens += req.prompt_tokens
         usage.cached_tokens += use.read
         usage.cache_write_tokens += use.written
         return dataclasses.replace(req, cached_tokens=use.read, cache_write_tokens=use.written)
+
+    def answer_line(self, endpoint: str, body: Any, fail: bool) -> LineResult:
+        """A batch line, answered as `endpoint` would answer it interactively (the same
+        reply, usage and prompt cache) but at once: no latency, faults or rate limit.
+        `fail`: the batch's draw picked it for a 500. The usage is the caller's to count."""
+        cfg = self.config
+        dialect = self._by_endpoint[endpoint]
+        self._counter += 1
+        rid = response_id(dialect.id_prefix, cfg.seed, self._counter)
+
+        def error(status: int, spec: ErrorSpec) -> LineResult:
+            return LineResult(status, rid, dialect.error_body(status, spec, rid))
+
+        try:
+            req = dataclasses.replace(dialect.parse(body), stream=False)
+        except BadRequest as e:
+            return error(400, ErrorSpec("invalid_request_error", e.message, param=e.param))
+        if not known_model(req.model, cfg.models):
+            return error(404, dialect.model_not_found(req.model))
+        if fail:
+            return error(500, dialect.error_spec(500, 0))
+        usage = ModelUsage()
+        req, plans = self._plan(dialect, cfg, req, usage)
+        usage.completion_tokens += sum(p.tokens for p in plans)
+        body = dialect.reply_body(ReplyContext(rid, int(time.time()), req.model), req, plans)
+        return LineResult(200, rid, body, req.model, usage)
+
+    def _batch_route(self, handler: Handler, dialect: Dialect) -> Handler:
+        """A batch route: 404 while batches are off, else the key check first."""
+        handler = answer_errors(handler, dialect)
+
+        async def route(request: web.Request) -> web.StreamResponse:
+            if not self.config.batches:
+                raise web.HTTPNotFound()
+            if self.config.require_key is not None and _key(request) != self.config.require_key:
+                return error_response(dialect, 401, dialect.error_spec(401, 0))
+            return await handler(request)
+
+        return route
+
+    async def _stop_batches(self, app: web.Application) -> None:
+        self.runners.stop()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -353,6 +427,10 @@ class Simulator:
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_get("/v1/models", self.models)
+        for api in (self.openai_batches, self.anthropic_batches):
+            for method, path, handler in api.routes():
+                app.router.add_route(method, path, self._batch_route(handler, api.dialect))
+        app.on_shutdown.append(self._stop_batches)
         app.router.add_get("/_sim/config", self.get_config)
         app.router.add_put("/_sim/config", self.put_config)
         app.router.add_get("/_sim/stats", self.get_stats)
@@ -460,6 +538,14 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
       help="emulate a provider's requests-per-minute limit (headers and 429s)")
     a("--tpm-limit", type=int, default=None,
       help="emulate a provider's tokens-per-minute limit (headers and 429s)")
+    a("--no-batches", dest="batches", action="store_false", default=None,
+      help="answer the batch APIs and /v1/files with 404, as a server without them")
+    a("--batch-delay-s", type=float, default=d.batch_delay_s,
+      help="seconds a batch takes to answer its lines (default: %(default)s)")
+    a("--batch-error-rate", type=float, default=d.batch_error_rate, metavar="P",
+      help="fraction of batch lines answered with a 500 (0..1)")
+    a("--batch-expiry-s", type=float, default=d.batch_expiry_s,
+      help="a batch not done this long after its creation expires (default: 24 h)")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:

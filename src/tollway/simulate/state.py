@@ -55,9 +55,18 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # provider's rate-limit headers, and a request over the limit gets a 429.
     rpm_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
     tpm_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    # What GET /v1/models lists (any model name is accepted regardless).
+    # What GET /v1/models lists (any model name is accepted regardless, except by a
+    # batch line: `models.py`).
     models: list[str] = msgspec.field(
         default_factory=lambda: ["sim-small", "sim-large", "gpt-4o-mini", "claude-haiku-4-5"])
+    # The batch APIs (`batches.py`); off, their routes and /v1/files answer 404, as a
+    # compatible server without batches does. A batch takes its settings when created:
+    # its lines are answered evenly over batch_delay_s; batch_error_rate of them fail
+    # with a 500; what is not done batch_expiry_s after creation expires.
+    batches: bool = True
+    batch_delay_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 0.2
+    batch_error_rate: Rate = 0.0
+    batch_expiry_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 86_400.0
 
     def __post_init__(self) -> None:
         if sum(self.rates()) > 1:
@@ -101,6 +110,26 @@ class ModelUsage:
     cache_write_tokens: int = 0
     completion_tokens: int = 0
 
+    def add(self, other: ModelUsage) -> None:
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+@dataclass(slots=True)
+class BatchCounts:
+    """Batches created (both providers) and their lines: submitted, then by how each
+    ended."""
+
+    created: int = 0
+    lines: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    expired: int = 0
+    canceled: int = 0
+
 
 @dataclass(slots=True)
 class Stats:
@@ -121,6 +150,10 @@ class Stats:
     last_cancel_at: float | None = None
     recent_requests: deque[RecordedRequest] = field(default_factory=lambda: deque(maxlen=50))
     by_model: dict[str, ModelUsage] = field(default_factory=dict)
+    # Batch lines are no requests of their own: counted here, and their usage apart
+    # from by_model, so that a replay can price it at batch rates.
+    batches: BatchCounts = field(default_factory=BatchCounts)
+    batch_by_model: dict[str, ModelUsage] = field(default_factory=dict)
 
     def count(self, endpoint: str) -> None:
         self.requests += 1
@@ -140,6 +173,9 @@ class Stats:
         if usage is None:
             usage = self.by_model[name] = ModelUsage()
         return usage
+
+    def batch_model(self, name: str) -> ModelUsage:
+        return self.batch_by_model.setdefault(name, ModelUsage())
 
     def generated(self, model: str, tokens: int) -> None:
         self.tokens_generated += tokens
@@ -166,6 +202,9 @@ class Stats:
             "last_cancel_at": self.last_cancel_at,
             "recent_requests": list(self.recent_requests),
             "by_model": {m: dataclasses.asdict(u) for m, u in self.by_model.items()},
+            "batches": dataclasses.asdict(self.batches),
+            "batch_by_model": {m: dataclasses.asdict(u)
+                               for m, u in self.batch_by_model.items()},
         }
 
 
