@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 Opener = Callable[[], Awaitable[BatchStore]]
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(params=["embedded", "postgres"])
 async def opener(request: pytest.FixtureRequest, tmp_path: Path,
                  postgres: ScratchPostgres) -> AsyncIterator[Opener]:
     """Opens another store on the same database (as another process or replica would)."""

@@ -516,6 +516,7 @@ class Store(Protocol):
     cache: CacheStore
     conversations: ConversationStore
     responses: ResponseStore
+    batches: BatchStore
 
     async def open(self) -> None:
         """Connect (and migrate) before the first use. A part that cannot be reached
