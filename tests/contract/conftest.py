@@ -77,8 +77,9 @@ class ScratchPostgres:
         else:
             conn = await asyncpg.connect(self._shared)
             try:
+                # (Batches too: claims and retention reach every owner's.)
                 await conn.execute("TRUNCATE keys, ledger, conversations, conversation_turns, "
-                                   "conversation_summaries")
+                                   "conversation_summaries, files, batches, batch_lines")
             finally:
                 await conn.close()
         return self._shared
@@ -115,6 +116,7 @@ class PostgresBacked:
         self.cache = embedded.cache
         self.conversations = pg.conversations
         self.responses = pg.responses
+        self.batches = pg.batches
 
     @classmethod
     async def open(cls, url: str, tmp_path: Path) -> PostgresBacked:
@@ -171,6 +173,7 @@ class RedisBacked:
         self.cache = RedisCache(r.client, r.prefix, CACHE_ENTRIES)
         self.conversations = embedded.conversations
         self.responses = embedded.responses
+        self.batches = embedded.batches
 
     @classmethod
     async def open(cls, tmp_path: Path) -> RedisBacked:

@@ -15,6 +15,7 @@ as `stale` until one replica has rebuilt them from the ledger (policy/recovery.p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -301,6 +302,208 @@ class ResponseStore(Protocol):
         ...
 
 
+# A batch's life: validating -> in_progress -> finalizing (the store moves it when its
+# last line settles) -> completed; or -> cancelling (`cancel`) -> cancelled; or failed,
+# expired. The gateway moves it everywhere else (`set_status`).
+BatchStatus = Literal["validating", "in_progress", "finalizing", "completed", "failed",
+                      "expired", "cancelling", "cancelled"]
+# What a restarted process resumes, and what retention leaves alone.
+BATCH_ACTIVE: frozenset[str] = frozenset({"validating", "in_progress", "finalizing",
+                                          "cancelling"})
+BATCH_ENDED: frozenset[str] = frozenset({"completed", "failed", "expired", "cancelled"})
+LineState = Literal["pending", "running", "done", "failed", "cancelled"]
+# What a line may finish as, and what it adds to the batch's (completed, failed,
+# cancelled) counters.
+_LINE_ENDS: dict[str, tuple[int, int, int]] = {"done": (1, 0, 0), "failed": (0, 1, 0),
+                                               "cancelled": (0, 0, 1)}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """An uploaded (or written) file's metadata; its bytes go separately."""
+
+    owner: str  # who may read, list or delete it (as a conversation's owner)
+    id: str  # file-…, unique across owners
+    purpose: str  # "batch", "batch_output", …
+    filename: str
+    size: int  # bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A batch: its request lines are `BatchLine`s, its counters kept by the store."""
+
+    owner: str
+    id: str  # batch_…, unique across owners (its lines are filed under it)
+    endpoint: str  # "/v1/chat/completions", …
+    input_file_id: str
+    status: BatchStatus
+    created_at: float
+    expires_at: float
+    total: int  # lines
+    completed: int  # lines finished "done"
+    failed: int  # lines finished "failed"
+    cancelled: int  # lines cancelled (by `cancel`, or finished so)
+    cost_pico: int  # what its lines cost, in 1e-12 USD
+    hold_id: str | None  # the budget hold taken for it
+    meta: bytes  # the gateway's JSON (metadata, errors, timestamps, file ids, …)
+
+    @property
+    def settled_lines(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def settled(self) -> bool:
+        """No line is left to run or running."""
+        return self.settled_lines >= self.total
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    """One request of a batch, and what came of it."""
+
+    batch_id: str
+    index: int  # its line in the input file, from 0
+    custom_id: str
+    body: bytes  # the request body, JSON
+    state: LineState
+    result: bytes | None  # the response or error, JSON, once finished
+    cost_pico: int
+    attempts: int  # times claimed
+
+
+# What a finish did: "refused" — nothing, the line is not running under this worker (its
+# lease was taken over, or it was cancelled); "recorded"; "last" — recorded, and it was
+# the batch's last unsettled line: the batch moved in_progress -> finalizing (a
+# cancelling one stays cancelling) and this caller, alone, writes its output.
+Finish = Literal["refused", "recorded", "last"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelling:
+    """A batch after `cancel`; `last`: this call settled its last line (none was
+    running), so this caller, alone, writes its output."""
+
+    batch: BatchRecord
+    last: bool
+
+
+_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
+
+
+def check_new_file(file: StoredFile, content: bytes) -> None:
+    """A file's id may name it on disk (the embedded store's), so it is a plain name."""
+    if not _FILE_ID.fullmatch(file.id):
+        raise ValueError(f"not a file id: {file.id!r}")
+    if file.size != len(content):
+        raise ValueError("a file's size is its content's length")
+
+
+def check_new_batch(batch: BatchRecord, lines: Sequence[BatchLine]) -> None:
+    """The store counts settled lines against `total` (the last one finalizes the
+    batch), so a new batch has lines, counts them all, and has none settled."""
+    if not lines or batch.total != len(lines) or batch.settled_lines:
+        raise ValueError("a new batch has lines, counts them in total, and none settled")
+    if any(line.batch_id != batch.id for line in lines):
+        raise ValueError("every line must belong to the batch")
+
+
+def line_end(state: str) -> tuple[int, int, int]:
+    """What finishing a line as `state` adds to its batch's (completed, failed,
+    cancelled) counters."""
+    adds = _LINE_ENDS.get(state)
+    if adds is None:
+        raise ValueError(f"a line finishes as one of {', '.join(_LINE_ENDS)}")
+    return adds
+
+
+class BatchStore(Protocol):
+    """Files (`/v1/files`) and batches (`/v1/batches`, Anthropic message batches), with
+    their lines as units of work that any process (any replica) claims under a lease.
+    Files and batches are addressed by owner: one owner never reads, lists, cancels or
+    deletes another's. Lines are addressed by batch id (only the runner sees them)."""
+
+    async def put_file(self, file: StoredFile, content: bytes) -> None:
+        """Store a new file (its id unused: an existing id is an error); `file.size`
+        must be len(content)."""
+        ...
+
+    async def get_file(self, owner: str, file_id: str) -> StoredFile | None: ...
+
+    async def file_content(self, owner: str, file_id: str) -> bytes | None: ...
+
+    async def delete_file(self, owner: str, file_id: str) -> bool:
+        """Delete it and its content for good; False when this owner has no such file."""
+        ...
+
+    async def list_files(self, owner: str, purpose: str | None, after: str | None,
+                         limit: int) -> list[StoredFile]:
+        """Newest first (those of `purpose`, or all), after the file `after` (an id:
+        none when this owner has no such file)."""
+        ...
+
+    async def create_batch(self, batch: BatchRecord, lines: Sequence[BatchLine]) -> None:
+        """The batch and all its lines, in one transaction (`check_new_batch`)."""
+        ...
+
+    async def get_batch(self, owner: str, batch_id: str) -> BatchRecord | None: ...
+
+    async def list_batches(self, owner: str, after: str | None,
+                           limit: int) -> list[BatchRecord]:
+        """Newest first, after the batch `after` (as `list_files`)."""
+        ...
+
+    async def claim(self, worker: str, limit: int, lease_s: float,
+                    now: float) -> list[BatchLine]:
+        """Up to `limit` lines of in_progress batches, the oldest batch first and in
+        index order: pending ones, and running ones whose lease has ended by `now` (a
+        dead worker's). Each is now running under `worker` (unique to one process: it
+        fences `finish`) until now + lease_s, one attempt more. Atomic across
+        processes and replicas: no line is given to two claimers at once."""
+        ...
+
+    async def finish(self, batch_id: str, index: int, worker: str, state: LineState,
+                     result: bytes | None, cost_pico: int) -> Finish:
+        """Settle a line running under `worker` as done, failed or cancelled, adding to
+        the batch's counters and cost in the same transaction (see `Finish`)."""
+        ...
+
+    async def set_status(self, owner: str, batch_id: str, status: BatchStatus, *,
+                         expect: Collection[str], meta: bytes | None = None) -> bool:
+        """Compare and set: move the batch to `status` (and replace its meta, when
+        given) only if its status is one of `expect`."""
+        ...
+
+    async def cancel(self, owner: str, batch_id: str, *,
+                     meta: bytes | None = None) -> Cancelling | None:
+        """A validating or in_progress batch becomes cancelling (its meta replaced,
+        when given) and every pending line cancelled, in one transaction; running lines
+        still finish, or `cancel_stale` settles them. Any other batch is returned as it
+        is. None when this owner has no such batch."""
+        ...
+
+    async def cancel_stale(self, batch_id: str, now: float) -> bool:
+        """Cancel the running lines of a cancelling batch whose lease has ended by
+        `now` (their worker died: nothing else would settle them). True when that
+        settled its last line: this caller, alone, writes its output."""
+        ...
+
+    async def lines(self, batch_id: str, after_index: int, limit: int) -> list[BatchLine]:
+        """The lines after `after_index` (-1: from the first), in index order."""
+        ...
+
+    async def active(self, limit: int) -> list[BatchRecord]:
+        """Every owner's batches in BATCH_ACTIVE, oldest first: what to resume."""
+        ...
+
+    async def prune(self, before: float) -> int:
+        """Delete, for good, every ended batch (BATCH_ENDED) created before `before`
+        with its lines, and every file created before it but the input files of the
+        batches left; how many batches went."""
+        ...
+
+
 class Store(Protocol):
     budgets: BudgetStore
     limits: LimitStore
@@ -313,6 +516,7 @@ class Store(Protocol):
     cache: CacheStore
     conversations: ConversationStore
     responses: ResponseStore
+    batches: BatchStore
 
     async def open(self) -> None:
         """Connect (and migrate) before the first use. A part that cannot be reached

@@ -1,7 +1,8 @@
 """The embedded store: budgets and alert marks in memory, keys and the ledger in
-SQLite. One process owns it (the server is the only writer; the CLI goes through
-the admin API), so memory is the truth for budgets and a plain dict makes
-reserve-and-settle atomic: no await happens between checking and taking.
+SQLite (and uploaded files beside it, embedded_batches.py). One process owns it (the
+server is the only writer; the CLI goes through the admin API), so memory is the truth
+for budgets and a plain dict makes reserve-and-settle atomic: no await happens between
+checking and taking.
 
 SQLite work runs on one dedicated thread, off the event loop. Settled budget
 amounts are persisted with the next ledger batch, in the same transaction, so a
@@ -22,6 +23,7 @@ import msgspec
 from tollway.accounting.rows import Charged, LedgerRow, SpendRow, charged_of, spend_of
 from tollway.keys import KeyRecord
 from tollway.store.base import (
+    BatchStore,
     BudgetStore,
     CacheStore,
     ConversationStore,
@@ -32,6 +34,7 @@ from tollway.store.base import (
     PartHealth,
     ResponseStore,
 )
+from tollway.store.embedded_batches import EmbeddedBatches
 from tollway.store.embedded_cache import EmbeddedCache
 from tollway.store.embedded_conversations import EmbeddedConversations
 from tollway.store.embedded_responses import EmbeddedResponses
@@ -157,6 +160,7 @@ class EmbeddedStore:
         self.cache: CacheStore = EmbeddedCache(self._db, cache_entries)
         self.conversations: ConversationStore = EmbeddedConversations(self._db)
         self.responses: ResponseStore = EmbeddedResponses(self._db)
+        self.batches: BatchStore = EmbeddedBatches(self._db, Path(path) / "files")
 
     async def open(self) -> None:
         """Nothing to do: the database opened with the store (zero setup)."""

@@ -1,6 +1,7 @@
 """The PostgreSQL half of the shared store: keys, the ledger, conversations
-(postgres_conversations.py) and stored responses (postgres_responses.py), durable and
-queryable by every replica (store/shared.py composes it with Redis).
+(postgres_conversations.py), stored responses (postgres_responses.py), and files and
+batches (postgres_batches.py), durable and queryable by every replica (store/shared.py
+composes it with Redis).
 
 Keys are served from memory, like the embedded store, but here other replicas write
 too: `put` sends a NOTIFY in its own statement's transaction, and every replica
@@ -31,6 +32,7 @@ import msgspec
 
 from tollway.accounting.rows import CHARGE_FIELDS, SPEND_GROUPS, Charged, LedgerRow, SpendRow
 from tollway.keys import KeyRecord
+from tollway.store.postgres_batches import PostgresBatches
 from tollway.store.postgres_conversations import PostgresConversations
 from tollway.store.postgres_responses import PostgresResponses
 
@@ -108,6 +110,7 @@ class PostgresStore:
         self.ledger = PostgresLedger(self)
         self.conversations = PostgresConversations(self)
         self.responses = PostgresResponses(self)
+        self.batches = PostgresBatches(self)
 
     @property
     def pool(self) -> Any:

@@ -1,6 +1,7 @@
 """The shared store, for a fleet of stateless replicas: Redis holds what must be
 atomic and fast (budget counters and holds, rate-limit windows, once-marks), and
-PostgreSQL what must be durable and queryable (keys, the ledger). Cached answers live in Redis.
+PostgreSQL what must be durable and queryable (keys, the ledger, conversations,
+responses, files and batches). Cached answers live in Redis.
 
 A replica starts whether or not either is reachable: `open` tries each once, and one
 that is down is connected in the background (with backoff) while the replica serves by
@@ -16,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from tollway.store.base import (
+    BatchStore,
     BudgetStore,
     CacheStore,
     ConversationStore,
@@ -94,6 +96,7 @@ class SharedStore:
         self.ledger: LedgerStore = self.postgres.ledger
         self.conversations: ConversationStore = self.postgres.conversations
         self.responses: ResponseStore = self.postgres.responses
+        self.batches: BatchStore = self.postgres.batches
         self.cache: CacheStore = RedisCache(self.redis.client, self.redis.prefix, cache_entries)
         self._parts = {"redis": Connection("redis", self.redis.open),
                        "postgres": Connection("postgres", self.postgres.open)}
