@@ -1,9 +1,12 @@
 """The embedded store keeps settled budget levels across a restart (they are written
-with the ledger batch); holds die with the process. Its ledger file keeps every field."""
+with the ledger batch); holds die with the process. Its ledger file keeps every field,
+and a batch line's first row across restarts."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import msgspec
 
 from tollway.accounting.rows import LedgerRow
 from tollway.store.base import Claim
@@ -36,5 +39,7 @@ async def test_a_rows_batch_is_read_back_from_the_file(tmp_path: Path) -> None:
     try:
         got = await s2.ledger.rows()
         assert got[0] == row and got[1].batch_id is None
+        await s2.ledger.append([msgspec.structs.replace(row, ts=3.0, cost_usd=1.0)])
+        assert await s2.ledger.rows() == got  # its id was written before this process
     finally:
         await s2.close()
