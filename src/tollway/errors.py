@@ -124,6 +124,7 @@ class BudgetExceeded(TollwayError):
     code = "budget_exceeded"
     budget: Any = None  # the policy.budget.Applied that refused
     remaining: float = 0.0
+    level: float = 0.0  # its counter's level (spent + held) when it refused
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [*super().headers(), (b"x-should-retry", b"false")]

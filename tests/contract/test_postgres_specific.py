@@ -206,7 +206,8 @@ def _rows(n: int, seed: int = 7) -> list[LedgerRow]:
             cost_usd=rnd.random() / 7, saved_usd=rnd.choice([0.0, rnd.random() / 3]),
             latency_ms=rnd.random() * 1000, ttft_ms=rnd.choice([None, rnd.random() * 100]),
             error=rnd.choice([None, "rate_limit"]), retries=rnd.randrange(0, 3),
-            estimated=rnd.random() < 0.1, priced=rnd.random() < 0.9))
+            estimated=rnd.random() < 0.1, priced=rnd.random() < 0.9,
+            batch_id=rnd.choice([None, "", "batch_1", "batch_2"])))
     return rows
 
 

@@ -91,6 +91,35 @@ async def test_ledger_appends_are_idempotent_and_grouped(store: Store) -> None:
     assert [s.group for s in only_last] == ["chat"]
 
 
+async def test_a_batch_lines_row_keeps_its_batch_and_spend_groups_by_it(store: Store) -> None:
+    rows = [_row(0, batch_id="batch_a", cost_usd=0.25, input_tokens=3, output_tokens=4),
+            _row(1, batch_id="batch_a", kind="embeddings", cost_usd=0.5, input_tokens=8),
+            _row(2, batch_id="batch_b", cost_usd=1.0, output_tokens=2),
+            _row(3, cost_usd=2.0)]  # an interactive request
+    await store.ledger.append(rows)
+    got = await store.ledger.rows()
+    assert got == rows  # batch_id (and kind) back as written
+    spend = [(s.group, s.requests, s.input_tokens, s.output_tokens, s.cost_usd)
+             for s in await store.ledger.spend("batch")]
+    assert spend == [("(none)", 1, 0, 0, 2.0), ("batch_a", 2, 11, 4, 0.75),
+                     ("batch_b", 1, 0, 2, 1.0)]
+    assert {s.group: s.requests for s in await store.ledger.spend("kind")} == {
+        "chat": 3, "embeddings": 1}
+
+
+async def test_a_batch_line_written_again_keeps_its_first_row(store: Store) -> None:
+    """A line run again after a crash writes a second row under its id (another time,
+    another cost): the ledger keeps the first, as budgets count the first settle."""
+    first = _row(0, batch_id="batch_a", cost_usd=0.25)
+    again = _row(0, batch_id="batch_a", ts=first.ts + 60, cost_usd=0.5)
+    await store.ledger.append([first, _row(1, cost_usd=1.0)])
+    await store.ledger.append([_row(2, batch_id="batch_a"), again, again])
+    assert [(r.id, r.cost_usd) for r in await store.ledger.rows()] == [
+        ("row0", 0.25), ("row1", 1.0), ("row2", 0.0)]
+    assert [(s.group, s.requests, s.cost_usd) for s in await store.ledger.spend("batch")] == [
+        ("(none)", 1, 1.0), ("batch_a", 2, 0.25)]
+
+
 async def test_ledger_says_what_rows_charged_per_period(store: Store) -> None:
     """What a rebuild of the budget counters reads: rows summed per period and per the
     fields asked for, the rows named by `exclude` and those that cost nothing left out."""

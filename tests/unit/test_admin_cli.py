@@ -225,6 +225,11 @@ def test_rotate_and_spend_send_their_options(stub: Stub,
     stub.reply = {"by": "user", "data": [], "total": msgspec_row("total")}
     assert run(["spend", "--by", "user", "--since", "2026-11-01", "--format", "json"]) == 0
     assert stub.seen[-1].path == "/admin/spend?by=user&since=2026-11-01"
+    stub.reply = {"by": "batch", "data": [msgspec_row("batch_1")], "total": msgspec_row("total")}
+    assert run(["spend", "--by", "batch"]) == 0
+    assert stub.seen[-1].path == "/admin/spend?by=batch"
+    out = capsys.readouterr().out
+    assert "BATCH" in out and "batch_1" in out
 
 
 def msgspec_row(group: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from tollway.config import Budget, Config, parse
 from tollway.errors import BudgetExceeded, Unavailable
 from tollway.keys import KeyRecord
 from tollway.policy import budget
-from tollway.policy.admission import Admission, Admitter
+from tollway.policy.admission import Admission, Admitter, LineHold
 from tollway.policy.auth import Caller
 from tollway.policy.recovery import RETRY_AFTER, BudgetRecovery
 from tollway.store.base import BudgetStore, Claim, LimitStore, Reservation, Store
@@ -315,3 +315,31 @@ async def test_a_settle_the_store_refused_is_kept_and_made_when_it_is_back() -> 
     store.back = True
     await recovery.check()
     assert adm.held.unsettled == {} and await store.levels(counters_, NOW) == [0.5, 120]
+
+
+# A batch's holds (tests/contract/test_batch_holds.py has them on the real stores).
+
+class FailsAfter(MemoryBudgets):
+    """Budgets that take `n` holds, then fail every reserve as an unreachable store."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    async def reserve(self, hold_id: str, claims: Sequence[Claim], expires_at: float,
+                      now: float) -> Reservation:
+        if self.n == 0:
+            raise ConnectionError("store down (reserve)")
+        self.n -= 1
+        return await super().reserve(hold_id, claims, expires_at, now)
+
+
+async def test_a_batch_the_store_fails_midway_is_refused_and_holds_nothing() -> None:
+    store = FailsAfter(2)
+    adm, _, failed = admitter(BUDGETS, Parts(budgets=store))
+    applied = adm.budgets(Caller(), None, NOW)
+    lines = [LineHold(f"row_b_b1_{i}", applied, 1.0, 100) for i in range(4)]
+    with pytest.raises(Unavailable):
+        await adm.hold_many(lines, NOW + 86_400, NOW)
+    assert failed == ["budgets"] and adm.held.holds == {}
+    assert await store.levels([a.counter for a in applied], NOW) == [0.0, 0.0]

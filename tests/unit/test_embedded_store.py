@@ -1,9 +1,12 @@
 """The embedded store keeps settled budget levels across a restart (they are written
-with the ledger batch); holds die with the process."""
+with the ledger batch); holds die with the process. Its ledger file keeps every field,
+and a batch line's first row across restarts."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import msgspec
 
 from tollway.accounting.rows import LedgerRow
 from tollway.store.base import Claim
@@ -21,5 +24,22 @@ async def test_settled_levels_survive_a_restart_and_holds_do_not(tmp_path: Path)
     s2 = EmbeddedStore(str(tmp_path))
     try:
         assert await s2.budgets.levels(["key/k/usd/total"], 0) == [1.5]
+    finally:
+        await s2.close()
+
+
+async def test_a_rows_batch_is_read_back_from_the_file(tmp_path: Path) -> None:
+    row = LedgerRow(id="row_b_batch_1_0", request_id="r", ts=1.0, status=200, outcome="ok",
+                    kind="embeddings", batch_id="batch_1", cost_usd=0.25)
+    s = EmbeddedStore(str(tmp_path))
+    await s.ledger.append([row, LedgerRow(id="i", request_id="i", ts=2.0, status=200,
+                                          outcome="ok")])
+    await s.close()
+    s2 = EmbeddedStore(str(tmp_path))
+    try:
+        got = await s2.ledger.rows()
+        assert got[0] == row and got[1].batch_id is None
+        await s2.ledger.append([msgspec.structs.replace(row, ts=3.0, cost_usd=1.0)])
+        assert await s2.ledger.rows() == got  # its id was written before this process
     finally:
         await s2.close()

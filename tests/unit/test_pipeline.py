@@ -199,6 +199,15 @@ async def test_an_answer_settles_its_hold_and_rate_limit_to_the_real_usage(bed: 
     assert len(await bed.rows()) == 1
 
 
+async def test_a_batch_lines_row_names_its_batch(bed: Bed) -> None:
+    call = Call("req-1", caller=Caller(ip="10.0.0.1"), batch="batch_1")
+    await bed.gw.finish(call, Answered(await bed.gw.chat(call, bed.request())))
+    interactive = bed.call()
+    await bed.gw.finish(interactive, Answered(await bed.gw.chat(interactive, bed.request())))
+    assert [(r.batch_id, r.kind) for r in await bed.rows()] == [("batch_1", "chat"),
+                                                                 (None, "chat")]
+
+
 @pytest.mark.parametrize("bed", [{"server": {"max_input_tokens": 5}}], indirect=True)
 async def test_an_error_before_sending_takes_nothing_and_costs_nothing(bed: Bed) -> None:
     call = bed.call()

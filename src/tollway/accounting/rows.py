@@ -67,6 +67,9 @@ class LedgerRow(msgspec.Struct, kw_only=True):
     # row is made, and only for embeddings: each keyword argument costs msgspec a scan
     # of the fields, ~200 instructions on every chat request.
     kind: str = "chat"
+    # The batch whose line this was (None: an interactive request). Set after the row
+    # is made, like `kind`.
+    batch_id: str | None = None
 
 
 class SpendRow(msgspec.Struct, kw_only=True):
@@ -78,7 +81,7 @@ class SpendRow(msgspec.Struct, kw_only=True):
     saved_usd: float
 
 
-SPEND_GROUPS = ("day", "model", "key", "user", "team", "feature", "kind")
+SPEND_GROUPS = ("day", "model", "key", "user", "team", "feature", "kind", "batch")
 _GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
     "day": lambda r: time.strftime("%Y-%m-%d", time.gmtime(r.ts)),
     "model": lambda r: r.model or r.model_asked or "(none)",
@@ -87,6 +90,7 @@ _GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
     "team": lambda r: r.team or "(none)",
     "feature": lambda r: r.feature or "(none)",
     "kind": lambda r: r.kind,
+    "batch": lambda r: r.batch_id or "(none)",
 }
 
 

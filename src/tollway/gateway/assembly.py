@@ -80,10 +80,12 @@ class Gateway:
         self.capture = Capture(config.capture) if config.capture.enabled else None
         held = Held()  # this process's budget holds: put back if the store loses them
         self.recovery = BudgetRecovery(config, self.store, held, self.ledger.flush, clock)
+        # Also a batch's: its lines' holds, taken when it is created and given back.
+        self.admission = Admitter(config, self.store, self.outages, held)
         self.pipeline = Pipeline(Stages(
             routes=self.routes, guards=Policies(config), memory=self.memory,
             planner=Planner(config, self._levels), cache=self.cache,
-            admission=Admitter(config, self.store, self.outages, held), router=self.router,
+            admission=self.admission, router=self.router,
             ledger=self.ledger, observer=self.observer, alerts=self.alerts,
             scrub=self.scrub, clock=clock, turns=self.turns,
             capture=self.capture))

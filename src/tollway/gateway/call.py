@@ -6,6 +6,8 @@ reads:
     request_id, row_id,
     started, t0              the edge (ChatEndpoint), or the parent call (a summary);
                              the ledger row's id is also its budget hold's
+    batch, prepaid           the batch runner, for a batch's line: the row id is the
+                             one it assigned the line, whose hold the batch took
     caller                   the edge, then `Gateway.authenticate` (the key), then
                              `begin` (the end user, once the body is read)
     asks                     the edge: what the request's headers asked of the gateway
@@ -74,6 +76,10 @@ class Call(msgspec.Struct, eq=False):
     caller: Caller = NOBODY
     asks: Asks = NO_ASKS
     internal: str | None = None  # a call the gateway makes itself ("summary")
+    batch: str | None = None  # the batch this call is a line of (its ledger row's batch_id)
+    # Its worst case was held when its batch was created (Admitter.hold_many), under
+    # its row id: it reserves nothing itself, and its finish settles that hold.
+    prepaid: bool = False
     started: float = msgspec.field(default_factory=time.time)  # epoch s, for the ledger
     row_id: str = msgspec.field(default_factory=new_row_id)  # its ledger row's, its hold's
     t0: float = msgspec.field(default_factory=time.perf_counter)

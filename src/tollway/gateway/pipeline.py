@@ -15,6 +15,8 @@ through `Pipeline.chat`, top to bottom:
     8. look in the cache; a hit is answered here, at no cost    (cache/response.py)
     9. plan: count, pre-flight, worst case                      (policy/plan.py)
    10. admit: rate limits, then hold the worst case on budgets  (policy/admission.py)
+       (a batch's line was admitted with its batch: it only names the budgets its
+       prepaid hold is settled on)
    11. send: a deployment, retried and fallen back              (routing/router.py)
    12. output guards: the schema asked for, PII, restore        (guards/answer.py)
    13. deliver: meter a stream at the cost ceiling, and store a conversation's turns
@@ -96,6 +98,8 @@ class Pipeline:
     async def chat(self, call: Call, req: ChatRequest) -> Answer:
         s, now = self.s, self.s.clock()
         count = call.begin(req)
+        if call.prepaid:  # a batch's line: the hold its batch took is settled however it ends
+            call.admission = s.admission.prepaid(call.row_id, call.releases)
         if s.capture is not None and call.internal is None:  # before anything reshapes it
             call.captured = s.capture.begin(
                 req, call.caller, call.asks.conversation or call.asks.stored_conversation)
@@ -134,14 +138,18 @@ class Pipeline:
         if s.cache is not None and s.cache.applies(route.alias):  # keyed by who answers
             call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache,
                                               route.name)
-        rate = s.admission.rate_limits(call.caller, asked.alias)
+        # (A batch's line takes no rate limit: its batch paces it, and refused it could
+        # not run again under its row id.)
+        rate = [] if call.prepaid else s.admission.rate_limits(call.caller, asked.alias)
         if call.cache is not None and call.cache.found is not None:
             return await self._from_cache(call, req, call.cache, rate, now)
         await s.planner.complete(
             plan, req, route, count=count, applied=applied,
             must_count=any(r.metric == "tokens" for r in rate) or s.router.paced(route.chain),
             attempts=output_guards.attempts(req, policy))
-        if rate or applied:
+        if call.prepaid:  # held with its batch: its real cost is settled on these budgets
+            s.admission.charge(call.admission, applied)
+        elif rate or applied:
             call.admission = Admission()
             await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
                                     plan.worst_tokens, now, call.releases, call.row_id)
@@ -156,6 +164,8 @@ class Pipeline:
     async def embed(self, call: Call, req: EmbeddingRequest) -> Answer:
         s, now = self.s, self.s.clock()
         count = call.begin_embeddings(req)
+        if call.prepaid:  # a batch's line: the hold its batch took is settled however it ends
+            call.admission = s.admission.prepaid(call.row_id, call.releases)
         route, choice = s.routes.choose_embeddings(req.model, call.asks.tier, call.caller.key,
                                                    call.releases)
         route.serves.check_dimensions(req.dimensions, route.name)
@@ -163,7 +173,7 @@ class Pipeline:
         if s.cache is not None and s.cache.applies(route.alias):
             call.cache = await s.cache.lookup_embeddings(req, route.alias, call.caller,
                                                          call.asks.cache, route.name)
-        rate = s.admission.rate_limits(call.caller, route.alias)
+        rate = [] if call.prepaid else s.admission.rate_limits(call.caller, route.alias)
         if call.cache is not None and call.cache.found is not None:
             found = call.cache.found
             dep = await self._hit(call, found, rate, now)
@@ -172,7 +182,9 @@ class Pipeline:
         await s.planner.embedding(
             plan, route, choice, count, applied,
             must_count=any(r.metric == "tokens" for r in rate) or s.router.paced(route.chain))
-        if rate or applied:
+        if call.prepaid:  # held with its batch: its real cost is settled on these budgets
+            s.admission.charge(call.admission, applied)
+        elif rate or applied:
             call.admission = Admission()
             await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
                                     plan.worst_tokens, now, call.releases, call.row_id)

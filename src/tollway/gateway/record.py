@@ -56,4 +56,6 @@ def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
         history_saved_tokens=history.saved_tokens if history is not None else None)
     if call.kind is not CHAT:
         row.kind = call.kind
+    if call.batch is not None:
+        row.batch_id = call.batch
     return row

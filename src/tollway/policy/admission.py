@@ -8,20 +8,41 @@ after it lost them, policy/recovery.py). Each takes something that `finish` give
 with the real figures: the rate-limit entry is settled to the tokens used, the hold to
 the real cost (a refusal or an error costs 0); a settle the store does not take is
 kept and tried again.
+
+A batch is admitted when it is created: `hold_many` holds every line's worst case until
+the batch expires, all or none, each under the line's ledger row id. A line then runs
+`prepaid`: it reserves nothing (and takes no rate limit: the batch paces its lines, and
+a line refused could not run again under its row id), and its `finish` settles its hold
+to the real cost like any request's. `release_many` gives back the holds of lines that
+will not run. A hold settles once (the stores keep the first settle), so a line run
+again after a crash is counted once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from functools import partial
+
 import msgspec
 
+from tollway.accounting import settlement
 from tollway.accounting.settlement import Outcome, Releases, Settlement
 from tollway.config import Config
-from tollway.errors import Unavailable
+from tollway.errors import BudgetExceeded, Unavailable
 from tollway.policy import budget, limits
 from tollway.policy.auth import Caller
 from tollway.policy.recovery import RETRY_AFTER, Held
-from tollway.store.base import Store
+from tollway.store.base import Claim, Store
 from tollway.store.outage import Outages
+
+
+class Hold(msgspec.Struct):
+    """A reservation on budgets, settled once by `finish`."""
+
+    id: str
+    applied: list[budget.Applied]  # what its settle charges (a prepaid line's: named late)
+    refused: bool = False  # the store took nothing: nothing to settle
+    taken: bool = False  # the store said it took it
 
 
 class Admission(msgspec.Struct):
@@ -31,15 +52,17 @@ class Admission(msgspec.Struct):
     ticket: limits.Ticket | None = None
     held: list[budget.Applied] = msgspec.field(default_factory=list)  # the budgets held
     remaining_usd: float | None = None  # the least left on a dollar budget, after the hold
+    prepaid: Hold | None = None  # a batch line's: the hold its batch took for it
 
 
-class Hold(msgspec.Struct):
-    """A reservation on budgets, settled once by `finish`."""
+class LineHold(msgspec.Struct, frozen=True):
+    """One batch line's worst case, held when its batch is created: on the budgets the
+    line is charged to, under its hold id (the line's ledger row id)."""
 
-    id: str
+    hold_id: str
     applied: list[budget.Applied]
-    refused: bool = False  # the store took nothing: nothing to settle
-    taken: bool = False  # the store said it took it
+    usd: float
+    tokens: int
 
 
 class Admitter:
@@ -81,9 +104,64 @@ class Admitter:
         if rate:
             out.ticket = await self.take(rate, tokens, now, releases)
         if applied:
-            out.remaining_usd = await self._reserve(hold_id, applied, usd, tokens, now,
-                                                    releases)
+            hold = Hold(hold_id, applied)
+            # Pushed before the store is asked: if the client leaves while the reserve
+            # is in flight, `finish` still settles the hold (to 0) instead of leaving it
+            # held until it expires; the store never takes a hold that was settled first.
+            releases.push("budget hold", partial(self._settle, hold))
+            out.remaining_usd = await self._reserve(
+                hold, budget.claims(applied, usd, tokens),
+                now + self.config.budgets.hold_seconds, now)
             out.held = applied
+
+    async def hold_many(self, lines: Sequence[LineHold], expires_at: float,
+                        now: float) -> None:
+        """Hold every line's worst case until `expires_at` (a batch's, when it is
+        created), all or none: on the first refusal the holds taken are settled at 0
+        and the refusal raised — the budget, its limit, what is left without this
+        batch's holds, and what the whole batch needs. Failing stores answer as for a
+        request (budgets.on_store_error). A hold id is never to be held again once given
+        back: the store takes no hold that was settled."""
+        holds: list[tuple[LineHold, Hold]] = []
+        try:
+            for line in lines:
+                if line.applied:
+                    hold = Hold(line.hold_id, line.applied)
+                    holds.append((line, hold))  # before the store is asked, as `admit` does
+                    await self._reserve(hold, budget.claims(line.applied, line.usd,
+                                                            line.tokens), expires_at, now)
+        except BaseException as e:
+            for _, hold in holds:
+                await self._settle(hold, None, settlement.ZERO)
+            if isinstance(e, BudgetExceeded) and isinstance(e.budget, budget.Applied):
+                raise self._batch_refusal(e.budget, e.level, lines, holds, now) from None
+            raise
+
+    def prepaid(self, hold_id: str, releases: Releases) -> Admission:
+        """A batch line's admission, when it begins: its worst case was held with its
+        batch (`hold_many`, `hold_id` the line's row id), so nothing is reserved; however
+        the line ends, `finish` settles that hold — to the real cost on the budgets
+        `charge` names, or to 0 if it ends before (routing, the cache, the input)."""
+        hold = Hold(hold_id, [], taken=True)
+        releases.push("budget hold", partial(self._settle, hold))
+        return Admission(prepaid=hold)
+
+    @staticmethod
+    def charge(out: Admission | None, applied: list[budget.Applied]) -> None:
+        """A prepaid line's step 10 (where a request reserves): the budgets its real
+        cost is settled on — those that apply as it runs (a new window's, if its batch
+        was created in the last)."""
+        assert out is not None and out.prepaid is not None, "not a prepaid line"
+        out.held = out.prepaid.applied = applied
+
+    async def release_many(self, hold_ids: Iterable[str]) -> None:
+        """Give back the holds of lines that will not run (a batch cancelled, or expired
+        with lines left), each settled at 0: the counters then hold exactly what the
+        lines that ran cost. A line that ran has settled its hold: this second settle
+        counts for nothing — so never release a line still running (its own settle
+        would come second)."""
+        for hold_id in hold_ids:
+            await self._settle(Hold(hold_id, [], taken=True), None, settlement.ZERO)
 
     async def take(self, rate: list[limits.Limit], tokens: int, now: float,
                    releases: Releases) -> limits.Ticket:
@@ -103,30 +181,11 @@ class Admitter:
         releases.push("rate-limit entry", settle)
         return ticket
 
-    async def _reserve(self, hold_id: str, applied: list[budget.Applied], usd: float,
-                       tokens: int, now: float, releases: Releases) -> float | None:
+    async def _reserve(self, hold: Hold, claims: list[Claim], expires_at: float,
+                       now: float) -> float | None:
+        """Ask the store for `hold`, under the failure policy; the least dollars left
+        (None: let through unmetered). Raises the refusal naming the budget."""
         cfg, held = self.config.budgets, self.held
-        hold = Hold(hold_id, applied)
-        claims = budget.claims(applied, usd, tokens)
-        expires_at = now + cfg.hold_seconds
-
-        async def settle(_: Outcome, s: Settlement) -> None:
-            held.holds.pop(hold.id, None)
-            if hold.refused:
-                return
-            charges = budget.charges(applied, s.usd, s.tokens)
-            try:
-                await self.store.budgets.settle(hold.id, charges)
-            except Exception as e:
-                self.outages.failed("budgets", "settle kept, tried again", e)
-                # (Nothing to keep for a hold that may never have been taken, at 0.)
-                if hold.taken or any(amount for _, amount in charges):
-                    held.unsettled_kept(hold.id, charges)
-
-        # Pushed before the store is asked: if the client leaves while the reserve is in
-        # flight, `finish` still settles the hold (to 0) instead of leaving it held until
-        # it expires; the store never takes a hold that was settled first.
-        releases.push("budget hold", settle)
         op = self.store.budgets.reserve(hold.id, claims, expires_at, now)
         if cfg.on_store_error == "open":
             got = await self.outages.open("budgets", "request let through unmetered", op)
@@ -148,8 +207,39 @@ class Admitter:
         if got.refused is not None:
             hold.refused = True
             i = got.refused
-            raise budget.refusal(applied[i], got.levels[i], claims[i].amount,
+            raise budget.refusal(hold.applied[i], got.levels[i], claims[i].amount,
                                  cfg.refuse_status, now)
         hold.taken = True
         held.holds[hold.id] = (claims, expires_at)
-        return budget.remaining_usd(applied, got.levels)
+        return budget.remaining_usd(hold.applied, got.levels)
+
+    async def _settle(self, hold: Hold, _: Outcome | None, s: Settlement) -> None:
+        """Release `hold` and charge its budgets what was spent: a request's release
+        (pushed as `partial(self._settle, hold)`), or a line's that never ran (at 0)."""
+        held = self.held
+        held.holds.pop(hold.id, None)
+        if hold.refused:
+            return
+        charges = budget.charges(hold.applied, s.usd, s.tokens)
+        try:
+            await self.store.budgets.settle(hold.id, charges)
+        except Exception as e:
+            self.outages.failed("budgets", "settle kept, tried again", e)
+            # (Nothing to keep for a hold that may never have been taken, at 0.)
+            if hold.taken or any(amount for _, amount in charges):
+                held.unsettled_kept(hold.id, charges)
+
+    def _batch_refusal(self, a: budget.Applied, level: float, lines: Sequence[LineHold],
+                       holds: list[tuple[LineHold, Hold]], now: float) -> BudgetExceeded:
+        """The refusal of a batch, on budget `a`: what is left once this batch's own
+        holds are given back, against what all its lines would hold on it."""
+        def on_a(line: LineHold) -> float:
+            if not any(x.counter == a.counter for x in line.applied):
+                return 0.0
+            return line.usd if a.metric == "usd" else float(line.tokens)
+
+        ours = sum(on_a(line) for line, hold in holds if hold.taken)
+        return budget.batch_refusal(a, level - ours, sum(map(on_a, lines)),
+                                    sum(line.usd for line in lines),
+                                    sum(line.tokens for line in lines), len(lines),
+                                    self.config.budgets.refuse_status, now)

@@ -193,6 +193,18 @@ def refusal(a: Applied, level: float, amount: float, status: int, now: float) ->
         err.code = "conversation_cap_exceeded"
     err.budget = a
     err.remaining = left
+    err.level = level
+    return err
+
+
+def batch_refusal(a: Applied, level: float, amount: float, usd: float, tokens: int,
+                  lines: int, status: int, now: float) -> BudgetExceeded:
+    """A batch refused when it is created: `level` without its own holds, `amount` what
+    its lines would hold on `a`; the message adds the whole batch's worst case."""
+    err = refusal(a, level, amount, status, now)
+    err.message += (f" This batch's worst case is ${format_usd(usd)} ({tokens} tokens) over "
+                    f"its {lines} lines, every line's held from its creation until it runs.")
+    err.args = (err.message,)
     return err
 
 

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS ledger_batches (
 CREATE INDEX IF NOT EXISTS ledger_batches_ts ON ledger_batches (max_ts, min_ts);
 CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, hash TEXT UNIQUE, record BLOB);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, amount REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_lines (id TEXT PRIMARY KEY);
 """
 _encode = msgspec.json.Encoder().encode
 _decode_batch = msgspec.json.Decoder(list[LedgerRow]).decode
@@ -88,6 +89,18 @@ class SqliteKeys:
         return sorted(self._by_id.values(), key=lambda r: r.created_at)
 
 
+def _first_lines(c: sqlite3.Connection, rows: Sequence[LedgerRow]) -> Sequence[LedgerRow]:
+    """`rows` but the batch lines' whose id was written before: a line run again (after
+    a crash) keeps its first row, as PostgreSQL's primary key keeps it. Only batch lines
+    are looked up (one index insert each): an interactive row's id is never reused, and
+    a batch of rows written again is one ignored insert."""
+    if all(r.batch_id is None for r in rows):
+        return rows
+    kept = [r for r in rows if r.batch_id is None or c.execute(
+        "INSERT OR IGNORE INTO ledger_lines (id) VALUES (?)", (r.id,)).rowcount]
+    return rows if len(kept) == len(rows) else kept
+
+
 class SqliteLedger:
     def __init__(self, db: Db, budgets: MemoryBudgets) -> None:
         self._db = db
@@ -105,8 +118,10 @@ class SqliteLedger:
         def write(c: sqlite3.Connection) -> None:
             with c:  # one transaction: the rows and the budget levels they settled
                 c.execute("BEGIN")
+                kept = _first_lines(c, rows)
                 c.execute("INSERT OR IGNORE INTO ledger_batches (id, min_ts, max_ts, rows) "
-                          "VALUES (?, ?, ?, ?)", (batch_id, lo, hi, blob))
+                          "VALUES (?, ?, ?, ?)",
+                          (batch_id, lo, hi, blob if kept is rows else _encode(kept)))
                 c.executemany("INSERT OR REPLACE INTO counters (name, amount) VALUES (?, ?)",
                               counters)
         try:

@@ -331,6 +331,7 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "team": ("coalesce(nullif(team, ''), '(none)')", "g"),
     "feature": ("coalesce(nullif(feature, ''), '(none)')", "g"),
     "kind": ("kind", "g"),
+    "batch": ("coalesce(nullif(batch_id, ''), '(none)')", "g"),
 }
 assert set(_GROUPS) == set(SPEND_GROUPS)
 # Sorted as Python sorts strings (by code point, which UTF-8 bytes under "C" match),
