@@ -62,6 +62,7 @@ from tollway.guards.validate import check as check_limits
 from tollway.observe import Observer
 from tollway.policy.admission import Admission, Admitter
 from tollway.policy.alerts import Alerts
+from tollway.policy.budget import Applied
 from tollway.policy.limits import Limit
 from tollway.policy.plan import Plan, Planner
 from tollway.routing.router import Router
@@ -192,6 +193,37 @@ class Pipeline:
                                      call.releases)
         self._fill_cache(call)
         return answer
+
+    async def quote(self, call: Call, req: ChatRequest | EmbeddingRequest
+                    ) -> tuple[float, int, list[Applied]]:
+        """What a batch line may cost at worst, and on which budgets, before it is
+        queued: steps 1-3, 7 and 9 as `chat`/`embed` would take them on the route asked
+        for (routing on the turn and degrading only go cheaper). Raises what the line
+        would be refused with; nothing is held, sent or recorded."""
+        s, now = self.s, self.s.clock()
+        try:
+            if isinstance(req, EmbeddingRequest):
+                count_in = call.begin_embeddings(req)
+                route, choice = s.routes.choose_embeddings(req.model, call.asks.tier,
+                                                           call.caller.key, call.releases)
+                applied = s.admission.budgets(call.caller, call.conversation, now)
+                plan = Plan()
+                await s.planner.embedding(plan, route, choice, count_in, applied, True)
+                return plan.worst_usd, plan.worst_tokens, applied
+            count = call.begin(req)
+            route, choice = s.routes.choose(req.model, call.asks.tier, call.caller.key,
+                                            False, call.releases)
+            policy = s.guards.of(route.alias, call.caller.key)
+            check_limits(req, policy.limits)
+            applied = s.admission.budgets(call.caller, call.conversation, now)
+            plan = s.planner.cap(req, route, choice)
+            await s.planner.complete(plan, req, route, count=count, applied=applied,
+                                     must_count=True,
+                                     attempts=output_guards.attempts(req, policy))
+            return plan.worst_usd, plan.worst_tokens, applied
+        finally:
+            if call.releases.pending:
+                await call.releases.unwind(Aborted(), settlement.ZERO, call.request_id)
 
     async def finish(self, call: Call, outcome: Outcome) -> Settlement:
         """Exactly once per request, whatever happened: price it, give back what it

@@ -26,6 +26,8 @@ from tollway.server.asgi import (
     send_error,
     send_json,
 )
+from tollway.server.batch_runner import BatchRunner
+from tollway.server.batches import BatchesEndpoint, FilesEndpoint
 from tollway.server.chat import ANTHROPIC, OPENAI, ChatEndpoint
 from tollway.server.connections import ConnectionLimits
 from tollway.server.conversations import ConversationsEndpoint
@@ -102,7 +104,8 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         return
     err = NotFound(f"No route for {scope['method']} {scope['path']}. Tollway serves "
                    "/v1/chat/completions, /v1/messages, /v1/messages/count_tokens, "
-                   "/v1/responses, /v1/embeddings, /v1/models, /v1/conversations, /health, "
+                   "/v1/responses, /v1/embeddings, /v1/files, /v1/batches, /v1/models, "
+                   "/v1/conversations, /health, "
                    "/health/ready, /metrics and /admin/.")
     await send_error(send, err, _rid(scope))
 
@@ -134,6 +137,7 @@ class TollwayApp:
         gw = self.gateway
         self.drain = Drain(config.server.drain_seconds)
         self.connection_limits = ConnectionLimits(config.server)  # GuardedHttpProtocol's
+        self.batches = BatchRunner(gw)
         routes = [
             Route("/v1/chat/completions", ChatEndpoint(gw, OPENAI, self.drain),
                   methods=["POST"]),
@@ -165,6 +169,14 @@ class TollwayApp:
             *(Route(f"{prefix}/responses/{{id}}{tail}", ResponsesEndpoint(gw, items=bool(tail)),
                     methods=ANY_METHOD)
               for prefix in ("/v1", "") for tail in ("", "/input_items")),
+            *(Route(f"{prefix}/files{tail}", FilesEndpoint(gw, one=bool(tail),
+                                                              content=tail.endswith("content")),
+                    methods=ANY_METHOD)
+              for prefix in ("/v1", "") for tail in ("", "/{id}", "/{id}/content")),
+            *(Route(f"{prefix}/batches{tail}", BatchesEndpoint(gw, self.batches, one=bool(tail),
+                                                                cancel=tail.endswith("cancel")),
+                    methods=ANY_METHOD)
+              for prefix in ("/v1", "") for tail in ("", "/{id}", "/{id}/cancel")),
             *admin_routes(gw),
         ]
         self.router = Router(routes=routes, default=not_found)
@@ -201,10 +213,13 @@ class TollwayApp:
                 gc.freeze()
                 self.drain.watch_signals()
                 await self.gateway.start()
+                self.batches.start()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 # Flushes the ledger, sends pending alerts, closes the store, the
-                # providers and the upstream connections.
+                # providers and the upstream connections — once the batch lines in
+                # flight are done (the rest wait in the store for the next process).
+                await self.batches.close()
                 await self.gateway.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -36,6 +36,12 @@ class OwnedEndpoint:
     def answer(self, scope: Scope, owner: str) -> Awaitable[bytes]:
         raise NotImplementedError
 
+    async def respond(self, scope: Scope, receive: Receive, caller: Caller
+                      ) -> tuple[int, bytes]:
+        """The status and body; by default `answer` for the caller's owner (an endpoint
+        that reads a body or needs the key itself overrides this)."""
+        return 200, await self.answer(scope, caller.with_user(None).owner)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         e = edge(scope)
         headers: Headers = [(b"x-request-id", e.request_id.encode()),
@@ -45,8 +51,8 @@ class OwnedEndpoint:
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
                                        f"use {self.allow}.")
             caller = await self.gateway.authenticate(e.api_key, Caller(user=e.user))
-            body = await self.gateway.outages.closed(
-                self.part, self.unreachable, self.answer(scope, caller.with_user(None).owner))
+            status, body = await self.gateway.outages.closed(
+                self.part, self.unreachable, self.respond(scope, receive, caller))
         except TollwayError as err:
             if err.status == 405:
                 headers.append((b"allow", self.allow.encode()))
@@ -54,4 +60,4 @@ class OwnedEndpoint:
             return
         except ClientGone:
             return
-        await send_json(send, 200, body, headers)
+        await send_json(send, status, body, headers)
