@@ -7,8 +7,12 @@ exactly what was not spent; a restart mid-batch answering every line once."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -266,3 +270,20 @@ def requests_served(gw: GatewayHandle) -> int:
     """The requests a gateway has answered, by its own /metrics."""
     return sum(int(float(line.rsplit(" ", 1)[1])) for line in gw.metrics().splitlines()
                if line.startswith("tollway_requests_total{"))
+
+
+def test_the_cli_submits_and_waits_with_what_it_cost(gw_batch: GatewayHandle,
+                                                     fresh_sim: SimHandle,
+                                                     tmp_path: Path) -> None:
+    src, out = tmp_path / "in.jsonl", tmp_path / "results.jsonl"
+    src.write_bytes(jsonl(50))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOLLWAY_", "OPENAI_"))}
+    done_ = subprocess.run(
+        [sys.executable, "-m", "tollway.cli", "batch", "submit", str(src), "--wait",
+         "--out", str(out), "--base-url", gw_batch.url, "--api-key", MASTER],
+        capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert done_.returncode == 0, done_.stderr
+    assert "50/50" in done_.stderr and "$" in done_.stderr
+    lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert [x["custom_id"] for x in lines] == [f"req-{i}" for i in range(50)]
+    assert fresh_sim.stats()["requests"] == 50
