@@ -187,6 +187,8 @@ class Reply:
     # A native Responses deployment's Response object, as it answered (`body` is its
     # chat view): what the Responses dialect returns and stores.
     native: dict[str, Any] | None = None
+    # Answered through the provider's batch API: priced at its batch rates.
+    batch: bool = False
 
 
 # One OpenAI `chat.completion.chunk` object, and a stream of them.
@@ -264,6 +266,8 @@ class Deployment:
     priority: int = 0  # lower first; a higher one takes over when the lower are unusable
     # Sent POST /v1/responses requests natively (config: `responses`), not translated.
     responses_native: bool = False
+    # A batch's lines go to the provider's own batch API (config: `batches`).
+    batch_api: bool = False
     # Anthropic: add prompt-cache breakpoints (providers/anthropic_cache) to what we send.
     prompt_cache: bool = True
 

@@ -247,6 +247,15 @@ async def test_claims_take_the_oldest_batch_first_in_index_order(bs: BatchStore,
     assert [ln.index for ln in await bs.claim("w3", 10, 60.0, 10.0)] == [0, 1]
 
 
+async def test_a_claim_may_take_from_one_batch_only(bs: BatchStore, o: str) -> None:
+    await new_batch(bs, o, "batch_old", 2, at=1.0)
+    await new_batch(bs, o, "batch_new", 3, at=2.0)
+    mine = await bs.claim("w1", 10, 60.0, 10.0, only="batch_new")
+    assert [(ln.batch_id, ln.index) for ln in mine] == [("batch_new", i) for i in range(3)]
+    assert await bs.claim("w1", 10, 60.0, 10.0, only="batch_new") == []
+    assert [ln.batch_id for ln in await bs.claim("w2", 10, 60.0, 10.0)] == ["batch_old"] * 2
+
+
 async def test_a_dead_workers_line_is_taken_over_once_its_lease_ends(bs: BatchStore,
                                                                     o: str) -> None:
     await new_batch(bs, o, "batch_1", 2)

@@ -287,3 +287,57 @@ def test_the_cli_submits_and_waits_with_what_it_cost(gw_batch: GatewayHandle,
     lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert [x["custom_id"] for x in lines] == [f"req-{i}" for i in range(50)]
     assert fresh_sim.stats()["requests"] == 50
+
+
+@pytest.fixture(scope="module")
+def gw_upstream(sim: SimHandle) -> Iterator[GatewayHandle]:
+    """A deployment whose batch lines go to the provider's own batch API."""
+    cfg = config(sim, server={"batch_poll_seconds": 0.05})
+    for name in ("gpt-4o-mini", "text-embedding-3-small"):
+        cfg["models"][name]["deployments"][0]["batches"] = "upstream"
+    handle = start_gateway(cfg)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+async def test_a_thousand_lines_through_the_providers_batch_api_at_its_price(
+        gw_upstream: GatewayHandle, fresh_sim: SimHandle) -> None:
+    c = client(gw_upstream)
+    b = await done(c, (await submit(c, jsonl(1000))).id)
+    assert (b.status, b.request_counts.completed, b.request_counts.failed) == (
+        "completed", 1000, 0)
+    out = [orjson.loads(x) for x in (await c.files.content(b.output_file_id)).content
+           .splitlines()]
+    assert [r["custom_id"] for r in out] == [f"req-{i}" for i in range(1000)]
+    assert out[3]["response"]["body"]["choices"][0]["message"]["content"]
+    # One provider batch of 1,000 lines; nothing sent as an interactive request.
+    stats = fresh_sim.stats()
+    assert stats["requests"] == 0
+    assert (stats["batches"]["created"], stats["batches"]["lines"]) == (1, 1000)
+    # Every line's row priced at the batch rates: half gpt-4o-mini's interactive price.
+    rows = batch_rows(gw_upstream, b.id)
+    assert len(rows) == 1000
+    for r in rows:
+        assert r["cost_usd"] == pytest.approx(
+            (r["input_tokens"] * 0.075 + r["output_tokens"] * 0.30) / 1e6, rel=1e-9)
+    used = stats["batch_by_model"]["gpt-4o-mini"]
+    assert sum(r["input_tokens"] for r in rows) == used["prompt_tokens"]
+    assert sum(r["output_tokens"] for r in rows) == used["completion_tokens"]
+
+
+async def test_an_upstream_without_a_batch_api_gets_the_lines_one_by_one(
+        gw_upstream: GatewayHandle, fresh_sim: SimHandle) -> None:
+    fresh_sim.config(batches=False)  # a compatible server: no /files, no /batches
+    try:
+        c = client(gw_upstream)
+        b = await done(c, (await submit(c, jsonl(20))).id)
+        assert (b.status, b.request_counts.completed) == ("completed", 20)
+        assert fresh_sim.stats()["requests"] == 20
+        rows = batch_rows(gw_upstream, b.id)
+        assert all(r["cost_usd"] == pytest.approx(
+            (r["input_tokens"] * 0.15 + r["output_tokens"] * 0.60) / 1e6, rel=1e-9)
+            for r in rows) and len(rows) == 20
+    finally:
+        fresh_sim.config(batches=True)

@@ -81,11 +81,12 @@ ZERO = Settlement(usage=None, cost_usd=0.0)  # nothing reached a model
 
 
 def priced(usage: Usage | None, price: Price | None, *, estimated: bool = False,
-           cut: bool = False) -> Settlement:
-    """`usage` at `price`: unpriced (None) only when the model has no price."""
+           cut: bool = False, batch: bool = False) -> Settlement:
+    """`usage` at `price` (its batch rates for `batch`): unpriced (None) only when the
+    model has no price."""
     if price is None:
         return Settlement(usage, None, estimated, cut)
-    usd = prices.cost(usage, price) if usage is not None else 0.0
+    usd = prices.cost(usage, price, batch=batch) if usage is not None else 0.0
     return Settlement(usage, usd, estimated, cut)
 
 

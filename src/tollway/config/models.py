@@ -71,6 +71,18 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Anthropic: put cache_control breakpoints on the system prompt and the history
     # (unset: the alias's `prompt_cache`).
     prompt_cache: bool | None = None
+    # A batch's lines for this deployment (/v1/batches): `upstream` sends them to the
+    # provider's own batch API, at its batch price (half the interactive one), answered
+    # within its 24 h window; `local`: Tollway sends them one by one at the interactive
+    # price; `auto`: upstream for provider openai on OpenAI's own api_base, local
+    # elsewhere (most compatible servers have no batch API).
+    batches: Literal["auto", "upstream", "local"] = "auto"
+
+    def upstream_batches(self) -> bool:
+        if self.batches != "auto":
+            return self.batches == "upstream"
+        return self.provider == "openai" and (
+            self.api_base is None or self.api_base.startswith(OPENAI_BASE))
 
     def native_responses(self) -> bool:
         if self.responses != "auto":
@@ -93,6 +105,7 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
             weight=self.weight,
             priority=self.priority,
             responses_native=self.native_responses(),
+            batch_api=self.upstream_batches(),
             prompt_cache=prompt_cache if self.prompt_cache is None else self.prompt_cache,
         )
 

@@ -43,6 +43,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     max_connections_per_ip: int | None = 1024
+    # Batches (/v1/batches): how many lines this process runs at once (the batch's own
+    # pacing), and how often a batch sent to a provider's batch API is polled.
+    batch_concurrency: int = 8
+    batch_poll_seconds: float = 30.0
 
 
 def check_server(s: ServerConfig) -> None:
@@ -54,6 +58,9 @@ def check_server(s: ServerConfig) -> None:
         raise ConfigError("server.max_cost_usd: must be > 0 (or left out to disable)")
     if s.drain_seconds < 0:
         raise ConfigError("server.drain_seconds: must be >= 0 (0: end what runs at once)")
+    if s.batch_concurrency < 1 or not s.batch_poll_seconds > 0:
+        raise ConfigError("server.batch_concurrency: must be >= 1, and "
+                          "server.batch_poll_seconds > 0")
     for name in ("header_timeout_seconds", "body_timeout_seconds"):
         if not getattr(s, name) > 0:
             raise ConfigError(f"server.{name}: must be > 0 seconds")

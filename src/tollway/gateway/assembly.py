@@ -29,6 +29,7 @@ from tollway.gateway.counting import TokenCount
 from tollway.gateway.pipeline import Pipeline, Stages
 from tollway.gateway.routes import Routes
 from tollway.gateway.turns import TurnRouter
+from tollway.gateway.upstream_batch import UpstreamBatches
 from tollway.guards.policy import Policies
 from tollway.observe import Observer
 from tollway.policy import auth
@@ -78,6 +79,7 @@ class Gateway:
         self.turns = (TurnRouter(config, self.routes)
                       if any(mc.route_by_turn for mc in config.models.values()) else None)
         self.capture = Capture(config.capture) if config.capture.enabled else None
+        self.upstream = UpstreamBatches(self.providers, config.server.batch_poll_seconds)
         held = Held()  # this process's budget holds: put back if the store loses them
         self.recovery = BudgetRecovery(config, self.store, held, self.ledger.flush, clock)
         # Also a batch's: its lines' holds, taken when it is created and given back.
@@ -88,7 +90,7 @@ class Gateway:
             admission=self.admission, router=self.router,
             ledger=self.ledger, observer=self.observer, alerts=self.alerts,
             scrub=self.scrub, clock=clock, turns=self.turns,
-            capture=self.capture))
+            capture=self.capture, upstream=self.upstream))
         # The request path itself (bound here, not wrapped: one call less per step).
         self.chat: Callable[[Call, ChatRequest], Awaitable[Answer]] = self.pipeline.chat
         self.embed: Callable[[Call, EmbeddingRequest], Awaitable[Answer]] = self.pipeline.embed
@@ -179,6 +181,7 @@ class Gateway:
                 await self._turns_start
         if self.turns is not None:
             self.turns.close()
+        await self.upstream.close()
         await self.alerts.close()
         await self.recovery.close()
         await self.ledger.close()

@@ -18,6 +18,8 @@ through `Pipeline.chat`, top to bottom:
        (a batch's line was admitted with its batch: it only names the budgets its
        prepaid hold is settled on)
    11. send: a deployment, retried and fallen back              (routing/router.py)
+       (a batch's line, to a deployment with a batch API: with its batch's others,
+       to the provider's batch API at its price          (gateway/upstream_batch.py))
    12. output guards: the schema asked for, PII, restore        (guards/answer.py)
    13. deliver: meter a stream at the cost ceiling, and store a conversation's turns
        once the answer is whole                                 (conversation/memory.py)
@@ -43,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from tollway.accounting import inflight, settlement
 from tollway.accounting.meter import StreamMeter, received_output_tokens
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
@@ -56,6 +60,7 @@ from tollway.gateway.capture import Capture
 from tollway.gateway.record import ledger_row
 from tollway.gateway.routes import Route, Routes
 from tollway.gateway.turns import TurnRouter
+from tollway.gateway.upstream_batch import UpstreamBatches
 from tollway.guards import answer as output_guards
 from tollway.guards import policy as guard_policy
 from tollway.guards.validate import check as check_limits
@@ -65,11 +70,14 @@ from tollway.policy.alerts import Alerts
 from tollway.policy.budget import Applied
 from tollway.policy.limits import Limit
 from tollway.policy.plan import Plan, Planner
+from tollway.providers.openai_batch import NoBatchApi
 from tollway.routing.router import Router
 from tollway.store.ledger_writer import Ledger
 from tollway.types import Answer, ChatRequest, Deployment, EmbeddingRequest, Reply
 from tollway.wire import replay, sse
 from tollway.wire import responses as responses_wire
+from tollway.wire.openai import upstream_body
+from tollway.wire.openai_embeddings import upstream_body as embeddings_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +97,7 @@ class Stages:
     scrub: Callable[[TollwayError], TollwayError]
     clock: Callable[[], float]
     turns: TurnRouter | None = None  # routing on the latest turn, when an alias uses it
+    upstream: UpstreamBatches | None = None  # batch lines to the providers' batch APIs
     capture: Capture | None = None  # traffic recorded for `tollway replay`, when asked
 
 
@@ -189,8 +198,12 @@ class Pipeline:
             call.admission = Admission()
             await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
                                     plan.worst_tokens, now, call.releases, call.row_id)
-        answer = await s.router.send(req, route.chain, call.attempts, plan.attempt_tokens,
-                                     call.releases)
+        answer = (await self._batched(call, route, "/v1/embeddings",
+                                      lambda model: embeddings_body(req, model))
+                  if call.batch is not None else None)
+        if answer is None:
+            answer = await s.router.send(req, route.chain, call.attempts, plan.attempt_tokens,
+                                         call.releases)
         self._fill_cache(call)
         return answer
 
@@ -279,7 +292,8 @@ class Pipeline:
         source = answer.reply if answer.reply is not None else answer.stream
         usage = source.usage if source is not None else None
         if usage is not None or call.count is None:
-            return settlement.priced(usage, price, estimated=cut, cut=cut)
+            batch = answer.reply is not None and answer.reply.batch
+            return settlement.priced(usage, price, estimated=cut, cut=cut, batch=batch)
         if answer.stream is None:  # a JSON reply without usage: the count, if one was made
             n = call.plan.input_tokens if call.plan is not None else None
             return (settlement.estimated(n, 0, price, cut=cut) if n is not None
@@ -310,11 +324,32 @@ class Pipeline:
 
     async def _send(self, call: Call, req: ChatRequest, route: Route) -> Answer:
         assert call.plan is not None
+        if call.batch is not None and req.native is None:  # a batch's line: maybe upstream's
+            batched = await self._batched(call, route, "/v1/chat/completions",
+                                          lambda model: upstream_body(req, model))
+            if batched is not None:
+                return batched
         answer = await self.s.router.send(req, route.chain, call.attempts,
                                           call.plan.attempt_tokens, call.releases)
         if answer.stream is not None:  # stream() returns once the first event is in
             call.first_byte = time.perf_counter()
         return answer
+
+    async def _batched(self, call: Call, route: Route, endpoint: str,
+                       body: Callable[[str], dict[str, Any]]) -> Answer | None:
+        """A batch's line sent with its batch's others to the provider's batch API, when
+        its route's deployment has one (gateway/upstream_batch.py); None to send it as
+        an interactive request (no batch API)."""
+        up = self.s.upstream
+        dep = up.deployment(route.deployments) if up is not None and call.batch else None
+        if up is None or dep is None or call.batch is None:
+            return None
+        call.attempts.deployment = dep
+        try:
+            reply = await up.send(call.batch, dep, endpoint, orjson.dumps(body(dep.model)))
+        except NoBatchApi:
+            return None
+        return Answer(dep, reply=reply)
 
     async def _discard(self, call: Call, answer: Answer) -> None:
         """An attempt the output guards threw away: paid for, billed with the rest."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -38,6 +40,25 @@ class Provider(Protocol):
         """Let go of what the provider holds (threads, models); the transport is its
         owner's to close."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    """What a provider's batch answered for one line: its response's status and body,
+    or no status when it ended without answering it (expired, cancelled, failed)."""
+
+    status: int | None
+    body: dict[str, Any]
+
+
+@runtime_checkable
+class BatchesApi(Protocol):
+    """A provider with a batch API (OpenAI's): lines answered within its window, at its
+    batch price."""
+
+    async def run_batch(self, dep: Deployment, endpoint: str,
+                        lines: Sequence[tuple[str, bytes]], poll_s: float
+                        ) -> dict[str, LineResult]: ...
 
 
 @runtime_checkable

@@ -6,12 +6,14 @@ A Responses API request to a deployment that speaks it natively goes to its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 import orjson
 
 from tollway.errors import UpstreamError
-from tollway.providers import http, openai_responses
+from tollway.providers import http, openai_batch, openai_responses
+from tollway.providers.base import LineResult
 from tollway.types import (
     ChatRequest,
     Deployment,
@@ -91,6 +93,13 @@ class OpenAIProvider:
                                 "(no `data` array).")
         return Reply(body=data, model=str(data.get("model") or dep.model),
                      usage=Usage.from_openai(data.get("usage")), ratelimit=ratelimit)
+
+    async def run_batch(self, dep: Deployment, endpoint: str,
+                        lines: Sequence[tuple[str, bytes]], poll_s: float
+                        ) -> dict[str, LineResult]:
+        """Lines through OpenAI's Batch API, at its batch price (`openai_batch.py`)."""
+        return await openai_batch.run(self.transport, dep, endpoint, lines, poll_s,
+                                      lambda path: _endpoint(dep, path), _headers(dep))
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         if req.native is not None and dep.responses_native:

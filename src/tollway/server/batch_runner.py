@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -40,7 +41,9 @@ log = logging.getLogger("tollway.batch")
 LEASE_SECONDS = 120.0  # a line not finished in this long is taken over by another process
 IDLE_POLL = 0.5  # seconds between looks for work when none is known (another replica's)
 PAGE = 1000
+UPSTREAM_CLAIM = 10_000  # lines of a provider-batched batch claimed in one go
 ACTIVE_PAGE = 1000
+UPSTREAM_CLAIM = 10_000  # lines of a provider-batched batch claimed in one go
 STOPPED = {"cancelled": "was cancelled", "expired": "expired"}
 
 
@@ -53,6 +56,7 @@ class BatchMeta(msgspec.Struct, omit_defaults=True):
     output_file_id: str | None = None
     error_file_id: str | None = None
     errors: list[dict[str, Any]] | None = None
+    upstream: bool = False  # its lines go to the provider's batch API (at its price)
     ending: Literal["cancelled", "expired"] | None = None  # what stopped it, if not done
     times: dict[str, float] = msgspec.field(default_factory=dict)  # status -> when it began
 
@@ -66,16 +70,17 @@ DIALECTS: dict[str, Any] = {"/v1/chat/completions": OPENAI, "/v1/embeddings": EM
 
 
 class BatchRunner:
-    def __init__(self, gateway: Gateway, concurrency: int = 8) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.store = gateway.store.batches
-        self.concurrency = concurrency
+        self.concurrency = gateway.config.server.batch_concurrency
         self.worker = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._batches: dict[str, BatchRecord] = {}  # the active ones, as last looked at
         self._finalizing: set[str] = set()
+        self._waiting: set[asyncio.Task[None]] = set()  # lines on a provider's batch
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="tollway-batches")
@@ -89,29 +94,50 @@ class BatchRunner:
                 await self._task
         if self._running:
             await asyncio.wait(self._running)
+        for t in self._waiting:  # on a provider's batch: left to end with their batch
+            t.cancel()
 
     async def _loop(self) -> None:
         while True:
             lines: list[BatchLine] = []
             try:
-                await self._tend(await self.store.active(ACTIVE_PAGE))
-                free = self.concurrency - len(self._running)
-                if free > 0:
-                    lines = await self.store.claim(self.worker, free, LEASE_SECONDS,
-                                                   time.time())
+                active = await self.store.active(ACTIVE_PAGE)
+                await self._tend(active)
+                for b in active:
+                    if b.status == "in_progress":
+                        got = await self._claim(b)
+                        lines += got
+                        self._start(got, self._waiting if meta_of(b).upstream
+                                    else self._running)
             except Exception:
                 log.exception("looking for batch work failed; trying again")
-            for line in lines:
-                t = asyncio.create_task(self._run(line))
-                self._running.add(t)
-                t.add_done_callback(self._done)
             if not lines:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), IDLE_POLL)
 
+    async def _claim(self, b: BatchRecord) -> list[BatchLine]:
+        """Lines of `b` to run now. A batch sent to a provider's batch API takes all of
+        them at once, under a lease to its end (they wait on the provider, not on this
+        process: a dead process's lines are not sent twice but end with the batch); a
+        batch Tollway sends itself, what is left of `concurrency`."""
+        now = time.time()
+        if meta_of(b).upstream:
+            return await self.store.claim(self.worker, UPSTREAM_CLAIM,
+                                          max(b.expires_at - now, LEASE_SECONDS), now, only=b.id)
+        free = self.concurrency - len(self._running)
+        return (await self.store.claim(self.worker, free, LEASE_SECONDS, now, only=b.id)
+                if free > 0 else [])
+
+    def _start(self, lines: list[BatchLine], into: set[asyncio.Task[None]]) -> None:
+        for line in lines:
+            t = asyncio.create_task(self._run(line))
+            into.add(t)
+            t.add_done_callback(self._done)
+
     def _done(self, t: asyncio.Task[None]) -> None:
         self._running.discard(t)
+        self._waiting.discard(t)
         self.wake.set()  # a slot is free
 
     async def _tend(self, active: list[BatchRecord]) -> None:
@@ -219,6 +245,7 @@ class BatchRunner:
         with its error in the error file."""
         dialect = DIALECTS[batch.endpoint]
         holds: list[LineHold] = []
+        upstream = True  # every line's route has a provider batch API
         for ln in lines:
             call = Call(f"{batch.id}-{ln.index}", caller=caller, batch=batch.id)
             try:
@@ -229,8 +256,15 @@ class BatchRunner:
                 usd, tokens, applied = await self.gateway.pipeline.quote(call, req)
             except TollwayError:
                 continue
+            route = self.gateway.routes.find(req.model)
+            upstream = upstream and route is not None and self.gateway.upstream.deployment(
+                route.deployments) is not None
             if applied:
                 holds.append(LineHold(line_row_id(batch.id, ln.index), applied, usd, tokens))
+        if upstream and batch.endpoint != "/v1/responses":
+            meta = meta_of(batch)
+            meta.upstream = True
+            batch = dataclasses.replace(batch, meta=msgspec.json.encode(meta))
         admission = self.gateway.admission
         await admission.hold_many(holds, batch.expires_at, time.time())
         try:

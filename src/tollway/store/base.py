@@ -454,13 +454,14 @@ class BatchStore(Protocol):
         """Newest first, after the batch `after` (as `list_files`)."""
         ...
 
-    async def claim(self, worker: str, limit: int, lease_s: float,
-                    now: float) -> list[BatchLine]:
+    async def claim(self, worker: str, limit: int, lease_s: float, now: float,
+                    only: str | None = None) -> list[BatchLine]:
         """Up to `limit` lines of in_progress batches, the oldest batch first and in
         index order: pending ones, and running ones whose lease has ended by `now` (a
         dead worker's). Each is now running under `worker` (unique to one process: it
         fences `finish`) until now + lease_s, one attempt more. Atomic across
-        processes and replicas: no line is given to two claimers at once."""
+        processes and replicas: no line is given to two claimers at once. `only`: of
+        that batch alone."""
         ...
 
     async def finish(self, batch_id: str, index: int, worker: str, state: LineState,

@@ -208,14 +208,15 @@ class EmbeddedBatches:
             return [batch_of(r) for r in c.execute(LIST_BATCHES, (owner, after, limit))]
         return await self._db.run(read)
 
-    async def claim(self, worker: str, limit: int, lease_s: float,
-                    now: float) -> list[BatchLine]:
+    async def claim(self, worker: str, limit: int, lease_s: float, now: float,
+                    only: str | None = None) -> list[BatchLine]:
         def write(c: sqlite3.Connection) -> list[BatchLine]:
             with c:
                 c.execute("BEGIN IMMEDIATE")
                 found: list[BatchLine] = []
                 for (batch_id,) in c.execute("SELECT id FROM batches WHERE status = "
-                                             "'in_progress' ORDER BY created_at, id"
+                                             "'in_progress' AND (? IS NULL OR id = ?) "
+                                             "ORDER BY created_at, id", (only, only)
                                              ).fetchall():
                     if len(found) == limit:
                         break

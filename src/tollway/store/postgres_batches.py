@@ -62,7 +62,7 @@ _CLAIM = f"""
 WITH picked AS (
     SELECT l.batch_id, l.idx, b.created_at
     FROM (SELECT id, created_at FROM batches WHERE status = 'in_progress'
-          ORDER BY created_at, id) b
+          AND ($5::text IS NULL OR id = $5) ORDER BY created_at, id) b
     CROSS JOIN LATERAL (
         SELECT batch_id, idx FROM batch_lines
         WHERE batch_id = b.id AND state IN ('pending', 'running')
@@ -180,9 +180,9 @@ class PostgresBatches:
         rows = await self._store.pool.fetch(_LIST_BATCHES, owner, after, limit)
         return [batch_of(r) for r in rows]
 
-    async def claim(self, worker: str, limit: int, lease_s: float,
-                    now: float) -> list[BatchLine]:
-        rows = await self._store.pool.fetch(_CLAIM, worker, limit, lease_s, now)
+    async def claim(self, worker: str, limit: int, lease_s: float, now: float,
+                    only: str | None = None) -> list[BatchLine]:
+        rows = await self._store.pool.fetch(_CLAIM, worker, limit, lease_s, now, only)
         rows.sort(key=lambda r: (r["created_at"], r["batch_id"], r["idx"]))
         return [line_of(tuple(r)[1:]) for r in rows]
 
