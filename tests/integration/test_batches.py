@@ -341,3 +341,28 @@ async def test_an_upstream_without_a_batch_api_gets_the_lines_one_by_one(
             for r in rows) and len(rows) == 20
     finally:
         fresh_sim.config(batches=True)
+
+
+async def test_lines_for_an_anthropic_model_go_through_its_message_batches(
+        sim: SimHandle, fresh_sim: SimHandle) -> None:
+    cfg = config(sim, server={"batch_poll_seconds": 0.05})
+    cfg["models"]["claude"] = {"deployments": [
+        {"provider": "anthropic", "model": "claude-haiku-4-5", "api_base": sim.anthropic_base,
+         "api_key": "k", "batches": "upstream"}]}
+    gw = start_gateway(cfg)
+    try:
+        c = client(gw)
+        b = await done(c, (await submit(c, jsonl(200, model="claude", max_tokens=64))).id)
+        assert (b.status, b.request_counts.completed) == ("completed", 200)
+        out = [orjson.loads(x) for x in (await c.files.content(b.output_file_id)).content
+               .splitlines()]
+        assert out[5]["response"]["body"]["object"] == "chat.completion"  # as asked
+        stats = fresh_sim.stats()
+        assert stats["requests"] == 0 and stats["batches"]["lines"] == 200
+        rows = batch_rows(gw, b.id)
+        assert len(rows) == 200 and {r["provider"] for r in rows} == {"anthropic"}
+        for r in rows:  # claude-haiku-4-5 at its batch rates: $0.50 / $2.50 per million
+            assert r["cost_usd"] == pytest.approx(
+                (r["input_tokens"] * 0.50 + r["output_tokens"] * 2.50) / 1e6, rel=1e-9)
+    finally:
+        gw.stop()

@@ -19,6 +19,7 @@ from tollway.types import Deployment
 
 PROVIDERS = ("openai", "anthropic", "local")
 OPENAI_BASE = "https://api.openai.com/"
+ANTHROPIC_BASE = "https://api.anthropic.com"
 
 
 class Timeouts(msgspec.Struct, forbid_unknown_fields=True):
@@ -71,18 +72,19 @@ class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Anthropic: put cache_control breakpoints on the system prompt and the history
     # (unset: the alias's `prompt_cache`).
     prompt_cache: bool | None = None
-    # A batch's lines for this deployment (/v1/batches): `upstream` sends them to the
-    # provider's own batch API, at its batch price (half the interactive one), answered
-    # within its 24 h window; `local`: Tollway sends them one by one at the interactive
-    # price; `auto`: upstream for provider openai on OpenAI's own api_base, local
-    # elsewhere (most compatible servers have no batch API).
+    # A batch's lines for this deployment (/v1/batches, message batches): `upstream`
+    # sends them to the provider's own batch API (OpenAI's, Anthropic's), at its batch
+    # price (half the interactive one), answered within its 24 h window; `local`: Tollway
+    # sends them one by one at the interactive price; `auto`: upstream for provider
+    # openai or anthropic on the provider's own api_base, local elsewhere (most
+    # compatible servers have no batch API).
     batches: Literal["auto", "upstream", "local"] = "auto"
 
     def upstream_batches(self) -> bool:
         if self.batches != "auto":
             return self.batches == "upstream"
-        return self.provider == "openai" and (
-            self.api_base is None or self.api_base.startswith(OPENAI_BASE))
+        own = {"openai": OPENAI_BASE, "anthropic": ANTHROPIC_BASE}.get(self.provider)
+        return own is not None and (self.api_base is None or self.api_base.startswith(own))
 
     def native_responses(self) -> bool:
         if self.responses != "auto":

@@ -45,8 +45,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from tollway.accounting import inflight, settlement
 from tollway.accounting.meter import StreamMeter, received_output_tokens
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
@@ -76,8 +74,6 @@ from tollway.store.ledger_writer import Ledger
 from tollway.types import Answer, ChatRequest, Deployment, EmbeddingRequest, Reply
 from tollway.wire import replay, sse
 from tollway.wire import responses as responses_wire
-from tollway.wire.openai import upstream_body
-from tollway.wire.openai_embeddings import upstream_body as embeddings_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +194,7 @@ class Pipeline:
             call.admission = Admission()
             await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
                                     plan.worst_tokens, now, call.releases, call.row_id)
-        answer = (await self._batched(call, route, "/v1/embeddings",
-                                      lambda model: embeddings_body(req, model))
-                  if call.batch is not None else None)
+        answer = await self._batched(call, req, route) if call.batch is not None else None
         if answer is None:
             answer = await s.router.send(req, route.chain, call.attempts, plan.attempt_tokens,
                                          call.releases)
@@ -325,8 +319,7 @@ class Pipeline:
     async def _send(self, call: Call, req: ChatRequest, route: Route) -> Answer:
         assert call.plan is not None
         if call.batch is not None and req.native is None:  # a batch's line: maybe upstream's
-            batched = await self._batched(call, route, "/v1/chat/completions",
-                                          lambda model: upstream_body(req, model))
+            batched = await self._batched(call, req, route)
             if batched is not None:
                 return batched
         answer = await self.s.router.send(req, route.chain, call.attempts,
@@ -335,8 +328,8 @@ class Pipeline:
             call.first_byte = time.perf_counter()
         return answer
 
-    async def _batched(self, call: Call, route: Route, endpoint: str,
-                       body: Callable[[str], dict[str, Any]]) -> Answer | None:
+    async def _batched(self, call: Call, req: ChatRequest | EmbeddingRequest, route: Route
+                       ) -> Answer | None:
         """A batch's line sent with its batch's others to the provider's batch API, when
         its route's deployment has one (gateway/upstream_batch.py); None to send it as
         an interactive request (no batch API)."""
@@ -346,7 +339,7 @@ class Pipeline:
             return None
         call.attempts.deployment = dep
         try:
-            reply = await up.send(call.batch, dep, endpoint, orjson.dumps(body(dep.model)))
+            reply = await up.send(call.batch, dep, req)
         except NoBatchApi:
             return None
         return Answer(dep, reply=reply)

@@ -22,7 +22,7 @@ import orjson
 from tollway.errors import UpstreamError
 from tollway.providers import openai_batch
 from tollway.providers.base import BatchesApi, LineResult, Provider, error_from_status
-from tollway.types import Deployment, Reply, Usage
+from tollway.types import ChatRequest, Deployment, EmbeddingRequest, Reply
 
 log = logging.getLogger("tollway.batch")
 
@@ -56,8 +56,11 @@ class UpstreamBatches:
             return None
         return dep
 
-    async def send(self, batch_id: str, dep: Deployment, endpoint: str, body: bytes) -> Reply:
+    async def send(self, batch_id: str, dep: Deployment,
+                   req: ChatRequest | EmbeddingRequest) -> Reply:
         """Queue one line and wait for its answer (raises the line's error)."""
+        api = self._api(dep)
+        endpoint, body = api.batch_line(req, dep)
         loop = asyncio.get_running_loop()
         key = (batch_id, dep, endpoint)
         group = self._groups.setdefault(key, _Group())
@@ -70,7 +73,7 @@ class UpstreamBatches:
             self._flush(key)
         else:
             group.timer = loop.call_later(GATHER_SECONDS, self._flush, key)
-        return _reply(await got, dep)
+        return api.batch_reply((await got).body, dep)
 
     def _flush(self, key: tuple[str, Deployment, str]) -> None:
         group = self._groups.pop(key, None)
@@ -84,9 +87,8 @@ class UpstreamBatches:
 
     async def _run(self, dep: Deployment, endpoint: str, group: _Group) -> None:
         try:
-            api = self.providers[dep.provider]
-            assert isinstance(api, BatchesApi)
-            results = await api.run_batch(dep, endpoint, group.lines, self.poll_seconds)
+            results = await self._api(dep).run_batch(dep, endpoint, group.lines,
+                                                     self.poll_seconds)
         except openai_batch.NoBatchApi as e:
             self._no_api.add(dep)
             log.warning("%s; its batch lines are sent one by one", e.message)
@@ -111,6 +113,11 @@ class UpstreamBatches:
             else:
                 waiting.set_result(found)
 
+    def _api(self, dep: Deployment) -> BatchesApi:
+        api = self.providers[dep.provider]
+        assert isinstance(api, BatchesApi)
+        return api
+
     async def close(self) -> None:
         """Lines waiting on a provider batch are given up (their process is stopping:
         the batch's lease keeps them from being sent again)."""
@@ -127,9 +134,3 @@ def _fail(group: _Group, err: Exception) -> None:
     for waiting in group.waiting.values():
         if not waiting.done():
             waiting.set_exception(err)
-
-
-def _reply(found: LineResult, dep: Deployment) -> Reply:
-    body = found.body
-    return Reply(body=body, model=str(body.get("model") or dep.model),
-                 usage=Usage.from_openai(body.get("usage")), batch=True)

@@ -32,15 +32,16 @@ Parameters Anthropic has no equivalent for:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import cache
 from typing import Any
 
 import orjson
 
 from tollway.errors import InvalidRequest, UpstreamError
-from tollway.providers import http
+from tollway.providers import anthropic_batch, http
 from tollway.providers.anthropic_cache import add_breakpoints
+from tollway.providers.base import LineResult
 from tollway.types import (
     ChatRequest,
     Chunk,
@@ -400,6 +401,25 @@ class AnthropicProvider:
     async def embed(self, req: EmbeddingRequest, dep: Deployment) -> Reply:
         raise InvalidRequest("Anthropic has no embeddings API.", param="model",
                              code="model_not_supported")
+
+    def batch_line(self, req: ChatRequest | EmbeddingRequest, dep: Deployment
+                   ) -> tuple[str, bytes]:
+        if isinstance(req, EmbeddingRequest):
+            raise InvalidRequest("Anthropic has no embeddings API.", param="model",
+                                 code="model_not_supported")
+        return "/v1/messages", _request_body(req, dep)
+
+    async def run_batch(self, dep: Deployment, endpoint: str,
+                        lines: Sequence[tuple[str, bytes]], poll_s: float
+                        ) -> dict[str, LineResult]:
+        """Lines through Anthropic's Message Batches API (`anthropic_batch.py`)."""
+        return await anthropic_batch.run(self.transport, dep, _url(dep) + "/batches",
+                                         _headers(dep), lines, poll_s)
+
+    def batch_reply(self, body: dict[str, Any], dep: Deployment) -> Reply:
+        out = chat_completion(body, dep.model)
+        return Reply(body=out, model=out["model"], usage=Usage.from_openai(out["usage"]),
+                     batch=True)
 
     async def count_tokens(self, req: ChatRequest, dep: Deployment) -> int:
         """The prompt's input tokens as Anthropic counts them (`POST

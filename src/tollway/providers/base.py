@@ -53,12 +53,24 @@ class LineResult:
 
 @runtime_checkable
 class BatchesApi(Protocol):
-    """A provider with a batch API (OpenAI's): lines answered within its window, at its
-    batch price."""
+    """A provider with a batch API (OpenAI's, Anthropic's): lines answered within its
+    window, at its batch price."""
+
+    def batch_line(self, req: ChatRequest | EmbeddingRequest, dep: Deployment
+                   ) -> tuple[str, bytes]:
+        """The endpoint a line goes to and its body, as the provider's batch wants it."""
+        ...
 
     async def run_batch(self, dep: Deployment, endpoint: str,
                         lines: Sequence[tuple[str, bytes]], poll_s: float
-                        ) -> dict[str, LineResult]: ...
+                        ) -> dict[str, LineResult]:
+        """Send the lines (custom id, body), wait for the batch to end: each line's
+        result by custom id."""
+        ...
+
+    def batch_reply(self, body: dict[str, Any], dep: Deployment) -> Reply:
+        """A line's answer as a `Reply` (OpenAI's shape), marked `batch`."""
+        ...
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 import orjson
 
@@ -94,12 +95,22 @@ class OpenAIProvider:
         return Reply(body=data, model=str(data.get("model") or dep.model),
                      usage=Usage.from_openai(data.get("usage")), ratelimit=ratelimit)
 
+    def batch_line(self, req: ChatRequest | EmbeddingRequest, dep: Deployment
+                   ) -> tuple[str, bytes]:
+        if isinstance(req, EmbeddingRequest):
+            return "/v1/embeddings", orjson.dumps(embeddings_body(req, dep.model))
+        return "/v1/chat/completions", orjson.dumps(upstream_body(req, dep.model))
+
     async def run_batch(self, dep: Deployment, endpoint: str,
                         lines: Sequence[tuple[str, bytes]], poll_s: float
                         ) -> dict[str, LineResult]:
-        """Lines through OpenAI's Batch API, at its batch price (`openai_batch.py`)."""
+        """Lines through OpenAI's Batch API (`openai_batch.py`)."""
         return await openai_batch.run(self.transport, dep, endpoint, lines, poll_s,
                                       lambda path: _endpoint(dep, path), _headers(dep))
+
+    def batch_reply(self, body: dict[str, Any], dep: Deployment) -> Reply:
+        return Reply(body=body, model=str(body.get("model") or dep.model),
+                     usage=Usage.from_openai(body.get("usage")), batch=True)
 
     async def stream(self, req: ChatRequest, dep: Deployment) -> ReplyStream:
         if req.native is not None and dep.responses_native:
