@@ -140,6 +140,8 @@ async def test_a_line_the_gateway_refuses_fails_alone(gw_batch: GatewayHandle,
     (jsonl(2) + jsonl(1), "line 3: custom_id 'req-0' is used by an earlier line"),
     (jsonl(1) + orjson.dumps({"custom_id": "x", "method": "POST", "url": "/v1/completions",
                               "body": {"model": "m"}}) + b"\n", "line 2: url"),
+    (jsonl(2) + jsonl(1, user="x" * 1_100_000).replace(b"req-0", b"req-big"),
+     "line 3: 1,100,"),
 ])
 async def test_a_bad_file_is_refused_naming_the_line(gw_batch: GatewayHandle, content: bytes,
                                                      says: str) -> None:
@@ -212,22 +214,22 @@ async def test_a_restart_mid_batch_answers_every_line_once(sim: SimHandle,
     fresh_sim.config(ttft_ms=20)
     first = start_gateway(config(sim))
     c = client(first)
-    b = await submit(c, jsonl(300))
-    await until_done(c, b.id, 40)
+    b = await submit(c, jsonl(1000))
+    await until_done(c, b.id, 100)
     first.stop()  # SIGTERM: the lines in flight finish, the rest wait in the store
     stopped = fresh_sim.stats()["requests"]
-    assert stopped < 300
+    assert stopped < 1000
     again = start_gateway(config(sim), workdir=first.workdir)
     try:
         c = client(again)
         b = await done(c, b.id)
-        assert (b.status, b.request_counts.completed) == ("completed", 300)
+        assert (b.status, b.request_counts.completed) == ("completed", 1000)
         content = (await c.files.content(b.output_file_id)).content
         out = [orjson.loads(x) for x in content.splitlines()]
-        assert [r["custom_id"] for r in out] == [f"req-{i}" for i in range(300)]
-        assert fresh_sim.stats()["requests"] == 300  # none sent twice
+        assert [r["custom_id"] for r in out] == [f"req-{i}" for i in range(1000)]
+        assert fresh_sim.stats()["requests"] == 1000  # none sent twice
         rows = batch_rows(again, b.id)
-        assert len(rows) == len({r["id"] for r in rows}) == 300  # none billed twice
+        assert len(rows) == len({r["id"] for r in rows}) == 1000  # none billed twice
     finally:
         again.stop()
 

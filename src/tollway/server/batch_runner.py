@@ -81,6 +81,7 @@ class BatchRunner:
         self._batches: dict[str, BatchRecord] = {}  # the active ones, as last looked at
         self._finalizing: set[str] = set()
         self._waiting: set[asyncio.Task[None]] = set()  # lines on a provider's batch
+        self._down = False  # the store failed the last look (said once)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="tollway-batches")
@@ -109,8 +110,14 @@ class BatchRunner:
                         lines += got
                         self._start(got, self._waiting if meta_of(b).upstream
                                     else self._running)
-            except Exception:
-                log.exception("looking for batch work failed; trying again")
+                if self._down:
+                    log.info("the batch store answers again: batches go on")
+                    self._down = False
+            except Exception as e:  # the store is down: said once, tried again
+                if not self._down:
+                    self.gateway.outages.failed("batches", "batches wait, tried again "
+                                                f"every {IDLE_POLL:g}s", e)
+                    self._down = True
             if not lines:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
