@@ -215,6 +215,18 @@ async def test_batches_list_newest_first_and_page(bs: BatchStore, o: str) -> Non
     assert await ids("batch_other", 2) == []
 
 
+async def test_batches_list_by_id_prefix(bs: BatchStore, o: str) -> None:
+    for i, bid in enumerate(["batch_1", "msgbatch_1", "batch_2", "msgbatch_2"]):
+        await new_batch(bs, o, bid, 1, at=float(i))
+
+    async def ids(after: str | None, prefix: str) -> list[str]:
+        return [b.id for b in await bs.list_batches(o, after, 10, prefix)]
+    assert await ids(None, "batch_") == ["batch_2", "batch_1"]
+    assert await ids(None, "msgbatch_") == ["msgbatch_2", "msgbatch_1"]
+    assert await ids("msgbatch_2", "msgbatch_") == ["msgbatch_1"]
+    assert await ids(None, "") == ["msgbatch_2", "batch_2", "msgbatch_1", "batch_1"]
+
+
 async def test_set_status_compares_and_sets(bs: BatchStore, o: str) -> None:
     await new_batch(bs, o, "batch_1", 2, status="validating")
     assert not await bs.set_status(o, "batch_1", "failed", expect={"in_progress"})

@@ -34,6 +34,7 @@ from tollway.server.conversations import ConversationsEndpoint
 from tollway.server.count_tokens import CountTokensEndpoint
 from tollway.server.drain import Drain
 from tollway.server.embeddings import EMBEDDINGS
+from tollway.server.message_batches import message_batch_routes
 from tollway.server.metrics import Metrics
 from tollway.server.ready import readiness
 from tollway.server.responses import RESPONSES, ResponsesEndpoint
@@ -104,8 +105,8 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         return
     err = NotFound(f"No route for {scope['method']} {scope['path']}. Tollway serves "
                    "/v1/chat/completions, /v1/messages, /v1/messages/count_tokens, "
-                   "/v1/responses, /v1/embeddings, /v1/files, /v1/batches, /v1/models, "
-                   "/v1/conversations, /health, "
+                   "/v1/messages/batches, /v1/responses, /v1/embeddings, /v1/files, "
+                   "/v1/batches, /v1/models, /v1/conversations, /health, "
                    "/health/ready, /metrics and /admin/.")
     await send_error(send, err, _rid(scope))
 
@@ -177,6 +178,7 @@ class TollwayApp:
                                                                 cancel=tail.endswith("cancel")),
                     methods=ANY_METHOD)
               for prefix in ("/v1", "") for tail in ("", "/{id}", "/{id}/cancel")),
+            *message_batch_routes(gw, self.batches),
             *admin_routes(gw),
         ]
         self.router = Router(routes=routes, default=not_found)

@@ -30,7 +30,7 @@ from tollway.gateway.call import Call
 from tollway.policy.admission import LineHold
 from tollway.policy.auth import Caller
 from tollway.server.batch_line import Owner, answer, line_row_id
-from tollway.server.chat import OPENAI
+from tollway.server.chat import ANTHROPIC, OPENAI
 from tollway.server.embeddings import EMBEDDINGS
 from tollway.server.responses import RESPONSES
 from tollway.store.base import BatchLine, BatchRecord, BatchStatus, LineState, StoredFile
@@ -66,7 +66,11 @@ def meta_of(batch: BatchRecord) -> BatchMeta:
 
 
 DIALECTS: dict[str, Any] = {"/v1/chat/completions": OPENAI, "/v1/embeddings": EMBEDDINGS,
-                            "/v1/responses": RESPONSES}  # how each endpoint's lines are read
+                            "/v1/responses": RESPONSES,
+                            "/v1/messages": ANTHROPIC}  # how each endpoint's lines are read
+# Batches whose results are read from their lines, not files (Anthropic's message
+# batches: message_batches.py), so they write none.
+NO_FILES = frozenset({"/v1/messages"})
 
 
 class BatchRunner:
@@ -224,9 +228,10 @@ class BatchRunner:
                     (ok if ln.state == "done" else bad).append(ln.result)
             after = page[-1].index
         now = time.time()
-        if ok:
+        files = batch.endpoint not in NO_FILES
+        if ok and files:
             meta.output_file_id = await self._file(batch, ok, "output", now)
-        if bad:
+        if bad and files:
             meta.error_file_id = await self._file(batch, bad, "errors", now)
         end: BatchStatus = "completed" if batch.status == "finalizing" else ending
         meta.times[end] = now

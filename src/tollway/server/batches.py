@@ -130,7 +130,8 @@ class BatchesEndpoint(OwnedEndpoint):
                 return 200, await self._create(scope, receive, caller, owner)
             q = query(scope, ("after", "limit"))
             limit = whole_number(q.get("limit"), "limit", 20, 1, 100)
-            found = await store.list_batches(owner, q.get("after"), limit + 1)
+            found = await store.list_batches(owner, q.get("after"), limit + 1,
+                                             prefix="batch_")  # not message batches
             data = [orjson.loads(batch_json(b)) for b in found[:limit]]
             return 200, json_bytes({"object": "list", "data": data,
                                     "first_id": data[0]["id"] if data else None,

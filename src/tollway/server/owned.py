@@ -17,7 +17,6 @@ from tollway.server.asgi import (
     Scope,
     Send,
     edge,
-    send_error,
     send_json,
 )
 
@@ -32,6 +31,10 @@ class OwnedEndpoint:
     def __init__(self, gateway: Gateway, allow: str) -> None:
         self.gateway = gateway
         self.allow = allow  # e.g. "GET, DELETE"
+
+    def error(self, err: TollwayError) -> bytes:
+        """An error's body: OpenAI's shape (Anthropic's message batches write theirs)."""
+        return err.to_json()
 
     def answer(self, scope: Scope, owner: str) -> Awaitable[bytes]:
         raise NotImplementedError
@@ -56,7 +59,7 @@ class OwnedEndpoint:
         except TollwayError as err:
             if err.status == 405:
                 headers.append((b"allow", self.allow.encode()))
-            await send_error(send, err, headers)
+            await send_json(send, err.status, self.error(err), [*headers, *err.headers()])
             return
         except ClientGone:
             return

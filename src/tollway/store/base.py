@@ -335,9 +335,9 @@ class BatchRecord:
     """A batch: its request lines are `BatchLine`s, its counters kept by the store."""
 
     owner: str
-    id: str  # batch_…, unique across owners (its lines are filed under it)
+    id: str  # batch_… (msgbatch_…), unique across owners (its lines are filed under it)
     endpoint: str  # "/v1/chat/completions", …
-    input_file_id: str
+    input_file_id: str  # "" for a message batch (its requests came in the body)
     status: BatchStatus
     created_at: float
     expires_at: float
@@ -449,9 +449,11 @@ class BatchStore(Protocol):
 
     async def get_batch(self, owner: str, batch_id: str) -> BatchRecord | None: ...
 
-    async def list_batches(self, owner: str, after: str | None,
-                           limit: int) -> list[BatchRecord]:
-        """Newest first, after the batch `after` (as `list_files`)."""
+    async def list_batches(self, owner: str, after: str | None, limit: int,
+                           prefix: str = "") -> list[BatchRecord]:
+        """Newest first, after the batch `after` (as `list_files`); only those whose id
+        begins with `prefix` (each API's batches have their own: `batch_`,
+        `msgbatch_`)."""
         ...
 
     async def claim(self, worker: str, limit: int, lease_s: float, now: float,

@@ -38,8 +38,9 @@ line_row: Callable[[BatchLine], tuple[Any, ...]] = attrgetter(
 
 
 # Newest first, after the row `after` (none when this owner has no such row):
-# ?1 owner, ?2 after, ?3 limit, ?4 purpose (None: every file). (The casts tell
-# PostgreSQL the type of a parameter that may be NULL.)
+# ?1 owner, ?2 after, ?3 limit, ?4 purpose (None: every file) or the batch ids' prefix
+# ("": every batch). (The casts tell PostgreSQL the type of a parameter that may be
+# NULL, or that length() is given text.)
 _PAGE = """
 SELECT {cols} FROM {table} WHERE owner = ?1 AND {also}
   AND (CAST(?2 AS text) IS NULL OR (created_at, id) < (SELECT created_at, id FROM {table}
@@ -47,4 +48,5 @@ SELECT {cols} FROM {table} WHERE owner = ?1 AND {also}
 ORDER BY created_at DESC, id DESC LIMIT ?3"""
 LIST_FILES = _PAGE.format(cols=FILE_COLUMNS, table="files",
                           also="(CAST(?4 AS text) IS NULL OR purpose = ?4)")
-LIST_BATCHES = _PAGE.format(cols=BATCH_COLUMNS, table="batches", also="true")
+LIST_BATCHES = _PAGE.format(cols=BATCH_COLUMNS, table="batches",
+                            also="substr(id, 1, length(CAST(?4 AS text))) = ?4")

@@ -202,10 +202,11 @@ class EmbeddedBatches:
     async def get_batch(self, owner: str, batch_id: str) -> BatchRecord | None:
         return await self._db.run(lambda c: _get_batch(c, owner, batch_id))
 
-    async def list_batches(self, owner: str, after: str | None,
-                           limit: int) -> list[BatchRecord]:
+    async def list_batches(self, owner: str, after: str | None, limit: int,
+                           prefix: str = "") -> list[BatchRecord]:
         def read(c: sqlite3.Connection) -> list[BatchRecord]:
-            return [batch_of(r) for r in c.execute(LIST_BATCHES, (owner, after, limit))]
+            return [batch_of(r)
+                    for r in c.execute(LIST_BATCHES, (owner, after, limit, prefix))]
         return await self._db.run(read)
 
     async def claim(self, worker: str, limit: int, lease_s: float, now: float,

@@ -175,9 +175,9 @@ class PostgresBatches:
         row = await self._store.pool.fetchrow(_GET_BATCH, owner, batch_id)
         return None if row is None else batch_of(row)
 
-    async def list_batches(self, owner: str, after: str | None,
-                           limit: int) -> list[BatchRecord]:
-        rows = await self._store.pool.fetch(_LIST_BATCHES, owner, after, limit)
+    async def list_batches(self, owner: str, after: str | None, limit: int,
+                           prefix: str = "") -> list[BatchRecord]:
+        rows = await self._store.pool.fetch(_LIST_BATCHES, owner, after, limit, prefix)
         return [batch_of(r) for r in rows]
 
     async def claim(self, worker: str, limit: int, lease_s: float, now: float,
