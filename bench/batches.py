@@ -31,7 +31,7 @@ downloaded (the last answer). CPU is each process's `/proc/PID/stat` from just b
 until it is idle again after (the ledger's rows flushed), over N; the client's own CPU
 (this process) beside it.
 
-    .venv/bin/python bench/batches.py                  # 5 repeats of 2,000 lines, ~3 min
+    .venv/bin/python bench/batches.py                  # 7 repeats of 2,000 lines, ~1.5 min
     .venv/bin/python bench/batches.py --quick          # 1 repeat of 200 -> bench/results/
 """
 
@@ -84,6 +84,7 @@ class Sample:
     """One target in one repeat."""
 
     wall_s: float
+    run_s: float  # a batch: from created to seen completed; interactive: wall_s
     cpu_s: dict[str, float]  # gateway, simulator, client: CPU seconds over the run
     ok: int  # lines (requests) answered 200
     upstream_calls: int  # interactive requests the simulator answered
@@ -94,8 +95,9 @@ class Sample:
 class Figures:
     samples: list[Sample] = field(default_factory=list)
 
-    def lines_per_s(self, n: int) -> list[float]:
-        return [n / s.wall_s for s in self.samples]
+    def lines_per_s(self, n: int, running: bool = False) -> list[float]:
+        """Over the whole wall time, or (`running`) only while the batch ran."""
+        return [n / (s.run_s if running else s.wall_s) for s in self.samples]
 
     def cpu_us(self, proc: str, n: int) -> list[float]:
         return [1e6 * s.cpu_s.get(proc, float("nan")) / n for s in self.samples]
@@ -137,23 +139,26 @@ def sim_counts(sim: Server) -> tuple[int, int]:
 # -- the two ways of sending N requests ---------------------------------------------------
 
 
-async def run_batch(t: Target, content: bytes, n: int) -> int:
-    """Upload, create, poll until it ends, download: the lines answered 200."""
+async def run_batch(t: Target, content: bytes, n: int) -> tuple[int, float]:
+    """Upload, create, poll until it ends, download: the lines answered 200, and the
+    seconds from the batch created to seen completed."""
     async with openai.AsyncOpenAI(base_url=t.base_url, api_key=t.api_key, max_retries=0,
                                   timeout=120) as c:
         f = await c.files.create(file=("lines.jsonl", content), purpose="batch")
         b = await c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
                                    completion_window="24h")
+        created = time.perf_counter()
         while b.status not in ("completed", "failed", "expired", "cancelled"):
             await asyncio.sleep(POLL_S)
             b = await c.batches.retrieve(b.id)
+        run_s = time.perf_counter() - created
         if b.status != "completed" or b.output_file_id is None:
             raise RuntimeError(f"{t.label}: batch {b.id} ended {b.status}: {b.errors}")
         out = (await c.files.content(b.output_file_id)).content.splitlines()
     got = [orjson.loads(x) for x in out]
     if [r["custom_id"] for r in got] != [f"req-{i}" for i in range(n)]:
         raise RuntimeError(f"{t.label}: batch {b.id}: output not the {n} lines in order")
-    return sum(r["response"]["status_code"] == 200 for r in got)
+    return sum(r["response"]["status_code"] == 200 for r in got), run_s
 
 
 async def run_interactive(t: Target, bodies: list[bytes]) -> int:
@@ -183,16 +188,18 @@ async def run_once(t: Target, sim: Server, rows: list[dict[str, Any]]) -> Sample
     a, client0 = CpuSnapshot.take(procs), time.process_time()
     t0 = time.perf_counter()
     if t.batch:
-        ok = await run_batch(t, content, len(rows))
+        ok, run_s = await run_batch(t, content, len(rows))
     else:
         ok = await run_interactive(t, bodies)
     wall = time.perf_counter() - t0
+    run_s = run_s if t.batch else wall
     client = time.process_time() - client0
     await asyncio.sleep(SETTLE_S)  # the ledger's next flush belongs to these lines too
     wait_idle([p for ps in procs.values() for p in ps], within=5.0, quiet=0.005)
     cpu = CpuSnapshot.take(procs).seconds_since(a)
     calls1, lines1 = sim_counts(sim)
-    return Sample(wall, {**cpu, "client": client}, ok, calls1 - calls0, lines1 - lines0)
+    return Sample(wall, run_s, {**cpu, "client": client}, ok, calls1 - calls0,
+                  lines1 - lines0)
 
 
 async def measure(targets: list[Target], sim: Server, n: int, repeats: int
@@ -237,6 +244,7 @@ def render(targets: list[Target], figs: dict[str, Figures], n: int, repeats: int
         rows.append([
             t.label, spread(f.lines_per_s(n)),
             f"{ratio(f.lines_per_s(n), base.lines_per_s(n)):.2f}",
+            spread(f.lines_per_s(n, running=True)) if t.batch else "-",
             spread(gw) if t.gateway else "-",
             f"{ratio(gw, base.cpu_us('gateway', n)):.2f}" if t.gateway else "-",
             spread(f.cpu_us("simulator", n)), spread(f.cpu_us("client", n)),
@@ -246,17 +254,20 @@ def render(targets: list[Target], figs: dict[str, Figures], n: int, repeats: int
     if "upstream" not in figs:
         rows.append(["batch, forwarded upstream (`batch: upstream`)",
                      "not built" if not_built else "not measured (`--upstream-batch`)",
-                     *[""] * 7])
+                     *[""] * 8])
     table = report.table(
-        ["path", "lines/s", "/ interactive's (same repeat)", "gateway CPU µs / line",
+        ["path", "lines/s", "/ interactive's (same repeat)", "lines/s, created to completed",
+         "gateway CPU µs / line",
          "/ interactive's (same repeat)", "simulator CPU µs / line", "client CPU µs / line",
          "simulator calls / batch lines per line", "not 200"], rows)
     local, direct = figs["local"], figs["direct"]
     lps, gw = local.lines_per_s(n), local.cpu_us("gateway", n)
+    runs = local.lines_per_s(n, running=True)
     headline = (
-        f"the local runner answers a {n:,}-line batch at {statistics.median(lps):,.0f} lines/s, "
-        f"{ratio(lps, base.lines_per_s(n)):.2f}x the same requests sent interactively 8 at "
-        f"a time, at {statistics.median(gw):,.0f} µs of gateway CPU a line, "
+        f"the local runner answers a {n:,}-line batch at {statistics.median(lps):,.0f} lines/s "
+        f"from upload to download ({statistics.median(runs):,.0f}/s from created to "
+        f"completed), {ratio(lps, base.lines_per_s(n)):.2f}x the same requests sent "
+        f"interactively 8 at a time, at {statistics.median(gw):,.0f} µs of gateway CPU a line, "
         f"{ratio(gw, base.cpu_us('gateway', n)):.2f}x an interactive request's; ")
     if "upstream" in figs:
         up = figs["upstream"].cpu_us("gateway", n)
@@ -280,55 +291,68 @@ def render(targets: list[Target], figs: dict[str, Figures], n: int, repeats: int
                     f"is up to that much longer than its work; the polls' own CPU is in the "
                     f"gateway's.{why}"),
         "## Results", table,
-        report.para("*simulator calls / batch lines per line*: what the simulator answered "
-                    "per line, as interactive calls and as lines of its own batch API; the "
-                    "local runner makes one interactive call a line, the provider-batch "
-                    "path none (its lines go to the simulator's batch API). *not 200*: "
-                    "lines (requests) not answered 200, over all repeats.")])
+        report.para("""*lines/s*: from the upload to the results downloaded (interactive:
+            from the first request sent to the last answer); *created to completed*: from
+            `batches.create` answered to the poll that saw it completed. *simulator calls /
+            batch lines per line*: what the simulator answered per line, as interactive
+            calls and as lines of its own batch API; the local runner makes one interactive
+            call a line, the provider-batch path none (its lines go to the simulator's batch
+            API). *not 200*: lines (requests) not answered 200, over all repeats.""")])
     return headline, body
+
+
+def start(sv: Servers, n: int, upstream_batch: bool) -> tuple[Server, list[Target], str | None]:
+    """The simulator, the gateway (and with `upstream_batch` the gateway forwarding
+    batches, if this code has it), a key on each: the paths to measure, and why the
+    provider-batch path is not built (None: it is)."""
+    sim = harness.start_simulator(sv)
+    harness.sim_config(sim, ttft_ms=0, token_ms=0, output_tokens=16, batch_delay_s=0)
+    not_built = upstream_not_built(sim.url)
+    gws = {"local": harness.start_gateway(sv, "gateway", gateway_config(sim.url), master=True)}
+    if upstream_batch and not_built is None:
+        gws["upstream"] = harness.start_gateway(
+            sv, "gateway-upstream", gateway_config(sim.url, upstream=True), master=True)
+    keys = {k: harness.create_key(gw, features_target.KEY) for k, gw in gws.items()}
+    local = gws["local"]
+    targets = [
+        Target("local", "batch, local runner", local.url + "/v1", keys["local"], local, True),
+        Target("interactive", "interactive, 8 at a time", local.url + "/v1", keys["local"],
+               local, False),
+        Target("direct", "batch, the simulator's own API", sim.url + "/v1", "sim", None, True),
+        *([Target("upstream", "batch, forwarded upstream (`batch: upstream`)",
+                  gws["upstream"].url + "/v1", keys["upstream"], gws["upstream"], True)]
+          if "upstream" in gws else [])]
+    for t in targets:
+        how = (f"openai.AsyncOpenAI(base_url={t.base_url!r}): files.create($W/lines-{n}"
+               f".jsonl), batches.create, batches.retrieve every {POLL_S:g} s, "
+               "files.content" if t.batch else
+               f"aiohttp: POST {t.base_url.removesuffix('/v1')}{CHAT}, each line's body, "
+               f"{CONCURRENCY} at a time")
+        harness.COMMANDS.append(f"# {t.label}: {how}")
+    return sim, targets, not_built
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = cli.parser(__doc__)
     ap.add_argument("--lines", type=int, default=2000, help="lines a batch (quick: 200)")
-    ap.add_argument("--repeats", type=int, default=5, help="(quick: 1)")
+    ap.add_argument("--repeats", type=int, default=7, help="(quick: 1)")
     ap.add_argument("--upstream-batch", action="store_true",
                     help="also measure a gateway whose deployment has `batch: upstream` "
                          "(the provider-batch path), if this code has it")
     args = ap.parse_args(argv)
     n, repeats = (200, 1) if args.quick else (args.lines, args.repeats)
-    with tempfile.TemporaryDirectory(prefix="bench-batches-") as tmp, Servers(Path(tmp)) as sv:
+    with tempfile.TemporaryDirectory(prefix="bench-batches-") as tmp:
         work = Path(tmp)
         (work / f"lines-{n}.jsonl").write_bytes(jsonl(lines(n)))
-        sim = harness.start_simulator(sv)
-        harness.sim_config(sim, ttft_ms=0, token_ms=0, output_tokens=16, batch_delay_s=0)
-        not_built = upstream_not_built(sim.url)
-        gws = {"local": harness.start_gateway(sv, "gateway", gateway_config(sim.url),
-                                              master=True)}
-        if args.upstream_batch and not_built is None:
-            gws["upstream"] = harness.start_gateway(
-                sv, "gateway-upstream", gateway_config(sim.url, upstream=True), master=True)
-        keys = {k: harness.create_key(gw, features_target.KEY) for k, gw in gws.items()}
-        targets = [
-            Target("local", "batch, local runner", gws["local"].url + "/v1", keys["local"],
-                   gws["local"], True),
-            Target("interactive", "interactive, 8 at a time", gws["local"].url + "/v1",
-                   keys["local"], gws["local"], False),
-            Target("direct", "batch, the simulator's own API", sim.url + "/v1", "sim", None,
-                   True),
-            *([Target("upstream", "batch, forwarded upstream (`batch: upstream`)",
-                      gws["upstream"].url + "/v1", keys["upstream"], gws["upstream"], True)]
-              if "upstream" in gws else [])]
-        for t in targets:
-            how = (f"openai.AsyncOpenAI(base_url={t.base_url!r}): files.create($W/lines-{n}"
-                   f".jsonl), batches.create, batches.retrieve every {POLL_S:g} s, "
-                   "files.content" if t.batch else
-                   f"aiohttp: POST {t.base_url.removesuffix('/v1')}{CHAT}, each line's body, "
-                   f"{CONCURRENCY} at a time")
-            harness.COMMANDS.append(f"# {t.label}: {how}")
-        figs = harness.run_checked(sv, measure(targets, sim, n, repeats))
+        with Servers(work) as sv:
+            sim, targets, not_built = start(sv, n, args.upstream_batch)
+            figs = harness.run_checked(sv, measure(targets, sim, n, repeats))
+        problems = harness.log_problems(sv)
         shown = "\n\n".join([
             "## Configuration and commands",
+            report.para("Tracebacks and ERROR lines in each process's output over the run, "
+                        "shutdown included: " + ", ".join(
+                            f"{p} {tb} / {err}" for p, (tb, err) in problems.items()) + "."),
             f"`$W/gateway.yaml`:\n\n```yaml\n{(work / 'gateway.yaml').read_text()}```",
             f"`$W/lines-{n}.jsonl`, its first line (line i asks question i):\n\n"
             f"```json\n{jsonl(lines(1)).decode()}```",
