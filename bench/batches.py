@@ -66,7 +66,7 @@ POLL_S = 0.05
 SETTLE_S = 1.2  # the ledger's flush_seconds (1.0) and a little more
 # The provider-batch path (being built): the deployment option that sends a batch to
 # the provider's own batch API. The one place to change if it lands under another name.
-UPSTREAM_OPTION = {"batch": "upstream"}
+UPSTREAM_OPTION = {"batches": "upstream"}
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,9 @@ def jsonl(rows: list[dict[str, Any]]) -> bytes:
 def gateway_config(sim_url: str, upstream: bool = False) -> dict[str, Any]:
     dep = harness.sim_deployment(sim_url, MODEL, **(UPSTREAM_OPTION if upstream else {}))
     return {"models": {MODEL: {"deployments": [dep]}},
-            "prices": {MODEL: features_target.PRICE}}
+            "prices": {MODEL: features_target.PRICE},
+            # The gateway polls the provider's batch as often as the client polls it.
+            **({"server": {"batch_poll_seconds": POLL_S}} if upstream else {})}
 
 
 def upstream_not_built(sim_url: str) -> str | None:
@@ -252,7 +254,7 @@ def render(targets: list[Target], figs: dict[str, Figures], n: int, repeats: int
             f"{sum(s.upstream_lines for s in f.samples) / (n * repeats):.2f}",
             str(sum(n - s.ok for s in f.samples))])
     if "upstream" not in figs:
-        rows.append(["batch, forwarded upstream (`batch: upstream`)",
+        rows.append(["batch, forwarded upstream (`batches: upstream`)",
                      "not built" if not_built else "not measured (`--upstream-batch`)",
                      *[""] * 8])
     table = report.table(
@@ -319,7 +321,7 @@ def start(sv: Servers, n: int, upstream_batch: bool) -> tuple[Server, list[Targe
         Target("interactive", "interactive, 8 at a time", local.url + "/v1", keys["local"],
                local, False),
         Target("direct", "batch, the simulator's own API", sim.url + "/v1", "sim", None, True),
-        *([Target("upstream", "batch, forwarded upstream (`batch: upstream`)",
+        *([Target("upstream", "batch, forwarded upstream (`batches: upstream`)",
                   gws["upstream"].url + "/v1", keys["upstream"], gws["upstream"], True)]
           if "upstream" in gws else [])]
     for t in targets:
