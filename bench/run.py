@@ -25,13 +25,14 @@ from harness import BENCH, ROOT
 
 BENCHMARKS = ["overhead.py", "compare.py", "tokens.py", "reliability.py", "faults.py",
               "workers.py", "cache_precision.py", "cache.py", "guards.py", "history.py",
-              "routes.py", "complexity.py", "cross_cache.py", "chatbot.py"]
+              "routes.py", "complexity.py", "cross_cache.py", "chatbot.py", "batches.py"]
 # What the full run passes on top, to stay within its time: the shortest inbound flood
 # that still spans a whole sliding minute, 3 s wrk runs for the fleet, and the dev
-# texts' embeddings from an earlier run of the same model on the same texts (each
-# results file names its command).
+# texts' embeddings from an earlier run of the same model on the same texts, and the
+# provider-batch path once the gateway has it (each results file names its command).
 FULL_ARGS = {"reliability.py": ["--flood-seconds", "65"], "workers.py": ["--duration", "3"],
-             "cache_precision.py": ["--reuse-embeddings", "--sample-if-cold", "3000"]}
+             "cache_precision.py": ["--reuse-embeddings", "--sample-if-cold", "3000"],
+             "batches.py": ["--upstream-batch"]}
 INDEX = ROOT / "docs" / "benchmarks.md"
 
 METHOD = """\
