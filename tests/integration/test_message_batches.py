@@ -234,3 +234,32 @@ async def test_each_batch_api_sees_only_its_own_batches(gw_msg: GatewayHandle,
     with pytest.raises(anthropic.NotFoundError):
         await client(gw_msg, secret).messages.batches.retrieve(mine.id)
     assert (await client(gw_msg, secret).messages.batches.list()).data == []
+
+
+async def test_a_thousand_requests_through_anthropics_batch_api_at_its_price(
+        sim: SimHandle, fresh_sim: SimHandle) -> None:
+    """The deployment sends its batches to Anthropic's own Message Batches API: one
+    upstream batch, nothing sent interactively, every row at the batch rates."""
+    gw = start_gateway({
+        "models": {MODEL: {"deployments": [{"provider": "anthropic", "model": MODEL,
+                                            "api_base": sim.anthropic_base, "api_key": "k",
+                                            "batches": "upstream"}]}},
+        "server": {"batch_poll_seconds": 0.05}, "auth": {"master_key": MASTER}})
+    try:
+        c = client(gw)
+        b = await c.messages.batches.create(requests=requests(1000))  # type: ignore[arg-type]
+        b = await ended(c, b.id)
+        assert (b.request_counts.succeeded, b.request_counts.errored) == (1000, 0)
+        got = await results(c, b.id)
+        assert [r.custom_id for r in got] == [f"req-{i}" for i in range(1000)]
+        assert got[9].result.type == "succeeded" and got[9].result.message.content
+        stats = fresh_sim.stats()
+        assert stats["requests"] == 0
+        assert (stats["batches"]["created"], stats["batches"]["lines"]) == (1, 1000)
+        rows = batch_rows(gw, b.id)
+        assert len(rows) == 1000
+        for r in rows:  # claude-haiku-4-5 in a batch: $0.50 in, $2.50 out per million
+            assert r["cost_usd"] == pytest.approx(
+                (r["input_tokens"] * 0.50 + r["output_tokens"] * 2.50) / 1e6, rel=1e-9)
+    finally:
+        gw.stop()
