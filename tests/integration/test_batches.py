@@ -368,3 +368,29 @@ async def test_lines_for_an_anthropic_model_go_through_its_message_batches(
                 (r["input_tokens"] * 0.50 + r["output_tokens"] * 2.50) / 1e6, rel=1e-9)
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize(("url", "model", "body", "answer"), [
+    ("/v1/embeddings", "text-embedding-3-small", {"input": "hello there"}, "list"),
+    ("/v1/responses", "gpt-4o-mini", {"input": "hello there"}, "response"),
+])
+async def test_embeddings_and_responses_lines(gw_batch: GatewayHandle, fresh_sim: SimHandle,
+                                              url: str, model: str, body: dict[str, Any],
+                                              answer: str) -> None:
+    c = client(gw_batch)
+    content = b"".join(orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": url,
+                                     "body": {"model": model, **body}}) + b"\n"
+                       for i in range(5))
+    f = await c.files.create(file=("in.jsonl", content), purpose="batch")
+    b = await done(c, (await c.batches.create(input_file_id=f.id, endpoint=url,  # type: ignore[arg-type]
+                                              completion_window="24h")).id)
+    assert (b.status, b.request_counts.completed) == ("completed", 5)
+    out = [orjson.loads(x) for x in (await c.files.content(b.output_file_id)).content
+           .splitlines()]
+    assert {r["response"]["body"]["object"] for r in out} == {answer}
+    assert {r["kind"] for r in batch_rows(gw_batch, b.id)} == {
+        "embeddings" if url == "/v1/embeddings" else "chat"}
+    # A file is the uploader's to delete; gone, it is not found.
+    assert (await c.files.delete(f.id)).deleted
+    with pytest.raises(openai.NotFoundError):
+        await c.files.retrieve(f.id)
