@@ -45,14 +45,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tollway.accounting import inflight, settlement
-from tollway.accounting.meter import StreamMeter, received_output_tokens
+from tollway.accounting import settlement
+from tollway.accounting.meter import StreamMeter
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
 from tollway.cache.entry import CachedAnswer
 from tollway.cache.response import Lookup, ResponseCache
 from tollway.conversation import history, summary, thread
 from tollway.conversation.memory import HistoryOutcome, Memory, Summary
 from tollway.errors import InvalidOutput, TollwayError
+from tollway.gateway import pricing
 from tollway.gateway.call import Call
 from tollway.gateway.capture import Capture
 from tollway.gateway.record import ledger_row
@@ -65,7 +66,6 @@ from tollway.guards.validate import check as check_limits
 from tollway.observe import Observer
 from tollway.policy.admission import Admission, Admitter
 from tollway.policy.alerts import Alerts
-from tollway.policy.budget import Applied
 from tollway.policy.limits import Limit
 from tollway.policy.plan import Plan, Planner
 from tollway.providers.openai_batch import NoBatchApi
@@ -201,37 +201,6 @@ class Pipeline:
         self._fill_cache(call)
         return answer
 
-    async def quote(self, call: Call, req: ChatRequest | EmbeddingRequest
-                    ) -> tuple[float, int, list[Applied]]:
-        """What a batch line may cost at worst, and on which budgets, before it is
-        queued: steps 1-3, 7 and 9 as `chat`/`embed` would take them on the route asked
-        for (routing on the turn and degrading only go cheaper). Raises what the line
-        would be refused with; nothing is held, sent or recorded."""
-        s, now = self.s, self.s.clock()
-        try:
-            if isinstance(req, EmbeddingRequest):
-                count_in = call.begin_embeddings(req)
-                route, choice = s.routes.choose_embeddings(req.model, call.asks.tier,
-                                                           call.caller.key, call.releases)
-                applied = s.admission.budgets(call.caller, call.conversation, now)
-                plan = Plan()
-                await s.planner.embedding(plan, route, choice, count_in, applied, True)
-                return plan.worst_usd, plan.worst_tokens, applied
-            count = call.begin(req)
-            route, choice = s.routes.choose(req.model, call.asks.tier, call.caller.key,
-                                            False, call.releases)
-            policy = s.guards.of(route.alias, call.caller.key)
-            check_limits(req, policy.limits)
-            applied = s.admission.budgets(call.caller, call.conversation, now)
-            plan = s.planner.cap(req, route, choice)
-            await s.planner.complete(plan, req, route, count=count, applied=applied,
-                                     must_count=True,
-                                     attempts=output_guards.attempts(req, policy))
-            return plan.worst_usd, plan.worst_tokens, applied
-        finally:
-            if call.releases.pending:
-                await call.releases.unwind(Aborted(), settlement.ZERO, call.request_id)
-
     async def finish(self, call: Call, outcome: Outcome) -> Settlement:
         """Exactly once per request, whatever happened: price it, give back what it
         took, and record it."""
@@ -256,51 +225,9 @@ class Pipeline:
         """What the request cost, worked out once: the stream trailer, the reply
         headers, the conversation store and the ledger all read this figure."""
         if call.settlement is None:
-            s = await self._price(call, outcome)
+            s = await pricing.outcome(call, outcome, self.s.routes.price)
             call.settlement = settlement.merged(call.spent, s) if call.spent else s
         return call.settlement
-
-    async def _price(self, call: Call, outcome: Outcome) -> Settlement:
-        answer = outcome.answer
-        if answer is not None:
-            found = call.cache.found if call.cache is not None else None
-            if found is not None:
-                return settlement.cache_hit(found.cost_usd)
-            return await self._price_answer(call, answer, call.meter, outcome)
-        dep = call.attempts.deployment
-        cut_off = isinstance(outcome, Aborted) or (isinstance(outcome, Failed)
-                                                  and outcome.cut_off)
-        if cut_off and dep is not None and call.count is not None:
-            # Abandoned before any answer: the upstream had the prompt.
-            n = await call.count.of(dep.model)
-            return settlement.estimated(n, 0, self.s.routes.price(dep))
-        return settlement.ZERO
-
-    async def _price_answer(self, call: Call, answer: Answer, meter: StreamMeter | None,
-                            outcome: Outcome | None = None) -> Settlement:
-        """The provider's usage; without it (a stream cut, abandoned, or no usage
-        reported), our count of the input and of the output received — and for a
-        stream the client abandoned, of what was still in flight (`inflight.py`)."""
-        price = self.s.routes.price(answer.deployment)
-        cut = meter is not None and meter.cut
-        source = answer.reply if answer.reply is not None else answer.stream
-        usage = source.usage if source is not None else None
-        if usage is not None or call.count is None:
-            batch = answer.reply is not None and answer.reply.batch
-            return settlement.priced(usage, price, estimated=cut, cut=cut, batch=batch)
-        if answer.stream is None:  # a JSON reply without usage: the count, if one was made
-            n = call.plan.input_tokens if call.plan is not None else None
-            return (settlement.estimated(n, 0, price, cut=cut) if n is not None
-                    else settlement.priced(None, price, cut=cut))
-        n = await call.count.of(answer.model)
-        out = (meter.output_tokens if meter is not None
-               else received_output_tokens(answer.stream.received, answer.model))
-        if isinstance(outcome, Aborted) and not cut:
-            gen = inflight.generated(answer.stream, out, answer.model, time.monotonic())
-            if gen.usage is not None:
-                return settlement.priced(gen.usage, price, estimated=True)
-            out = gen.output
-        return settlement.estimated(n, out, price, cut=cut)
 
     async def _shape(self, call: Call, req: ChatRequest, route: Route,
                      rule: history.HistoryRule) -> HistoryOutcome | None:
@@ -346,7 +273,8 @@ class Pipeline:
 
     async def _discard(self, call: Call, answer: Answer) -> None:
         """An attempt the output guards threw away: paid for, billed with the rest."""
-        call.spent = (*call.spent, await self._price_answer(call, answer, None))
+        call.spent = (*call.spent, await pricing.answer(call, answer, None,
+                                                         self.s.routes.price))
 
     async def _deliver(self, call: Call, req: ChatRequest, answer: Answer) -> Answer:
         """The answer as it goes out: a stream metered at the cost ceiling and its

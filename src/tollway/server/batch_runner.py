@@ -25,7 +25,7 @@ import orjson
 
 from tollway.accounting.prices import PICO_PER_USD
 from tollway.errors import TollwayError
-from tollway.gateway import Gateway
+from tollway.gateway import Gateway, quote
 from tollway.gateway.call import Call
 from tollway.policy.admission import LineHold
 from tollway.policy.auth import Caller
@@ -265,7 +265,7 @@ class BatchRunner:
                     req = dialect.parse(ln.body, self.gateway.config.server)
                 else:
                     req, _ = await dialect.bind(self.gateway, call, ln.body)
-                usd, tokens, applied = await self.gateway.pipeline.quote(call, req)
+                usd, tokens, applied = await quote.worst_case(self.gateway.pipeline.s, call, req)
             except TollwayError:
                 continue
             route = self.gateway.routes.find(req.model)

@@ -402,22 +402,6 @@ class Simulator:
         body = dialect.reply_body(ReplyContext(rid, int(time.time()), req.model), req, plans)
         return LineResult(200, rid, body, req.model, usage)
 
-    def _batch_route(self, handler: Handler, dialect: Dialect) -> Handler:
-        """A batch route: 404 while batches are off, else the key check first."""
-        handler = answer_errors(handler, dialect)
-
-        async def route(request: web.Request) -> web.StreamResponse:
-            if not self.config.batches:
-                raise web.HTTPNotFound()
-            if self.config.require_key is not None and _key(request) != self.config.require_key:
-                return error_response(dialect, 401, dialect.error_spec(401, 0))
-            return await handler(request)
-
-        return route
-
-    async def _stop_batches(self, app: web.Application) -> None:
-        self.runners.stop()
-
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app[SIMULATOR] = self
@@ -429,13 +413,31 @@ class Simulator:
         app.router.add_get("/v1/models", self.models)
         for api in (self.openai_batches, self.anthropic_batches):
             for method, path, handler in api.routes():
-                app.router.add_route(method, path, self._batch_route(handler, api.dialect))
-        app.on_shutdown.append(self._stop_batches)
+                app.router.add_route(method, path, _batch_route(self, handler, api.dialect))
+        app.on_shutdown.append(_stop_batches)
         app.router.add_get("/_sim/config", self.get_config)
         app.router.add_put("/_sim/config", self.put_config)
         app.router.add_get("/_sim/stats", self.get_stats)
         app.router.add_post("/_sim/reset", self.reset)
         return app
+
+
+def _batch_route(sim: Simulator, handler: Handler, dialect: Dialect) -> Handler:
+    """A batch route: 404 while batches are off, else the key check first."""
+    handler = answer_errors(handler, dialect)
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        if not sim.config.batches:
+            raise web.HTTPNotFound()
+        if sim.config.require_key is not None and _key(request) != sim.config.require_key:
+            return error_response(dialect, 401, dialect.error_spec(401, 0))
+        return await handler(request)
+
+    return route
+
+
+async def _stop_batches(app: web.Application) -> None:
+    app[SIMULATOR].runners.stop()
 
 
 SIMULATOR = web.AppKey("simulator", Simulator)
