@@ -19,6 +19,7 @@ import msgspec
 
 from tollway.keys import KeyRecord
 from tollway.store.base import (
+    AlertStore,
     BatchStore,
     BudgetStore,
     CacheStore,
@@ -30,15 +31,18 @@ from tollway.store.base import (
     PartHealth,
     ResponseStore,
 )
+from tollway.store.dashboard import DashboardStore
+from tollway.store.embedded_alerts import ALERTS_SCHEMA, EmbeddedAlerts
 from tollway.store.embedded_batches import EmbeddedBatches
 from tollway.store.embedded_cache import EmbeddedCache
 from tollway.store.embedded_conversations import EmbeddedConversations
+from tollway.store.embedded_dashboard import EmbeddedDashboard
 from tollway.store.embedded_ledger import LEDGER_SCHEMA, SqliteLedger
 from tollway.store.embedded_responses import EmbeddedResponses
 from tollway.store.memory import MemoryBudgets, MemoryLimits, MemoryOnce
 from tollway.store.sqlite import Db
 
-_SCHEMA = LEDGER_SCHEMA + """
+_SCHEMA = LEDGER_SCHEMA + ALERTS_SCHEMA + """
 CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, hash TEXT UNIQUE, record BLOB);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, amount REAL NOT NULL);
 """
@@ -82,7 +86,10 @@ class EmbeddedStore:
         self.limits: LimitStore = MemoryLimits()
         self.fallback_limits: LimitStore = self.limits  # in memory: it cannot be down
         self.keys: KeyStore = SqliteKeys(self._db)
-        self.ledger: LedgerStore = SqliteLedger(self._db, memory)
+        ledger = SqliteLedger(self._db, memory)
+        self.ledger: LedgerStore = ledger
+        self.dashboard: DashboardStore = EmbeddedDashboard(ledger)
+        self.alerts: AlertStore = EmbeddedAlerts(self._db)
         self.once: OnceStore = MemoryOnce()
         self.cache: CacheStore = EmbeddedCache(self._db, cache_entries)
         self.conversations: ConversationStore = EmbeddedConversations(self._db)
