@@ -1,6 +1,6 @@
 """`make bench`: install the load tools if missing, run every benchmark in turn (each
 writes its own results file, docs/benchmarks/NAME.md), then write the index,
-docs/benchmarks.md, from those files. The whole run takes about 20 minutes on 2 cores
+docs/benchmarks.md, from those files. The whole run takes about 25 minutes on 2 cores
 (the sum of the run times the results files record).
 
     .venv/bin/python bench/run.py            # every benchmark, then the index
@@ -25,7 +25,8 @@ from harness import BENCH, ROOT
 
 BENCHMARKS = ["overhead.py", "compare.py", "tokens.py", "reliability.py", "faults.py",
               "workers.py", "cache_precision.py", "cache.py", "guards.py", "history.py",
-              "routes.py", "complexity.py", "cross_cache.py", "chatbot.py", "batches.py"]
+              "routes.py", "complexity.py", "cross_cache.py", "chatbot.py", "batches.py",
+              "dashboard.py"]
 # What the full run passes on top, to stay within its time: the shortest inbound flood
 # that still spans a whole sliding minute, 3 s wrk runs for the fleet, and the dev
 # texts' embeddings from an earlier run of the same model on the same texts, and the

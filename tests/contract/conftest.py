@@ -19,6 +19,8 @@ import redis
 from tollway.store.base import Store
 from tollway.store.embedded import EmbeddedStore
 from tollway.store.postgres import PostgresStore
+from tollway.store.postgres_alerts import PostgresAlerts
+from tollway.store.postgres_dashboard import PostgresDashboard
 from tollway.store.redis import RedisStore
 from tollway.store.redis_cache import RedisCache
 
@@ -78,8 +80,9 @@ class ScratchPostgres:
             conn = await asyncpg.connect(self._shared)
             try:
                 # (Batches too: claims and retention reach every owner's.)
-                await conn.execute("TRUNCATE keys, ledger, conversations, conversation_turns, "
-                                   "conversation_summaries, files, batches, batch_lines")
+                await conn.execute("TRUNCATE keys, ledger, alerts, conversations, "
+                                   "conversation_turns, conversation_summaries, files, "
+                                   "batches, batch_lines")
             finally:
                 await conn.close()
         return self._shared
@@ -112,6 +115,7 @@ class PostgresBacked:
     def __init__(self, pg: PostgresStore, embedded: EmbeddedStore) -> None:
         self.pg, self.embedded = pg, embedded
         self.keys, self.ledger = pg.keys, pg.ledger
+        self.dashboard, self.alerts = PostgresDashboard(pg), PostgresAlerts(pg)
         self.budgets, self.limits, self.once = embedded.budgets, embedded.limits, embedded.once
         self.cache = embedded.cache
         self.conversations = pg.conversations
@@ -169,6 +173,7 @@ class RedisBacked:
     def __init__(self, r: RedisStore, embedded: EmbeddedStore, prefix: str) -> None:
         self.redis, self.embedded, self._prefix = r, embedded, prefix
         self.keys, self.ledger = embedded.keys, embedded.ledger
+        self.dashboard, self.alerts = embedded.dashboard, embedded.alerts
         self.budgets, self.limits, self.once = r.budgets, r.limits, r.once
         self.cache = RedisCache(r.client, r.prefix, CACHE_ENTRIES)
         self.conversations = embedded.conversations

@@ -4,6 +4,7 @@ and a batch line's first row across restarts."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import msgspec
@@ -43,3 +44,22 @@ async def test_a_rows_batch_is_read_back_from_the_file(tmp_path: Path) -> None:
         assert await s2.ledger.rows() == got  # its id was written before this process
     finally:
         await s2.close()
+
+
+async def test_a_ledger_from_before_the_index_is_filed_when_first_read(tmp_path: Path) -> None:
+    rows = [LedgerRow(id=f"r{i}", request_id="r", ts=float(i), status=200, outcome="ok",
+                      user=f"u{i}") for i in range(3)]
+    db = sqlite3.connect(tmp_path / "tollway.db")
+    db.executescript("CREATE TABLE ledger_batches (id TEXT PRIMARY KEY, min_ts REAL NOT NULL, "
+                     "max_ts REAL NOT NULL, rows BLOB NOT NULL)")
+    db.execute("INSERT INTO ledger_batches VALUES ('old', 0, 2, ?)", (msgspec.json.encode(rows),))
+    db.commit()
+    db.close()
+    s = EmbeddedStore(str(tmp_path))
+    try:
+        await s.ledger.append([LedgerRow(id="new", request_id="n", ts=3.0, status=200,
+                                         outcome="ok")])
+        assert [r.id for r in await s.ledger.rows()] == ["r0", "r1", "r2", "new"]
+        assert [r.id for r in await s.ledger.rows(since=1, until=3)] == ["r1", "r2"]
+    finally:
+        await s.close()

@@ -82,7 +82,8 @@ class SpendRow(msgspec.Struct, kw_only=True):
 
 
 SPEND_GROUPS = ("day", "model", "key", "user", "team", "feature", "kind", "batch")
-_GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
+# Each group's label of a row: a missing (or empty) value is `(none)` (`(no key)`).
+GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
     "day": lambda r: time.strftime("%Y-%m-%d", time.gmtime(r.ts)),
     "model": lambda r: r.model or r.model_asked or "(none)",
     "key": lambda r: r.key_lineage or "(no key)",
@@ -93,10 +94,19 @@ _GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
     "batch": lambda r: r.batch_id or "(none)",
 }
 
+# A request the gateway answered with an error: the upstream's or its own (status >= 400),
+# refusals (a budget, a limit, a bad request) included. Not an abort (the client went
+# away: 499, its choice) nor a cut stream (answered 200, cut at its cost ceiling).
+FAILED_OUTCOMES = ("error", "refused")
+# Answered from the response cache; with a miss, the requests the cache was asked about
+# (a bypass was not looked up).
+CACHE_HITS = ("hit", "semantic-hit")
+CACHE_LOOKUPS = (*CACHE_HITS, "miss")
+
 
 def spend_of(rows: Iterable[LedgerRow], by: str) -> list[SpendRow]:
     """Totals of `rows` grouped by `by` (one of SPEND_GROUPS), sorted by group."""
-    group_of = _GROUP_OF.get(by)
+    group_of = GROUP_OF.get(by)
     if group_of is None:
         raise ValueError(f"by: one of {', '.join(SPEND_GROUPS)}")
     totals: dict[str, SpendRow] = {}

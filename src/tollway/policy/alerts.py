@@ -1,6 +1,7 @@
 """Spend alerts: a budget passing a threshold (e.g. 80%), or the hour's spend passing
 a limit. Each fires once per window (the store decides who is first, so a fleet
-fires once too), to the log and to an optional webhook.
+fires once too), to the log, to an optional webhook and to the store (the dashboard
+lists them: /admin/dashboard/alerts).
 
 Everything here runs in background tasks after a request is finished: an alert
 never delays or fails a request. Webhook deliveries are retried with backoff.
@@ -21,7 +22,7 @@ from tollway.accounting.prices import format_usd
 from tollway.config import AlertsConfig
 from tollway.policy.budget import Applied, window
 from tollway.providers.http import Transport
-from tollway.store.base import Store
+from tollway.store.base import FiredAlert, Store
 
 log = logging.getLogger("tollway.alerts")
 
@@ -105,8 +106,17 @@ class Alerts:
     def _fire(self, alert: Alert) -> None:
         log.warning("ALERT %s", alert.message)
         self.fired = [*self.fired[-99:], alert]
+        self._spawn(self._record(alert))
         if self.cfg.webhook_url:
             self._spawn(self._deliver(alert, self.cfg.webhook_url))
+
+    async def _record(self, alert: Alert) -> None:
+        try:
+            await self.store.alerts.record(FiredAlert(
+                alert.at, alert.kind, alert.scope or "global", alert.name or "",
+                alert.message, msgspec.json.encode(alert)))
+        except Exception as e:  # it went to the log (and the webhook) all the same
+            log.error("recording an alert failed (%r): %s", e, alert.message)
 
     async def _deliver(self, alert: Alert, url: str) -> None:
         body = msgspec.json.encode(alert)

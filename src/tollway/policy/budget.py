@@ -125,6 +125,33 @@ def applicable(cfg: BudgetsConfig, who: Who, now: float) -> list[Applied]:
     return out
 
 
+def configured(cfg: BudgetsConfig, keys: Iterable[KeyRecord], now: float,
+               key: str | None = None) -> list[Applied]:
+    """Every budget that is one counter, in its current window (for the dashboard): the
+    global ones, each named team's, user's and feature's (a "*" budget, each one's own,
+    and conversation caps are one counter per user or conversation: not listed), and
+    each usable key's, by lineage (its newest usable record's); with `key`, that key
+    lineage's alone."""
+    out: list[Applied] = []
+    if key is None:
+        _apply(out, "global", "", cfg.global_, now)
+        for scope, named in (("team", cfg.teams), ("user", cfg.users),
+                             ("feature", cfg.features)):
+            for name, budgets in named.items():
+                if name != "*":
+                    _apply(out, scope, name, budgets, now)
+    newest: dict[str, KeyRecord] = {}
+    for rec in keys:
+        if rec.refusal(now) is not None or key not in (None, rec.lineage):
+            continue
+        seen = newest.get(rec.lineage)
+        if seen is None or rec.created_at >= seen.created_at:
+            newest[rec.lineage] = rec
+    for lineage in sorted(newest):
+        _apply(out, "key", lineage, newest[lineage].budgets, now)
+    return out
+
+
 def ledger_fields(cfg: BudgetsConfig, keyed: bool) -> list[str]:
     """The ledger fields the configured budgets are counted by (`keyed`: some key has
     budgets of its own)."""

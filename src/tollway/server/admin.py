@@ -1,4 +1,5 @@
-"""The admin API under /admin: virtual keys and spend, guarded by the master key.
+"""The admin API under /admin: virtual keys and spend, guarded by the master key (the
+dashboard's paths, server/dashboard.py, also let a virtual key read its own).
 
 Plain ASGI callables like the rest of the edge. Every path answers every method
 itself, so a wrong method still gets the OpenAI error shape (Starlette's 405 would be
@@ -41,8 +42,8 @@ from tollway.errors import (
     Unauthorized,
 )
 from tollway.gateway import Gateway
-from tollway.keys import KeyRecord, KeySettings, mint
-from tollway.policy.auth import is_master
+from tollway.keys import PREFIX, KeyRecord, KeySettings, mint
+from tollway.policy.auth import Caller, is_master
 from tollway.server.asgi import (
     ClientGone,
     Edge,
@@ -100,6 +101,14 @@ class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
 
 class Rotation(msgspec.Struct, forbid_unknown_fields=True):
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is reading: the master key (`key` None: every key's rows) or a virtual key
+    (`key`: its lineage, whose rows alone it may read)."""
+
+    key: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,16 +217,29 @@ class Admin:
         self.gateway = gateway
         self._lock = asyncio.Lock()
 
-    def authorize(self, secret: str | None) -> None:
+    async def authorize(self, secret: str | None, *, viewers: bool) -> Viewer:
+        """The master key reads everything; a virtual key (`viewers`: the dashboard's
+        paths) reads only its own lineage's. A virtual key anywhere else is a 403: the
+        rest of the admin API is about every key."""
         auth = self.gateway.config.auth
         if not auth.master_key:
             raise Forbidden("The admin API is disabled: no master key is configured. Set "
                             "TOLLWAY_MASTER_KEY (or auth.master_key) and restart.",
                             code="admin_disabled")
-        if not is_master(secret, auth):
-            what = "Missing" if secret is None else "Invalid"
-            raise Unauthorized(f"{what} master key: the admin API takes the master key as "
-                               "'Authorization: Bearer <key>' or in the 'x-api-key' header.")
+        if is_master(secret, auth):
+            return Viewer(None)
+        if secret is not None and secret.startswith(PREFIX):
+            key = (await self.gateway.authenticate(secret, Caller())).key  # 401 if bad
+            if key is not None and viewers:
+                return Viewer(key.lineage)
+            if key is not None:
+                raise Forbidden(f"API key {key.id} may read only its own dashboard "
+                                "(/admin/dashboard/*); the rest of the admin API takes the "
+                                "master key.")
+        what = "Missing" if secret is None else "Invalid"
+        raise Unauthorized(f"{what} master key: the admin API takes the master key as "
+                           "'Authorization: Bearer <key>' or in the 'x-api-key' header"
+                           + (" (the dashboard also a virtual key)." if viewers else "."))
 
     def now(self) -> float:
         return self.gateway.clock()
@@ -324,7 +346,7 @@ class Admin:
         q = query(scope, ("since", "until", "after", "limit"))
         since, until = window(q)
         limit = whole_number(q.get("limit"), "limit", LEDGER_PAGE, 1, MAX_LEDGER_PAGE)
-        after = _cursor(q["after"]) if q.get("after") else None
+        after = cursor(q["after"], "after") if q.get("after") else None
         await self.gateway.ledger.flush()
         rows = await self.gateway.store.ledger.rows(since, until, after=after,
                                                          limit=limit)
@@ -364,16 +386,16 @@ class Admin:
         return owner, thread.check_id(scope["path_params"]["id"], "id")
 
 
-def _cursor(text: str) -> tuple[float, str]:
-    """`after`: the `next` of the previous page (`<ts>|<row id>`)."""
+def cursor(text: str, param: str) -> tuple[float, str]:
+    """`after` (`before`): the `next` of the previous page (`<ts>|<row id>`)."""
     ts, sep, rid = text.partition("|")
     try:
         t = float(ts)
     except ValueError:
         t = math.nan
     if not (sep and math.isfinite(t)):
-        raise InvalidRequest(f"after: the 'next' value of the previous page (<time>|<row "
-                             f"id>), got {text[:80]!r}", param="after")
+        raise InvalidRequest(f"{param}: the 'next' value of the previous page (<time>|<row "
+                             f"id>), got {text[:80]!r}", param=param)
     return t, rid
 
 
@@ -392,11 +414,14 @@ def refuse_rotation(rec: KeyRecord, now: float) -> None:
 
 
 class Endpoint:
-    """One admin path: the method's handler, behind the master key."""
+    """One admin path: the method's handler, behind the master key (`viewers`: or a
+    virtual key, the reader a handler finds in scope["tollway.viewer"])."""
 
-    def __init__(self, admin: Admin, handlers: dict[str, Handler]) -> None:
+    def __init__(self, admin: Admin, handlers: dict[str, Handler], *,
+                 viewers: bool = False) -> None:
         self.admin = admin
         self.handlers = handlers
+        self.viewers = viewers
         self.allow = ", ".join(handlers).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -411,7 +436,8 @@ class Endpoint:
             await send_error(send, err, [*headers, (b"allow", self.allow)])
             return
         try:
-            self.admin.authorize(e.api_key)
+            scope["tollway.viewer"] = await self.admin.authorize(e.api_key,
+                                                                 viewers=self.viewers)
             reply = await handler(scope, receive)
             body = json_bytes(reply.body)
         except TollwayError as err:

@@ -32,6 +32,7 @@ from tollway.server.chat import ANTHROPIC, OPENAI, ChatEndpoint
 from tollway.server.connections import ConnectionLimits
 from tollway.server.conversations import ConversationsEndpoint
 from tollway.server.count_tokens import CountTokensEndpoint
+from tollway.server.dashboard import dashboard_routes
 from tollway.server.drain import Drain
 from tollway.server.embeddings import EMBEDDINGS
 from tollway.server.message_batches import message_batch_routes
@@ -188,6 +189,7 @@ class TollwayApp:
               for prefix in ("/v1", "") for tail in ("", "/{id}", "/{id}/cancel")),
             *message_batch_routes(gw, self.batches),
             *admin_routes(gw),
+            *dashboard_routes(gw),
         ]
         self.router = Router(routes=routes, default=not_found)
         # Only the fixed paths: "/v1/conversations/{id}" taken literally has no id.

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from tollway.accounting.rows import Charged, LedgerRow, SpendRow
     from tollway.keys import KeyRecord
+    from tollway.store.dashboard import DashboardStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,28 @@ class LedgerStore(Protocol):
 class OnceStore(Protocol):
     async def first(self, name: str, until: float) -> bool:
         """True for the first caller to claim `name` (which lapses at `until`)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FiredAlert:
+    """A spend alert as it fired (policy/alerts.py), kept for the dashboard."""
+
+    at: float
+    rule: str  # budget | hourly_spend
+    scope: str  # the budget's scope: global (hourly spend too), team, key, user, ...
+    name: str  # the budget's team, key lineage, user... ("" for global)
+    message: str
+    detail: bytes  # the alert as its webhook got it, JSON
+
+
+class AlertStore(Protocol):
+    async def record(self, alert: FiredAlert) -> None: ...
+
+    async def fired(self, since: float, until: float, key: str | None,
+                    limit: int) -> list[FiredAlert]:
+        """Newest first, fired in [since, until); `key`: only those on that key
+        lineage's budgets."""
         ...
 
 
@@ -515,6 +538,8 @@ class Store(Protocol):
     fallback_limits: LimitStore
     keys: KeyStore
     ledger: LedgerStore
+    dashboard: DashboardStore  # reports over the ledger
+    alerts: AlertStore
     once: OnceStore
     cache: CacheStore
     conversations: ConversationStore

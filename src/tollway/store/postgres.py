@@ -322,7 +322,7 @@ _ROWS = (f"SELECT {_COLS} FROM ledger WHERE ts >= $1 AND ts < $2 AND (ts, id) > 
 # semantics: empty strings count as missing, as they do for Python's `or`; the day is
 # the UTC date of floor(ts), as time.gmtime floors (floor(ts) is an exact integer,
 # so dividing it by 86400 cannot round up into the next day).
-_GROUPS: dict[str, tuple[str, str]] = {
+GROUP_SQL: dict[str, tuple[str, str]] = {
     "day": ("floor(floor(ts) / 86400)",
             "to_char(to_timestamp(g * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
     "model": ("coalesce(nullif(model, ''), nullif(model_asked, ''), '(none)')", "g"),
@@ -333,7 +333,7 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "kind": ("kind", "g"),
     "batch": ("coalesce(nullif(batch_id, ''), '(none)')", "g"),
 }
-assert set(_GROUPS) == set(SPEND_GROUPS)
+assert set(GROUP_SQL) == set(SPEND_GROUPS)
 # Sorted as Python sorts strings (by code point, which UTF-8 bytes under "C" match),
 # not by the database's locale.
 _SPEND = {by: f"""
@@ -342,7 +342,7 @@ SELECT ({label}) COLLATE "C" AS grp, n, input_tokens, output_tokens, cost_usd, s
            sum(output_tokens)::bigint AS output_tokens, sum(cost_usd) AS cost_usd,
            sum(saved_usd) AS saved_usd
     FROM ledger WHERE ts >= $1 AND ts < $2 GROUP BY 1) totals
-ORDER BY grp""" for by, (key, label) in _GROUPS.items()}
+ORDER BY grp""" for by, (key, label) in GROUP_SQL.items()}
 
 
 # What rows charged to budgets (rows.charged_of in SQL): per period and per the values

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from tollway.store.base import (
+    AlertStore,
     BatchStore,
     BudgetStore,
     CacheStore,
@@ -28,6 +29,7 @@ from tollway.store.base import (
     PartHealth,
     ResponseStore,
 )
+from tollway.store.dashboard import DashboardStore
 
 log = logging.getLogger("tollway.store")
 CHECK_SECONDS = 1.0  # a health check's bound on a part that does not answer
@@ -83,6 +85,8 @@ class SharedStore:
                  cache_entries: int = 10_000) -> None:
         from tollway.store.memory import MemoryLimits
         from tollway.store.postgres import PostgresStore
+        from tollway.store.postgres_alerts import PostgresAlerts
+        from tollway.store.postgres_dashboard import PostgresDashboard
         from tollway.store.redis import RedisStore
         from tollway.store.redis_cache import RedisCache
 
@@ -94,6 +98,8 @@ class SharedStore:
         self.once: OnceStore = self.redis.once
         self.keys: KeyStore = self.postgres.keys
         self.ledger: LedgerStore = self.postgres.ledger
+        self.dashboard: DashboardStore = PostgresDashboard(self.postgres)
+        self.alerts: AlertStore = PostgresAlerts(self.postgres)
         self.conversations: ConversationStore = self.postgres.conversations
         self.responses: ResponseStore = self.postgres.responses
         self.batches: BatchStore = self.postgres.batches

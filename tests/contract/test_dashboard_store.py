@@ -1,0 +1,133 @@
+"""The dashboard's reports, on every store: each figure equals the same figure computed
+in Python from the rows (tests/helpers/dashboard.py) — per bucket and group, totals,
+percentiles, top lists — over the whole ledger, a window inside it and one key's rows;
+the tail pages newest first under its filters; fired alerts come back newest first."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgspec
+import pytest
+
+from tests.helpers import dashboard as ref
+from tollway.accounting.rows import LedgerRow
+from tollway.store.base import FiredAlert, Store
+from tollway.store.dashboard import BUCKETS, STACKS, TOP, Stats, TailFilter, View
+
+T0 = 1_767_000_000.0  # 2025-12-29: the rows cross a month's and a year's end
+SPAN = 50 * 86400.0
+
+
+def ledger(n: int = 400) -> list[LedgerRow]:
+    rnd = random.Random(7)
+    rows = []
+    for i in range(n):
+        outcome = rnd.choice(["ok"] * 8 + ["error", "refused", "aborted", "cut"])
+        rows.append(LedgerRow(
+            id=f"row_{i:04d}", request_id=f"req{i}", ts=T0 + rnd.random() * SPAN,
+            status={"ok": 200, "cut": 200, "error": 502, "refused": 429,
+                    "aborted": 499}[outcome], outcome=outcome,
+            key_lineage=rnd.choice(["key_a", "key_b", "key_c", "master", None]),
+            user=rnd.choice(["ann", "bob", "cy", "dee", "eve", "fay", "", None]),
+            team=rnd.choice(["red", "blue", None]),
+            feature=rnd.choice(["search", "chat", "summary", "tags", "", None]),
+            model_asked=rnd.choice(["fast", "smart", None]),
+            model=rnd.choice(["gpt-4o-mini", "gpt-4o", "claude", "", None]),
+            # Whole numbers of pico-dollars; ties in time, latency and cost on purpose.
+            cost_usd=rnd.randrange(0, 5000) * 1e-7, saved_usd=rnd.choice([0.0, 0.001]),
+            input_tokens=rnd.randrange(1, 900), output_tokens=rnd.randrange(0, 300),
+            latency_ms=float(rnd.randrange(5, 60)) * 10,
+            ttft_ms=rnd.choice([None, float(rnd.randrange(1, 40))]),
+            cache=rnd.choice([None, "hit", "semantic-hit", "miss", "bypass"])))
+    rows[1] = msgspec.structs.replace(rows[1], ts=rows[0].ts)  # same time, ids apart
+    return rows
+
+
+def views(rows: list[LedgerRow]) -> list[tuple[View, list[dict[str, Any]]]]:
+    dicts = [msgspec.to_builtins(r) for r in rows]
+    inside = (T0 + 10.5 * 86400, T0 + 33.25 * 86400)
+    return [(View(T0 - 1, T0 + SPAN + 1), dicts),
+            (View(*inside), [r for r in dicts if inside[0] <= r["ts"] < inside[1]]),
+            (View(*inside, key="key_b"), [r for r in dicts if inside[0] <= r["ts"] < inside[1]
+                                          and r["key_lineage"] == "key_b"]),
+            (View(T0 - 1, T0 + SPAN + 1, key="(no key)"),
+             [r for r in dicts if r["key_lineage"] is None]),
+            (View(T0 - 100, T0 - 1), [])]
+
+
+def shown(s: Stats) -> dict[str, Any]:
+    """A store's Stats in the shape the reference computes."""
+    return {"requests": s.requests, "errors": s.errors,
+            "latency_ms": {"p50": s.latency_ms.p50, "p95": s.latency_ms.p95},
+            "ttft_ms": {"p50": s.ttft_ms.p50, "p95": s.ttft_ms.p95},
+            "cache": {"hits": s.cache_hits, "lookups": s.cache_lookups,
+                      "saved_usd": s.saved_usd},
+            "cost_usd": s.cost_usd,
+            "tokens": {"input": s.input_tokens, "output": s.output_tokens},
+            "top": {dim: [{"name": t.name, "cost_usd": t.cost_usd, "requests": t.requests}
+                          for t in s.top[dim]] for dim in TOP}}
+
+
+async def test_spend_per_bucket_and_group_equals_the_rows(store: Store) -> None:
+    rows = ledger()
+    await store.ledger.append(rows[:150])
+    await store.ledger.append(rows[150:])
+    for view, want_rows in views(rows):
+        for bucket in BUCKETS:
+            for stack in STACKS:
+                got = await store.dashboard.spend(view, bucket, stack)
+                assert [(t, s.name) for t, s in got] == sorted(
+                    (t, s.name) for t, s in got)  # ordered by bucket, then name
+                ref.same({(t, s.name): (s.cost_usd, s.requests) for t, s in got},
+                         ref.spend(want_rows, bucket, stack), f"{view} {bucket} {stack}")
+
+
+async def test_stats_equal_the_rows(store: Store) -> None:
+    rows = ledger()
+    await store.ledger.append(rows)
+    for view, want_rows in views(rows):
+        want = ref.stats(want_rows)
+        for part in ("error_rate",):
+            del want[part]
+        del want["cache"]["hit_rate"]
+        ref.same(shown(await store.dashboard.stats(view)), want, str(view))
+
+
+@pytest.mark.parametrize("only", [
+    {}, {"model": "gpt-4o"}, {"model": "(none)"}, {"status": "error"}, {"status": "ok"},
+    {"model": "claude", "status": "ok"}])
+async def test_the_tail_pages_newest_first(store: Store, only: dict[str, Any]) -> None:
+    rows = ledger()
+    await store.ledger.append(rows)
+    for view, want_rows in views(rows)[1:4]:
+        want = [r for r in want_rows
+                if only.get("model") in (None, ref.LABELS["model"](r))
+                and only.get("status") in (None, "error" if ref.failed(r) else "ok")]
+        want.sort(key=lambda r: (r["ts"], r["id"]), reverse=True)
+        got: list[LedgerRow] = []
+        before = None
+        while True:
+            page = await store.dashboard.tail(view, TailFilter(limit=7, before=before, **only))
+            got += page
+            if len(page) < 7:
+                break
+            before = (page[-1].ts, page[-1].id)
+        assert [msgspec.to_builtins(r) for r in got] == want, (view, only)
+
+
+async def test_fired_alerts_come_back_newest_first(store: Store) -> None:
+    def alert(at: float, scope: str, name: str) -> FiredAlert:
+        return FiredAlert(at, "budget", scope, name, f"{scope} {name} at {at}",
+                          msgspec.json.encode({"at": at, "scope": scope}))
+
+    fired = [alert(10, "key", "key_a"), alert(20, "global", ""), alert(30, "key", "key_b"),
+             alert(40, "key", "key_a")]
+    for a in fired:
+        await store.alerts.record(a)
+    assert await store.alerts.fired(0, 100, None, 10) == fired[::-1]
+    assert await store.alerts.fired(0, 100, "key_a", 10) == [fired[3], fired[0]]
+    assert await store.alerts.fired(15, 40, None, 1) == [fired[2]]
+    got = (await store.alerts.fired(0, 100, None, 1))[0]
+    assert msgspec.json.decode(got.detail) == {"at": 40, "scope": "key"}
