@@ -1,4 +1,5 @@
-"""The admin API under /admin: virtual keys and spend, guarded by the master key.
+"""The admin API under /admin: virtual keys and spend, guarded by the master key (or
+a console session the master key opened: server/console_session.py).
 
 Plain ASGI callables like the rest of the edge. Every path answers every method
 itself, so a wrong method still gets the OpenAI error shape (Starlette's 405 would be
@@ -42,7 +43,7 @@ from tollway.errors import (
 )
 from tollway.gateway import Gateway
 from tollway.keys import KeyRecord, KeySettings, mint
-from tollway.policy.auth import is_master
+from tollway.policy.auth import Caller, is_master
 from tollway.server.asgi import (
     ClientGone,
     Edge,
@@ -208,12 +209,18 @@ class Admin:
         self.gateway = gateway
         self._lock = asyncio.Lock()
 
-    def authorize(self, secret: str | None) -> None:
-        auth = self.gateway.config.auth
+    async def authorize(self, e: Edge) -> None:
+        """The master key, or a console session the master key opened."""
+        auth, secret = self.gateway.config.auth, e.api_key
         if not auth.master_key:
             raise Forbidden("The admin API is disabled: no master key is configured. Set "
                             "TOLLWAY_MASTER_KEY (or auth.master_key) and restart.",
                             code="admin_disabled")
+        if e.session is not None:
+            if not (await self.gateway.authenticate(None, Caller(), e.session)).master:
+                raise Forbidden("The admin API takes the master key; this console session "
+                                "is a virtual key's.", code="master_key_required")
+            return
         if not is_master(secret, auth):
             what = "Missing" if secret is None else "Invalid"
             raise Unauthorized(f"{what} master key: the admin API takes the master key as "
@@ -411,7 +418,7 @@ class Endpoint:
             await send_error(send, err, [*headers, (b"allow", self.allow)])
             return
         try:
-            self.admin.authorize(e.api_key)
+            await self.admin.authorize(e)
             reply = await handler(scope, receive)
             body = json_bytes(reply.body)
         except TollwayError as err:
