@@ -39,7 +39,7 @@ function bucketLabel(t, bucket) {
  * [{t, groups: [{name, cost_usd, requests}]}]. Returns a figure (the SVG and its legend).
  */
 export function stackedBars(series, { bucket = "hour", width = 720, height = 260 } = {}) {
-  const pad = { left: 64, right: 12, top: 12, bottom: 28 };
+  const pad = { left: 56, right: 8, top: 12, bottom: 28 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   const { colour, named, other } = colours(series);

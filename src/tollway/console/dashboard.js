@@ -5,7 +5,7 @@
 
 import { api, query } from "./api.js";
 import { meter, stackedBars } from "./chart.js";
-import { count, empty, fill, h, ms, percent, usd, when } from "./dom.js";
+import { count, empty, fill, h, ms, percent, table, usd, when } from "./dom.js";
 
 const RANGES = { "24h": [86400, "hour"], "7d": [7 * 86400, "day"], "30d": [30 * 86400, "day"],
                  "12mo": [365 * 86400, "month"] };
@@ -39,7 +39,8 @@ export function render(main, session) {
   const controls = h("form", { class: "card controls", onsubmit: (e) => e.preventDefault() },
     select("range", "Range", [["24h", "Last 24 hours"], ["7d", "Last 7 days"], ["30d", "Last 30 days"], ["12mo", "Last 12 months"]], "24h"),
     select("bucket", "Bucket", [["hour", "Hour"], ["day", "Day"], ["month", "Month"]], "hour"),
-    select("stack", "Stack by", [["model", "Model"], ["key", "Key"], ["team", "Team"], ["feature", "Feature"], ["user", "User"], ["none", "Nothing"]], "model"));
+    select("stack", "Stack by", [["model", "Model"], ["key", "Key"], ["team", "Team"], ["feature", "Feature"], ["user", "User"], ["none", "Nothing"]], "model"),
+    h("p", { class: "hint wide" }, "Times are UTC, as the ledger and the budgets' periods count them."));
   const spend = panel("Spend", "spend");
   const stats = panel("Figures", "stats");
   const top = panel("Top spenders", "top");
@@ -68,8 +69,11 @@ export function render(main, session) {
         since: since.toISOString(), until: until.toISOString() }));
       const total = h("p", { class: "total" }, h("strong", { "data-total": "" }, usd(data.total.cost_usd)),
                       ` · ${count(data.total.requests)} requests`);
-      fill(spend.body, total, data.series.length ? stackedBars(data.series, { bucket: value("bucket") })
-                                                  : empty("No spend in this range."));
+      // Drawn at the panel's own width, so its text keeps its size on a phone.
+      const width = Math.max(320, spend.body.clientWidth);
+      fill(spend.body, total, data.series.length
+        ? stackedBars(data.series, { bucket: value("bucket"), width, height: width < 500 ? 220 : 260 })
+        : empty("No spend in this range."));
     } catch (e) {
       fill(spend.body, unavailable(e));
     }
@@ -162,25 +166,21 @@ function topTable(by, rows) {
 }
 
 function budgetTable(rows) {
-  return h("div", { class: "table-wrap" }, h("table", {},
-    h("thead", {}, h("tr", {}, ["Budget", "Period", "Used", "", "Left", "Resets"].map((c) => h("th", {}, c)))),
-    h("tbody", {}, rows.map((b) => {
-      const amount = (v) => (b.metric === "usd" ? usd(v) : `${count(v)} tokens`);
-      return h("tr", { "data-budget": `${b.scope}/${b.name}` },
-        h("td", {}, `${b.scope} ${b.name}`), h("td", {}, b.period),
-        h("td", { class: "num" }, `${amount(b.used)} of ${amount(b.limit)}`),
-        h("td", { class: "meter-cell" }, meter(b.used, b.limit)),
-        h("td", { class: "num" }, amount(b.remaining)),
-        h("td", {}, b.resets_at ? when(b.resets_at) : "never"));
-    }))));
+  return h("div", { class: "table-wrap" }, table(["Budget", "Period", "Used", "", "Left", "Resets"], rows, (b) => {
+    const amount = (v) => (b.metric === "usd" ? usd(v) : `${count(v)} tokens`);
+    return [`${b.scope} ${b.name}`, b.period,
+            h("td", { class: "num" }, `${amount(b.used)} of ${amount(b.limit)}`),
+            h("td", { class: "meter-cell" }, meter(b.used, b.limit)),
+            h("td", { class: "num" }, amount(b.remaining)),
+            b.resets_at ? when(b.resets_at) : "never"];
+  }, (b) => ({ "data-budget": `${b.scope}/${b.name}` })));
 }
 
 function tailTable(rows) {
-  return h("div", { class: "table-wrap" }, h("table", { class: "tail" },
-    h("thead", {}, h("tr", {}, ["Time", "Model", "Key", "Status", "Tokens", "Cost", "Latency", "Cache"].map((c) => h("th", {}, c)))),
-    h("tbody", {}, rows.map((r) => h("tr", { "data-request-id": r.request_id, class: r.status >= 400 ? "failed" : "" },
-      h("td", {}, when(r.ts)), h("td", {}, r.model || r.model_asked || "–"), h("td", {}, r.key_id || "–"),
-      h("td", {}, `${r.status} ${r.outcome}`), h("td", { class: "num" }, `${count(r.input_tokens)} / ${count(r.output_tokens)}`),
-      h("td", { class: "num" }, r.priced === false ? "unpriced" : usd(r.cost_usd)),
-      h("td", { class: "num" }, ms(r.latency_ms)), h("td", {}, r.cache || "–"))))));
+  return h("div", { class: "table-wrap" }, table(["Time", "Model", "Key", "Status", "Tokens", "Cost", "Latency", "Cache"], rows, (r) => [
+    when(r.ts), r.model || r.model_asked || "–", r.key_id || "–", `${r.status} ${r.outcome}`,
+    h("td", { class: "num" }, `${count(r.input_tokens)} / ${count(r.output_tokens)}`),
+    h("td", { class: "num" }, r.priced === false ? "unpriced" : usd(r.cost_usd)),
+    h("td", { class: "num" }, ms(r.latency_ms)), r.cache || "–",
+  ], (r) => ({ "data-request-id": r.request_id, class: r.status >= 400 ? "failed" : null }), { class: "tail" }));
 }

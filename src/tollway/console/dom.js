@@ -70,9 +70,11 @@ export function toDate(t) {
   return Number.isFinite(asNumber) ? toDate(asNumber) : new Date(t);
 }
 
+/** A time in UTC, as the ledger and the budgets' periods count it. */
 export function when(t) {
   const d = toDate(t);
-  return Number.isNaN(d.getTime()) ? String(t) : d.toLocaleString("en-GB", { hour12: false });
+  if (Number.isNaN(d.getTime())) return String(t);
+  return d.toLocaleString("en-GB", { hour12: false, timeZone: "UTC" }) + " UTC";
 }
 
 export function randomId(prefix) {
@@ -83,4 +85,17 @@ export function randomId(prefix) {
 /** A panel that says there is nothing (yet), and why. */
 export function empty(message) {
   return h("p", { class: "empty" }, message);
+}
+
+/** A table whose rows become labelled cards on a phone (console.css): each cell
+ * carries its column's name. `cells(row)` gives a row's cells, `rowProps(row)` its
+ * attributes. */
+export function table(columns, rows, cells, rowProps = () => ({}), props = {}) {
+  return h("table", { ...props, class: `cards ${props.class || ""}`.trim() },
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
+    h("tbody", {}, rows.map((row) => h("tr", rowProps(row), cells(row).map((cell, i) => {
+      const td = cell instanceof HTMLTableCellElement ? cell : h("td", {}, cell);
+      if (columns[i]) td.dataset.label = columns[i];
+      return td;
+    })))));
 }

@@ -2,7 +2,7 @@
 // once, with a copy button), rotate, revoke — the admin API's /admin/keys.
 
 import { api } from "./api.js";
-import { count, empty, fill, h, usd, when } from "./dom.js";
+import { count, empty, fill, h, table, usd, when } from "./dom.js";
 
 const GRACES = [["0", "at once"], ["3600", "in 1 hour"], ["86400", "in 1 day"]];
 const LIVE = new Set(["active", "rotating"]);
@@ -95,20 +95,16 @@ function createForm(actions) {
 function keyTable(keys, spent, actions) {
   if (!keys.length) return empty("No keys yet: create the first above.");
   const sorted = [...keys].sort((a, b) => b.created_at - a.created_at);
-  return h("table", { class: "keys" },
-    h("thead", {}, h("tr", {}, ["Name", "Key", "Id", "Team", "Status", "Spend", "Requests", "Created", ""].map((c) => h("th", {}, c)))),
-    h("tbody", {}, sorted.map((k) => {
-      const s = spent.get(k.lineage);
-      const cell = h("td", { class: "row-actions" });
-      const row = h("tr", { "data-key-id": k.id },
-        h("td", {}, k.name || "–"), h("td", {}, h("code", {}, k.hint)), h("td", {}, h("code", {}, k.id)),
-        h("td", {}, k.team || "–"), h("td", {}, h("span", { class: `status ${k.status}` }, k.status)),
-        h("td", { "data-col": "spend" }, usd(s ? s.cost_usd : 0)),
-        h("td", { "data-col": "requests" }, count(s ? s.requests : 0)),
-        h("td", {}, when(k.created_at)), cell);
-      if (LIVE.has(k.status)) rowActions(cell, k, actions);
-      return row;
-    })));
+  return table(["Name", "Key", "Id", "Team", "Status", "Spend", "Requests", "Created", ""], sorted, (k) => {
+    const s = spent.get(k.lineage);
+    const cell = h("td", { class: "row-actions" });
+    if (LIVE.has(k.status)) rowActions(cell, k, actions);
+    return [k.name || "–", h("code", {}, k.hint), h("code", {}, k.id), k.team || "–",
+            h("span", { class: `status ${k.status}` }, k.status),
+            h("td", { "data-col": "spend" }, usd(s ? s.cost_usd : 0)),
+            h("td", { "data-col": "requests" }, count(s ? s.requests : 0)),
+            when(k.created_at), cell];
+  }, (k) => ({ "data-key-id": k.id }), { class: "keys" });
 }
 
 function rowActions(cell, key, actions) {

@@ -226,7 +226,9 @@ function details(got, cost, latency) {
   if (got.stopped) out.push(item("stopped", "Stopped", "cost so far"));
   if (cost) {
     out.push(item("cost", "Cost", usd(cost.cost_usd) + (cost.estimated ? " (estimated)" : "")));
-    out.push(item("tokens", "Tokens", `${count(cost.input_tokens)} in · ${count(cost.output_tokens)} out`));
+    if (cost.input_tokens !== undefined) { // a cache hit used none
+      out.push(item("tokens", "Tokens", `${count(cost.input_tokens)} in · ${count(cost.output_tokens)} out`));
+    }
     if (cost.saved_usd) out.push(item("saved", "Saved", usd(cost.saved_usd)));
   } else if (got.stopped) {
     out.push(item("cost", "Cost", "not known yet"));
