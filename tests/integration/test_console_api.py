@@ -68,6 +68,9 @@ def test_signing_in_sets_an_http_only_strict_cookie_of_an_opaque_token(
     cookie = reply.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
     assert "Secure" not in cookie  # the request came over plain http
+    behind_tls = request(cgw.url, "POST", "/console/session", {"key": MASTER},
+                         {**CONSOLE, "x-forwarded-proto": "https"})
+    assert "; Secure" in behind_tls.headers["set-cookie"]
     token = session["cookie"].split("=", 1)[1]
     assert len(token) >= 40 and MASTER not in cookie
     assert reply.json() == {"signed_in": True, "role": "master", "key": None,

@@ -147,7 +147,13 @@ class ConsoleSession(ConsoleApi):
 
 def _cookie(scope: Scope, token: str, max_age: float) -> tuple[bytes, bytes]:
     """The session cookie: out of scripts' reach (HttpOnly), never sent by another
-    site's page (SameSite=Strict), only over https when the console came over https."""
-    secure = "; Secure" if scope.get("scheme") == "https" else ""
+    site's page (SameSite=Strict), only over https when the console came over https —
+    to this server, or to the proxy in front that says so (`X-Forwarded-Proto`;
+    believed without a list of trusted proxies, as it can only make the cookie
+    stricter)."""
+    https = scope.get("scheme") == "https" or any(
+        k == b"x-forwarded-proto" and bytes(v).strip().lower() == b"https"
+        for k, v in scope["headers"])
+    secure = "; Secure" if https else ""
     return (b"set-cookie", f"{SESSION_COOKIE}={token}; Path=/; Max-Age={int(max_age)}; "
                            f"HttpOnly; SameSite=Strict{secure}".encode())
