@@ -250,8 +250,8 @@ def answer_headers(call: Call, answer: Answer | None) -> Headers:
         h.append((b"x-tollway-history", call.history.policy.encode()))
         h.append((b"x-tollway-history-tokens", str(call.history.tokens).encode()))
         h.append((b"x-tollway-history-saved-tokens", str(call.history.saved_tokens).encode()))
-    if call.guards is not None and call.guards.actions:  # what they did, never the text
-        h.append((b"x-tollway-guards", ",".join(call.guards.actions).encode()))
+    if call.guards is not None and (did := call.guards.summary()):  # never the text
+        h.append((b"x-tollway-guards", did.encode()))
     if call.cache is not None:
         h.append((b"x-tollway-cache", call.cache.status.encode()))
         if answer is not None and call.cache.similarity is not None:
