@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,9 @@ class Watch:
 
     problems: list[str] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
+    # The test is loading a page anew: what the old one still loaded (its icon) is
+    # aborted by that, not failed.
+    leaving: bool = False
     _statuses: list[tuple[int, str]] = field(default_factory=list)
     _aborts: list[str] = field(default_factory=list)
 
@@ -107,7 +110,8 @@ class Watch:
         self.problems.append(f"console {msg.type}: {msg.text}")
 
     def _failed(self, request: Request) -> None:
-        if any(p in request.url for p in self._aborts) and request.failure == "net::ERR_ABORTED":
+        if request.failure == "net::ERR_ABORTED" and (
+                self.leaving or any(p in request.url for p in self._aborts)):
             return
         self.problems.append(f"failed: {request.method} {request.url} ({request.failure})")
 
@@ -130,7 +134,17 @@ class Console:
     watch: Watch
 
     async def open(self, route: str = "") -> None:
-        await self.page.goto(f"{self.gw.url}/{route}")
+        await self._load(self.page.goto(f"{self.gw.url}/{route}"))
+
+    async def reload(self) -> None:
+        await self._load(self.page.reload())
+
+    async def _load(self, loading: Awaitable[Any]) -> None:
+        self.watch.leaving = True
+        try:
+            await loading
+        finally:
+            self.watch.leaving = False
 
     async def sign_in(self, key: str) -> None:
         await self.open()

@@ -275,7 +275,7 @@ async def test_a_key_made_in_the_page_works_from_the_sdk_and_shows_its_spend(
             got = await sdk.chat.completions.create(
                 model="sim", messages=[{"role": "user", "content": unique("from the SDK")}])
             assert got.choices[0].message.content
-        await c.page.reload()
+        await c.reload()
         row = c.page.locator(f'tr[data-key-id="{key_id}"]')
         await expect(row.locator('[data-col="requests"]')).to_have_text("2")
         spent = usd_in(await row.locator('[data-col="spend"]').inner_text())
@@ -333,7 +333,7 @@ async def test_a_virtual_key_sees_its_own_playground_and_nothing_else(
 
     # Revoked, its session ends: the page asks to sign in again.
     admin(c.gw.url, MASTER, "POST", f"/admin/keys/{record['id']}/revoke")
-    await c.page.reload()
+    await c.reload()
     await expect(c.page.locator("#key")).to_be_visible()
 
 
