@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup services run test lint bench clean
+.PHONY: setup services browser run test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ lint: setup
 services:
 	@sh .ci/services.sh
 
-test: setup lint services
+# Debian's chromium for the console's browser tests (installed if missing).
+browser:
+	@sh .ci/chromium.sh
+
+test: setup lint services browser
 	$(PY) -m pytest
 
 bench: setup services

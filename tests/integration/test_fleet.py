@@ -1,6 +1,6 @@
 """A fleet: three gateway processes on one shared store (Redis + PostgreSQL, the
 machine's real ones) enforce one budget and one rate limit between them, and share
-one ledger."""
+one ledger and the console's sessions."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.helpers.admin import admin, create_key, ledger_rows
 from tests.helpers.gateway import GatewayHandle, start_gateway
 from tests.helpers.gateway import fleet as fleet_of
 from tests.helpers.postgres import scratch_database, url_of
+from tests.helpers.raw import request
 from tests.helpers.sim import SimHandle
 from tollway.accounting.tokens import count_request
 from tollway.wire.openai import parse_chat_request
@@ -197,3 +198,26 @@ async def test_a_conversation_continues_on_whichever_replica_takes_the_turn(
         sent = fresh_sim.stats()["recent_requests"][-1]["body"]["messages"]
         assert [m["content"] for m in sent] == [*said, question]
         said += [question, answer or ""]
+
+
+def test_a_console_session_opened_on_one_replica_works_on_every_other(
+        fleet: list[GatewayHandle]) -> None:
+    """Sessions live in the shared store's cache part: signing in on one replica is
+    signing in on all, and so is signing out."""
+    secret, _ = create_key(fleet[0].url, MASTER, name="fleet-console")
+    console = {"x-tollway-console": "1"}
+    sessions = {}
+    for who, key in (("master", MASTER), ("key", secret)):
+        opened = request(fleet[0].url, "POST", "/console/session", {"key": key}, console)
+        assert opened.status == 200, opened
+        sessions[who] = {**console, "cookie": opened.headers["set-cookie"].split(";")[0]}
+    for g in fleet[1:]:
+        assert request(g.url, "GET", "/admin/keys", headers=sessions["master"]).status == 200
+        chat = request(g.url, "POST", "/v1/chat/completions",
+                       {"model": "sim", "messages": MESSAGES}, sessions["key"])
+        assert chat.status == 200, chat
+        assert request(g.url, "GET", "/console/session",
+                       headers=sessions["key"]).json()["role"] == "key"
+    assert request(fleet[1].url, "DELETE", "/console/session",
+                   headers=sessions["master"]).status == 200
+    assert request(fleet[2].url, "GET", "/admin/keys", headers=sessions["master"]).status == 401

@@ -2,9 +2,9 @@
 chat in its three request shapes (chat completions, Messages, Responses) and embeddings
 (valid requests, and valid ones broken in one to three places), Anthropic's
 count_tokens, raw bodies and headers, the admin API, models, conversations, stored
-responses, health and metrics. For every example: a 2xx for a valid request, else a
-4xx JSON error in the route's dialect — never a 5xx, never a hang (each request has a
-timeout). At the end the server is healthy and the ledger holds exactly one row per
+responses, health, metrics and the console. For every example: a 2xx for a valid
+request, else a 4xx JSON error in the route's dialect — never a 5xx, never a hang (each
+request has a timeout). At the end the server is healthy and the ledger holds exactly one row per
 chat or embeddings request made.
 
 Deterministic (`derandomize`: the examples are the same on every run) and bounded
@@ -782,6 +782,38 @@ def test_models_conversations_health_metrics_and_unknown_paths(target: Target) -
             check_answer(reply, path)
 
     other()
+
+
+def test_the_console_and_its_api(target: Target) -> None:
+    """Its files, sign-in bodies, sessions that are junk, with and without its header."""
+    segment = st.text(max_size=20).map(lambda s: quote(s, safe=""))
+    sign_in = (json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=32)
+               | st.fixed_dictionaries({"key": st.sampled_from([MASTER, "tw-nope", ""])
+                                        | st.text(max_size=20)}).map(
+                   lambda v: json.dumps(v).encode()))
+
+    @fuzzing(200)
+    @given(route=st.sampled_from(["/", "/console/{}", "/console/session",
+                                  "/console/requests/{}"]),
+           seg=segment | st.sampled_from(["app.js", "console.css", "../pyproject.toml",
+                                          "index.html", "a/b"]),
+           at=st.none() | query_values,
+           method=st.sampled_from(["GET", "GET", "POST", "DELETE", "PUT"]),
+           body=sign_in,
+           console=st.booleans(),
+           cookie=st.none() | st.text(st.characters(codec="ascii", exclude_categories=["Cc"]),
+                                      max_size=60),
+           key=st.sampled_from([MASTER, None, None, "wrong"]))
+    def console(route: str, seg: str, at: str | None, method: str, body: bytes,
+                console: bool, cookie: str | None, key: str | None) -> None:
+        path = route.replace("{}", seg) + (f"?{urlencode({'at': at})}" if at else "")
+        extra = {"x-tollway-console": "1"} if console else {}
+        if cookie is not None:
+            extra["cookie"] = f"tollway_session={cookie}"
+        reply = target.send(method, path, body if method == "POST" else None, extra, key=key)
+        check_answer(reply, path)
+
+    console()
 
 
 def test_afterwards_healthy_and_no_ledger_row_lost(target: Target) -> None:

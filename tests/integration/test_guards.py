@@ -96,6 +96,7 @@ async def test_redaction_keeps_every_value_from_the_upstream(
     rows = {r["request_id"]: r for r in ledger_rows(gw_guards.url, MASTER)}
     guards = rows[raw.headers["x-request-id"]]["guards"]
     assert guards.startswith("pii:redact:") and "email" in guards
+    assert raw.headers["x-tollway-guards"] == guards  # the reply says it too
     assert SECRETS["email"] not in json.dumps(list(rows.values()))
 
 

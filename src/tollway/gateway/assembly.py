@@ -21,7 +21,7 @@ from tollway.cache.controls import for_alias
 from tollway.cache.response import ResponseCache
 from tollway.config import Config
 from tollway.conversation.memory import Memory
-from tollway.errors import TollwayError
+from tollway.errors import TollwayError, Unauthorized
 from tollway.gateway import counting
 from tollway.gateway.call import Call
 from tollway.gateway.capture import Capture
@@ -37,6 +37,7 @@ from tollway.policy.admission import Admitter
 from tollway.policy.alerts import Alerts
 from tollway.policy.plan import Planner
 from tollway.policy.recovery import GRACE, BudgetRecovery, Held
+from tollway.policy.sessions import Sessions
 from tollway.providers.base import Provider, redact
 from tollway.providers.http import Transport
 from tollway.providers.local import SentenceModel
@@ -97,6 +98,7 @@ class Gateway:
         self.priced: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.priced
         self.finish: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.finish
         self._keys_required = auth.keys_required(config.auth)
+        self.sessions = Sessions(self.store.cache, clock)  # the console's sign-ins
         self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
                          if d.api_key}
         self._warming: asyncio.Task[None] | None = None
@@ -106,14 +108,31 @@ class Gateway:
 
     # --- the request path ------------------------------------------------------------
 
-    async def authenticate(self, secret: str | None, edge: auth.Caller) -> auth.Caller:
+    async def authenticate(self, secret: str | None, edge: auth.Caller,
+                           session: str | None = None) -> auth.Caller:
         """The caller with its key checked (the master key, a `tw-` key, or nobody in
-        open mode); the key store failing means 503: a key cannot be checked."""
+        open mode) — or, with no key presented, the console session `session` names
+        (policy/sessions.py), checked as its key would be; the key store (or the
+        sessions') failing means 503: a key cannot be checked."""
+        if secret is None and session is not None:
+            return await self.outages.closed(
+                "keys", "The key store is unreachable, so the console session cannot be "
+                "checked right now.", self._session_caller(session, edge))
         if secret is None and not self._keys_required:
             return edge  # open mode and no key presented: nothing to look up
         return await self.outages.closed(
             "keys", "The key store is unreachable, so API keys cannot be checked right now.",
             auth.authenticate(secret, self.store.keys, self.config.auth, self.clock(), edge))
+
+    async def _session_caller(self, token: str, edge: auth.Caller) -> auth.Caller:
+        who = await self.sessions.who(token)
+        if who is None:
+            if not self._keys_required:
+                return edge  # open mode: a session that ended leaves an anonymous caller
+            raise Unauthorized("Your console session has ended: sign in again.",
+                               code="session_ended")
+        return await auth.authenticate_identity(who, self.store.keys, self.config.auth,
+                                                self.clock(), edge)
 
     def scrub(self, err: TollwayError) -> TollwayError:
         """Provider keys never leave the server: cut them (and anything key-shaped)

@@ -6,6 +6,10 @@ required; without one the gateway is open, as a laptop's `make run` should be, b
 `tw-` key that is presented is still checked (a revoked key is never let through as
 anonymous). The secret is dropped from the context as soon as it is checked, and
 only a key's id or hint ever reaches an error, a log line or the ledger.
+
+The console signs in once with a key and then sends a session (policy/sessions.py),
+which stands for an `identity` — the key's id, or the master key's fingerprint — and
+is checked again on every request (`authenticate_identity`) as the key itself would be.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from tollway.config.wildcards import WILDCARD
 from tollway.errors import Forbidden, Unauthorized
 from tollway.keys import PREFIX, KeyRecord, hash_secret, hint
 from tollway.store.base import KeyStore
+
+MASTER_PREFIX = "master:"  # a console session's identity when the master key signed in
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -82,6 +88,37 @@ async def authenticate(secret: str | None, keys: KeyStore, cfg: AuthConfig, now:
     rec = await keys.by_hash(hash_secret(secret))
     if rec is None:
         raise Unauthorized(f"Invalid API key {hint(secret)}: no such key.")
+    return _with_key(rec, now, edge)
+
+
+def identity(caller: Caller, cfg: AuthConfig) -> str | None:
+    """What a console session remembers of who signed in — never a secret: the key's
+    id, or a fingerprint of the master key (so the session ends with that master key);
+    None for nobody (open mode)."""
+    if caller.master and cfg.master_key:
+        return MASTER_PREFIX + hash_secret(cfg.master_key)[:16]
+    return caller.key.id if caller.key is not None else None
+
+
+async def authenticate_identity(who: str, keys: KeyStore, cfg: AuthConfig, now: float,
+                                edge: Caller) -> Caller:
+    """A console session's caller (`who` from `identity`), checked again on every
+    request as its key would be: a key revoked, expired or disabled since is refused,
+    and so is the master once its key is no longer the one configured."""
+    if who.startswith(MASTER_PREFIX):
+        current = identity(Caller(master=True), cfg)
+        if current is not None and hmac.compare_digest(who, current):
+            return msgspec.structs.replace(edge, master=True)
+        raise Unauthorized("This console session was opened with a master key that is no "
+                           "longer configured: sign in again.", code="session_ended")
+    rec = await keys.by_id(who)
+    if rec is None:
+        raise Unauthorized("This console session's key no longer exists: sign in again.",
+                           code="session_ended")
+    return _with_key(rec, now, edge)
+
+
+def _with_key(rec: KeyRecord, now: float, edge: Caller) -> Caller:
     why = rec.refusal(now)
     if why is not None:
         raise Unauthorized(f"API key {rec.hint} ({rec.id}) {why}.", code="key_refused")

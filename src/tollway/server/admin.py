@@ -1,5 +1,6 @@
-"""The admin API under /admin: virtual keys and spend, guarded by the master key (the
-dashboard's paths, server/dashboard.py, also let a virtual key read its own).
+"""The admin API under /admin: virtual keys and spend, guarded by the master key (or
+a console session the master key opened: server/console_session.py); the dashboard's
+paths (server/dashboard.py) also let a virtual key, or its session, read its own.
 
 Plain ASGI callables like the rest of the edge. Every path answers every method
 itself, so a wrong method still gets the OpenAI error shape (Starlette's 405 would be
@@ -217,15 +218,24 @@ class Admin:
         self.gateway = gateway
         self._lock = asyncio.Lock()
 
-    async def authorize(self, secret: str | None, *, viewers: bool) -> Viewer:
-        """The master key reads everything; a virtual key (`viewers`: the dashboard's
-        paths) reads only its own lineage's. A virtual key anywhere else is a 403: the
-        rest of the admin API is about every key."""
-        auth = self.gateway.config.auth
+    async def authorize(self, e: Edge, *, viewers: bool) -> Viewer:
+        """The master key (or a console session it opened) reads everything; a virtual
+        key or its session (`viewers`: the dashboard's paths) reads only its own
+        lineage's. A virtual key anywhere else is a 403: the rest of the admin API is
+        about every key."""
+        auth, secret = self.gateway.config.auth, e.api_key
         if not auth.master_key:
             raise Forbidden("The admin API is disabled: no master key is configured. Set "
                             "TOLLWAY_MASTER_KEY (or auth.master_key) and restart.",
                             code="admin_disabled")
+        if e.session is not None and secret is None:
+            caller = await self.gateway.authenticate(None, Caller(), e.session)
+            if caller.master:
+                return Viewer(None)
+            if caller.key is not None and viewers:
+                return Viewer(caller.key.lineage)
+            raise Forbidden("The admin API takes the master key; this console session "
+                            "is a virtual key's.", code="master_key_required")
         if is_master(secret, auth):
             return Viewer(None)
         if secret is not None and secret.startswith(PREFIX):
@@ -436,8 +446,7 @@ class Endpoint:
             await send_error(send, err, [*headers, (b"allow", self.allow)])
             return
         try:
-            scope["tollway.viewer"] = await self.admin.authorize(e.api_key,
-                                                                 viewers=self.viewers)
+            scope["tollway.viewer"] = await self.admin.authorize(e, viewers=self.viewers)
             reply = await handler(scope, receive)
             body = json_bytes(reply.body)
         except TollwayError as err:

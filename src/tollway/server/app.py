@@ -30,6 +30,10 @@ from tollway.server.batch_runner import BatchRunner
 from tollway.server.batches import BatchesEndpoint, FilesEndpoint
 from tollway.server.chat import ANTHROPIC, OPENAI, ChatEndpoint
 from tollway.server.connections import ConnectionLimits
+from tollway.server.console import ConsoleFiles
+from tollway.server.console import load as load_console
+from tollway.server.console_requests import ConsoleRequest
+from tollway.server.console_session import ConsoleSession
 from tollway.server.conversations import ConversationsEndpoint
 from tollway.server.count_tokens import CountTokensEndpoint
 from tollway.server.dashboard import dashboard_routes
@@ -116,7 +120,7 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
                    "/v1/chat/completions, /v1/messages, /v1/messages/count_tokens, "
                    "/v1/messages/batches, /v1/responses, /v1/embeddings, /v1/files, "
                    "/v1/batches, /v1/models, /v1/conversations, /health, "
-                   "/health/ready, /metrics and /admin/.")
+                   "/health/ready, /metrics, /admin/ and the console at /.")
     await send_error(send, err, _rid(scope))
 
 
@@ -148,6 +152,7 @@ class TollwayApp:
         self.drain = Drain(config.server.drain_seconds)
         self.connection_limits = ConnectionLimits(config.server)  # GuardedHttpProtocol's
         self.batches = BatchRunner(gw)
+        console = load_console()
         routes = [
             Route("/v1/chat/completions", ChatEndpoint(gw, OPENAI, self.drain),
                   methods=["POST"]),
@@ -190,6 +195,11 @@ class TollwayApp:
             *message_batch_routes(gw, self.batches),
             *admin_routes(gw),
             *dashboard_routes(gw),
+            # The console: its page, its sign-in, a stopped request's cost, its files.
+            Route("/", ConsoleFiles(console, index=True), methods=["GET", "HEAD"]),
+            Route("/console/session", ConsoleSession(gw), methods=ANY_METHOD),
+            Route("/console/requests/{id}", ConsoleRequest(gw), methods=ANY_METHOD),
+            Route("/console/{path:path}", ConsoleFiles(console), methods=ANY_METHOD),
         ]
         self.router = Router(routes=routes, default=not_found)
         # Only the fixed paths: "/v1/conversations/{id}" taken literally has no id.

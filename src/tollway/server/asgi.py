@@ -37,12 +37,13 @@ log = logging.getLogger("tollway")
 class Edge:
     """What the edge needs from the request headers, read in one pass."""
 
-    __slots__ = ("api_key", "cache_control", "cache_headers", "content_length",
+    __slots__ = ("api_key", "cache_control", "cache_headers", "console", "content_length",
                  "content_type", "conversation", "feature", "history", "history_tokens",
-                 "request_id", "stored_conversation", "tier", "user")
+                 "request_id", "session", "stored_conversation", "tier", "user")
 
     def __init__(self, scope: Scope) -> None:
-        rid = ctype = clen = None
+        rid = ctype = clen = cookie = None
+        self.console = False  # x-tollway-console: 1, which the console's requests carry
         self.tier: str | None = None
         self.api_key: str | None = None
         self.user: str | None = None
@@ -71,6 +72,13 @@ class Edge:
                     rid = bytes(v)
                 elif k.startswith(b"x-tollway-"):
                     self._tollway_header(k, bytes(v).decode("latin-1").strip()[:256])
+            elif k == b"cookie":
+                cookie = bytes(v)
+        # The console's session stands in for a key only when no key is presented and
+        # the request carries both the cookie and the console's header, which a page
+        # of another site cannot send (a CSRF defence beyond the cookie's SameSite).
+        self.session: str | None = (session_token(cookie) if cookie is not None and
+                                    self.console and self.api_key is None else None)
         self.content_type: bytes | None = ctype
         self.content_length: int | None = int(clen) if clen and clen.isdigit() else None
         # Keep the caller's id for tracing if it is sane; otherwise make one.
@@ -92,12 +100,26 @@ class Edge:
             self.stored_conversation = v
         elif k == b"x-tollway-history":
             self.history = v
+        elif k == b"x-tollway-console":
+            self.console = v == "1"
         elif k == b"x-tollway-history-tokens":
             self.history_tokens = v
         elif k.startswith(b"x-tollway-cache"):
             if self.cache_headers is None:
                 self.cache_headers = []
             self.cache_headers.append((k, v))
+
+
+SESSION_COOKIE = "tollway_session"
+
+
+def session_token(cookie: bytes) -> str | None:
+    """The console's session token in a Cookie header, if there is one."""
+    for part in cookie.decode("latin-1").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE and value:
+            return value[:128]
+    return None
 
 
 def edge(scope: Scope) -> Edge:

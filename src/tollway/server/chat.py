@@ -102,7 +102,7 @@ class ChatEndpoint(Generic[R]):
         try:
             if self.drain.draining:
                 raise self.drain.refusal()
-            call.caller = await gateway.authenticate(e.api_key, call.caller)
+            call.caller = await gateway.authenticate(e.api_key, call.caller, e.session)
             call.asks = asks_of(e, call.asks)
             check_json_content_type(scope)
             body = await read_body(scope, receive, self.server.max_body_bytes)
@@ -250,6 +250,8 @@ def answer_headers(call: Call, answer: Answer | None) -> Headers:
         h.append((b"x-tollway-history", call.history.policy.encode()))
         h.append((b"x-tollway-history-tokens", str(call.history.tokens).encode()))
         h.append((b"x-tollway-history-saved-tokens", str(call.history.saved_tokens).encode()))
+    if call.guards is not None and (did := call.guards.summary()):  # never the text
+        h.append((b"x-tollway-guards", did.encode()))
     if call.cache is not None:
         h.append((b"x-tollway-cache", call.cache.status.encode()))
         if answer is not None and call.cache.similarity is not None:

@@ -41,7 +41,7 @@ class CountTokensEndpoint:
         try:
             caller = await gateway.authenticate(
                 e.api_key, Caller(user=e.user, feature=e.feature,
-                                  ip=client[0] if client else None))
+                                  ip=client[0] if client else None), e.session)
             check_json_content_type(scope)
             body = await read_body(scope, receive, gateway.config.server.max_body_bytes)
             req = parse_count_tokens_request(body)

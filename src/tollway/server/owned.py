@@ -53,7 +53,7 @@ class OwnedEndpoint:
             if scope["method"] not in self.allow.split(", "):
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
                                        f"use {self.allow}.")
-            caller = await self.gateway.authenticate(e.api_key, Caller(user=e.user))
+            caller = await self.gateway.authenticate(e.api_key, Caller(user=e.user), e.session)
             status, body = await self.gateway.outages.closed(
                 self.part, self.unreachable, self.respond(scope, receive, caller))
         except TollwayError as err:
