@@ -10,6 +10,7 @@ that one (a stream it stops, a wrong key it types).
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shutil
@@ -37,7 +38,10 @@ from tests.helpers.sim import SimHandle
 MASTER = "master-" + secrets.token_hex(16)
 DESK = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Test artifacts (not tracked): the README's, docs/screenshots/, are refreshed on purpose
+# with TOLLWAY_SCREENSHOTS=docs/screenshots (a run's times and ids differ every time).
+SCREENSHOTS = Path(os.environ.get("TOLLWAY_SCREENSHOTS") or
+                   Path(__file__).resolve().parents[1] / "artifacts" / "screenshots")
 PRICES = {"sim-model": {"input": 1.0, "output": 2.0},  # USD per 1M tokens
           "claude-sim": {"input": 3.0, "output": 15.0}}
 
@@ -174,8 +178,7 @@ async def new_console(browser: Browser, gw: GatewayHandle, viewport: dict[str, i
 
 
 async def screenshot(page: Page, name: str) -> None:
-    """docs/screenshots/NAME.png, the whole page (shown in the README)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    """SCREENSHOTS/NAME.png, the whole page (Playwright makes the directory)."""
     await page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 

@@ -329,7 +329,7 @@ async def test_a_virtual_key_sees_its_own_playground_and_nothing_else(
     for path in ("/admin/keys", "/admin/spend?by=key", "/admin/ledger"):
         assert request(c.gw.url, "GET", path, headers=headers).status == 403, path
         assert request(c.gw.url, "GET", path,
-                       headers={"authorization": f"Bearer {secret}"}).status == 401, path
+                       headers={"authorization": f"Bearer {secret}"}).status == 403, path
 
     # Revoked, its session ends: the page asks to sign in again.
     admin(c.gw.url, MASTER, "POST", f"/admin/keys/{record['id']}/revoke")

@@ -245,7 +245,7 @@ class Admin:
             if key is not None:
                 raise Forbidden(f"API key {key.id} may read only its own dashboard "
                                 "(/admin/dashboard/*); the rest of the admin API takes the "
-                                "master key.")
+                                "master key.", code="master_key_required")
         what = "Missing" if secret is None else "Invalid"
         raise Unauthorized(f"{what} master key: the admin API takes the master key as "
                            "'Authorization: Bearer <key>' or in the 'x-api-key' header"
