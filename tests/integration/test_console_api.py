@@ -131,7 +131,7 @@ def test_a_virtual_keys_session_is_that_key_and_ends_when_it_is_revoked(
 
 
 def test_a_request_s_ledger_row_is_read_back_by_its_own_caller_alone(
-        cgw: GatewayHandle) -> None:
+        cgw: GatewayHandle, fresh_sim: SimHandle) -> None:
     secret, _ = create_key(cgw.url, MASTER, name="mine")
     other, _ = create_key(cgw.url, MASTER, name="theirs")
     _, mine = sign_in(cgw, secret)
