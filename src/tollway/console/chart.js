@@ -39,12 +39,14 @@ function bucketLabel(t, bucket) {
  * [{t, groups: [{name, cost_usd, requests}]}]. Returns a figure (the SVG and its legend).
  */
 export function stackedBars(series, { bucket = "hour", width = 720, height = 260 } = {}) {
-  const pad = { left: 56, right: 8, top: 12, bottom: 28 };
-  const plotW = width - pad.left - pad.right;
-  const plotH = height - pad.top - pad.bottom;
   const { colour, named, other } = colours(series);
   const totals = series.map((p) => p.groups.reduce((sum, g) => sum + g.cost_usd, 0));
   const { top, ticks } = scale(Math.max(0, ...totals));
+  // Room on the left for the longest tick label ("$0.000400"), ~7 px a character.
+  const widest = Math.max(...ticks.map((v) => usd(v).length));
+  const pad = { left: Math.max(40, 7 * widest + 12), right: 8, top: 12, bottom: 28 };
+  const plotW = width - pad.left - pad.right;
+  const plotH = height - pad.top - pad.bottom;
   const y = (v) => pad.top + plotH - (v / top) * plotH;
   const band = plotW / Math.max(series.length, 1);
   const barW = Math.max(1, band * 0.72);
