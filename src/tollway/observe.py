@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from tollway import tasks
 from tollway.accounting.rows import LedgerRow
 from tollway.types import Deployment
 
@@ -153,11 +154,8 @@ class Observer:
             self._flusher = asyncio.create_task(self._flush_every_second())
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
+        flusher, self._flusher = self._flusher, None
+        await tasks.stop(flusher)
         self._flush()
 
     async def _flush_every_second(self) -> None:

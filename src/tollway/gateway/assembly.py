@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from tollway import tasks
 from tollway.accounting import tokens
 from tollway.accounting.settlement import Outcome, Settlement
 from tollway.cache.controls import for_alias
@@ -184,10 +185,7 @@ class Gateway:
         """Stop and let go of everything: background tasks, the cache, the alerts in
         flight, the ledger and the capture (flushed), the store, the providers and the
         transport."""
-        if self._pruning is not None:
-            self._pruning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruning
+        await tasks.stop(self._pruning)
         if self._warming is not None:
             await self._warming
         if self._cache_start is not None:

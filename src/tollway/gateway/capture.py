@@ -21,7 +21,6 @@ request's guard policy — and one JSON line per turn is appended (wire/trace.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import msgspec
 
+from tollway import tasks
 from tollway.accounting.settlement import Aborted, Outcome
 from tollway.config import CaptureConfig
 from tollway.guards import pii
@@ -138,10 +138,7 @@ class Capture:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop(task)
         await self.flush()
         if self.dropped:
             log.warning("capture: %d turns dropped (the writer fell behind)", self.dropped)

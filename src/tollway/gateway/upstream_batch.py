@@ -13,12 +13,12 @@ remembered, and its lines are sent one by one as interactive requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
 import orjson
 
+from tollway import tasks
 from tollway.errors import UpstreamError
 from tollway.providers import openai_batch
 from tollway.providers.base import BatchesApi, LineResult, Provider, error_from_status
@@ -124,10 +124,7 @@ class UpstreamBatches:
         for key in list(self._groups):
             self._flush(key)
         for task in list(self._running):
-            task.cancel()
-        for task in list(self._running):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)
 
 
 def _fail(group: _Group, err: Exception) -> None:

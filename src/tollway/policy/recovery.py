@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+from tollway import tasks
 from tollway.config import Config
 from tollway.policy import budget
 from tollway.store.base import Claim, LiveHold, Store
@@ -94,9 +95,7 @@ class BudgetRecovery:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)
             with contextlib.suppress(Exception):  # another replica need not wait out the lease
                 await self.store.budgets.release_rebuild(self._token)
 

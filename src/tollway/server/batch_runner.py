@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
+from tollway import tasks
 from tollway.accounting.prices import PICO_PER_USD
 from tollway.errors import TollwayError
 from tollway.gateway import Gateway, quote
@@ -93,10 +94,7 @@ class BatchRunner:
     async def close(self) -> None:
         """Stop claiming; the lines in flight are let finish (a drain), so none is left
         half-sent; what is not claimed yet is resumed by the next process."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         if self._running:
             await asyncio.wait(self._running)
         for t in self._waiting:  # on a provider's batch: left to end with their batch

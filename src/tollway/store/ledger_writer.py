@@ -19,6 +19,7 @@ from pathlib import Path
 
 import msgspec
 
+from tollway import tasks
 from tollway.accounting.rows import LedgerRow
 from tollway.config import LedgerConfig
 from tollway.store.base import LedgerStore
@@ -53,10 +54,7 @@ class Ledger:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop(task)
         await self.flush()
         if self._rows:
             self._spill_oldest(len(self._rows))  # the store is down: keep them on disk

@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from tollway import tasks
 from tollway.accounting.rows import CHARGE_FIELDS, SPEND_GROUPS, Charged, LedgerRow, SpendRow
 from tollway.keys import KeyRecord
 from tollway.store.postgres_batches import PostgresBatches
@@ -143,10 +144,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        await tasks.stop(watch)
         self._drop_listener()
         pool, self._pool = self._pool, None
         if pool is not None:

@@ -12,10 +12,10 @@ and migrations applied once it is reachable; `health` says which part is down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from tollway import tasks
 from tollway.store.base import (
     AlertStore,
     BatchStore,
@@ -74,10 +74,7 @@ class Connection:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop(task)
 
 
 class SharedStore:
