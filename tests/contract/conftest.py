@@ -82,7 +82,7 @@ class ScratchPostgres:
                 # (Batches too: claims and retention reach every owner's.)
                 await conn.execute("TRUNCATE keys, ledger, alerts, conversations, "
                                    "conversation_turns, conversation_summaries, files, "
-                                   "batches, batch_lines")
+                                   "batches, batch_lines, dash_totals, dash_groups, dash_bins")
             finally:
                 await conn.close()
         return self._shared

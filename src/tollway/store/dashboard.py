@@ -41,11 +41,17 @@ class View:
 
 @dataclass(frozen=True, slots=True)
 class Spent:
-    """One group's spend: its name (label), dollars and requests."""
+    """One group's spend: its name (label), dollars and requests; `other`: the groups
+    past a spend series' named ones, together (named OTHER)."""
 
     name: str
     cost_usd: float
     requests: int
+    other: bool = False
+
+
+OTHER = "(other)"
+NAMED = 10  # a spend series' groups named by default (the console's chart colours ten)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +91,12 @@ class TailFilter:
 
 
 class DashboardStore(Protocol):
-    async def spend(self, view: View, bucket: Bucket, stack: Stack) -> list[tuple[int, Spent]]:
+    async def spend(self, view: View, bucket: Bucket, stack: Stack,
+                    named: int = NAMED) -> list[tuple[int, Spent]]:
         """Each (bucket start, group)'s spend, ordered by bucket then name; stack=none
-        has one group, ALL."""
+        has one group, ALL. The `named` groups with the most dollars over the window
+        (then requests, then name, as the top lists) keep their names; the rest of
+        each bucket is one Spent with other=True, last in it."""
         ...
 
     async def stats(self, view: View) -> Stats: ...

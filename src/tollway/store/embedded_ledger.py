@@ -30,6 +30,7 @@ from tollway.accounting.rows import (
     charged_of,
     spend_of,
 )
+from tollway.store.embedded_daily import add_days, total_filed_rows
 from tollway.store.memory import MemoryBudgets
 from tollway.store.sqlite import Db
 
@@ -55,6 +56,21 @@ CREATE INDEX IF NOT EXISTS ledger_rows_failed ON ledger_rows (failed, ts, id);
 CREATE TABLE IF NOT EXISTS ledger_unfiled (id TEXT PRIMARY KEY);
 INSERT OR IGNORE INTO ledger_unfiled
     SELECT id FROM ledger_batches WHERE NOT EXISTS (SELECT 1 FROM ledger_rows);
+CREATE TABLE IF NOT EXISTS dash_totals (
+    key TEXT NOT NULL, day INTEGER NOT NULL, requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL, cache_hits INTEGER NOT NULL, cache_lookups INTEGER NOT NULL,
+    saved_usd REAL NOT NULL, cost_usd REAL NOT NULL, input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, PRIMARY KEY (key, day)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dash_groups (
+    key TEXT NOT NULL, dim TEXT NOT NULL, day INTEGER NOT NULL, name TEXT NOT NULL,
+    cost_usd REAL NOT NULL, requests INTEGER NOT NULL,
+    PRIMARY KEY (key, dim, day, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dash_bins (
+    key TEXT NOT NULL, metric INTEGER NOT NULL, day INTEGER NOT NULL, bin INTEGER NOT NULL,
+    rows INTEGER NOT NULL, PRIMARY KEY (key, metric, day, bin)) WITHOUT ROWID;
+-- One row once the daily totals hold every filed row (a ledger from before them is
+-- totalled once, at open).
+CREATE TABLE IF NOT EXISTS dash_ready (at REAL NOT NULL);
 """
 _FILE_ROW = ("INSERT OR IGNORE INTO ledger_rows VALUES "
              "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -87,18 +103,30 @@ def _filed(batch: str, rows: list[LedgerRow]) -> Iterator[tuple[object, ...]]:
                r.output_tokens, r.latency_ms, r.ttft_ms, r.cache, batch, pos)
 
 
+def _file_rows(c: sqlite3.Connection, batch: str, rows: list[LedgerRow]) -> list[LedgerRow]:
+    """Insert a batch's rows into `ledger_rows`; those that were not there already."""
+    if c.executemany(_FILE_ROW, _filed(batch, rows)).rowcount == len(rows):
+        return rows
+    # Some were (a ledger filed before the batch lines were kept apart): which, by key.
+    return [r for pos, r in enumerate(rows) if c.execute(
+        "SELECT batch = ? AND pos = ? FROM ledger_rows WHERE ts = ? AND id = ?",
+        (batch, pos, r.ts, r.id)).fetchone()[0]]
+
+
 def _file_chunk(c: sqlite3.Connection, upto: int) -> bool:
-    """File the oldest unfiled batches (up to `upto`) in one transaction; False when
-    there were none left."""
+    """File the oldest unfiled batches (up to `upto`) in one transaction, with their
+    daily totals; False when there were none left."""
     with c:
         c.execute("BEGIN")
         found = c.execute(
             "SELECT u.rowid, u.id, b.rows FROM ledger_unfiled u LEFT JOIN ledger_batches b "
             "ON b.id = u.id WHERE u.rowid <= ? ORDER BY u.rowid LIMIT ?",
             (upto, FILE_CHUNK)).fetchall()
+        filed: list[LedgerRow] = []
         for _, batch, blob in found:
             if blob is not None:
-                c.executemany(_FILE_ROW, _filed(batch, _decode_batch(blob)))
+                filed += _file_rows(c, batch, _decode_batch(blob))
+        add_days(c, filed)
         if found:
             c.execute("DELETE FROM ledger_unfiled WHERE rowid <= ?", (found[-1][0],))
     return bool(found)
@@ -121,6 +149,7 @@ class SqliteLedger:
     def __init__(self, db: Db, budgets: MemoryBudgets) -> None:
         self._db = db
         self._budgets = budgets
+        db.call(total_filed_rows)
 
     async def append(self, rows: Sequence[LedgerRow]) -> None:
         if not rows:

@@ -2,15 +2,28 @@
 label expressions as /admin/spend (postgres.GROUP_SQL). Buckets are floor(ts / 3600)
 (and / 86400) and date_trunc for months; percentiles are percentile_cont; the top lists
 are one grouping-sets pass. A virtual key's rows, the tail's model filter and its errors
-are read off the indexes of migration 0011."""
+are read off the indexes of migration 0011. The whole days of a window are read from
+the daily totals a trigger keeps (store/daily.py, migration 0012)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tollway.accounting.rows import CACHE_HITS, CACHE_LOOKUPS, FAILED_OUTCOMES, LedgerRow
+from tollway.store.daily import (
+    DAY,
+    EVERYONE,
+    LATENCY,
+    TTFT,
+    Split,
+    bin_sql,
+    binned_quantiles,
+    split,
+)
 from tollway.store.dashboard import (
     ALL,
+    NAMED,
+    OTHER,
     PERCENTILES,
     TOP,
     TOP_N,
@@ -47,32 +60,67 @@ SELECT count(*), count(*) FILTER (WHERE {_FAILED}),
        count(*) FILTER (WHERE cache IN ({_in(CACHE_HITS)})),
        count(*) FILTER (WHERE cache IN ({_in(CACHE_LOOKUPS)})),
        coalesce(sum(saved_usd), 0), coalesce(sum(cost_usd), 0),
-       coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint,
-       percentile_cont({_QUANTILES}) WITHIN GROUP (ORDER BY latency_ms),
+       coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint
+FROM ledger WHERE {{where}}"""
+_DAY_TOTALS = """
+SELECT coalesce(sum(requests), 0)::bigint, coalesce(sum(errors), 0)::bigint,
+       coalesce(sum(cache_hits), 0)::bigint, coalesce(sum(cache_lookups), 0)::bigint,
+       coalesce(sum(saved_usd), 0), coalesce(sum(cost_usd), 0),
+       coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint
+FROM dash_totals WHERE {days}"""
+_ROW_QUANTILES = f"""
+SELECT percentile_cont({_QUANTILES}) WITHIN GROUP (ORDER BY latency_ms),
        percentile_cont({_QUANTILES}) WITHIN GROUP (ORDER BY ttft_ms)
 FROM ledger WHERE {{where}}"""
-# One pass groups by each of TOP (a grouping set each: the others are NULL in its rows),
-# then each list keeps its TOP_N as Stats.top orders them.
-# (Columns quoted: `user` alone is the SQL function current_user.)
-_SETS = ", ".join(f'("{dim}")' for dim in TOP)
-_WHICH = " ".join(f"WHEN GROUPING(\"{dim}\") = 0 THEN '{dim}'" for dim in TOP)
+_ROW_BINS = " UNION ALL ".join(
+    f"SELECT {metric}::smallint AS metric, {bin_sql(col, postgres=True)} AS bin, 1 AS n "
+    f"FROM ledger WHERE {{where}} AND {col} IS NOT NULL"
+    for metric, col in ((LATENCY, "latency_ms"), (TTFT, "ttft_ms")))
+# Each top list ranked as Stats.top orders them, over the rows of the edges and the
+# daily groups of the whole days together.
 _TOP = f"""
 SELECT dim, name, c, n FROM (
     SELECT dim, name, c, n, row_number() OVER (
         PARTITION BY dim ORDER BY round(c::numeric, 12) DESC, n DESC, name COLLATE "C") AS r
-    FROM (SELECT CASE {_WHICH} END AS dim, coalesce({", ".join(f'"{d}"' for d in TOP)}) AS name,
-                 sum(cost_usd) AS c, count(*) AS n
-          FROM (SELECT {", ".join(f'{_LABEL[dim]} AS "{dim}"' for dim in TOP)}, cost_usd
-                FROM ledger WHERE {{where}}) x
-          GROUP BY GROUPING SETS ({_SETS})) grouped) ranked
+    FROM (SELECT dim, name, sum(c) AS c, sum(n)::bigint AS n FROM ({{union}}) parts
+          GROUP BY dim, name) grouped) ranked
 WHERE r <= {TOP_N} ORDER BY dim, r"""
+_ROW_TOP = " UNION ALL ".join(
+    f"SELECT '{dim}' AS dim, {_LABEL[dim]} AS name, sum(cost_usd) AS c, count(*) AS n "
+    f"FROM ledger WHERE {{where}} GROUP BY 2" for dim in TOP)
+_DAY_TOP = ("SELECT dim, name, cost_usd, requests FROM dash_groups WHERE {days} "
+            f"AND dim IN ({_in(TOP)})")
+_DAY_BUCKET = {
+    "day": f"day::float8 * {DAY}",
+    "month": f"extract(epoch FROM date_trunc('month', to_timestamp(day::float8 * {DAY}) "
+             "AT TIME ZONE 'UTC'))",
+}
 
 
-def _where(view: View) -> tuple[str, list[Any]]:
+class _Args(list[Any]):
+    """Query parameters, each added where its placeholder is written."""
+
+    def __call__(self, value: Any) -> str:
+        self.append(value)
+        return f"${len(self)}"
+
+
+def _where(view: View, args: _Args) -> str:
     """The view's condition on `ledger` (a key by its label: the index's expression)."""
-    if view.key is None:
-        return "ts >= $1 AND ts < $2", [view.since, view.until]
-    return f"{_LABEL['key']} = $3 AND ts >= $1 AND ts < $2", [view.since, view.until, view.key]
+    where = f"ts >= {args(view.since)} AND ts < {args(view.until)}"
+    return where if view.key is None else f"{_LABEL['key']} = {args(view.key)} AND {where}"
+
+
+def _parts(view: View, days: Split, args: _Args, row_part: str, day_part: str) -> str:
+    """UNION ALL of `row_part` over each of the split's edges ({where}: the edge's
+    condition) and `day_part` over its whole days ({days}: theirs on a daily table)."""
+    sql = [row_part.replace("{where}", _where(View(lo, hi, view.key), args))
+           for lo, hi in days.edges]
+    if days.days is not None:
+        key = EVERYONE if view.key is None else view.key
+        sql.append(day_part.replace("{days}", f"key = {args(key)} AND day >= "
+                                    f"{args(days.days[0])} AND day < {args(days.days[1])}"))
+    return " UNION ALL ".join(sql)
 
 
 def _quantiles(values: list[float] | None) -> Quantiles:
@@ -84,43 +132,72 @@ class PostgresDashboard:
     def __init__(self, store: Pooled) -> None:
         self._store = store
 
-    async def spend(self, view: View, bucket: Bucket, stack: Stack) -> list[tuple[int, Spent]]:
-        where, args = _where(view)
+    async def spend(self, view: View, bucket: Bucket, stack: Stack,
+                    named: int = NAMED) -> list[tuple[int, Spent]]:
+        days, args = split(view, bucket), _Args()
+        day_part = (
+            f"SELECT {_DAY_BUCKET.get(bucket)} AS t, '{ALL}' AS g, cost_usd AS c, requests AS n "
+            "FROM dash_totals WHERE {days}" if stack == "none" else
+            f"SELECT {_DAY_BUCKET.get(bucket)} AS t, name AS g, cost_usd AS c, requests AS n "
+            f"FROM dash_groups WHERE {{days}} AND dim = '{stack}'")
+        union = _parts(view, days, args,
+                       f"SELECT {_BUCKET[bucket]} AS t, {_STACK[stack]} AS g, "
+                       "sum(cost_usd) AS c, count(*) AS n FROM ledger WHERE {where} GROUP BY 1, 2",
+                       day_part)
         # Sorted as Python sorts strings (code points), not by the database's locale.
         found = await self._store.pool.fetch(f"""
-            SELECT t, g COLLATE "C" AS g, c, n FROM (
-                SELECT {_BUCKET[bucket]} AS t, {_STACK[stack]} AS g, sum(cost_usd) AS c,
-                       count(*) AS n
-                FROM ledger WHERE {where} GROUP BY 1, 2) spent
-            ORDER BY t, g""", *args)
-        return [(int(r[0]), Spent(r[1], r[2], r[3])) for r in found]
+            WITH spent AS (
+                SELECT t, g, sum(c) AS c, sum(n)::bigint AS n FROM ({union}) parts GROUP BY 1, 2),
+            named AS (
+                SELECT g FROM spent GROUP BY g ORDER BY round(sum(c)::numeric, 12) DESC,
+                    sum(n) DESC, g COLLATE "C" LIMIT {args(named)})
+            SELECT s.t, m.g COLLATE "C" AS g, sum(s.c), sum(s.n)::bigint
+            FROM spent s LEFT JOIN named m ON m.g = s.g
+            GROUP BY 1, 2 ORDER BY 1, 2 NULLS LAST""", *args)
+        return [(int(t), Spent(g, c, n) if g is not None else Spent(OTHER, c, n, other=True))
+                for t, g, c, n in found]
 
     async def stats(self, view: View) -> Stats:
-        where, args = _where(view)
+        days = split(view)
+        totals, tops, quantiles = _Args(), _Args(), _Args()
+        totals_sql = _parts(view, days, totals, _TOTALS, _DAY_TOTALS)
+        top_sql = _TOP.replace("{union}", _parts(view, days, tops, _ROW_TOP, _DAY_TOP))
+        if days.days is None:  # the rows alone: exact percentiles
+            quantiles_sql = _ROW_QUANTILES.replace("{where}", _where(view, quantiles))
+        else:
+            quantiles_sql = ("SELECT metric, bin, sum(n)::bigint FROM ("
+                             + _parts(view, days, quantiles, _ROW_BINS,
+                                      "SELECT metric, bin, rows FROM dash_bins WHERE {days}")
+                             + ") parts GROUP BY 1, 2 ORDER BY 1, 2")
         async with self._store.pool.acquire() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True):  # both from one snapshot
-            (n, errors, hits, lookups, saved, cost, n_in, n_out, latency, ttft
-             ) = await conn.fetchrow(_TOTALS.format(where=where), *args)
-            ranked = await conn.fetch(_TOP.format(where=where), *args)
+                isolation="repeatable_read", readonly=True):  # all from one snapshot
+            parts = await conn.fetch(totals_sql, *totals)
+            ranked = await conn.fetch(top_sql, *tops)
+            found = await conn.fetch(quantiles_sql, *quantiles)
+        (n, errors, hits, lookups, saved, cost, n_in, n_out) = (
+            [sum(col) for col in zip(*parts, strict=True)])
+        if days.days is None:
+            latency, ttft = _quantiles(found[0][0]), _quantiles(found[0][1])
+        else:
+            latency = binned_quantiles([(b, k) for m, b, k in found if m == LATENCY])
+            ttft = binned_quantiles([(b, k) for m, b, k in found if m == TTFT])
         top: dict[str, list[Spent]] = {dim: [] for dim in TOP}
         for dim, name, c, k in ranked:
             top[dim].append(Spent(name, c, k))
         return Stats(requests=n, errors=errors, cache_hits=hits, cache_lookups=lookups,
                      saved_usd=saved, cost_usd=cost, input_tokens=n_in, output_tokens=n_out,
-                     latency_ms=_quantiles(latency), ttft_ms=_quantiles(ttft), top=top)
+                     latency_ms=latency, ttft_ms=ttft, top=top)
 
     async def tail(self, view: View, only: TailFilter) -> list[LedgerRow]:
-        where, args = _where(view)
+        args = _Args()
+        where = _where(view, args)
         before = only.before if only.before is not None else (view.until, "")
-        args += before
-        where += f" AND (ts, id) < (${len(args) - 1}, ${len(args)})"
+        where += f" AND (ts, id) < ({args(before[0])}, {args(before[1])})"
         if only.model is not None:
-            args.append(only.model)
-            where += f" AND {_LABEL['model']} = ${len(args)}"
+            where += f" AND {_LABEL['model']} = {args(only.model)}"
         if only.status is not None:
             where += f" AND {'' if only.status == 'error' else 'NOT '}{_FAILED}"
-        args.append(only.limit)
         found = await self._store.pool.fetch(
             f"SELECT {_COLS} FROM ledger WHERE {where} ORDER BY ts DESC, id DESC "
-            f"LIMIT ${len(args)}", *args)
+            f"LIMIT {args(only.limit)}", *args)
         return [LedgerRow(**r) for r in found]
