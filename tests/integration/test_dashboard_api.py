@@ -218,6 +218,16 @@ def test_spend_per_bucket_and_group_equals_the_rows(board: Board) -> None:
     check_series(board.get("spend", since=iso, stack="model"), later, "hour", "model")
 
 
+def test_a_series_names_the_groups_asked_for_and_sums_the_rest(board: Board) -> None:
+    got = board.get("spend", stack="user", groups="1")
+    first = ref.top(board.rows, "user", 1)[0][0]
+    others = [g for p in got["series"] for g in p["groups"] if g["name"] != first]
+    assert others and all(g == {**g, "name": "(other)", "other": True} for g in others)
+    ref.same(math.fsum(g["cost_usd"] for g in others),
+             math.fsum(r["cost_usd"] for r in board.rows if (r["user"] or "(none)") != first))
+    ref.same(got["total"], board.get("spend", stack="user")["total"])
+
+
 def test_stats_equal_the_rows(board: Board) -> None:
     got = board.get("stats")
     ref.same(got, ref.stats(board.rows))
@@ -334,6 +344,8 @@ def test_a_virtual_key_sees_only_its_own_lineage(board: Board) -> None:
     ("spend", {"stack": "colour"}, "stack"),
     ("spend", {"bucket": "hour", "since": "0"}, "bucket"),  # 490,000 hours
     ("spend", {"since": "yesterday"}, "since"),
+    ("spend", {"groups": "0"}, "groups"),
+    ("spend", {"groups": "1001"}, "groups"),
     ("stats", {"until": "2026-13-01"}, "until"),
     ("stats", {"since": "2026-11-02", "until": "2026-11-01"}, "until"),
     ("stats", {"since": str(int(time.time()) + 86400 * 400)}, "since"),  # after now

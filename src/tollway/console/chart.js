@@ -8,15 +8,19 @@ const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2
 const OTHER = "#94a3b8";
 const MAX_GROUPS = PALETTE.length; // the rest are drawn together as "other"
 
-/** Colours by group name: the largest groups keep the palette, the rest are "other". */
+/** Colours by group name: the largest groups keep the palette, the rest are "other"
+ * (as is the server's own "other", the groups past those it named). */
 function colours(series) {
   const totals = new Map();
   for (const point of series) {
-    for (const g of point.groups) totals.set(g.name, (totals.get(g.name) || 0) + g.cost_usd);
+    for (const g of point.groups) {
+      if (!g.other) totals.set(g.name, (totals.get(g.name) || 0) + g.cost_usd);
+    }
   }
   const ranked = [...totals.entries()].sort((a, b) => b[1] - a[1]).map(([name]) => name);
   const colour = new Map(ranked.slice(0, MAX_GROUPS).map((name, i) => [name, PALETTE[i]]));
-  return { colour, named: ranked.slice(0, MAX_GROUPS), other: ranked.length > MAX_GROUPS };
+  const folded = series.some((point) => point.groups.some((g) => g.other));
+  return { colour, named: ranked.slice(0, MAX_GROUPS), other: folded || ranked.length > MAX_GROUPS };
 }
 
 /** A round upper bound and the ticks under it (0, ¼, ½, ¾, 1 of it). */

@@ -3,7 +3,8 @@ master key (everything) or a virtual key (only its own lineage's rows, budgets a
 alerts). Every figure is computed by the store (store/dashboard.py); this module reads
 the parameters, decides what the reader may see, and writes the JSON.
 
-    GET /admin/dashboard/spend?bucket=&stack=&since=&until=&key=   spend per bucket and group
+    GET /admin/dashboard/spend?bucket=&stack=&groups=&since=&until=&key=
+                                                                   spend per bucket and group
     GET /admin/dashboard/stats?since=&until=&key=                  requests, errors, latency,
                                                                    cache, dollars, top lists
     GET /admin/dashboard/budgets                                   each budget, used and left
@@ -39,6 +40,7 @@ from tollway.server.admin import (
 from tollway.server.asgi import Receive, Scope, query, whole_number
 from tollway.store.dashboard import (
     BUCKETS,
+    NAMED,
     STACKS,
     Bucket,
     Quantiles,
@@ -54,6 +56,7 @@ from tollway.store.dashboard import (
 
 DEFAULT_WINDOW = 86400.0  # seconds: the last 24 hours
 MAX_BUCKETS = 10_000  # a series' points (hours of a year and more)
+MAX_NAMED = 1000  # a series' named groups (the rest are one, "other")
 TAIL_PAGE, MAX_TAIL_PAGE = 50, 1000
 ALERTS_PAGE, MAX_ALERTS_PAGE = 100, 1000
 STATUSES: tuple[Status, ...] = ("ok", "error")
@@ -66,7 +69,8 @@ def usd(x: float) -> float:
 
 
 def group(s: Spent) -> dict[str, Any]:
-    return {"name": s.name, "cost_usd": usd(s.cost_usd), "requests": s.requests}
+    g = {"name": s.name, "cost_usd": usd(s.cost_usd), "requests": s.requests}
+    return {**g, "other": True} if s.other else g
 
 
 def quantiles(q: Quantiles) -> dict[str, float | None]:
@@ -111,9 +115,10 @@ class Dashboard:
         await self.gateway.ledger.flush()  # so every finished request is counted
 
     async def spend(self, scope: Scope, receive: Receive) -> Result:
-        q = query(scope, ("bucket", "stack", "since", "until", "key"))
+        q = query(scope, ("bucket", "stack", "since", "until", "key", "groups"))
         bucket: Bucket = choice(q, "bucket", BUCKETS, "hour")
         stack: Stack = choice(q, "stack", STACKS, "none")
+        named = whole_number(q.get("groups"), "groups", NAMED, 1, MAX_NAMED)
         view = self.view(scope, q)
         points = bucket_count(view.since, view.until, bucket)
         if points > MAX_BUCKETS:
@@ -121,7 +126,7 @@ class Dashboard:
                                  f"more than {MAX_BUCKETS:,}; use a longer bucket or a "
                                  "shorter window", param="bucket")
         await self._ledger()
-        found = await self.store.dashboard.spend(view, bucket, stack)
+        found = await self.store.dashboard.spend(view, bucket, stack, named)
         groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for t, s in found:
             groups[t].append(group(s))
