@@ -223,7 +223,7 @@ def describe(t: Traced, row: LedgerRow, answer: Answer | None) -> None:
     if row.error is not None:
         attrs["error.type"] = row.error
     span.set_attributes(attrs)
-    if row.status >= 500 or (row.error is not None and row.status != 499):
+    if row.status >= 500:  # a refusal (4xx) is the caller's error, not the server's
         span.set_status(StatusCode.ERROR, row.error)
 
 

@@ -164,3 +164,28 @@ def test_the_access_log_line_carries_the_trace_id() -> None:
     row.trace_id = "ab" * 16
     observer.request(row)
     assert b'"trace_id":"' + b"ab" * 16 + b'"' in log.getvalue()
+
+
+@pytest.mark.parametrize(("status", "error", "span_status"), [
+    (200, None, StatusCode.UNSET),
+    (429, "budget_exceeded", StatusCode.UNSET),  # a refusal: the caller's, not ours
+    (502, "upstream_error", StatusCode.ERROR),
+])
+def test_a_request_span_says_what_its_ledger_row_says(
+        spans: InMemorySpanExporter, status: int, error: str | None,
+        span_status: StatusCode) -> None:
+    t = tracing.begin([], "POST", "/v1/embeddings", "req-2")
+    row = LedgerRow(id="row_2", request_id="req-2", ts=0.0, status=status, outcome="x",
+                    model_asked="emb", model="text-embedding-3-small", provider="openai",
+                    input_tokens=7, cost_usd=0.5, error=error)
+    row.kind = "embeddings"
+    tracing.describe(t, row, None)
+    tracing.end(t)
+    [span] = spans.get_finished_spans()
+    attrs = span.attributes or {}
+    assert span.name == "embeddings emb" and span.status.status_code is span_status
+    assert (attrs["gen_ai.operation.name"], attrs["gen_ai.request.model"],
+            attrs["gen_ai.response.model"], attrs["gen_ai.provider.name"]) == (
+        "embeddings", "emb", "text-embedding-3-small", "openai")
+    assert (attrs["gen_ai.usage.input_tokens"], attrs["tollway.cost_usd"]) == (7, 0.5)
+    assert attrs.get("error.type") == error and "gen_ai.response.finish_reasons" not in attrs
