@@ -116,6 +116,20 @@ async def test_each_attempt_is_a_client_span_saying_why(spans: InMemorySpanExpor
     assert answered["tollway.attempt.outcome"] == "answered"
 
 
+async def test_a_paced_deployments_wait_is_a_span_of_its_attempt(
+        spans: InMemorySpanExporter) -> None:
+    d = dep("m", "http://one/v1")
+    r = Router({"fake": FakeProvider()}, rng=random.Random(7))
+    r.add(d, BreakerConfig(), PacingConfig(rpm=600), None)
+    assert tracing._tracer is not None
+    with tracing._tracer.start_as_current_span("request"):
+        await r.send(request("hi"), [Pool("a", [d], RetryConfig())], Attempts(), 42,
+                     Releases())
+    pacing, attempt, _ = spans.get_finished_spans()
+    assert pacing.name == "tollway.pacing" and (pacing.attributes or {})["tollway.tokens"] == 42
+    assert pacing.parent is not None and pacing.parent.span_id == attempt.context.span_id
+
+
 async def test_no_span_without_a_request_around_it(spans: InMemorySpanExporter) -> None:
     """A call nobody's request made (a background task's) is not a root of its own."""
     await send_via(dep("m", "http://one/v1"), dep("m", "http://two/v1"), dep("f", "http://t"))
