@@ -107,6 +107,13 @@ async def test_a_batch_lines_row_keeps_its_batch_and_spend_groups_by_it(store: S
         "chat": 3, "embeddings": 1}
 
 
+async def test_a_rows_trace_id_is_kept(store: Store) -> None:
+    """Tracing on: the row leads to its spans (PostgreSQL's column, migration 0013)."""
+    rows = [_row(0, trace_id="4bf92f3577b34da6a3ce929d0e0e4736"), _row(1)]  # off: None
+    await store.ledger.append(rows)
+    assert await store.ledger.rows() == rows
+
+
 async def test_a_batch_line_written_again_keeps_its_first_row(store: Store) -> None:
     """A line run again after a crash writes a second row under its id (another time,
     another cost): the ledger keeps the first, as budgets count the first settle."""

@@ -70,6 +70,9 @@ class LedgerRow(msgspec.Struct, kw_only=True):
     # The batch whose line this was (None: an interactive request). Set after the row
     # is made, like `kind`.
     batch_id: str | None = None
+    # The request's OpenTelemetry trace (32 hex digits), when tracing is on: the row
+    # and the access log lead to its spans. Set after the row is made, like `kind`.
+    trace_id: str | None = None
 
 
 class SpendRow(msgspec.Struct, kw_only=True):

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from tollway import tasks
+from tollway import tasks, tracing
 from tollway.accounting import tokens
 from tollway.accounting.settlement import Outcome, Settlement
 from tollway.cache.controls import for_alias
@@ -106,6 +106,7 @@ class Gateway:
         self._cache_start: asyncio.Task[None] | None = None
         self._turns_start: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
+        self._tracing = False  # this gateway turned tracing on (and so turns it off)
 
     # --- the request path ------------------------------------------------------------
 
@@ -161,6 +162,8 @@ class Gateway:
         """Start serving, whatever is down: the store's parts that are unreachable go on
         connecting in the background (store/shared.py). On a store that lost its budget
         counters (or a fresh one), they are rebuilt before this returns."""
+        # Traces, if OTEL_* variables ask (in this process: a worker starts its own).
+        self._tracing = tracing.start()
         await self.store.open()
         self.ledger.start()
         if self.capture is not None:
@@ -209,6 +212,9 @@ class Gateway:
         for provider in self.providers.values():
             await provider.close()
         await self.transport.close()
+        if self._tracing:  # the spans still buffered are exported
+            self._tracing = False
+            await asyncio.to_thread(tracing.stop)
 
     async def prune_conversations(self) -> int:
         """Delete the conversations idle for longer than `conversations.retention_days`,

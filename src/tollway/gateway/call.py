@@ -4,7 +4,7 @@ Who writes what, in the order of the request path (`pipeline.py`); everything el
 reads:
 
     request_id, row_id,
-    started, t0              the edge (ChatEndpoint), or the parent call (a summary);
+    started, t0, trace       the edge (ChatEndpoint), or the parent call (a summary);
                              the ledger row's id is also its budget hold's
     batch, prepaid           the batch runner, for a batch's line: the row id is the
                              one it assigned the line, whose hold the batch took
@@ -51,6 +51,7 @@ from tollway.policy.admission import Admission
 from tollway.policy.auth import Caller
 from tollway.policy.plan import Plan
 from tollway.routing.router import Attempts
+from tollway.tracing import Traced
 from tollway.types import ChatRequest, EmbeddingRequest
 
 
@@ -101,6 +102,7 @@ class Call(msgspec.Struct, eq=False):
     releases: Releases = msgspec.field(default_factory=Releases)
     settlement: Settlement | None = None
     finished: bool = False
+    trace: Traced | None = None  # its span, when tracing is on (tracing.py)
 
     @property
     def conversation(self) -> str | None:

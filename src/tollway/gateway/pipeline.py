@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tollway import tracing
 from tollway.accounting import settlement
 from tollway.accounting.meter import StreamMeter
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
@@ -116,7 +117,8 @@ class Pipeline:
         conversation = thread.id_of(req, call.asks.stored_conversation)
         if conversation is not None:
             call.thread = await s.memory.recall(req, call.caller, conversation)
-        call.guards = guard_policy.inspect(req, policy)  # on all that goes upstream
+        call.guards = (tracing.timed("tollway.guards.input", guard_policy.inspect, req, policy)
+                       if tracing.ON else guard_policy.inspect(req, policy))  # all sent up
         applied = s.admission.budgets(call.caller, call.conversation, now)
         asked, tier, degraded = route, choice.tier, None
         if applied:  # budgets filling up: a cheaper tier, harder summarising
@@ -142,8 +144,9 @@ class Pipeline:
         if choice.tier:  # a very short input: a cheaper tier
             route = await s.planner.downgrade(plan, req, route, choice, s.routes.resolve, count)
         if s.cache is not None and s.cache.applies(route.alias):  # keyed by who answers
-            call.cache = await s.cache.lookup(req, route.alias, call.caller, call.asks.cache,
-                                              route.name)
+            look = s.cache.lookup(req, route.alias, call.caller, call.asks.cache, route.name)
+            call.cache = await (tracing.traced("tollway.cache.lookup", look) if tracing.ON
+                                else look)
         # (A batch's line takes no rate limit: its batch paces it, and refused it could
         # not run again under its row id.)
         rate = [] if call.prepaid else s.admission.rate_limits(call.caller, asked.alias)
@@ -157,13 +160,16 @@ class Pipeline:
             s.admission.charge(call.admission, applied)
         elif rate or applied:
             call.admission = Admission()
-            await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
-                                    plan.worst_tokens, now, call.releases, call.row_id)
+            admit = s.admission.admit(call.admission, rate, applied, plan.worst_usd,
+                                      plan.worst_tokens, now, call.releases, call.row_id)
+            await (tracing.traced("tollway.admission", admit) if tracing.ON else admit)
         answer = await self._send(call, req, route)
         if output_guards.apply(req, policy, call.guards):
-            answer = await output_guards.checked(
+            checked = output_guards.checked(
                 req, policy, call.guards, answer, lambda: self._send(call, req, route),
                 lambda discarded: self._discard(call, discarded))
+            answer = await (tracing.traced("tollway.guards.output", checked) if tracing.ON
+                            else checked)
         self._fill_cache(call)
         return await self._deliver(call, req, answer)
 
@@ -177,8 +183,10 @@ class Pipeline:
         route.serves.check_dimensions(req.dimensions, route.name)
         plan = call.plan = Plan()
         if s.cache is not None and s.cache.applies(route.alias):
-            call.cache = await s.cache.lookup_embeddings(req, route.alias, call.caller,
-                                                         call.asks.cache, route.name)
+            look = s.cache.lookup_embeddings(req, route.alias, call.caller, call.asks.cache,
+                                             route.name)
+            call.cache = await (tracing.traced("tollway.cache.lookup", look) if tracing.ON
+                                else look)
         rate = [] if call.prepaid else s.admission.rate_limits(call.caller, route.alias)
         if call.cache is not None and call.cache.found is not None:
             found = call.cache.found
@@ -192,8 +200,9 @@ class Pipeline:
             s.admission.charge(call.admission, applied)
         elif rate or applied:
             call.admission = Admission()
-            await s.admission.admit(call.admission, rate, applied, plan.worst_usd,
-                                    plan.worst_tokens, now, call.releases, call.row_id)
+            admit = s.admission.admit(call.admission, rate, applied, plan.worst_usd,
+                                      plan.worst_tokens, now, call.releases, call.row_id)
+            await (tracing.traced("tollway.admission", admit) if tracing.ON else admit)
         answer = await self._batched(call, req, route) if call.batch is not None else None
         if answer is None:
             answer = await s.router.send(req, route.chain, call.attempts, plan.attempt_tokens,
@@ -208,9 +217,12 @@ class Pipeline:
             return call.settlement or settlement.ZERO
         call.finished = True
         s = await self.priced(call, outcome)
-        if call.releases.pending:
-            await call.releases.unwind(outcome, s, call.request_id)
+        if call.releases.pending:  # the store calls that settle holds, among others
+            unwind = call.releases.unwind(outcome, s, call.request_id)
+            await (tracing.traced("tollway.settle", unwind) if tracing.ON else unwind)
         row = ledger_row(call, outcome, s)
+        if call.trace is not None:  # the request's span, told what its row says
+            tracing.describe(call.trace, row, outcome.answer)
         self.s.ledger.record(row)
         self.s.observer.request(row, call.attempts.retried)
         if isinstance(outcome, Failed) and outcome.answer is not None:

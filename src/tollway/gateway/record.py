@@ -58,4 +58,6 @@ def ledger_row(call: Call, outcome: Outcome, s: Settlement) -> LedgerRow:
         row.kind = call.kind
     if call.batch is not None:
         row.batch_id = call.batch
+    if call.trace is not None:
+        row.trace_id = call.trace.trace_id
     return row

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tollway import tracing
 from tollway.errors import TollwayError, UpstreamError, UpstreamTimeout
 from tollway.providers.base import error_from_status, ratelimit_headers
 from tollway.types import Deployment, Flight, UpstreamDialect
@@ -57,6 +58,8 @@ class Transport:
         """POST and return the parsed JSON answer and the upstream's rate-limit headers;
         any failure is a TollwayError. The answer's first byte must come within the
         first-token timeout (aiohttp's read timeout: every wait for bytes)."""
+        if tracing.ON:  # the attempt's span context: the upstream continues the trace
+            headers = tracing.outgoing(headers)
         try:
             async with self.session().post(url, data=body, headers=headers,
                                            timeout=json_timeout(dep)) as resp:
@@ -82,6 +85,8 @@ class Transport:
         event, so every failure before the first byte is raised here, where it can still
         be retried. From then on, each wait for bytes is bounded by the idle timeout."""
         resp: aiohttp.ClientResponse | None = None
+        if tracing.ON:
+            headers = tracing.outgoing(headers)
         sent = time.monotonic()
         try:
             async with asyncio.timeout(dep.first_token_timeout):

@@ -27,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import msgspec
 
+from tollway import tracing
 from tollway.accounting.prices import Price
 from tollway.accounting.settlement import Outcome, Release, Releases, Settlement
 from tollway.config import BreakerConfig, PacingConfig, RetryConfig
@@ -130,6 +131,7 @@ class Router:
         attempts.fallback_from = None  # a resend (the schema asked again) starts afresh
         attempts.retried = ()
         s = _Send(req, attempts, tokens, releases, self.clock() + cfg.max_seconds)
+        attempt = self._traced if tracing.ON else self._attempt  # each in a span of its own
         # First every usable deployment once, in chain order.
         for pool in chain:
             if s.overflow_from is not None and not self._larger(pool, s.overflow_from):
@@ -145,8 +147,8 @@ class Router:
                 if not serves(s.req, dep):
                     self.upstreams[dep].breaker.cancel()  # allowed, never called
                     continue
-                answer = await (self._attempt(s, pool, dep) if s.calls == opened
-                                else self._attempt_until(s, pool, dep))
+                answer = await (attempt(s, pool, dep) if s.calls == opened
+                                else self._attempt_until(s, pool, dep, attempt))
                 if answer is not None:
                     return answer
                 if s.last is not None and retry.context_overflow(s.last):
@@ -160,7 +162,7 @@ class Router:
             if not chain[0].budget.take():
                 self.upstreams[dep].breaker.cancel()
                 break
-            answer = await self._attempt_until(s, pool, dep)
+            answer = await self._attempt_until(s, pool, dep, attempt)
             if answer is not None:
                 return answer
         raise self._give_up(chain, s.last, s.calls)
@@ -170,7 +172,11 @@ class Router:
         after a retryable failure (recorded in `s`)."""
         up = self.upstreams[dep]
         try:
-            paced = await up.pacer.acquire(s.tokens) if up.pacer.active else None
+            paced = None
+            if up.pacer.active:
+                wait = up.pacer.acquire(s.tokens)
+                paced = await (tracing.traced("tollway.pacing", wait, {"tollway.tokens": s.tokens})
+                               if tracing.ON else wait)
         except TollwayError as e:  # back-pressure: this one is full, try another
             up.breaker.cancel()
             self._failed(s, pool, dep, e)
@@ -228,11 +234,30 @@ class Router:
             s.attempts.fallback_from = s.first.model
         return answer
 
-    async def _attempt_until(self, s: _Send, pool: Pool, dep: Deployment) -> Answer | None:
+    async def _traced(self, s: _Send, pool: Pool, dep: Deployment) -> Answer | None:
+        """`_attempt` in a span of its own (tracing on): where it went, why — the
+        first call, the pool's next deployment, a fallback, or a retry of one that
+        failed before — after which failure, and what came of it."""
+        reason = ("first" if s.first is None else "retry" if dep in s.failed
+                  else "next_deployment" if s.first in pool.deployments else "fallback")
+        before = s.last
+        with tracing.attempt(dep, pool.alias, s.calls + 1, reason, before,
+                             type(s.req) is EmbeddingRequest) as span:
+            try:
+                answer = await self._attempt(s, pool, dep)
+            except BaseException as e:
+                tracing.failed(span, e)
+                raise
+            tracing.attempted(span, answer, s.last if s.last is not before else None)
+            return answer
+
+    async def _attempt_until(self, s: _Send, pool: Pool, dep: Deployment,
+                             attempt: Callable[[_Send, Pool, Deployment],
+                                               Awaitable[Answer | None]]) -> Answer | None:
         """An attempt cut at the request's deadline (its pacing wait too)."""
         try:
             async with asyncio.timeout(max(0.0, s.deadline - self.clock())):
-                return await self._attempt(s, pool, dep)
+                return await attempt(s, pool, dep)
         except TimeoutError:
             self._failed(s, pool, dep, UpstreamTimeout(
                 f"Upstream {dep.provider}/{dep.model} did not answer within the request's "

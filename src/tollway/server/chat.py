@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
+from tollway import tracing
 from tollway.accounting.prices import format_usd
 from tollway.accounting.settlement import Aborted, Answered, Failed, Outcome, Settlement
 from tollway.cache.controls import ask_of
@@ -93,6 +94,9 @@ class ChatEndpoint(Generic[R]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         e = edge(scope)
         call = new_call(e, scope)
+        if tracing.ON:  # the request's span: a child of the client's traceparent, if sent
+            call.trace = tracing.begin(scope["headers"], scope["method"], scope["path"],
+                                       call.request_id)
         gateway, task, dialect = self.gateway, asyncio.current_task(), self.dialect
         watch: DisconnectWatch | None = None
         answer: Answer | None = None
@@ -102,7 +106,9 @@ class ChatEndpoint(Generic[R]):
         try:
             if self.drain.draining:
                 raise self.drain.refusal()
-            call.caller = await gateway.authenticate(e.api_key, call.caller, e.session)
+            checked = gateway.authenticate(e.api_key, call.caller, e.session)
+            call.caller = await (tracing.traced("tollway.auth", checked) if tracing.ON
+                                 else checked)
             call.asks = asks_of(e, call.asks)
             check_json_content_type(scope)
             body = await read_body(scope, receive, self.server.max_body_bytes)
@@ -144,7 +150,11 @@ class ChatEndpoint(Generic[R]):
             if watch is not None:
                 watch.finish()
             # Exactly once, on every path: settle the budget hold, write the ledger row.
-            await gateway.finish(call, outcome)
+            try:
+                await gateway.finish(call, outcome)
+            finally:
+                if call.trace is not None:  # after the row: its span carries what it says
+                    tracing.end(call.trace)
 
     @staticmethod
     async def _count(call: Call, answer: Answer) -> int:
@@ -187,6 +197,8 @@ class ChatEndpoint(Generic[R]):
             failed.append(gateway.scrub(err))
             return dialect.stream_error(failed[0])
 
+        if call.trace is not None:
+            answer.stream.frames = tracing.finish_reasons(answer.stream.frames, call.trace)
         prompt = 0
         if dialect.counts_input:  # the upstream's figure, else ours
             prompt = answer.stream.input_tokens or await self._count(call, answer)

@@ -5,6 +5,9 @@ the caller's part either fails open (the request goes on without it: rate limits
 back to this process, a summary is written afresh, a turn goes unstored) or closed
 (503 with Retry-After: keys, a conversation's history, budgets unless configured
 open). A `TollwayError` is a decision, not a failure: it passes through.
+
+Every store call of the request path passes here, so here it gets its span when
+tracing is on (`tollway.store.<part>`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from tollway import tracing
 from tollway.errors import TollwayError, Unavailable
 
 log = logging.getLogger("tollway")
@@ -24,7 +28,6 @@ RETRY_AFTER = 5.0  # seconds a caller is asked to wait when a store is down
 _NAMES = {"limits": "rate-limit", "budgets": "budget", "keys": "key",
           "conversations": "conversation"}
 
-
 class Outages:
     def __init__(self, count: Callable[[str], None]) -> None:
         self._count = count  # the metric, by part
@@ -35,6 +38,8 @@ class Outages:
 
     async def open(self, part: str, doing: str, op: Awaitable[T]) -> T | None:
         """The call's result, or None when the store failed (logged and counted)."""
+        if tracing.ON:
+            op = tracing.traced(f"tollway.store.{part}", op)
         try:
             return await op
         except TollwayError:
@@ -45,6 +50,8 @@ class Outages:
 
     async def closed(self, part: str, refusal: str, op: Awaitable[T]) -> T:
         """The call's result; when the store failed, a 503 that says `refusal`."""
+        if tracing.ON:
+            op = tracing.traced(f"tollway.store.{part}", op)
         try:
             return await op
         except TollwayError:
