@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx2
 import openai
 import orjson
 import pytest
+import uvicorn
 
 import tollway
 from tollway.accounting.tokens import count_request
@@ -123,6 +126,36 @@ async def test_async_clients_on_the_callers_loop(sim: SimulatedGateway) -> None:
         f"u-async-{i}" for i in range(10))
     await oai.close()
     await claude.close()
+
+
+async def test_inside_a_process_that_serves_http(sim: SimulatedGateway) -> None:
+    """A web app (uvicorn, on this test's loop) whose handler asks the gateway: the
+    host's server and the gateway's loop run side by side."""
+    client = sim.async_openai()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        with sim.attribute(user="u-web", feature=scope["path"].strip("/")):
+            r = await client.chat.completions.create(model="sim", messages=MESSAGES,
+                                                     max_tokens=OUT)
+        body = (r.choices[0].message.content or "").encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()  # listening now: requests wait in its backlog until uvicorn accepts
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as web:
+        got = await asyncio.gather(*(web.get(f"/page-{i}") for i in range(6)))
+    server.should_exit = True
+    await serving
+    sock.close()
+    await client.close()
+    assert {r.status_code for r in got} == {200} and len({r.text for r in got}) == 1
+    assert sorted(r["feature"] for r in ledger(sim, user="u-web")) == [
+        f"page-{i}" for i in range(6)]
 
 
 def test_a_budget_refuses_exactly_as_over_http(sim: SimulatedGateway) -> None:
