@@ -219,6 +219,22 @@ def test_closing_a_stream_early_cancels_the_upstream_call(sim: SimulatedGateway)
     assert sim.simulator.stats()["tokens_generated"] < 500
 
 
+async def test_a_request_that_times_out_is_a_client_that_left(sim: SimulatedGateway
+                                                              ) -> None:
+    sim.simulator.configure(ttft_ms=5000)  # far past the SDKs' timeouts below
+    with sim.attribute(user="u-timeout"):
+        with pytest.raises(openai.APITimeoutError):
+            sim.openai(timeout=0.3).chat.completions.create(
+                model="sim", messages=MESSAGES, max_tokens=OUT)
+        client = sim.async_anthropic(timeout=0.3)
+        with pytest.raises(anthropic.APITimeoutError):
+            await client.messages.create(model="sim-claude", max_tokens=OUT,
+                                         messages=MESSAGES)
+        await client.close()
+    # Each raised once its request was accounted for, as a client that hung up.
+    assert [r["outcome"] for r in ledger(sim, user="u-timeout")] == ["aborted", "aborted"]
+
+
 def test_eight_threads_at_once_keep_the_budget_exact(sim: SimulatedGateway) -> None:
     client = sim.openai()  # one client shared by every thread, as an app would
     errors: list[BaseException] = []
@@ -272,13 +288,13 @@ async def test_nothing_is_left_after_close() -> None:
     async with aclient.messages.stream(model="sim-claude", max_tokens=OUT,
                                        messages=MESSAGES) as stream:
         assert await stream.get_final_text()
-    opened = await aclient.messages.create(model="sim-claude", max_tokens=OUT,
+    gw.simulator.configure(output_tokens=1000)  # 2 s of stream
+    opened = await aclient.messages.create(model="sim-claude", max_tokens=1000,
                                            messages=MESSAGES, stream=True)
     assert set(threading.enumerate()) - threads  # the gateway's and the simulator's
     gw.close()  # with a stream still open: it is ended as a client that hung up
-    with pytest.raises(anthropic.APIError):
-        async for _ in opened:
-            pass
+    events = [e.type async for e in opened]  # what had arrived, then the end
+    assert "message_stop" not in events
     with pytest.raises(openai.APIConnectionError):  # a closed gateway refuses, clearly
         sync.chat.completions.create(model="sim", messages=MESSAGES, max_tokens=OUT)
     gw.close()  # idempotent

@@ -16,6 +16,7 @@ watch cancels the upstream call, exactly as a client hanging up on the server do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -102,14 +103,20 @@ class Exchange:
 
     def took(self) -> None:
         """The reader took a chunk: the app may send one more."""
-        self._loop.call_soon_threadsafe(self._took)
+        self._tell(self._took)
 
     def _took(self) -> None:
         self._credits.release()
 
     def disconnect(self) -> None:
         """The reader left: the app sees the client go away."""
-        self._loop.call_soon_threadsafe(self._disconnect)
+        self._tell(self._disconnect)
+
+    def _tell(self, fn: Callable[[], None]) -> None:
+        # A reader may still be taking what was sent after the gateway closed: then
+        # there is nobody left to tell.
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self._loop.call_soon_threadsafe(fn)
 
     def _disconnect(self) -> None:
         if not self._gone.is_set():

@@ -64,7 +64,11 @@ class LoopTransport(httpx.BaseTransport):
         ex = _exchange(self.host, request, body, items.put)
         done = self.host.launch(ex)
         timeout = _read_timeout(request)
-        first = _take(items, ex, timeout, request)
+        try:
+            first = _take(items, ex, done, timeout, request)
+        except BaseException:  # interrupted while waiting (KeyboardInterrupt): it left
+            ex.disconnect()
+            raise
         if isinstance(first, BaseException):
             raise _failure(first)
         assert isinstance(first, Start)
@@ -73,12 +77,13 @@ class LoopTransport(httpx.BaseTransport):
                               request=request)
 
 
-def _take(items: queue.SimpleQueue[object], ex: Exchange, timeout: float | None,
-          request: httpx.Request) -> object:
+def _take(items: queue.SimpleQueue[object], ex: Exchange, done: Future[None],
+          timeout: float | None, request: httpx.Request) -> object:
     try:
         return items.get(timeout=timeout)
     except queue.Empty:
-        ex.disconnect()
+        ex.disconnect()  # and, as a stream closed early, once it is accounted for:
+        wait([done])
         raise httpx.ReadTimeout("the gateway did not answer in time", request=request) from None
 
 
@@ -91,7 +96,7 @@ class _SyncBody(httpx.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         while not self.ended:
-            item = _take(self.items, self.ex, self.timeout, self.request)
+            item = _take(self.items, self.ex, self.done, self.timeout, self.request)
             if item is END:
                 self.ended = True
             elif isinstance(item, bytes):
@@ -128,7 +133,7 @@ class AsyncLoopTransport(httpx.AsyncBaseTransport):
         done = self.host.launch(ex)
         timeout = _read_timeout(request)
         try:
-            first = await _atake(items, ex, timeout, request)
+            first = await _atake(items, ex, done, timeout, request)
         except BaseException:  # cancelled while waiting: the client left
             ex.disconnect()
             raise
@@ -140,12 +145,13 @@ class AsyncLoopTransport(httpx.AsyncBaseTransport):
                               request=request)
 
 
-async def _atake(items: asyncio.Queue[object], ex: Exchange, read_s: float | None,
-                 request: httpx.Request) -> object:
+async def _atake(items: asyncio.Queue[object], ex: Exchange, done: Future[None],
+                 read_s: float | None, request: httpx.Request) -> object:
     try:
         return await asyncio.wait_for(items.get(), read_s)
     except TimeoutError:
         ex.disconnect()
+        await asyncio.wait([asyncio.wrap_future(done)])
         raise httpx.ReadTimeout("the gateway did not answer in time", request=request) from None
 
 
@@ -158,7 +164,7 @@ class _AsyncBody(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while not self.ended:
-            item = await _atake(self.items, self.ex, self.timeout, self.request)
+            item = await _atake(self.items, self.ex, self.done, self.timeout, self.request)
             if item is END:
                 self.ended = True
             elif isinstance(item, bytes):
