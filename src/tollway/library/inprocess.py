@@ -20,6 +20,7 @@ the upstream connections closed), then stops the loop and joins its thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Mapping, MutableMapping
@@ -81,8 +82,14 @@ class Gateway(AbstractContextManager["Gateway"]):
             # Built on the loop's thread: whatever the gateway binds to a loop at
             # construction binds to its own.
             self.app: TollwayApp = self._loop.run(self._build(config, access_log))
-            self._loop.run(self._lifespan_start())
         except BaseException:
+            self._loop.close()
+            raise
+        try:
+            self._loop.run(self._lifespan_start())
+        except BaseException:  # let go of what was opened (the store's thread, files)
+            with contextlib.suppress(Exception):
+                self._loop.run(self.app.gateway.close())
             self._loop.close()
             raise
 
