@@ -68,7 +68,8 @@ class SimulatorControl:
     def stats(self) -> dict[str, Any]:
         """What it saw: requests (by endpoint, by model), streams started / completed /
         cancelled, faults_injected, tokens, recent_requests (bodies and headers)."""
-        out: dict[str, Any] = self._run(self._snapshot)
+        # (Plain values, as /_sim/stats would give them: recorded requests are structs.)
+        out: dict[str, Any] = msgspec.to_builtins(self._run(self._snapshot))
         return out
 
     def reset(self) -> None:

@@ -18,6 +18,7 @@ import anthropic
 import httpx2
 import openai
 import orjson
+import pydantic
 import pytest
 import uvicorn
 
@@ -156,6 +157,29 @@ async def test_inside_a_process_that_serves_http(sim: SimulatedGateway) -> None:
     assert {r.status_code for r in got} == {200} and len({r.text for r in got}) == 1
     assert sorted(r["feature"] for r in ledger(sim, user="u-web")) == [
         f"page-{i}" for i in range(6)]
+
+
+class Verdict(pydantic.BaseModel):
+    toll: bool
+    reason: str
+
+
+def test_responses_and_parse_through_the_same_path(sim: SimulatedGateway) -> None:
+    client = sim.openai()
+    with sim.attribute(user="u-features"):
+        first = client.responses.create(model="sim", input="What is a toll road?",
+                                        max_output_tokens=OUT)
+        later = client.responses.create(model="sim", input="And a bridge?",
+                                        previous_response_id=first.id,
+                                        max_output_tokens=OUT)
+        parsed = client.chat.completions.parse(model="sim", messages=MESSAGES,
+                                               response_format=Verdict, max_tokens=200)
+    assert first.output_text and later.output_text
+    assert isinstance(parsed.choices[0].message.parsed, Verdict)
+    # The stored response was continued: the second call sent the first turn too.
+    sent = sim.simulator.stats()["recent_requests"][1]["body"]
+    assert "What is a toll road?" in orjson.dumps(sent).decode()
+    assert len(ledger(sim, user="u-features")) == 3
 
 
 def test_a_budget_refuses_exactly_as_over_http(sim: SimulatedGateway) -> None:
