@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -127,6 +128,20 @@ async def test_async_clients_on_the_callers_loop(sim: SimulatedGateway) -> None:
         f"u-async-{i}" for i in range(10))
     await oai.close()
     await claude.close()
+
+
+async def test_opened_and_closed_from_async_code(sim: SimulatedGateway,
+                                                tmp_path: Path) -> None:
+    cfg = {"models": {"sim": {"deployments": [{
+        "provider": "openai", "model": "sim-model", "api_base": f"{sim.simulator.url}/v1",
+        "api_key": "k"}]}}, "store": {"path": str(tmp_path)}}
+    async with await tollway.Gateway.aopen(cfg, env={}) as gw:  # a mapping, as the YAML
+        client = gw.async_openai()
+        reply = await client.chat.completions.create(model="sim", messages=MESSAGES,
+                                                     max_tokens=OUT)
+        await client.close()
+    assert reply.usage is not None and reply.usage.completion_tokens == OUT
+    assert gw.closed
 
 
 async def test_inside_a_process_that_serves_http(sim: SimulatedGateway) -> None:
