@@ -26,7 +26,7 @@ from harness import BENCH, ROOT
 BENCHMARKS = ["overhead.py", "compare.py", "tokens.py", "reliability.py", "faults.py",
               "workers.py", "cache_precision.py", "cache.py", "guards.py", "history.py",
               "routes.py", "complexity.py", "cross_cache.py", "chatbot.py", "batches.py",
-              "dashboard.py"]
+              "dashboard.py", "library.py"]
 # What the full run passes on top, to stay within its time: the shortest inbound flood
 # that still spans a whole sliding minute, 3 s wrk runs for the fleet, and the dev
 # texts' embeddings from an earlier run of the same model on the same texts, and the

@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from tollway import __version__
 from tollway.errors import ConfigError
+from tollway.version import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from typing import Any
 
 from starlette.routing import Route, Router
 
-from tollway import __version__
 from tollway.config import Config
 from tollway.config.wildcards import is_pattern
 from tollway.errors import MethodNotAllowed, ModelNotFound, NotFound, TollwayError
@@ -43,6 +42,7 @@ from tollway.server.message_batches import message_batch_routes
 from tollway.server.metrics import Metrics
 from tollway.server.ready import readiness
 from tollway.server.responses import RESPONSES, ResponsesEndpoint
+from tollway.version import __version__
 
 # The cyclic GC's youngest generation is walked whenever this many more container
 # objects are alive than at its last pass (Python's default: 700). With tens of
@@ -142,10 +142,16 @@ def _wrong_method(allowed: str, endpoint: Any = None) -> Any:
 
 
 class TollwayApp:
-    """The ASGI application: routing plus startup/shutdown of the gateway."""
+    """The ASGI application: routing plus startup/shutdown of the gateway.
 
-    def __init__(self, config: Config, gateway: Gateway | None = None) -> None:
+    `owns_process`: the app is the process's server (`tollway serve`), so its start-up
+    may tune the process — the cyclic GC, the shutdown signals. A guest in someone
+    else's process (`tollway.library`) leaves both alone: they are its host's."""
+
+    def __init__(self, config: Config, gateway: Gateway | None = None, *,
+                 owns_process: bool = True) -> None:
         self.config = config
+        self.owns_process = owns_process
         self.gateway = gateway if gateway is not None else Gateway(config)
         self.started = time.time()
         gw = self.gateway
@@ -230,11 +236,12 @@ class TollwayApp:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
-                # Everything loaded so far lives as long as the process: keep it out of
-                # every future cyclic-GC pass, and make those passes rare.
-                gc.freeze()
-                gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
-                self.drain.watch_signals()
+                if self.owns_process:
+                    # Everything loaded so far lives as long as the process: keep it out
+                    # of every future cyclic-GC pass, and make those passes rare.
+                    gc.freeze()
+                    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
+                    self.drain.watch_signals()
                 await self.gateway.start()
                 self.batches.start()
                 await send({"type": "lifespan.startup.complete"})

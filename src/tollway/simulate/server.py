@@ -157,16 +157,31 @@ class Simulator:
         if not isinstance(patch, dict):
             return _json(orjson.dumps({"error": "expected a JSON object"}), 400)
         try:
-            self.config = self.config_view().merged(patch)
+            self.configure(patch)
         except msgspec.ValidationError as e:
             return _json(orjson.dumps({"error": str(e)}), 400)
-        self.faults = FaultPicker(self.config)
         return await self.get_config(request)
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return _json(msgspec.json.encode(self.stats.snapshot()))
 
     async def reset(self, request: web.Request) -> web.Response:
+        self.clear()
+        return _json(b'{"ok":true}')
+
+    # The control endpoints' work, also called in-process (`tollway.testing`), on the
+    # simulator's loop.
+
+    def configure(self, patch: dict[str, Any]) -> SimConfig:
+        """Merge `patch` into the config (raises msgspec.ValidationError); restarts the
+        seeded fault draw."""
+        self.config = self.config_view().merged(patch)
+        self.faults = FaultPicker(self.config)
+        return self.config_view()
+
+    def clear(self) -> None:
+        """Zero the stats; clear queued faults, the rate-limit window, the prompt cache
+        and the batches."""
         self.stats = Stats()
         self.limiter = Limiter(self.limiter.clock)
         self.config = msgspec.structs.replace(self.config, next_faults=[])
@@ -176,7 +191,6 @@ class Simulator:
         self.runners.stop()
         self.openai_batches.reset()
         self.anthropic_batches.reset()
-        return _json(b'{"ok":true}')
 
     # -- API endpoints -----------------------------------------------------------------
 
