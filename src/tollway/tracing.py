@@ -85,7 +85,7 @@ def start(env: Mapping[str, str] | None = None) -> bool:
     exporters = [e for e in (_exporter(n, env) for n in names) if e is not None]
     if not exporters:
         return False
-    from tollway import __version__
+    from tollway.version import __version__
 
     resource = Resource.create({"service.version": __version__})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
@@ -102,7 +102,7 @@ def use(provider: TracerProvider) -> None:
     """Trace with `provider` (an SDK TracerProvider with its own processors: a test's
     in-memory exporter, or an application that embeds the gateway)."""
     global ON, _tracer, _provider
-    from tollway import __version__
+    from tollway.version import __version__
 
     _provider, _tracer = provider, provider.get_tracer("tollway", __version__)
     ON = True
