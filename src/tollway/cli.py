@@ -52,9 +52,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"tollway: cannot listen on {host}:{port}; is another server using it? "
               "(--port chooses another)", file=sys.stderr)
         return 1
-    models = ", ".join(cfg.public_models())
-    print(f"tollway {__version__} serving on http://{host}:{port}/v1  models: {models}"
-          + (f"  ({workers} workers)" if workers > 1 else ""), flush=True)
+    from tollway.server import startup
+
+    at = startup.Listening(__version__, host, port, workers, config_mod.source(args.config))
+    print("\n".join([startup.essential(cfg, at)] if args.quiet else startup.report(cfg, at)),
+          flush=True)
     if workers > 1:
         Multiprocess(server, sockets=[sock]).run()
     else:
@@ -162,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument("--quiet", action="store_true",
+                   help="print only the line saying where it serves, not the start-up report")
     s.set_defaults(func=_serve)
 
     sim = sub.add_parser("simulate", help="an OpenAI/Anthropic-compatible upstream simulator")

@@ -250,7 +250,7 @@ class TollwayApp:
 
 def create_app(config: Config) -> TollwayApp:
     app = TollwayApp(config)
-    if config.server.access_log:
+    if config.access_log:
         app.gateway.observer.log_to()
     return app
 
