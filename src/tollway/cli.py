@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     from uvicorn.supervisors import Multiprocess
 
     from tollway import config as config_mod
-    from tollway.server.app import create_app
+    from tollway.server.app import Source, create_app
     from tollway.server.connections import GuardedHttpProtocol
 
     cfg = config_mod.load(args.config)
@@ -39,7 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
     if workers > 1 and args.config:  # each worker builds its app from the same file
         os.environ["TOLLWAY_CONFIG"] = os.path.abspath(args.config)
     server = uvicorn.Config(
-        "tollway.server.app:app_from_environment" if workers > 1 else create_app(cfg),
+        "tollway.server.app:app_from_environment" if workers > 1
+        else create_app(cfg, Source(config_mod.source(args.config))),
         factory=workers > 1, workers=workers, host=host, port=port, loop="uvloop",
         http=GuardedHttpProtocol, lifespan="on", access_log=False, proxy_headers=False,
         log_level=args.log_level,

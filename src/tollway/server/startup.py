@@ -55,6 +55,7 @@ def report(cfg: Config, at: Listening) -> list[str]:
         lines.append(f"  off       {', '.join(off)}")
     lines.append("  ledger    rows to the store; stderr echo "
                  + ("on" if cfg.access_log else "off") + " (server.access_log)")
+    lines.append("  reload    kill -HUP <pid>, or POST /admin/reload with the master key")
     warning = open_warning(cfg, at)
     if warning:
         lines.append(warning)
