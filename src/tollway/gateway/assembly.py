@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from tollway import tasks
 from tollway.accounting import tokens
@@ -91,7 +92,8 @@ class Gateway:
         self._use(config, self._pipeline(config, self.routes, self.router, self.memory,
                                          self.admission, self.turns, self.cache))
         self._warming: asyncio.Task[None] | None = None
-        self._starting: list[asyncio.Task[None]] = []  # the cache's and turns' models
+        # The cache's and the turn router's models, new tokenizers: loading, awaited at close.
+        self._starting: set[asyncio.Task[None]] = set()
         self._pruning: asyncio.Task[None] | None = None
 
     def _pipeline(self, config: Config, routes: Routes, router: Router, memory: Memory,
@@ -158,9 +160,11 @@ class Gateway:
         self.alerts.cfg = config.alerts
         self.recovery.config = config
         if started and cache is not None:
-            self._starting.append(asyncio.create_task(cache.start()))
+            self._background(cache.start())
         if turns is not None:  # loads its model, unless the earlier one had it
-            self._starting.append(asyncio.create_task(turns.start()))
+            self._background(turns.start())
+        # New models' tokenizers, off the event loop (those loaded are cached).
+        self._background(asyncio.to_thread(tokens.warm, routes.models()))
         forget_deployments()  # the providers' per-deployment caches: remade on use
         return Reloaded(changed, restart)
 
@@ -232,9 +236,9 @@ class Gateway:
         self._warming = asyncio.create_task(asyncio.to_thread(tokens.warm,
                                                               self.routes.models()))
         if self.cache is not None:
-            self._starting.append(asyncio.create_task(self.cache.start()))
+            self._background(self.cache.start())
         if self.turns is not None:
-            self._starting.append(asyncio.create_task(self.turns.start()))
+            self._background(self.turns.start())
         if self.config.conversations.retention_days is not None:
             self._pruning = asyncio.create_task(self._prune_every(PRUNE_SECONDS))
 
@@ -245,7 +249,7 @@ class Gateway:
         await tasks.stop(self._pruning)
         if self._warming is not None:
             await self._warming
-        for starting in self._starting:
+        for starting in list(self._starting):
             with contextlib.suppress(Exception):  # logged when it failed
                 await starting
         if self.cache is not None:
@@ -263,6 +267,11 @@ class Gateway:
         for provider in self.providers.values():
             await provider.close()
         await self.transport.close()
+
+    def _background(self, loading: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(loading)
+        self._starting.add(task)
+        task.add_done_callback(_loaded(self._starting))
 
     async def prune_conversations(self) -> int:
         """Delete the conversations idle for longer than `conversations.retention_days`,
@@ -294,6 +303,15 @@ class Reloaded:
 
     changed: list[str]
     needs_restart: list[str]
+
+
+def _loaded(loading: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        loading.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure was logged where it happened
+
+    return done
 
 
 def _caches(config: Config) -> bool:
