@@ -6,6 +6,7 @@ under."""
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,15 @@ async def test_the_swap_keeps_the_state_and_in_flight_requests_keep_their_rules(
         new = copy.deepcopy(raw)
         new["prices"]["fake-model"] = {"input": 10.0, "output": 20.0}
         new["aliases"] = {"c": "a"}
+        new["budgets"] = {"global": [{"usd": 50.0}]}  # a new limit, the same counter
+        [budget] = gw.admission.budgets(began.caller, None, time.time())
+        holding = (await gw.store.budgets.levels([budget.counter], time.time()))[0]
+        assert holding > 0  # the in-flight request's worst case
         done = gw.reload(config.parse(new, env={}))
-        assert done.changed == ["aliases", "prices"] and done.needs_restart == []
+        assert done.changed == ["aliases", "prices", "budgets"] and done.needs_restart == []
+        [now_applied] = gw.admission.budgets(began.caller, None, time.time())
+        assert (now_applied.counter, now_applied.limit) == (budget.counter, 50.0)
+        assert (await gw.store.budgets.levels([budget.counter], time.time()))[0] == holding
         assert gw.pipeline is not before and gw.chat == gw.pipeline.chat
         assert gw.cache is cache and gw.admission.held is held
 
