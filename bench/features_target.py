@@ -25,8 +25,10 @@ PRICE = {"input": 1.0, "output": 2.0}  # USD per 1M tokens: budgets need a price
 def config(sim_url: str, store: dict[str, Any], *, cache: bool = False) -> dict[str, Any]:
     """The simulator's model, priced, on `store`; with the exact cache if `cache`."""
     alias = {"cache": {"enabled": True}} if cache else {}
+    # Every gateway echoes its ledger rows, as the published runs did (unset, the
+    # embedded store's default is off).
     return {"models": harness.sim_models(sim_url, **alias), "prices": {"sim-model": PRICE},
-            "store": store}
+            "store": store, "server": {"access_log": True}}
 
 
 def start(servers: Servers, sim_url: str, name: str, port: int, *,

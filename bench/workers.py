@@ -452,8 +452,8 @@ def render(plan: Plan, res: dict[str, Any]) -> str:
         {key['rpm']:,}` (never binding), and the model has a price, so each request does
         the store's whole work: key lookup (cached, invalidated by NOTIFY), rate-limit
         take, budget reserve and settle, one ledger row (batched each second); the two
-        shared gateways share one key, as a fleet would. Gateways log each request (the
-        default `access_log: true`). Load is wrk (one thread,
+        shared gateways share one key, as a fleet would. Gateways log each request
+        (`access_log: true`). Load is wrk (one thread,
         {plan.connections} keep-alive connections, closed loop, {plan.duration:g} s per
         run, after {plan.warmup:g} s of warm-up per target and scenario), {plan.repeats}
         repeat{"s" if plan.repeats != 1 else ""} with the three targets interleaved in a

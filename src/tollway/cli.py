@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     from uvicorn.supervisors import Multiprocess
 
     from tollway import config as config_mod
-    from tollway.server.app import create_app
+    from tollway.server.app import Source, create_app
     from tollway.server.connections import GuardedHttpProtocol
 
     cfg = config_mod.load(args.config)
@@ -39,7 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
     if workers > 1 and args.config:  # each worker builds its app from the same file
         os.environ["TOLLWAY_CONFIG"] = os.path.abspath(args.config)
     server = uvicorn.Config(
-        "tollway.server.app:app_from_environment" if workers > 1 else create_app(cfg),
+        "tollway.server.app:app_from_environment" if workers > 1
+        else create_app(cfg, Source(config_mod.source(args.config))),
         factory=workers > 1, workers=workers, host=host, port=port, loop="uvloop",
         http=GuardedHttpProtocol, lifespan="on", access_log=False, proxy_headers=False,
         log_level=args.log_level,
@@ -52,9 +53,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"tollway: cannot listen on {host}:{port}; is another server using it? "
               "(--port chooses another)", file=sys.stderr)
         return 1
-    models = ", ".join(cfg.public_models())
-    print(f"tollway {__version__} serving on http://{host}:{port}/v1  models: {models}"
-          + (f"  ({workers} workers)" if workers > 1 else ""), flush=True)
+    from tollway.server import startup
+
+    at = startup.Listening(__version__, host, port, workers, config_mod.source(args.config))
+    print("\n".join([startup.essential(cfg, at)] if args.quiet else startup.report(cfg, at)),
+          flush=True)
     if workers > 1:
         Multiprocess(server, sockets=[sock]).run()
     else:
@@ -162,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument("--quiet", action="store_true",
+                   help="print only the line saying where it serves, not the start-up report")
     s.set_defaults(func=_serve)
 
     sim = sub.add_parser("simulate", help="an OpenAI/Anthropic-compatible upstream simulator")

@@ -88,6 +88,19 @@ class ResponseCache:
         self._embedder = (ThreadPoolExecutor(1, thread_name_prefix="tollway-embed")
                           if self.semantic else None)
 
+    def reconfigure(self, config: Config) -> bool:
+        """A reloaded configuration's settings, the entries and the semantic index kept;
+        False (nothing changed) when it wants the semantic cache's model and this cache
+        started without it: loading it is a restart's."""
+        settings = {alias: for_alias(config.cache, mc.cache)
+                    for alias, mc in config.models.items()}
+        if self._embedder is None and any(s.semantic for s in settings.values()):
+            return False
+        self.config, self._settings = config.cache, settings
+        self.semantic = any(s.semantic for s in settings.values())
+        self._timeout = self.config.timeout_ms / 1000
+        return True
+
     def applies(self, alias: str) -> bool:
         s = self._settings.get(alias)
         return s is not None and s.enabled

@@ -34,7 +34,7 @@ from tollway.config.history import (
     ModelHistoryConfig,
 )
 from tollway.config.ledger import LedgerConfig
-from tollway.config.loading import load, parse
+from tollway.config.loading import load, parse, source
 from tollway.config.local import EMBEDDING_MODEL, LocalModelConfig
 from tollway.config.models import (
     PROVIDERS,
@@ -95,4 +95,5 @@ __all__ = [
     "embedded_default",
     "load",
     "parse",
+    "source",
 ]

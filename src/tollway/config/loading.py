@@ -61,12 +61,21 @@ def parse(raw: Any, env: dict[str, str] | None = None) -> Config:
     return cfg
 
 
+def source(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None
+           ) -> str | None:
+    """The file `load(path)` reads: `path`, else TOLLWAY_CONFIG, else ./tollway.yaml if
+    present; None for the embedded default."""
+    env = dict(os.environ) if env is None else env
+    if path is not None:
+        return os.fspath(path)
+    return env.get("TOLLWAY_CONFIG") or ("tollway.yaml" if Path("tollway.yaml").exists()
+                                         else None)
+
+
 def load(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Config:
     """Load `path`; with None, use ./tollway.yaml if present, else the embedded default."""
     env = dict(os.environ) if env is None else env
-    if path is None:
-        path = env.get("TOLLWAY_CONFIG") or ("tollway.yaml" if Path("tollway.yaml").exists()
-                                             else None)
+    path = source(path, env)
     if path is None:
         return embedded_default(env)
     try:

@@ -69,6 +69,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         mc = self.models.get(name)
         return (name, mc) if mc is not None else None
 
+    @property
+    def access_log(self) -> bool:
+        """Whether each ledger row is echoed on stderr (`server.access_log`, else: with
+        the shared store only)."""
+        own = self.server.access_log
+        return self.store.shared if own is None else own
+
     def public_models(self) -> list[str]:
         return sorted({*self.models, *self.aliases, *(f"tier:{t}" for t in self.tiers)})
 

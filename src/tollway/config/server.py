@@ -30,7 +30,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     # marked unpriced), or "refuse_if_dollar_limit" (refuse when a dollar limit applies).
     unpriced: Literal["refuse", "allow", "refuse_if_dollar_limit"] = "refuse_if_dollar_limit"
     # One JSON line per request on stderr (the ledger row; never a key or a prompt).
-    access_log: bool = True
+    # Unset: on with the shared store (a fleet, whose logs are collected), off with the
+    # embedded one (local work, where a line per request buries everything else).
+    access_log: bool | None = None
     # Shutting down (SIGTERM, Ctrl-C): new connections stop at once; requests and streams
     # under way may finish for this long, then end with an error event the SDKs raise
     # (503, "shutting down") and their ledger row.

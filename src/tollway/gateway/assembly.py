@@ -13,14 +13,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
 
 from tollway import tasks, tracing
 from tollway.accounting import tokens
 from tollway.accounting.settlement import Outcome, Settlement
 from tollway.cache.controls import for_alias
 from tollway.cache.response import ResponseCache
-from tollway.config import Config
+from tollway.config import Config, changes
 from tollway.conversation.memory import Memory
 from tollway.errors import TollwayError, Unauthorized
 from tollway.gateway import counting
@@ -73,10 +75,10 @@ class Gateway:
         self.alerts = Alerts(config.alerts, self.store, self.transport)
         self.router = Router(self.providers)
         self.routes = Routes(config, self.router, forget_deployments)
+        # Made once it is wanted, and kept: a reload that turns it off keeps its entries.
         self.cache = (ResponseCache(config, self.store.cache, clock,
                                     lambda: self.observer.store_error("cache"))
-                      if any(for_alias(config.cache, mc.cache).enabled
-                             for mc in config.models.values()) else None)
+                      if _caches(config) else None)
         self.memory = Memory(config, self.store.conversations, self.outages, clock)
         self.turns = (TurnRouter(config, self.routes)
                       if any(mc.route_by_turn for mc in config.models.values()) else None)
@@ -86,27 +88,86 @@ class Gateway:
         self.recovery = BudgetRecovery(config, self.store, held, self.ledger.flush, clock)
         # Also a batch's: its lines' holds, taken when it is created and given back.
         self.admission = Admitter(config, self.store, self.outages, held)
-        self.pipeline = Pipeline(Stages(
-            routes=self.routes, guards=Policies(config), memory=self.memory,
-            planner=Planner(config, self._levels), cache=self.cache,
-            admission=self.admission, router=self.router,
-            ledger=self.ledger, observer=self.observer, alerts=self.alerts,
-            scrub=self.scrub, clock=clock, turns=self.turns,
-            capture=self.capture, upstream=self.upstream))
-        # The request path itself (bound here, not wrapped: one call less per step).
-        self.chat: Callable[[Call, ChatRequest], Awaitable[Answer]] = self.pipeline.chat
-        self.embed: Callable[[Call, EmbeddingRequest], Awaitable[Answer]] = self.pipeline.embed
-        self.priced: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.priced
-        self.finish: Callable[[Call, Outcome], Awaitable[Settlement]] = self.pipeline.finish
-        self._keys_required = auth.keys_required(config.auth)
         self.sessions = Sessions(self.store.cache, clock)  # the console's sign-ins
-        self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
-                         if d.api_key}
+        self._use(config, self._pipeline(config, self.routes, self.router, self.memory,
+                                         self.admission, self.turns, self.cache))
         self._warming: asyncio.Task[None] | None = None
-        self._cache_start: asyncio.Task[None] | None = None
-        self._turns_start: asyncio.Task[None] | None = None
+        # The cache's and the turn router's models, new tokenizers: loading, awaited at close.
+        self._starting: set[asyncio.Task[None]] = set()
         self._pruning: asyncio.Task[None] | None = None
         self._tracing = False  # this gateway turned tracing on (and so turns it off)
+
+    def _pipeline(self, config: Config, routes: Routes, router: Router, memory: Memory,
+                  admission: Admitter, turns: TurnRouter | None, cache: ResponseCache | None
+                  ) -> Pipeline:
+        """The request path over these rules and this gateway's state."""
+        return Pipeline(Stages(
+            routes=routes, guards=Policies(config), memory=memory,
+            planner=Planner(config, self._levels),
+            cache=cache if cache is not None and _caches(config) else None,
+            admission=admission, router=router,
+            ledger=self.ledger, observer=self.observer, alerts=self.alerts,
+            scrub=self.scrub, clock=self.clock, turns=turns,
+            capture=self.capture, upstream=self.upstream))
+
+    def _use(self, config: Config, pipeline: Pipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        # The request path itself (bound here, not wrapped: one call less per step). A
+        # request holds the pipeline it began on to its end (server/chat.py), so one
+        # in flight across a reload finishes under the configuration it started with.
+        self.chat: Callable[[Call, ChatRequest], Awaitable[Answer]] = pipeline.chat
+        self.embed: Callable[[Call, EmbeddingRequest], Awaitable[Answer]] = pipeline.embed
+        self.priced: Callable[[Call, Outcome], Awaitable[Settlement]] = pipeline.priced
+        self.finish: Callable[[Call, Outcome], Awaitable[Settlement]] = pipeline.finish
+        self._keys_required = auth.keys_required(config.auth)
+        self._secrets = {d.api_key for mc in config.models.values() for d in mc.deployments
+                         if d.api_key}
+
+    # --- reload --------------------------------------------------------------------------
+
+    def reload(self, config: Config) -> Reloaded:
+        """Serve `config` (already validated) from now on: the rules are rebuilt —
+        routes, prices, tiers, limits, budgets' rules, guards, history, the cache's
+        settings, alerts, auth — and swapped in at once; the state is kept — the store
+        (budget counters, keys, the ledger), the cache's entries, the breakers and
+        pacing of deployments kept as they were, the local model. What only a restart
+        can change (config/changes.py) keeps running as it was, and is named. A
+        problem found while building (a ConfigError) leaves everything as it was."""
+        restart = changes.needs_restart(self.config, config)
+        config = changes.as_running(self.config, config)
+        changed = changes.changed(self.config, config)
+        router = Router(self.providers, earlier=self.router)
+        routes = Routes(config, router, forget_deployments)
+        cache, kept = self.cache, True
+        if cache is None and _caches(config):
+            cache = ResponseCache(config, self.store.cache, self.clock,
+                                  lambda: self.observer.store_error("cache"))
+        elif cache is not None:
+            kept = cache.reconfigure(config)
+        if not kept:
+            restart.append("cache.semantic")
+        turns = (TurnRouter(config, routes, self.turns)
+                 if any(mc.route_by_turn for mc in config.models.values()) else None)
+        memory = Memory(config, self.store.conversations, self.outages, self.clock)
+        admission = Admitter(config, self.store, self.outages, self.admission.held)
+        pipeline = self._pipeline(config, routes, router, memory, admission, turns, cache)
+        # The swap: nothing awaited from here on, so a request begins on all of the old
+        # configuration or all of the new.
+        started = cache is not None and cache is not self.cache
+        self.router, self.routes, self.turns, self.memory, self.admission, self.cache = (
+            router, routes, turns, memory, admission, cache)
+        self._use(config, pipeline)
+        self.alerts.cfg = config.alerts
+        self.recovery.config = config
+        if started and cache is not None:
+            self._background(cache.start())
+        if turns is not None:  # loads its model, unless the earlier one had it
+            self._background(turns.start())
+        # New models' tokenizers, off the event loop (those loaded are cached).
+        self._background(asyncio.to_thread(tokens.warm, routes.models()))
+        forget_deployments()  # the providers' per-deployment caches: remade on use
+        return Reloaded(changed, restart)
 
     # --- the request path ------------------------------------------------------------
 
@@ -178,9 +239,9 @@ class Gateway:
         self._warming = asyncio.create_task(asyncio.to_thread(tokens.warm,
                                                               self.routes.models()))
         if self.cache is not None:
-            self._cache_start = asyncio.create_task(self.cache.start())
+            self._background(self.cache.start())
         if self.turns is not None:
-            self._turns_start = asyncio.create_task(self.turns.start())
+            self._background(self.turns.start())
         if self.config.conversations.retention_days is not None:
             self._pruning = asyncio.create_task(self._prune_every(PRUNE_SECONDS))
 
@@ -191,14 +252,11 @@ class Gateway:
         await tasks.stop(self._pruning)
         if self._warming is not None:
             await self._warming
-        if self._cache_start is not None:
+        for starting in list(self._starting):
             with contextlib.suppress(Exception):  # logged when it failed
-                await self._cache_start
+                await starting
         if self.cache is not None:
             await self.cache.close()
-        if self._turns_start is not None:
-            with contextlib.suppress(Exception):
-                await self._turns_start
         if self.turns is not None:
             self.turns.close()
         await self.upstream.close()
@@ -215,6 +273,11 @@ class Gateway:
         if self._tracing:  # the spans still buffered are exported
             self._tracing = False
             await asyncio.to_thread(tracing.stop)
+
+    def _background(self, loading: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(loading)
+        self._starting.add(task)
+        task.add_done_callback(_loaded(self._starting))
 
     async def prune_conversations(self) -> int:
         """Delete the conversations idle for longer than `conversations.retention_days`,
@@ -238,6 +301,27 @@ class Gateway:
         while True:
             await self.prune_conversations()
             await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What a reload did: the sections it changed, and the fields it could not."""
+
+    changed: list[str]
+    needs_restart: list[str]
+
+
+def _loaded(loading: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        loading.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure was logged where it happened
+
+    return done
+
+
+def _caches(config: Config) -> bool:
+    return any(for_alias(config.cache, mc.cache).enabled for mc in config.models.values())
 
 
 def _sentence_model() -> SentenceModel:

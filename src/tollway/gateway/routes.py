@@ -154,12 +154,14 @@ class Routes:
                *, wildcard: bool = False) -> Route:
         """A route over `deps` with `alias`'s settings; their upstreams added."""
         routing = self.config.routing
-        own = {dep: (prices.price_from_config(cfg.price) if cfg.price
-                     else self.table.get(dep.model))
-               for cfg, dep in zip(mc.deployments, deps, strict=True)}
-        for cfg, dep in zip(mc.deployments, deps, strict=True):
-            if dep not in self.router.upstreams:
-                self.router.add(dep, mc.breaker or routing.breaker, cfg.pacing, own[dep])
+        own: dict[Deployment, Price | None] = {}
+        for cfg, made in zip(mc.deployments, list(deps), strict=True):
+            price = prices.price_from_config(cfg.price) if cfg.price else self.table.get(
+                made.model)
+            # The router may hand back an earlier configuration's equal deployment.
+            dep = self.router.add(made, mc.breaker or routing.breaker, cfg.pacing, price, name)
+            own[dep] = price
+        deps = list(own)
         self._prices.update(own)
         return Route(alias, mc, deps, cost.Limits.of(mc, self.config.server), own,
                      Pool(name, deps, mc.retry or routing.retry), name=name,
@@ -257,7 +259,7 @@ class Routes:
             return route
         route.chain = self._chain(route)
         self._matched[qualified] = route
-        for dep in deps:
+        for dep in route.deployments:
             self._uses[dep] = self._uses.get(dep, 0) + 1
         return route
 
@@ -278,7 +280,7 @@ class Routes:
                 self._uses[dep] -= 1
                 if self._uses[dep] == 0:
                     del self._uses[dep]
-                    self.router.upstreams.pop(dep, None)
+                    self.router.drop(dep)
                     self._prices.pop(dep, None)
         if gone:
             self._forget()

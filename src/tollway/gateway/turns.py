@@ -35,16 +35,24 @@ class TurnDecision:
 
 
 class TurnRouter:
-    def __init__(self, config: Config, routes: Routes) -> None:
+    def __init__(self, config: Config, routes: Routes, earlier: TurnRouter | None = None
+                 ) -> None:
+        """`earlier`: the one a reload replaces, whose classifier and thread it takes
+        over (the model is loaded once per process)."""
         self.config = config
         self._routes = routes
         self._own: dict[str, RouteByTurn] = {alias: mc.route_by_turn
                                              for alias, mc in config.models.items()
                                              if mc.route_by_turn is not None}
         wants = any(r.classifier for r in self._own.values())
-        self._classifier = complexity.load_classifier() if wants else None
-        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="tollway-turns")
-                      if wants else None)
+        self._classifier: complexity.Classifier | None
+        self._pool: ThreadPoolExecutor | None
+        if earlier is not None and earlier._pool is not None:
+            self._classifier, self._pool = earlier._classifier, earlier._pool
+        else:
+            self._classifier = complexity.load_classifier() if wants else None
+            self._pool = (ThreadPoolExecutor(1, thread_name_prefix="tollway-turns")
+                          if wants else None)
 
     def applies(self, alias: str, choice: tiers.TierChoice) -> bool:
         return choice.tier is None and alias in self._own

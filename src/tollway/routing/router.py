@@ -25,6 +25,7 @@ request is sent the same way (`Provider.embed`), retried and fallen back alike.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -105,17 +106,42 @@ class _Send(msgspec.Struct):
 class Router:
     def __init__(self, providers: dict[str, Provider],
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, earlier: Router | None = None) -> None:
+        """`earlier`: the router of the configuration this one replaces (a reload)."""
         self.providers = providers
         self.clock = clock
         self.rng = rng or random.Random()
         self.upstreams: dict[Deployment, Upstream] = {}
+        # A deployment the reloaded configuration keeps as it was (same route, same
+        # settings) keeps its breaker, load, latency and pacing — and its identity,
+        # which the providers' per-deployment caches key on.
+        self._earlier: dict[tuple[object, ...], tuple[Deployment, Upstream]] = (
+            {} if earlier is None else {key: (d, earlier.upstreams[d])
+                                        for d, key in earlier._keys.items()
+                                        if d in earlier.upstreams})
+        self._keys: dict[Deployment, tuple[object, ...]] = {}
 
     def add(self, dep: Deployment, breaker: BreakerConfig, pacing: PacingConfig,
-            price: Price | None) -> None:
-        self.upstreams[dep] = Upstream(Breaker(breaker, self.clock), Load(),
-                                       Pacer(pacing, self.clock),
-                                       price.context_window if price is not None else None)
+            price: Price | None, route: str = "") -> Deployment:
+        """`dep`'s upstream state, made — or carried over with the deployment itself
+        from the earlier configuration's, for the same route with the same settings;
+        the deployment to use."""
+        window = price.context_window if price is not None else None
+        key = (route, *dataclasses.astuple(dep), msgspec.json.encode(breaker),
+               msgspec.json.encode(pacing), window)
+        carried = self._earlier.pop(key, None)
+        if carried is not None:
+            dep, up = carried
+        else:
+            up = Upstream(Breaker(breaker, self.clock), Load(), Pacer(pacing, self.clock), window)
+        self.upstreams[dep] = up
+        self._keys[dep] = key
+        return dep
+
+    def drop(self, dep: Deployment) -> None:
+        """Let go of a deployment's state (a wildcard route evicted)."""
+        self.upstreams.pop(dep, None)
+        self._keys.pop(dep, None)
 
     def paced(self, chain: list[Pool]) -> bool:
         """Does any deployment on the chain pace its sends (so tokens must be counted)?"""

@@ -15,6 +15,7 @@ the create/rotate answer; its hash never does.
     GET   /admin/ledger?since=&until=&limit=&after=   a page of rows; `next` for the next
     GET   /admin/conversations?owner=&limit=   every owner's (or one owner's)
     GET   /admin/conversations/{id}?owner=     read       DELETE (same)   delete
+    POST  /admin/reload             read the configuration again (server/reload.py)
 """
 
 from __future__ import annotations
@@ -484,7 +485,8 @@ class Served(Collection[str]):
         return len(list(iter(self)))
 
 
-def admin_routes(gateway: Gateway) -> list[Route]:
+def admin_routes(gateway: Gateway, reload: Handler | None = None) -> list[Route]:
+    """`reload`: POST /admin/reload's handler (server/reload.py), when there is one."""
     a = Admin(gateway)
 
     def route(path: str, **handlers: Handler) -> Route:
@@ -500,4 +502,5 @@ def admin_routes(gateway: Gateway) -> list[Route]:
         route("/admin/conversations", GET=a.list_conversations),
         route("/admin/conversations/{id}", GET=a.get_conversation,
               DELETE=a.delete_conversation),
+        *([route("/admin/reload", POST=reload)] if reload is not None else []),
     ]

@@ -41,6 +41,7 @@ from tollway.server.embeddings import EMBEDDINGS
 from tollway.server.message_batches import message_batch_routes
 from tollway.server.metrics import Metrics
 from tollway.server.ready import readiness
+from tollway.server.reload import Reloader, Source
 from tollway.server.responses import RESPONSES, ResponsesEndpoint
 from tollway.version import __version__
 
@@ -60,21 +61,22 @@ class Models:
     a wildcard takes), or a 404 in OpenAI's shape."""
 
     def __init__(self, gateway: Gateway, started: float, *, one: bool = False) -> None:
-        self.routes = gateway.routes
+        self.gateway = gateway  # its routes read per request: a reload swaps them
         self.started = started
         self.one = one
 
     def _model(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = {"id": name, "object": "model", "created": int(self.started),
                                "owned_by": "tollway"}
-        dims = self.routes.dimensions_of(name)
+        dims = self.gateway.routes.dimensions_of(name)
         if dims is not None:  # an embedding model's vector size: the SDKs keep extra fields
             out["dimensions"] = dims
         return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.one:
-            body = {"object": "list", "data": [self._model(m) for m in self.routes.listed()]}
+            body = {"object": "list",
+                    "data": [self._model(m) for m in self.gateway.routes.listed()]}
             await send_json(send, 200, json_bytes(body), _rid(scope))
             return
         if scope["method"] != "GET":
@@ -82,7 +84,7 @@ class Models:
             return
         name = scope["path_params"]["id"]
         if not self._serves(name):
-            served = self.routes.config.public_models()
+            served = self.gateway.routes.config.public_models()
             err = ModelNotFound(f"The model '{name[:256]}' does not exist on this gateway. "
                                 f"Available models: {', '.join(served) or '(none)'}.",
                                 param="model")
@@ -92,8 +94,8 @@ class Models:
 
     def _serves(self, name: str) -> bool:
         if name.startswith(TIER_PREFIX):
-            return name[len(TIER_PREFIX):] in self.routes.config.tiers
-        return not is_pattern(name) and self.routes.servable(name)
+            return name[len(TIER_PREFIX):] in self.gateway.routes.config.tiers
+        return not is_pattern(name) and self.gateway.routes.servable(name)
 
 
 class Health:
@@ -145,11 +147,12 @@ class TollwayApp:
     """The ASGI application: routing plus startup/shutdown of the gateway.
 
     `owns_process`: the app is the process's server (`tollway serve`), so its start-up
-    may tune the process — the cyclic GC, the shutdown signals. A guest in someone
-    else's process (`tollway.library`) leaves both alone: they are its host's."""
+    may tune the process — the cyclic GC, the shutdown and reload signals. A guest in
+    someone else's process (`tollway.library`) leaves them alone: they are its host's.
+    `source`: where `config` was read, for reloads (None: given in code)."""
 
-    def __init__(self, config: Config, gateway: Gateway | None = None, *,
-                 owns_process: bool = True) -> None:
+    def __init__(self, config: Config, gateway: Gateway | None = None,
+                 source: Source | None = None, *, owns_process: bool = True) -> None:
         self.config = config
         self.owns_process = owns_process
         self.gateway = gateway if gateway is not None else Gateway(config)
@@ -158,6 +161,7 @@ class TollwayApp:
         self.drain = Drain(config.server.drain_seconds)
         self.connection_limits = ConnectionLimits(config.server)  # GuardedHttpProtocol's
         self.batches = BatchRunner(gw)
+        self.reloader = Reloader(gw, source)
         console = load_console()
         routes = [
             Route("/v1/chat/completions", ChatEndpoint(gw, OPENAI, self.drain),
@@ -199,7 +203,7 @@ class TollwayApp:
                     methods=ANY_METHOD)
               for prefix in ("/v1", "") for tail in ("", "/{id}", "/{id}/cancel")),
             *message_batch_routes(gw, self.batches),
-            *admin_routes(gw),
+            *admin_routes(gw, reload=self.reloader.answer),
             *dashboard_routes(gw),
             # The console: its page, its sign-in, a stopped request's cost, its files.
             Route("/", ConsoleFiles(console, index=True), methods=["GET", "HEAD"]),
@@ -242,6 +246,7 @@ class TollwayApp:
                     gc.freeze()
                     gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
                     self.drain.watch_signals()
+                    self.reloader.watch_signal()
                 await self.gateway.start()
                 self.batches.start()
                 await send({"type": "lifespan.startup.complete"})
@@ -249,15 +254,16 @@ class TollwayApp:
                 # Flushes the ledger, sends pending alerts, closes the store, the
                 # providers and the upstream connections — once the batch lines in
                 # flight are done (the rest wait in the store for the next process).
+                self.reloader.unwatch()
                 await self.batches.close()
                 await self.gateway.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
-def create_app(config: Config) -> TollwayApp:
-    app = TollwayApp(config)
-    if config.server.access_log:
+def create_app(config: Config, source: Source | None = None) -> TollwayApp:
+    app = TollwayApp(config, source=source)
+    if config.access_log:
         app.gateway.observer.log_to()
     return app
 
@@ -267,7 +273,7 @@ def app_from_environment() -> TollwayApp:
     TOLLWAY_CONFIG (or ./tollway.yaml), as the parent process read it."""
     from tollway import config as config_mod
 
-    return create_app(config_mod.load(None))
+    return create_app(config_mod.load(None), Source(config_mod.source(None)))
 
 
-__all__ = ["TollwayApp", "__version__", "create_app"]
+__all__ = ["Source", "TollwayApp", "__version__", "create_app"]

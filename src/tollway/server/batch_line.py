@@ -36,13 +36,14 @@ async def answer(gateway: Gateway, dialect: Any, caller: Caller, batch_id: str, 
                 row_id=line_row_id(batch_id, index), batch=batch_id, prepaid=True)
     answered = None
     outcome: Outcome = Aborted()
+    pipeline = gateway.pipeline  # the configuration it began under, to its end
     try:
         server = gateway.config.server
         if dialect.bind is None:
             req = dialect.parse(body, server)
         else:
             req, dialect = await dialect.bind(gateway, call, body)
-        answered = await dialect.handle(gateway)(call, req)
+        answered = await dialect.handle(pipeline)(call, req)
         assert answered.reply is not None  # a batch line never streams
         out = dialect.reply(answered.reply)
         if dialect.kept is not None:
@@ -54,7 +55,7 @@ async def answer(gateway: Gateway, dialect: Any, caller: Caller, batch_id: str, 
         outcome = Failed(err, answered)
         status, out = err.status, dialect.error(err)
     finally:
-        spent = await gateway.finish(call, outcome)
+        spent = await pipeline.finish(call, outcome)
     return LineResult(status, out, spent.usd)
 
 

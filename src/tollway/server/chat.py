@@ -28,6 +28,7 @@ from tollway.conversation import history
 from tollway.errors import TollwayError
 from tollway.gateway import Gateway
 from tollway.gateway.call import Asks, Call
+from tollway.gateway.pipeline import Pipeline
 from tollway.policy import limits as rate_limits
 from tollway.policy.auth import Caller
 from tollway.server.asgi import (
@@ -60,7 +61,8 @@ R = TypeVar("R", bound=ChatRequest | EmbeddingRequest)
 @dataclass(frozen=True, slots=True)
 class Dialect(Generic[R]):
     """How one wire format reads a request and writes answers; the path is shared.
-    `handle`: the gateway's request path it goes through (chat, or embeddings)."""
+    `handle`: the request path it goes through (chat, or embeddings), of the pipeline
+    the request began on."""
 
     parse: Callable[[bytes, ServerConfig], R]
     reply: Callable[[Reply], bytes]
@@ -70,7 +72,7 @@ class Dialect(Generic[R]):
     stream_end: bytes
     stream_error: Callable[[TollwayError], bytes]  # an error after the stream began
     error: Callable[[TollwayError], bytes]
-    handle: Callable[[Gateway], Callable[[Call, R], Awaitable[Answer]]]
+    handle: Callable[[Pipeline], Callable[[Call, R], Awaitable[Answer]]]
     counts_input: bool = False
     # A dialect whose answers depend on more than the reply (Responses: the parameters
     # the answer repeats, a stored response continued) binds one per request: it parses
@@ -88,8 +90,6 @@ class ChatEndpoint(Generic[R]):
         self.gateway = gateway
         self.dialect = dialect
         self.drain = drain
-        self.server = gateway.config.server
-        self.handle = dialect.handle(gateway)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         e = edge(scope)
@@ -98,6 +98,9 @@ class ChatEndpoint(Generic[R]):
             call.trace = tracing.begin(scope["headers"], scope["method"], scope["path"],
                                        call.request_id)
         gateway, task, dialect = self.gateway, asyncio.current_task(), self.dialect
+        # The configuration it began under, to its end: a reload swaps the gateway's
+        # pipeline, never the one a request is in (its routes price what it used).
+        pipeline, server = gateway.pipeline, gateway.config.server
         watch: DisconnectWatch | None = None
         answer: Answer | None = None
         outcome: Outcome = Aborted()
@@ -111,14 +114,14 @@ class ChatEndpoint(Generic[R]):
                                  else checked)
             call.asks = asks_of(e, call.asks)
             check_json_content_type(scope)
-            body = await read_body(scope, receive, self.server.max_body_bytes)
+            body = await read_body(scope, receive, server.max_body_bytes)
             if dialect.bind is None:
-                req = dialect.parse(body, self.server)
+                req = dialect.parse(body, server)
             else:
                 req, dialect = await dialect.bind(gateway, call, body)
             watch = DisconnectWatch(receive)
-            answer = await self.handle(call, req)
-            outcome = await self._answer(call, answer, send, dialect)
+            answer = await dialect.handle(pipeline)(call, req)
+            outcome = await self._answer(call, answer, send, dialect, pipeline)
         except TollwayError as err:
             outcome = Failed(gateway.scrub(err), answer)
             await send_json(send, err.status, dialect.error(err),
@@ -151,7 +154,7 @@ class ChatEndpoint(Generic[R]):
                 watch.finish()
             # Exactly once, on every path: settle the budget hold, write the ledger row.
             try:
-                await gateway.finish(call, outcome)
+                await pipeline.finish(call, outcome)
             finally:
                 if call.trace is not None:  # after the row: its span carries what it says
                     tracing.end(call.trace)
@@ -174,14 +177,14 @@ class ChatEndpoint(Generic[R]):
                                 [*answer_headers(call, answer), *err.headers()])
 
     async def _answer(self, call: Call, answer: Answer, send: Send,
-                      dialect: Dialect[R]) -> Outcome:
+                      dialect: Dialect[R], pipeline: Pipeline) -> Outcome:
         """Send the answer: JSON with its cost in headers, or SSE with its cost in a
         trailer; a stream that fails after it began says so in-band."""
         gateway = self.gateway
         headers = answer_headers(call, answer)
         if answer.stream is None:
             assert answer.reply is not None
-            s = await gateway.priced(call, Answered(answer))
+            s = await pipeline.priced(call, Answered(answer))
             body = dialect.reply(answer.reply)
             if dialect.kept is not None:
                 await dialect.kept(body)
@@ -190,7 +193,7 @@ class ChatEndpoint(Generic[R]):
         failed: list[TollwayError] = []
 
         async def end() -> bytes:
-            s = await gateway.priced(call, Answered(answer))
+            s = await pipeline.priced(call, Answered(answer))
             return cost_trailer(s) + dialect.stream_end
 
         def error(err: TollwayError) -> bytes:
@@ -309,7 +312,7 @@ OPENAI = Dialect(
     stream_end=openai_wire.SSE_DONE,
     stream_error=lambda e: openai_wire.sse_frame(e.body()),  # the OpenAI SDK raises on it
     error=lambda e: e.to_json(),
-    handle=lambda gateway: gateway.chat,
+    handle=lambda pipeline: pipeline.chat,
 )
 ANTHROPIC = Dialect(
     parse=lambda body, server: anthropic_wire.parse_messages_request(body),
@@ -318,6 +321,6 @@ ANTHROPIC = Dialect(
     stream_end=b"",
     stream_error=anthropic_wire.error_frame,
     error=anthropic_wire.error_body,
-    handle=lambda gateway: gateway.chat,
+    handle=lambda pipeline: pipeline.chat,
     counts_input=True,
 )

@@ -25,5 +25,5 @@ EMBEDDINGS: Dialect[EmbeddingRequest] = Dialect(
     stream_end=b"",
     stream_error=lambda e: openai_wire.sse_frame(e.body()),
     error=lambda e: e.to_json(),
-    handle=lambda gateway: gateway.embed,
+    handle=lambda pipeline: pipeline.embed,
 )

@@ -32,6 +32,7 @@ from tollway.config import ServerConfig
 from tollway.errors import NotFound, TollwayError
 from tollway.gateway import Gateway
 from tollway.gateway.call import Call
+from tollway.gateway.pipeline import Pipeline
 from tollway.server.asgi import (
     Scope,
     json_bytes,
@@ -95,8 +96,8 @@ async def _bind(gateway: Gateway, call: Call, body: bytes
     return req.chat, bound
 
 
-def _chat(gateway: Gateway) -> Callable[[Call, ChatRequest], Awaitable[Answer]]:
-    return gateway.chat
+def _chat(pipeline: Pipeline) -> Callable[[Call, ChatRequest], Awaitable[Answer]]:
+    return pipeline.chat
 def _native_route(gateway: Gateway, model: str) -> bool:
     """Does the route `model` names have a deployment that speaks the Responses API
     natively (on it or its fallbacks)? An unknown model: left to routing (its 404)."""
