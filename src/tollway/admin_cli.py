@@ -18,13 +18,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
 import orjson
 
+from tollway.accounting.money import usd_column
 from tollway.accounting.rows import SPEND_GROUPS, SpendRow
 from tollway.config import Budget, check_budget
 from tollway.errors import ConfigError
@@ -32,7 +32,6 @@ from tollway.keys import KeyState
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-USD_DECIMALS = 12  # prices are exact to the pico-dollar
 T = TypeVar("T")
 
 
@@ -151,18 +150,6 @@ def parse_duration(text: str) -> float:
 
 # --- formatting ------------------------------------------------------------------------
 
-def usd(x: float, decimals: int | None = None) -> str:
-    """Dollars exact to the pico-dollar, trailing zeros trimmed to at least cents
-    (0.000138, not 0.00); `decimals` pads to a column's width."""
-    exact = Decimal(repr(round(x, USD_DECIMALS))).normalize()
-    places = max(2, -int(exact.as_tuple().exponent))
-    return f"{exact:.{max(places, decimals or 0)}f}"
-
-
-def usd_places(values: list[float]) -> int:
-    return max((len(usd(v).partition(".")[2]) for v in values), default=2)
-
-
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -207,26 +194,27 @@ def keys_table(keys: list[KeyView]) -> str:
 def spend_table(report: SpendReport) -> str:
     rows = [*report.data, msgspec.structs.replace(report.total, group="TOTAL")]
     saved = any(r.saved_usd for r in rows)  # the column only matters once caching saves
-    places = usd_places([r.cost_usd for r in rows])
-    saved_places = usd_places([r.saved_usd for r in rows])
     header = [report.by.upper(), "REQUESTS", "INPUT TOKENS", "OUTPUT TOKENS", "COST USD"]
     header += ["SAVED USD"] if saved else []
+    costs = usd_column([r.cost_usd for r in rows])
+    savings = usd_column([r.saved_usd for r in rows])
     body = []
-    for r in rows:
-        cells = [r.group, str(r.requests), str(r.input_tokens), str(r.output_tokens),
-                 usd(r.cost_usd, places)]
-        body.append(cells + ([usd(r.saved_usd, saved_places)] if saved else []))
+    for r, cost, save in zip(rows, costs, savings, strict=True):
+        cells = [r.group, str(r.requests), str(r.input_tokens), str(r.output_tokens), cost]
+        body.append(cells + ([save] if saved else []))
     return table(header, body, right=set(range(1, len(header))))
 
 
 def spend_csv(report: SpendReport) -> None:
-    """Groups only (a total row would be counted twice by whoever sums the file)."""
+    """Groups only (a total row would be counted twice by whoever sums the file); the
+    dollars as the table prints them."""
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow([report.by, "requests", "input_tokens", "output_tokens", "cost_usd",
                 "saved_usd"])
-    for r in report.data:
-        w.writerow([r.group, r.requests, r.input_tokens, r.output_tokens, usd(r.cost_usd),
-                    usd(r.saved_usd)])
+    costs = usd_column([r.cost_usd for r in report.data])
+    savings = usd_column([r.saved_usd for r in report.data])
+    for r, cost, save in zip(report.data, costs, savings, strict=True):
+        w.writerow([r.group, r.requests, r.input_tokens, r.output_tokens, cost, save])
 
 
 def print_json(data: bytes) -> None:
@@ -295,8 +283,10 @@ def conversations_list(c: Client, args: argparse.Namespace) -> None:
     if args.format == "json":
         print(orjson.dumps(orjson.loads(data)["data"], option=orjson.OPT_INDENT_2).decode())
         return
-    rows = [[v["owner"], v["id"], str(v["turns"]), str(v["tokens"]), usd(v["cost_usd"]),
-             when(v["updated_at"])] for v in orjson.loads(data)["data"]]
+    found = orjson.loads(data)["data"]
+    costs = usd_column([v["cost_usd"] for v in found])
+    rows = [[v["owner"], v["id"], str(v["turns"]), str(v["tokens"]), cost,
+             when(v["updated_at"])] for v, cost in zip(found, costs, strict=True)]
     print(table(["owner", "id", "messages", "tokens", "cost", "updated"], rows, {2, 3, 4}))
 
 

@@ -24,7 +24,8 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from tollway.admin_cli import DEFAULT_URL, table, usd, usd_places, when
+from tollway.accounting.money import usd, usd_column
+from tollway.admin_cli import DEFAULT_URL, table, when
 
 if TYPE_CHECKING:
     from openai import APIStatusError, OpenAI
@@ -173,9 +174,9 @@ def batches_table(batches: list[Batch]) -> str:
     if not batches:
         return "no batches yet (tollway batch submit FILE.jsonl)"
     progress = [Progress.of(b) for b in batches]
-    places = usd_places([p.cost_usd for p in progress if p.cost_usd is not None])
+    costs = iter(usd_column([p.cost_usd for p in progress if p.cost_usd is not None]))
     rows = [[b.id, p.status, f"{p.done}/{p.total}", str(p.failed),
-             "-" if p.cost_usd is None else usd(p.cost_usd, places), when(b.created_at)]
+             "-" if p.cost_usd is None else next(costs), when(b.created_at)]
             for b, p in zip(batches, progress, strict=True)]
     return table(["ID", "STATUS", "DONE", "FAILED", "COST USD", "CREATED"], rows,
                  right={2, 3, 4})

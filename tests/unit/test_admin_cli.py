@@ -16,8 +16,9 @@ import pytest
 
 from tests.helpers.gateway import free_port
 from tollway import admin_cli
+from tollway.accounting.money import usd, usd_column
 from tollway.accounting.rows import SpendRow
-from tollway.admin_cli import KeyView, SpendReport, parse_budget, parse_duration, usd
+from tollway.admin_cli import KeyView, SpendReport, parse_budget, parse_duration
 from tollway.config import Budget
 
 
@@ -139,6 +140,8 @@ def test_dollars_are_exact_for_small_amounts() -> None:
     assert usd(0.000046 * 3) == "0.000138"  # float-sum noise is gone, not the value
     assert usd(1e-12) == "0.000000000001"
     assert usd(0.5, decimals=6) == "0.500000"
+    assert usd(-0.0) == "0.00"
+    assert usd_column([1.5, 0.000138, 0]) == ["1.500000", "0.000138", "0.000000"]
 
 
 def row(group: str, n: int, cost: float, saved: float = 0.0) -> SpendRow:
@@ -174,6 +177,17 @@ def test_spend_csv_has_groups_but_no_total(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out.splitlines() == [
         "day,requests,input_tokens,output_tokens,cost_usd,saved_usd",
         "2026-11-01,2,20,40,0.0000921,0.00"]
+
+
+def test_table_and_csv_print_the_same_dollars(capsys: pytest.CaptureFixture[str]) -> None:
+    report = SpendReport(by="model", data=[row("a", 1, 0.5, saved=0.25),
+                                           row("b", 2, 0.000138, saved=1e-9)],
+                         total=row("total", 3, 0.500138, saved=0.250000001))
+    admin_cli.spend_csv(report)
+    csv_cells = [ln.split(",")[-2:] for ln in capsys.readouterr().out.splitlines()[1:]]
+    table_cells = [ln.split()[-2:] for ln in admin_cli.spend_table(report).splitlines()[1:3]]
+    assert csv_cells == table_cells == [["0.500000", "0.250000000"],
+                                        ["0.000138", "0.000000001"]]
 
 
 def test_key_table_shows_hints_limits_and_status() -> None:
