@@ -324,9 +324,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ks = keys.add_subparsers(dest="keys_command", required=True)
 
     c = ks.add_parser("create", parents=[common], help="make a key (its secret is shown once)")
-    c.add_argument("--name")
+    c.add_argument("--name", help="a label for people (shown by keys list)")
     c.add_argument("--user", help="the owner, charged when a request names no end user")
-    c.add_argument("--team")
+    c.add_argument("--team", help="the team charged for its requests (team budgets, "
+                   "spend --by team)")
     c.add_argument("--feature", action="append", metavar="TAG",
                    help="a feature tag (repeatable); the first is the default of its requests")
     c.add_argument("--model", action="append", metavar="M",
@@ -337,11 +338,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="10usd/day, 100000tokens/month, 50usd/total (repeatable)")
     c.add_argument("--expires", type=parse_duration, metavar="DURATION",
                    help="lifetime, e.g. 12h, 30d")
-    c.add_argument("--format", choices=["text", "json"], default="text")
+    c.add_argument("--format", choices=["text", "json"], default="text",
+                   help="json: the whole answer, the key's record with it (default: text)")
     c.set_defaults(func=run(create))
 
     ls = ks.add_parser("list", parents=[common], help="every key (never their secrets)")
-    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls.add_argument("--format", choices=["table", "json"], default="table",
+                    help="json: the records as the admin API gives them (default: table)")
     ls.set_defaults(func=run(list_keys))
 
     r = ks.add_parser("revoke", parents=[common], help="refuse a key from now on")
@@ -353,7 +356,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ro.add_argument("id", help="the key's id (key_…)")
     ro.add_argument("--grace", type=parse_duration, metavar="DURATION",
                     help="how long the old key keeps working (default 1 day; 0: not at all)")
-    ro.add_argument("--format", choices=["text", "json"], default="text")
+    ro.add_argument("--format", choices=["text", "json"], default="text",
+                    help="json: the whole answer, both keys' records (default: text)")
     ro.set_defaults(func=run(rotate))
 
     cv = sub.add_parser("conversations", help="list, show and delete server-side "
@@ -361,21 +365,26 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cs = cv.add_subparsers(dest="conversations_command", required=True)
     cl = cs.add_parser("list", parents=[common], help="the most recently updated first")
     cl.add_argument("--owner", help="one owner's only (a key's lineage, or lineage/user)")
-    cl.add_argument("--limit", type=int, default=100)
-    cl.add_argument("--format", choices=["table", "json"], default="table")
+    cl.add_argument("--limit", type=int, default=100,
+                    help="at most this many (default: %(default)s)")
+    cl.add_argument("--format", choices=["table", "json"], default="table",
+                    help="json: as the admin API gives them (default: table)")
     cl.set_defaults(func=run(conversations_list))
     for name, fn, what in (("show", conversation_show, "its system prompt and turns (JSON)"),
                            ("delete", conversation_delete, "for good, with its summaries")):
         one = cs.add_parser(name, parents=[common], help=what)
-        one.add_argument("id")
+        one.add_argument("id", help="the conversation's id (see conversations list)")
         one.add_argument("--owner", required=True,
                          help="ids are unique per owner: see `conversations list`")
         one.set_defaults(func=run(fn))
 
     s = sub.add_parser("spend", parents=[common], help="spend from the ledger, grouped")
-    s.add_argument("--by", choices=SPEND_GROUPS, default="day")
+    s.add_argument("--by", choices=SPEND_GROUPS, default="day",
+                   help="what a row of the report is (default: %(default)s, UTC)")
     s.add_argument("--since", help="a UTC date or datetime (2026-11-01, 2026-11-01T12:00:00Z) "
                    "or epoch seconds")
     s.add_argument("--until", help="same forms; a date alone includes that whole day")
-    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="csv: the groups without a total row; json: the admin API's answer "
+                   "(default: table)")
     s.set_defaults(func=run(spend))

@@ -11,6 +11,9 @@ from pathlib import Path
 from tollway import __version__
 from tollway.errors import ConfigError
 
+CONFIG_HELP = ("the configuration file (default: TOLLWAY_CONFIG, else ./tollway.yaml, "
+               "else the embedded zero-setup one)")
+
 
 def _serve(args: argparse.Namespace) -> int:
     import math
@@ -156,12 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="serve the OpenAI/Anthropic-compatible API")
-    s.add_argument("--config", help="tollway.yaml (default: ./tollway.yaml, else embedded)")
+    s.add_argument("--config", help=CONFIG_HELP)
     s.add_argument("--host", help="default 127.0.0.1 (or server.host)")
     s.add_argument("--port", type=int, help="default 4000 (or server.port)")
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default: %(default)s; more than one needs the "
+                   "shared store)")
     s.add_argument("--log-level", default="warning",
-                   choices=["critical", "error", "warning", "info", "debug"])
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="the least severe log lines shown on stderr (default: %(default)s)")
     s.set_defaults(func=_serve)
 
     sim = sub.add_parser("simulate", help="an OpenAI/Anthropic-compatible upstream simulator")
@@ -171,18 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_simulate)
 
     m = sub.add_parser("migrate", help="apply the shared store's PostgreSQL migrations")
-    m.add_argument("--config")
+    m.add_argument("--config", help=CONFIG_HELP + "; its store.postgres_url")
     m.add_argument("--postgres-url", help="default: store.postgres_url of the config")
     m.set_defaults(func=_migrate)
 
     c = sub.add_parser("check-config", help="validate a configuration and exit")
-    c.add_argument("--config")
+    c.add_argument("--config", help=CONFIG_HELP)
     c.set_defaults(func=_check_config)
 
     t = sub.add_parser("tokens", help="tokens and input cost of a text or messages JSON "
                        "on each configured model")
     t.add_argument("file", nargs="?", help="a text file or a messages JSON; - or none: stdin")
-    t.add_argument("--config")
+    t.add_argument("--config", help=CONFIG_HELP + "; its models are priced")
     t.add_argument("--model", help="only this configured model")
     t.set_defaults(func=_tokens)
 
