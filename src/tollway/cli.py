@@ -7,9 +7,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tollway import __version__
 from tollway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tollway.config import Config
 
 CONFIG_HELP = ("the configuration file (default: TOLLWAY_CONFIG, else ./tollway.yaml, "
                "else the embedded zero-setup one)")
@@ -87,11 +91,35 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def served_summary(cfg: Config) -> str:
+    """What a configuration serves, each kind of name counted apart (its models,
+    wildcard aliases, aliases, tiers) and every name listed once."""
+    from tollway.config.wildcards import is_pattern
+
+    models = sorted(m for m in cfg.models if not is_pattern(m))
+    patterns = sorted(m for m in cfg.models if is_pattern(m))
+    aliases = sorted(cfg.aliases)
+    tiers = sorted(f"tier:{t}" for t in cfg.tiers)
+    parts = [f"{_count(len(names), what)} ({', '.join(names)})"
+             for names, what in ((models, "model"), (patterns, "wildcard model"),
+                                 (aliases, "alias"), (tiers, "tier")) if names]
+    return ", ".join(parts)
+
+
 def _check_config(args: argparse.Namespace) -> int:
     from tollway import config as config_mod
 
     cfg = config_mod.load(args.config)
-    print(f"ok: {len(cfg.models)} models ({', '.join(cfg.public_models())})")
+    if not cfg.models:  # valid, but every request would be answered 404
+        print("tollway: warning: the configuration serves no model: every request would "
+              "be refused. Add one under `models:` (tollway.example.yaml has examples).",
+              file=sys.stderr)
+        return 1
+    print(f"ok: serves {served_summary(cfg)}")
     return 0
 
 
@@ -181,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--postgres-url", help="default: store.postgres_url of the config")
     m.set_defaults(func=_migrate)
 
-    c = sub.add_parser("check-config", help="validate a configuration and exit")
+    c = sub.add_parser("check-config", help="validate a configuration, say what it serves "
+                       "and exit (1: an error, or a configuration that serves no model)")
     c.add_argument("--config", help=CONFIG_HELP)
     c.set_defaults(func=_check_config)
 
