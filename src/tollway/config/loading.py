@@ -1,5 +1,6 @@
 """Reading a configuration: YAML, `${VAR}` from the environment, the typed conversion,
-and msgspec's errors turned into `ConfigError("<field path>: <problem>")`."""
+and msgspec's errors turned into `ConfigError("<field path>: <problem>")`, with the
+valid values or the nearest field name (config/hints.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import msgspec
 import yaml
 
 from tollway.config.defaults import embedded_default
+from tollway.config.hints import explain
 from tollway.config.root import Config, check
 from tollway.errors import ConfigError
 
@@ -37,14 +39,6 @@ def _substitute_env(node: Any, path: str, env: dict[str, str]) -> Any:
     return node
 
 
-def _msgspec_path(msg: str) -> str:
-    """msgspec says '... - at `$.models.x.deployments[0].provider`'; lead with the path."""
-    m = re.search(r" - at `\$\.?(.*)`$", msg)
-    if not m:
-        return msg
-    return f"{m.group(1) or '(top level)'}: {msg[: m.start()]}"
-
-
 def parse(raw: Any, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ) if env is None else env
     if raw is None:
@@ -55,7 +49,7 @@ def parse(raw: Any, env: dict[str, str] | None = None) -> Config:
     try:
         cfg = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
-        raise ConfigError(_msgspec_path(str(e))) from None
+        raise ConfigError(explain(Config, e, raw)) from None
     cfg.auth.master_key = cfg.auth.master_key or env.get("TOLLWAY_MASTER_KEY") or None
     check(cfg)
     return cfg
