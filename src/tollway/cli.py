@@ -15,6 +15,7 @@ from tollway.errors import ConfigError
 if TYPE_CHECKING:
     from tollway.config import Config
 
+SHOWN_NAMES = 20  # a wildcard alias may serve hundreds: the first ones say enough
 CONFIG_HELP = ("the configuration file (default: TOLLWAY_CONFIG, else ./tollway.yaml, "
                "else the embedded zero-setup one)")
 
@@ -145,9 +146,34 @@ def _tokens(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     rows = estimate(source, cfg)
     if args.model:
-        rows = [r for r in rows if r.model == args.model]
+        name = served_name(cfg, args.model)
+        only = [r for r in rows if r.model == name]
+        if not only:
+            print(f"tollway: {unknown_model(cfg, args.model, [r.model for r in rows])}",
+                  file=sys.stderr)
+            return 1
+        rows = only
     print(render(rows, source))
     return 0
+
+
+def served_name(cfg: Config, asked: str) -> str:
+    """The model a name is served by: a tier's or an alias's target, else itself."""
+    if asked.startswith("tier:") and (tier := cfg.tiers.get(asked.removeprefix("tier:"))):
+        asked = tier.model
+    found = cfg.resolve(asked)
+    return found[0] if found else asked
+
+
+def unknown_model(cfg: Config, asked: str, served: list[str]) -> str:
+    """Why `asked` has no estimate: the nearest name, and the names there are."""
+    from tollway.config.hints import did_you_mean
+
+    names = sorted({*served, *cfg.aliases, *(f"tier:{t}" for t in cfg.tiers)})
+    shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {len(names) - SHOWN_NAMES} more"
+                                               if len(names) > SHOWN_NAMES else "")
+    return (f"unknown model {asked!r}{did_you_mean(asked, names)}: this configuration "
+            f"serves {shown or 'no model'}")
 
 
 def _cache_eval(args: argparse.Namespace) -> int:
@@ -218,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "on each configured model")
     t.add_argument("file", nargs="?", help="a text file or a messages JSON; - or none: stdin")
     t.add_argument("--config", help=CONFIG_HELP + "; its models are priced")
-    t.add_argument("--model", help="only this configured model")
+    t.add_argument("--model", help="only this model (a name, alias or tier:NAME the "
+                   "configuration serves; another is an error)")
     t.set_defaults(func=_tokens)
 
     cache = sub.add_parser("cache", help="the response cache")

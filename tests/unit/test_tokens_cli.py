@@ -51,3 +51,32 @@ def test_cli_reads_a_file(tmp_path: Path) -> None:
     assert r.stdout.startswith("input: 2 messages")
     line = next(x for x in r.stdout.splitlines() if x.startswith("gpt-4o-mini "))
     assert "openai/gpt-4o-mini" in line and "$" in line
+
+
+def tokens_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "tollway.yaml"
+    cfg.write_text(orjson.dumps({
+        "models": {"fast": {"deployments": [{"provider": "openai", "model": "gpt-4o-mini",
+                                             "api_key": "k"}]},
+                   "old": {"deployments": [{"provider": "openai", "model": "gpt-4",
+                                            "api_key": "k"}]}},
+        "aliases": {"default": "fast"}}).decode())
+    return subprocess.run([sys.executable, "-m", "tollway.cli", "tokens", "--config", str(cfg),
+                           *args], input="hello world", capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin",
+                                           "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+
+
+def test_cli_model_by_alias_shows_the_model_it_names(tmp_path: Path) -> None:
+    r = tokens_cli(tmp_path, "--model", "default")
+    assert r.returncode == 0, r.stderr
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[2:]] == ["fast"]
+
+
+def test_cli_unknown_model_is_an_error_naming_the_known_ones(tmp_path: Path) -> None:
+    r = tokens_cli(tmp_path, "--model", "fats")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == ("tollway: unknown model 'fats' (did you mean 'fast'?): this "
+                        "configuration serves default, fast, old\n")
+    r = tokens_cli(tmp_path, "--model", "gpt-4o")
+    assert r.returncode == 1 and r.stderr.startswith("tollway: unknown model 'gpt-4o':")
