@@ -2,8 +2,10 @@
 list|show|delete`: the admin API from a shell.
 
 They talk to a running gateway over HTTP, because the store belongs to the server
-process. `--url` defaults to TOLLWAY_URL, else http://127.0.0.1:4000; the master key
-to TOLLWAY_MASTER_KEY (better than --master-key, which shows in `ps` and shell history).
+process. `--url` defaults to TOLLWAY_URL, else where the configuration's gateway
+listens (server.host and server.port of --config, $TOLLWAY_CONFIG or ./tollway.yaml, as
+`tollway serve` reads them), else http://127.0.0.1:4000; the master key to
+TOLLWAY_MASTER_KEY (better than --master-key, which shows in `ps` and shell history).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import csv
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,9 +27,10 @@ from urllib.parse import urlencode
 import msgspec
 import orjson
 
+from tollway import relative_time
 from tollway.accounting.money import usd_column
 from tollway.accounting.rows import SPEND_GROUPS, SpendRow
-from tollway.config import Budget, check_budget
+from tollway.config import Budget, check_budget, load_server
 from tollway.errors import ConfigError
 from tollway.keys import KeyState
 
@@ -67,6 +71,7 @@ class SpendReport(msgspec.Struct):
 class Client:
     url: str
     master_key: str
+    origin: str = "--url"  # where the URL came from, for when nothing answers there
     timeout: float = 30.0
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -85,8 +90,9 @@ class Client:
         except urllib.error.HTTPError as e:
             raise AdminError(error_message(e.code, e.read(), self.url)) from None
         except urllib.error.URLError as e:
-            raise AdminError(f"cannot reach the gateway at {self.url} ({e.reason}). Is "
-                             "`tollway serve` running there? Set --url or TOLLWAY_URL.") from None
+            raise AdminError(f"cannot reach the gateway at {self.url} ({e.reason}; the URL "
+                             f"is {self.origin}). Is `tollway serve` running there? Set "
+                             "--url or TOLLWAY_URL.") from None
         except OSError as e:  # a timeout or a reset while reading
             raise AdminError(f"the gateway at {self.url} did not answer: {e}") from None
 
@@ -107,12 +113,31 @@ def decode(data: bytes, kind: type[T]) -> T:
         raise AdminError(f"unexpected answer from the gateway: {e}") from None
 
 
+def gateway_url(url: str | None, config: str | None) -> tuple[str, str]:
+    """(the gateway's URL, where it came from): `url` (an option), else TOLLWAY_URL,
+    else where the configuration's server listens."""
+    if url:
+        return url, "--url"
+    if env := os.environ.get("TOLLWAY_URL"):
+        return env, "TOLLWAY_URL"
+    server, path = load_server(config)
+    if path is None:
+        return DEFAULT_URL, "the default"
+    return listen_url(server.host, server.port), f"server.host/port of {path}"
+
+
+def listen_url(host: str, port: int) -> str:
+    """The URL that reaches a server listening on host:port from this machine."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def client(args: argparse.Namespace) -> Client:
-    url = args.url or os.environ.get("TOLLWAY_URL") or DEFAULT_URL
+    url, origin = gateway_url(args.url, args.config)
     key = args.master_key or os.environ.get("TOLLWAY_MASTER_KEY")
     if not key:
         raise AdminError("no master key: set TOLLWAY_MASTER_KEY (or pass --master-key)")
-    return Client(url, key)
+    return Client(url, key, origin)
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -265,7 +290,14 @@ def rotate(c: Client, args: argparse.Namespace) -> None:
 
 
 def spend(c: Client, args: argparse.Namespace) -> None:
-    q = {k: v for k, v in (("by", args.by), ("since", args.since), ("until", args.until)) if v}
+    now = time.time()  # one clock for both ends: `--since 1d --until 1h` is a window
+    q = {"by": args.by}
+    for name, text in (("since", args.since), ("until", args.until)):
+        if text:
+            try:
+                q[name] = relative_time.resolve(text, now, end=name == "until")
+            except ValueError as e:
+                raise AdminError(f"{name}: {e}") from None
     data = c.call("GET", "/admin/spend", query=q)
     if args.format == "json":
         print_json(data)
@@ -316,7 +348,10 @@ def run(command: Command) -> Callable[[argparse.Namespace], int]:
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `keys` and `spend` on the top-level `tollway` subparsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help=f"the gateway (default: TOLLWAY_URL, else {DEFAULT_URL})")
+    common.add_argument("--url", help="the gateway (default: TOLLWAY_URL, else server.host "
+                        f"and server.port of the configuration, else {DEFAULT_URL})")
+    common.add_argument("--config", help="the gateway's configuration, for its address "
+                        "(default: TOLLWAY_CONFIG, else ./tollway.yaml)")
     common.add_argument("--master-key", help="default: TOLLWAY_MASTER_KEY (prefer it: an "
                         "argument shows in ps and shell history)")
 
@@ -381,9 +416,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s = sub.add_parser("spend", parents=[common], help="spend from the ledger, grouped")
     s.add_argument("--by", choices=SPEND_GROUPS, default="day",
                    help="what a row of the report is (default: %(default)s, UTC)")
-    s.add_argument("--since", help="a UTC date or datetime (2026-11-01, 2026-11-01T12:00:00Z) "
-                   "or epoch seconds")
-    s.add_argument("--until", help="same forms; a date alone includes that whole day")
+    s.add_argument("--since", help="from: a UTC date or datetime (2026-11-01, "
+                   "2026-11-01T12:00:00Z), epoch seconds, or a time before now (30m, 1h, 7d, "
+                   "2w, today, yesterday)")
+    s.add_argument("--until", help="to, not included: the same forms; a date, today or "
+                   "yesterday includes that whole day")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="csv: the groups without a total row; json: the admin API's answer "
                    "(default: table)")

@@ -3,9 +3,9 @@ a shell, against the gateway's /v1/files and /v1/batches (or anything that speak
 `tollway simulate`, api.openai.com).
 
 The client is the official openai SDK, so the CLI speaks the wire format as every app
-does. `--base-url` defaults to TOLLWAY_BASE_URL, else TOLLWAY_URL (what `tollway keys`
-reads), else http://127.0.0.1:4000 (`tollway serve`'s default); /v1 is added when
-missing. The key: `--api-key`, else TOLLWAY_API_KEY, else TOLLWAY_MASTER_KEY.
+does. `--base-url` defaults to TOLLWAY_BASE_URL, else what `tollway keys` reads
+(TOLLWAY_URL, else server.host/port of the configuration, else http://127.0.0.1:4000);
+/v1 is added when missing. The key: `--api-key`, else TOLLWAY_API_KEY, else TOLLWAY_MASTER_KEY.
 
 Waiting polls the batch: a progress bar on stderr (lines done of total, failed, dollars
 so far from the gateway's `tollway.cost_usd`), then a summary on stdout; the exit status
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from tollway.accounting.money import usd, usd_column
-from tollway.admin_cli import DEFAULT_URL, table, when
+from tollway.admin_cli import DEFAULT_URL, gateway_url, table, when
 
 if TYPE_CHECKING:
     from openai import APIStatusError, OpenAI
@@ -73,7 +73,7 @@ def connect(args: argparse.Namespace) -> OpenAI:
     import openai
 
     url = (args.base_url or os.environ.get("TOLLWAY_BASE_URL")
-           or os.environ.get("TOLLWAY_URL") or DEFAULT_URL).rstrip("/")
+           or gateway_url(None, args.config)[0]).rstrip("/")
     key = (args.api_key or os.environ.get("TOLLWAY_API_KEY")
            or os.environ.get("TOLLWAY_MASTER_KEY"))
     # An open gateway takes any key; the SDK insists on one.
@@ -370,7 +370,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     """Register `batch` on the top-level `tollway` subparsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--base-url", "--url", dest="base_url", help="the gateway "
-                        f"(default: TOLLWAY_BASE_URL, else TOLLWAY_URL, else {DEFAULT_URL})")
+                        "(default: TOLLWAY_BASE_URL, else TOLLWAY_URL, else server.host and "
+                        f"server.port of the configuration, else {DEFAULT_URL})")
+    common.add_argument("--config", help="the gateway's configuration, for its address "
+                        "(default: TOLLWAY_CONFIG, else ./tollway.yaml)")
     common.add_argument("--api-key", help="default: TOLLWAY_API_KEY, else TOLLWAY_MASTER_KEY "
                         "(prefer them: an argument shows in ps and shell history)")
     waiting = argparse.ArgumentParser(add_help=False)

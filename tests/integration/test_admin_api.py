@@ -15,11 +15,13 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import openai
 import orjson
 import pytest
+import yaml
 
 from tests.conftest import gateway_config
 from tests.helpers.gateway import GatewayHandle, free_port, start_gateway
@@ -431,3 +433,53 @@ def test_cli_reports_errors_and_a_missing_gateway(agw: GatewayHandle) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     r = cli(agw, "keys", "list", "--url", nowhere)
     assert r.returncode == 1 and nowhere in r.stderr and "tollway serve" in r.stderr
+
+
+async def test_cli_spend_takes_relative_times(agw: GatewayHandle, fresh_sim: SimHandle) -> None:
+    tag = secrets.token_hex(4)
+    feature, rid = f"rel-{tag}", f"rel-{tag}"
+    secret, _ = new_key(agw, name="relative")
+    await chat(agw, secret, "relative times", feature=feature, rid=rid)
+    assert len(ledger_rows(agw, {rid})) == 1
+
+    def groups(*window: str) -> set[str]:
+        out = cli(agw, "spend", "--by", "feature", *window, "--format", "json")
+        assert out.returncode == 0, out.stderr
+        return {r["group"] for r in orjson.loads(out.stdout)["data"]}
+
+    assert feature in groups("--since", "1h")
+    assert feature in groups("--since", "today", "--until", "today")
+    assert feature not in groups("--since", "yesterday", "--until", "yesterday")
+    assert feature not in groups("--until", "1h")
+
+
+def test_cli_finds_the_gateway_from_its_configuration(agw: GatewayHandle,
+                                                      tmp_path: Path) -> None:
+    """server.host/port of ./tollway.yaml (or --config), as `tollway serve` reads them; the
+    providers' secrets it names need not be set in the admin's shell."""
+    cfg = tmp_path / "tollway.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "server": {"host": "0.0.0.0", "port": agw.port},
+        "models": {"m": {"deployments": [{"provider": "openai", "model": "m",
+                                          "api_key": "${PROVIDER_KEY_NOT_SET}"}]}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLWAY_")}
+    env["TOLLWAY_MASTER_KEY"] = MASTER
+
+    def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tollway.cli", *argv], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    here = run("keys", "list", "--format", "json", cwd=tmp_path)
+    assert here.returncode == 0, here.stderr
+    assert isinstance(orjson.loads(here.stdout), list)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    named = run("spend", "--config", str(cfg), "--since", "1h", cwd=elsewhere)
+    assert named.returncode == 0, named.stderr
+    assert named.stdout.startswith("DAY")
+
+    port = free_port()  # nothing listens there: the error says where the URL came from
+    cfg.write_text(yaml.safe_dump({"server": {"port": port}}))
+    gone = run("keys", "list", cwd=tmp_path)
+    assert gone.returncode == 1
+    assert f"http://127.0.0.1:{port}" in gone.stderr and "tollway.yaml" in gone.stderr

@@ -15,6 +15,7 @@ import yaml
 from tollway.config.defaults import embedded_default
 from tollway.config.hints import explain
 from tollway.config.root import Config, check
+from tollway.config.server import ServerConfig, check_server
 from tollway.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -55,22 +56,50 @@ def parse(raw: Any, env: dict[str, str] | None = None) -> Config:
     return cfg
 
 
-def load(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Config:
-    """Load `path`; with None, use ./tollway.yaml if present, else the embedded default."""
-    env = dict(os.environ) if env is None else env
-    if path is None:
-        path = env.get("TOLLWAY_CONFIG") or ("tollway.yaml" if Path("tollway.yaml").exists()
-                                             else None)
-    if path is None:
-        return embedded_default(env)
+def find(path: str | os.PathLike[str] | None, env: dict[str, str]) -> str | None:
+    """The file to read: `path`, else $TOLLWAY_CONFIG, else ./tollway.yaml if present;
+    None: the embedded default."""
+    if path is not None:
+        return os.fspath(path)
+    return env.get("TOLLWAY_CONFIG") or ("tollway.yaml" if Path("tollway.yaml").exists()
+                                         else None)
+
+
+def _read(path: str) -> Any:
     try:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    return parse(raw, env)
+
+
+def load(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Config:
+    """Load `path`; with None, use ./tollway.yaml if present, else the embedded default."""
+    env = dict(os.environ) if env is None else env
+    found = find(path, env)
+    if found is None:
+        return embedded_default(env)
+    return parse(_read(found), env)
+
+
+def load_server(path: str | os.PathLike[str] | None,
+                env: dict[str, str] | None = None) -> tuple[ServerConfig, str | None]:
+    """The `server` section alone (and the file it came from; None: the defaults), for
+    the commands that talk to a gateway: the shell they run in need not hold the
+    providers' secrets the rest of the file names."""
+    env = dict(os.environ) if env is None else env
+    found = find(path, env)
+    raw = _read(found) if found is not None else None
+    section = raw.get("server") if isinstance(raw, dict) else None
+    only = {"server": _substitute_env(section, "server", env)} if section is not None else {}
+    try:  # as a whole configuration of that section alone: the errors name it alike
+        server = msgspec.convert(only, Config, strict=False).server
+    except msgspec.ValidationError as e:
+        raise ConfigError(explain(Config, e, only)) from None
+    check_server(server)
+    return server, found
