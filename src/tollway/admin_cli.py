@@ -35,6 +35,9 @@ from tollway.errors import ConfigError
 from tollway.keys import KeyState
 
 DEFAULT_URL = "http://127.0.0.1:4000"
+# The two kinds of model name, never mixed in one report: the one the app asked for, and
+# the deployment that answered it.
+GROUP_HEADERS = {"model": "MODEL ASKED", "upstream": "UPSTREAM (PROVIDER/MODEL)"}
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 T = TypeVar("T")
 
@@ -219,7 +222,8 @@ def keys_table(keys: list[KeyView]) -> str:
 def spend_table(report: SpendReport) -> str:
     rows = [*report.data, msgspec.structs.replace(report.total, group="TOTAL")]
     saved = any(r.saved_usd for r in rows)  # the column only matters once caching saves
-    header = [report.by.upper(), "REQUESTS", "INPUT TOKENS", "OUTPUT TOKENS", "COST USD"]
+    header = [GROUP_HEADERS.get(report.by, report.by.upper()), "REQUESTS", "INPUT TOKENS",
+              "OUTPUT TOKENS", "COST USD"]
     header += ["SAVED USD"] if saved else []
     costs = usd_column([r.cost_usd for r in rows])
     savings = usd_column([r.saved_usd for r in rows])
@@ -415,7 +419,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     s = sub.add_parser("spend", parents=[common], help="spend from the ledger, grouped")
     s.add_argument("--by", choices=SPEND_GROUPS, default="day",
-                   help="what a row of the report is (default: %(default)s, UTC)")
+                   help="what a row of the report is: a UTC day (the default), the model "
+                   "asked for (an alias, tier:NAME, ...), the upstream provider/model that "
+                   "answered, the key, user, team, feature, kind (chat, embeddings) or batch")
     s.add_argument("--since", help="from: a UTC date or datetime (2026-11-01, "
                    "2026-11-01T12:00:00Z), epoch seconds, or a time before now (30m, 1h, 7d, "
                    "2w, today, yesterday)")

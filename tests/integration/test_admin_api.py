@@ -483,3 +483,32 @@ def test_cli_finds_the_gateway_from_its_configuration(agw: GatewayHandle,
     gone = run("keys", "list", cwd=tmp_path)
     assert gone.returncode == 1
     assert f"http://127.0.0.1:{port}" in gone.stderr and "tollway.yaml" in gone.stderr
+
+
+async def test_cli_spend_by_model_is_the_name_asked_and_by_upstream_what_answered(
+        agw: GatewayHandle, fresh_sim: SimHandle) -> None:
+    secret, _ = new_key(agw, name="models")
+    client = sdk(agw, secret)
+    rids = set()
+    for model in ("sim-alias", "sim", "sim-alias"):
+        rid = f"model-{secrets.token_hex(4)}"
+        rids.add(rid)
+        await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "which model?"}],
+            extra_headers={"x-request-id": rid})
+    assert len(ledger_rows(agw, rids)) == 3
+
+    def report(by: str) -> dict[str, int]:
+        out = cli(agw, "spend", "--by", by, "--since", "1h", "--format", "json")
+        assert out.returncode == 0, out.stderr
+        return {r["group"]: r["requests"] for r in orjson.loads(out.stdout)["data"]}
+
+    # Every test's requests are in the window: compare the groups, at least these counts.
+    by_model, upstream = report("model"), report("upstream")
+    assert by_model["sim-alias"] >= 2 and by_model["sim"] >= 1
+    assert "sim-model" not in by_model  # an upstream name never joins the asked ones
+    assert upstream["openai/sim-model"] >= 3
+    assert not {"sim", "sim-alias"} & set(upstream)
+    assert sum(by_model.values()) == sum(upstream.values())
+    table = cli(agw, "spend", "--by", "upstream", "--since", "1h")
+    assert table.stdout.startswith("UPSTREAM (PROVIDER/MODEL)")

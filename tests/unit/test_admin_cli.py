@@ -351,3 +351,9 @@ def test_a_bad_server_section_is_a_configuration_error(tmp_path: Path,
     cfg.write_text("server:\n  prot: 4123\n")
     with pytest.raises(ConfigError, match=r"server: unknown field `prot` \(did you mean `port`"):
         admin_cli.gateway_url(None, str(cfg))
+
+
+def test_spend_tables_say_which_model_name_they_group_by() -> None:
+    for by, head in (("model", "MODEL ASKED"), ("upstream", "UPSTREAM (PROVIDER/MODEL)")):
+        report = SpendReport(by=by, data=[row("x", 1, 0.1)], total=row("total", 1, 0.1))
+        assert admin_cli.spend_table(report).splitlines()[0].startswith(head)

@@ -323,7 +323,9 @@ _ROWS = (f"SELECT {_COLS} FROM ledger WHERE ts >= $1 AND ts < $2 AND (ts, id) > 
 GROUP_SQL: dict[str, tuple[str, str]] = {
     "day": ("floor(floor(ts) / 86400)",
             "to_char(to_timestamp(g * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
-    "model": ("coalesce(nullif(model, ''), nullif(model_asked, ''), '(none)')", "g"),
+    "model": ("coalesce(nullif(model_asked, ''), '(none)')", "g"),
+    "upstream": ("coalesce(nullif(provider, '') || '/' || nullif(model, ''), nullif(model, ''), "
+                 "'(none)')", "g"),
     "key": ("coalesce(nullif(key_lineage, ''), '(no key)')", "g"),
     "user": ("coalesce(nullif(\"user\", ''), '(none)')", "g"),
     "team": ("coalesce(nullif(team, ''), '(none)')", "g"),
@@ -332,6 +334,8 @@ GROUP_SQL: dict[str, tuple[str, str]] = {
     "batch": ("coalesce(nullif(batch_id, ''), '(none)')", "g"),
 }
 assert set(GROUP_SQL) == set(SPEND_GROUPS)
+# rows.served_model: the dashboard's model label.
+SERVED_MODEL_SQL = "coalesce(nullif(model, ''), nullif(model_asked, ''), '(none)')"
 # Sorted as Python sorts strings (by code point, which UTF-8 bytes under "C" match),
 # not by the database's locale.
 _SPEND = {by: f"""
