@@ -73,14 +73,22 @@ def _serve(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     import asyncio
 
+    from tqdm import tqdm
+
     from tollway import config as config_mod
-    from tollway.store.postgres import migrate
+    from tollway.store.postgres import migrate, migrations
 
     url = args.postgres_url or config_mod.load(args.config).store.postgres_url
     if not url:
         raise ConfigError("migrate: give --postgres-url or a config with "
                           "store.postgres_url")
-    applied = asyncio.run(migrate(url))
+    # One over a large ledger can take minutes: the bar says which is under way.
+    with tqdm(total=len(migrations()), desc="migrations", unit="migration",
+              file=sys.stderr) as bar:
+        def done(version: int) -> None:
+            bar.set_postfix_str(f"{version:04d} checked", refresh=False)
+            bar.update()
+        applied = asyncio.run(migrate(url, done))
     print(f"applied migrations {applied}" if applied else "the schema is up to date")
     return 0
 

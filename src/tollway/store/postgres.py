@@ -63,29 +63,33 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(found.items())
 
 
-async def apply_migrations(conn: Any) -> list[int]:
+async def apply_migrations(conn: Any,
+                           progress: Callable[[int], object] | None = None) -> list[int]:
     """Apply the migrations this database lacks, each in its own transaction under an
     advisory lock (a concurrent migrate waits, then sees it applied); the versions
-    applied here."""
+    applied here. `progress` is told each version once it is checked or applied (a
+    migration over a large ledger may take minutes)."""
     applied = []
     for version, sql in migrations():
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             await conn.execute(_BOOKKEEPING)
-            if await conn.fetchval("SELECT true FROM schema_migrations WHERE version = $1",
-                                   version):
-                continue
-            await conn.execute(sql)
-            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
-        applied.append(version)
+            if not await conn.fetchval("SELECT true FROM schema_migrations WHERE version = $1",
+                                       version):
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)",
+                                   version)
+                applied.append(version)
+        if progress is not None:
+            progress(version)
     return applied
 
 
-async def migrate(url: str) -> list[int]:
+async def migrate(url: str, progress: Callable[[int], object] | None = None) -> list[int]:
     """Bring the database at `url` up to date (`tollway migrate`); versions applied."""
     conn = await asyncpg.connect(url)
     try:
-        return await apply_migrations(conn)
+        return await apply_migrations(conn, progress)
     finally:
         await conn.close()
 
