@@ -293,15 +293,21 @@ def rotate(c: Client, args: argparse.Namespace) -> None:
               "Store the new key now: it is not shown again.", file=sys.stderr)
 
 
-def spend(c: Client, args: argparse.Namespace) -> None:
+def window(args: argparse.Namespace) -> dict[str, str]:
+    """--since and --until as the admin API takes them (those given)."""
     now = time.time()  # one clock for both ends: `--since 1d --until 1h` is a window
-    q = {"by": args.by}
+    q = {}
     for name, text in (("since", args.since), ("until", args.until)):
         if text:
             try:
                 q[name] = relative_time.resolve(text, now, end=name == "until")
             except ValueError as e:
                 raise AdminError(f"{name}: {e}") from None
+    return q
+
+
+def spend(c: Client, args: argparse.Namespace) -> None:
+    q = {"by": args.by, **window(args)}
     data = c.call("GET", "/admin/spend", query=q)
     if args.format == "json":
         print_json(data)
@@ -349,8 +355,16 @@ def run(command: Command) -> Callable[[argparse.Namespace], int]:
     return main
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `keys` and `spend` on the top-level `tollway` subparsers."""
+def add_window(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", help="from: a UTC date or datetime (2026-11-01, "
+                   "2026-11-01T12:00:00Z), epoch seconds, or a time before now (30m, 1h, 7d, "
+                   "2w, today, yesterday)")
+    p.add_argument("--until", help="to, not included: the same forms; a date, today or "
+                   "yesterday includes that whole day")
+
+
+def common_options() -> argparse.ArgumentParser:
+    """--url, --config and --master-key, for every command over the admin API."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the gateway (default: TOLLWAY_URL, else server.host "
                         f"and server.port of the configuration, else {DEFAULT_URL})")
@@ -358,6 +372,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                         "(default: TOLLWAY_CONFIG, else ./tollway.yaml)")
     common.add_argument("--master-key", help="default: TOLLWAY_MASTER_KEY (prefer it: an "
                         "argument shows in ps and shell history)")
+    return common
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `keys` and `spend` on the top-level `tollway` subparsers."""
+    common = common_options()
 
     keys = sub.add_parser("keys", help="create, list, revoke and rotate virtual keys")
     ks = keys.add_subparsers(dest="keys_command", required=True)
@@ -422,11 +442,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="what a row of the report is: a UTC day (the default), the model "
                    "asked for (an alias, tier:NAME, ...), the upstream provider/model that "
                    "answered, the key, user, team, feature, kind (chat, embeddings) or batch")
-    s.add_argument("--since", help="from: a UTC date or datetime (2026-11-01, "
-                   "2026-11-01T12:00:00Z), epoch seconds, or a time before now (30m, 1h, 7d, "
-                   "2w, today, yesterday)")
-    s.add_argument("--until", help="to, not included: the same forms; a date, today or "
-                   "yesterday includes that whole day")
+    add_window(s)
     s.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="csv: the groups without a total row; json: the admin API's answer "
                    "(default: table)")

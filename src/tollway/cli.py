@@ -1,5 +1,5 @@
 """`tollway serve | simulate | tokens | check-config | cache eval`; the commands of
-admin_cli.py and batch_cli.py registered."""
+admin_cli.py, ledger_cli.py and batch_cli.py registered."""
 
 from __future__ import annotations
 
@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tollway import admin_cli
 
     admin_cli.add_commands(sub)  # keys create|list|revoke|rotate, spend, conversations
+    from tollway import ledger_cli
+
+    ledger_cli.add_commands(sub)  # ledger export
     from tollway import batch_cli
 
     batch_cli.add_commands(sub)  # batch submit|status|results|cancel|list

@@ -512,3 +512,41 @@ async def test_cli_spend_by_model_is_the_name_asked_and_by_upstream_what_answere
     assert sum(by_model.values()) == sum(upstream.values())
     table = cli(agw, "spend", "--by", "upstream", "--since", "1h")
     assert table.stdout.startswith("UPSTREAM (PROVIDER/MODEL)")
+
+
+async def test_cli_ledger_export_pages_through_a_window_with_a_progress_bar(
+        agw: GatewayHandle, fresh_sim: SimHandle, tmp_path: Path) -> None:
+    secret, _ = new_key(agw, name="exporter")
+    tag = secrets.token_hex(4)
+    rids = {f"export-{tag}-{i}" for i in range(5)}
+    for rid in sorted(rids):
+        await chat(agw, secret, "export me", feature=f"export-{tag}", rid=rid)
+    mine = ledger_rows(agw, rids)
+    assert len(mine) == 5
+    check_exports(agw, mine, tmp_path)
+
+
+def check_exports(gw: GatewayHandle, mine: list[dict[str, Any]], tmp_path: Path) -> None:
+    """JSON lines in pages of 2, then CSV into a file, of the window from `mine`."""
+    agw, rids = gw, {r["request_id"] for r in mine}
+    since = str(min(r["ts"] for r in mine))
+    lines = cli(agw, "ledger", "export", "--since", since, "--page-size", "2")
+    assert lines.returncode == 0, lines.stderr
+    rows = [orjson.loads(ln) for ln in lines.stdout.splitlines()]
+    assert {r["request_id"] for r in rows} >= rids  # every page followed
+    assert len({r["id"] for r in rows}) == len(rows)
+    n = len(rows)
+    assert "ledger: 100%" in lines.stderr and f"{n}/{n}" in lines.stderr
+
+    out = tmp_path / "ledger.csv"
+    csv_run = cli(agw, "ledger", "export", "--since", since, "--format", "csv",
+                  "--out", str(out))
+    assert csv_run.returncode == 0, csv_run.stderr
+    assert csv_run.stdout == "" and f"wrote {n} rows to {out}" in csv_run.stderr
+    header, *body = out.read_text().splitlines()
+    assert header.split(",")[:3] == ["id", "request_id", "ts"]
+    got = {line.split(",")[1]: line.split(",") for line in body}
+    cost = header.split(",").index("cost_usd")
+    for r in mine:
+        assert float(got[r["request_id"]][cost]) == pytest.approx(r["cost_usd"], abs=1e-12)
+    assert not list(tmp_path.glob("*.part"))
