@@ -237,22 +237,33 @@ def errors_path(out: Path) -> Path:
     return out.with_name(stem + ".errors.jsonl")
 
 
-def copy_file(client: OpenAI, file_id: str, sink: IO[bytes]) -> int:
-    """Stream a file's content into `sink`; returns its lines."""
+def copy_file(client: OpenAI, file_id: str, sink: IO[bytes],
+              progress: Callable[[int], object] | None = None) -> int:
+    """Stream a file's content into `sink`; returns its lines (`progress` is told those
+    of each chunk)."""
     lines = 0
     with client.files.with_streaming_response.content(file_id) as r:
         for chunk in r.iter_bytes():
             sink.write(chunk)
-            lines += chunk.count(b"\n")
+            lines += (n := chunk.count(b"\n"))
+            if progress is not None:
+                progress(n)
     return lines
 
 
-def save(client: OpenAI, file_id: str | None, path: Path) -> int:
-    """The file at `path` whole or not at all (no file id: empty)."""
+def save(client: OpenAI, file_id: str | None, path: Path, expected: int) -> int:
+    """The file at `path` whole or not at all (no file id: empty), a progress bar of its
+    `expected` lines on stderr while it downloads (a large batch's take a while)."""
+    from tqdm import tqdm
+
     part = path.with_name(path.name + ".part")
     try:
         with part.open("wb") as f:
-            lines = copy_file(client, file_id, f) if file_id else 0
+            lines = 0
+            if file_id:
+                with tqdm(total=expected or None, desc=path.name, unit="line",
+                          file=sys.stderr, dynamic_ncols=True) as bar:
+                    lines = copy_file(client, file_id, f, bar.update)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -263,10 +274,13 @@ def save(client: OpenAI, file_id: str | None, path: Path) -> int:
 def save_results(client: OpenAI, batch: Batch, out: Path) -> str:
     """The output lines at `out`, the error lines beside it (a stale errors file from an
     earlier run is removed, so the pair always describes this batch)."""
-    written = f"wrote {save(client, batch.output_file_id, out)} result lines to {out}"
+    p = Progress.of(batch)
+    written = (f"wrote {save(client, batch.output_file_id, out, p.completed)} result lines "
+               f"to {out}")
     errors = errors_path(out)
     if batch.error_file_id:
-        return written + f", {save(client, batch.error_file_id, errors)} error lines to {errors}"
+        return written + (f", {save(client, batch.error_file_id, errors, p.failed)} error "
+                          f"lines to {errors}")
     errors.unlink(missing_ok=True)
     return written + " (no error lines)"
 
