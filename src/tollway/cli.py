@@ -133,10 +133,23 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _tokens(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from tollway import config as config_mod
-    from tollway.accounting.estimate import estimate, parse_input, render
+    from tollway.accounting.estimate import estimate, parse_input, render, served
+    from tollway.accounting.prices import load_table
     from tollway.errors import InvalidRequest
 
+    cfg = config_mod.load(args.config)
+    table = load_table(cfg.prices)
+    entries = served(cfg, table)
+    if args.model:  # before reading the input, which may be a terminal's
+        name = served_name(cfg, args.model)
+        if not any(e[0] == name for e in entries):
+            print(f"tollway: {unknown_model(cfg, args.model, [e[0] for e in entries])}",
+                  file=sys.stderr)
+            return 1
+        entries = [e for e in entries if e[0] == name]
     if args.file in (None, "-"):
         raw = sys.stdin.read()
     else:
@@ -151,16 +164,9 @@ def _tokens(args: argparse.Namespace) -> int:
     except InvalidRequest as e:
         print(f"tollway: {e.message}", file=sys.stderr)
         return 1
-    cfg = config_mod.load(args.config)
-    rows = estimate(source, cfg)
-    if args.model:
-        name = served_name(cfg, args.model)
-        only = [r for r in rows if r.model == name]
-        if not only:
-            print(f"tollway: {unknown_model(cfg, args.model, [r.model for r in rows])}",
-                  file=sys.stderr)
-            return 1
-        rows = only
+    # Each model's tokenizer loads on first use: a second or more apiece.
+    rows = estimate(source, cfg, table, tqdm(entries, desc="counting", unit="model",
+                                             file=sys.stderr, leave=False))
     print(render(rows, source))
     return 0
 

@@ -71,10 +71,11 @@ def test_cli_model_by_alias_shows_the_model_it_names(tmp_path: Path) -> None:
     r = tokens_cli(tmp_path, "--model", "default")
     assert r.returncode == 0, r.stderr
     assert [ln.split()[0] for ln in r.stdout.splitlines()[2:]] == ["fast"]
+    assert "counting: 100%" in r.stderr and "1/1" in r.stderr  # the bar, on stderr only
 
 
 def test_cli_unknown_model_is_an_error_naming_the_known_ones(tmp_path: Path) -> None:
-    r = tokens_cli(tmp_path, "--model", "fats")
+    r = tokens_cli(tmp_path, "--model", "fats")  # refused before counting anything
     assert (r.returncode, r.stdout) == (1, "")
     assert r.stderr == ("tollway: unknown model 'fats' (did you mean 'fast'?): this "
                         "configuration serves default, fast, old\n")

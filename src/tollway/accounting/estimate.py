@@ -3,6 +3,7 @@ before sending it anywhere."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,11 +50,16 @@ def parse_input(raw: str) -> ChatRequest | str:
     return req
 
 
-def estimate(source: ChatRequest | str, config: Config,
-             table: PriceTable | None = None) -> list[Row]:
+Served = tuple[str, DeploymentConfig, str]
+
+
+def estimate(source: ChatRequest | str, config: Config, table: PriceTable | None = None,
+             entries: Iterable[Served] | None = None) -> list[Row]:
+    """A row per entry (default: every name served, per deployment): `entries` may be
+    fewer, or wrapped in a progress bar."""
     table = table if table is not None else load_table(config.prices)
     rows: list[Row] = []
-    for name, d, model in _served(config, table):
+    for name, d, model in entries if entries is not None else served(config, table):
         tokens = (count_text(source, model) if isinstance(source, str)
                   else count_request(source, model))
         price = price_from_config(d.price) if d.price else table.get(model)
@@ -62,7 +68,7 @@ def estimate(source: ChatRequest | str, config: Config,
     return rows
 
 
-def _served(config: Config, table: PriceTable) -> list[tuple[str, DeploymentConfig, str]]:
+def served(config: Config, table: PriceTable) -> list[Served]:
     """(the name clients use, a deployment, its upstream model) for every configured
     alias, and for every model of the price table a wildcard alias serves."""
     out = [(alias, d, d.model) for alias, mc in sorted(config.models.items())
