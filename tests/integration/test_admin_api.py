@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import openai
 import orjson
@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import gateway_config
-from tests.helpers.gateway import GatewayHandle, free_port, start_gateway
+from tests.helpers.gateway import GatewayHandle, free_port, start_gateway, wait_http
 from tests.helpers.sim import SimHandle
 from tollway.keys import hash_secret
 
@@ -550,3 +550,29 @@ def check_exports(gw: GatewayHandle, mine: list[dict[str, Any]], tmp_path: Path)
     for r in mine:
         assert float(got[r["request_id"]][cost]) == pytest.approx(r["cost_usd"], abs=1e-12)
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_serve_and_the_cli_both_take_the_port_of_tollway_yaml(sim: SimHandle,
+                                                              tmp_path: Path) -> None:
+    """The flow of `make run`: `tollway serve` and then `tollway keys` in the directory of
+    a tollway.yaml, neither told a URL or a port."""
+    port = free_port()
+    config = gateway_config(sim.url)
+    config["server"] = {**cast(dict[str, Any], config["server"]), "port": port}
+    (tmp_path / "tollway.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOLLWAY_", "OPENAI_"))}
+    env["TOLLWAY_MASTER_KEY"] = MASTER
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tollway.cli", "serve"], cwd=tmp_path,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, log)
+        made = subprocess.run([sys.executable, "-m", "tollway.cli", "keys", "create", "--name",
+                               "by-config"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.startswith("id:  key_")
+    finally:
+        proc.terminate()
+        proc.wait(10)
