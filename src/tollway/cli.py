@@ -7,15 +7,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tollway import __version__
 from tollway.errors import ConfigError
 
-if TYPE_CHECKING:
-    from tollway.config import Config
-
-SHOWN_NAMES = 20  # a wildcard alias may serve hundreds: the first ones say enough
 CONFIG_HELP = ("the configuration file (default: TOLLWAY_CONFIG, else ./tollway.yaml, "
                "else the embedded zero-setup one)")
 
@@ -100,27 +95,9 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
-
-
-def served_summary(cfg: Config) -> str:
-    """What a configuration serves, each kind of name counted apart (its models,
-    wildcard aliases, aliases, tiers) and every name listed once."""
-    from tollway.config.wildcards import is_pattern
-
-    models = sorted(m for m in cfg.models if not is_pattern(m))
-    patterns = sorted(m for m in cfg.models if is_pattern(m))
-    aliases = sorted(cfg.aliases)
-    tiers = sorted(f"tier:{t}" for t in cfg.tiers)
-    parts = [f"{_count(len(names), what)} ({', '.join(names)})"
-             for names, what in ((models, "model"), (patterns, "wildcard model"),
-                                 (aliases, "alias"), (tiers, "tier")) if names]
-    return ", ".join(parts)
-
-
 def _check_config(args: argparse.Namespace) -> int:
     from tollway import config as config_mod
+    from tollway.config import served
 
     cfg = config_mod.load(args.config)
     if not cfg.models:  # valid, but every request would be answered 404
@@ -128,7 +105,7 @@ def _check_config(args: argparse.Namespace) -> int:
               "be refused. Add one under `models:` (tollway.example.yaml has examples).",
               file=sys.stderr)
         return 1
-    print(f"ok: serves {served_summary(cfg)}")
+    print(f"ok: serves {served.summary(cfg)}")
     return 0
 
 
@@ -136,17 +113,18 @@ def _tokens(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tollway import config as config_mod
-    from tollway.accounting.estimate import estimate, parse_input, render, served
+    from tollway.accounting.estimate import estimate, parse_input, render, served_by
     from tollway.accounting.prices import load_table
+    from tollway.config import served
     from tollway.errors import InvalidRequest
 
     cfg = config_mod.load(args.config)
     table = load_table(cfg.prices)
-    entries = served(cfg, table)
+    entries = served_by(cfg, table)
     if args.model:  # before reading the input, which may be a terminal's
-        name = served_name(cfg, args.model)
+        name = served.target(cfg, args.model)
         if not any(e[0] == name for e in entries):
-            print(f"tollway: {unknown_model(cfg, args.model, [e[0] for e in entries])}",
+            print(f"tollway: {served.unknown(cfg, args.model, [e[0] for e in entries])}",
                   file=sys.stderr)
             return 1
         entries = [e for e in entries if e[0] == name]
@@ -169,25 +147,6 @@ def _tokens(args: argparse.Namespace) -> int:
                                              file=sys.stderr, leave=False))
     print(render(rows, source))
     return 0
-
-
-def served_name(cfg: Config, asked: str) -> str:
-    """The model a name is served by: a tier's or an alias's target, else itself."""
-    if asked.startswith("tier:") and (tier := cfg.tiers.get(asked.removeprefix("tier:"))):
-        asked = tier.model
-    found = cfg.resolve(asked)
-    return found[0] if found else asked
-
-
-def unknown_model(cfg: Config, asked: str, served: list[str]) -> str:
-    """Why `asked` has no estimate: the nearest name, and the names there are."""
-    from tollway.config.hints import did_you_mean
-
-    names = sorted({*served, *cfg.aliases, *(f"tier:{t}" for t in cfg.tiers)})
-    shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {len(names) - SHOWN_NAMES} more"
-                                               if len(names) > SHOWN_NAMES else "")
-    return (f"unknown model {asked!r}{did_you_mean(asked, names)}: this configuration "
-            f"serves {shown or 'no model'}")
 
 
 def _cache_eval(args: argparse.Namespace) -> int:

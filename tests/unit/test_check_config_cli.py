@@ -11,6 +11,9 @@ from typing import Any
 
 import yaml
 
+from tollway import config
+from tollway.config import served
+
 
 def check_config(tmp_path: Path, raw: Any) -> subprocess.CompletedProcess[str]:
     f = tmp_path / "tollway.yaml"
@@ -38,3 +41,13 @@ def test_a_configuration_that_serves_nothing_is_a_warning_and_exit_1(tmp_path: P
     r = check_config(tmp_path, {"server": {"port": 4100}})
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.startswith("tollway: warning: the configuration serves no model")
+
+
+def test_an_unknown_name_lists_the_first_names_served_and_counts_the_rest() -> None:
+    cfg = config.parse({"models": {f"m{i:02d}": dep("gpt-4o") for i in range(30)},
+                        "tiers": {"cheap": {"model": "m00"}}}, env={})
+    assert served.target(cfg, "tier:cheap") == "m00"
+    text = served.unknown(cfg, "gpt-4o", list(cfg.models))
+    assert text.startswith("unknown model 'gpt-4o': this configuration "
+                           "serves m00, m01, ")
+    assert text.endswith(f"m{served.SHOWN_NAMES - 1:02d} and 11 more")  # 30 models + 1 tier

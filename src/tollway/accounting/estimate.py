@@ -59,7 +59,7 @@ def estimate(source: ChatRequest | str, config: Config, table: PriceTable | None
     fewer, or wrapped in a progress bar."""
     table = table if table is not None else load_table(config.prices)
     rows: list[Row] = []
-    for name, d, model in entries if entries is not None else served(config, table):
+    for name, d, model in entries if entries is not None else served_by(config, table):
         tokens = (count_text(source, model) if isinstance(source, str)
                   else count_request(source, model))
         price = price_from_config(d.price) if d.price else table.get(model)
@@ -68,7 +68,7 @@ def estimate(source: ChatRequest | str, config: Config, table: PriceTable | None
     return rows
 
 
-def served(config: Config, table: PriceTable) -> list[Served]:
+def served_by(config: Config, table: PriceTable) -> list[Served]:
     """(the name clients use, a deployment, its upstream model) for every configured
     alias, and for every model of the price table a wildcard alias serves."""
     out = [(alias, d, d.model) for alias, mc in sorted(config.models.items())
