@@ -127,6 +127,7 @@ LOCAL = {"deployments": [{"provider": "local", "model": "m"}]}
      "redact"),
     ({"budgets": {"teams": {"a": [{"period": "weekly", "usd": 1}]}}},
      "budgets.teams[...][0].period: invalid value 'weekly': expected one of day, month, total"),
+    ({"prices": {1: {"input": 1, "output": 2}}}, "prices: a key: Expected `str`, got `int`"),
     ({"models": {"fast": LOCAL}, "aliases": {"default": "fsat"}},
      "aliases.default: points to 'fsat', which is not a model (did you mean 'fast'?)"),
     ({"models": {"fast": LOCAL, "smart": {**LOCAL, "fallbacks": ["fats"]}}},

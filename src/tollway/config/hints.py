@@ -49,35 +49,30 @@ def _node(root: type, path: str, raw: Any) -> tuple[inspect.Type | None, str]:
             raw = raw.get(m.group(1)) if isinstance(raw, dict) else None
         elif isinstance(node, inspect.DictType):
             node = node.value_type
-            key = _failing_key(raw, node)
-            named, raw = (f"{named}[...]", None) if key is None else (f"{named}.{key}",
-                                                                     raw[key])
+            found = _failing_entry(raw, node)
+            named, raw = (f"{named}[...]", None) if found is None else (
+                f"{named}.{found[0]}", found[1])
         elif isinstance(node, inspect.ListType | inspect.VarTupleType):
             node = node.item_type
             named += f"[{m.group(2)}]"
-            raw = raw[int(m.group(2))] if isinstance(raw, list) and m.group(2).isdigit() \
-                and int(m.group(2)) < len(raw) else None
+            index = int(m.group(2)) if m.group(2).isdigit() else -1
+            raw = raw[index] if isinstance(raw, list) and 0 <= index < len(raw) else None
         else:
             return None, path
     return _concrete(node), named
 
 
-def _failing_key(raw: Any, value_type: inspect.Type) -> str | None:
-    if not isinstance(raw, dict):
-        return None
-    kind = _python_type(value_type)
-    if kind is None:
+def _failing_entry(raw: Any, value_type: inspect.Type) -> tuple[Any, Any] | None:
+    """(key, value) of the first entry of the mapping `raw` whose value does not convert
+    to `value_type` (a struct; for other types the key stays unnamed)."""
+    if not isinstance(raw, dict) or not isinstance(value_type, inspect.StructType):
         return None
     for key, value in raw.items():
         try:
-            msgspec.convert(value, kind, strict=False)
+            msgspec.convert(value, value_type.cls, strict=False)
         except msgspec.ValidationError:
-            return str(key)
+            return key, value
     return None
-
-
-def _python_type(node: inspect.Type) -> Any:
-    return node.cls if isinstance(node, inspect.StructType) else None
 
 
 def _concrete(node: inspect.Type) -> inspect.Type:
@@ -122,7 +117,9 @@ def explain(root: type, error: msgspec.ValidationError, raw: Any) -> str:
     """'<field path>: <problem, with what would be valid>' for an error converting
     `raw` to `root`."""
     msg = str(error)
-    m = re.search(r" - at `\$\.?(.*)`$", msg)
-    path, problem = (m.group(1), msg[: m.start()]) if m else ("", msg)
+    m = re.search(r" - at (`key` in )?`\$\.?(.*)`$", msg)
+    path, problem = (m.group(2), msg[: m.start()]) if m else ("", msg)
+    if m and m.group(1):
+        problem = f"a key: {problem}"
     node, named = _node(root, path, raw)
     return f"{named or '(top level)'}: {hint(node, problem)}"
