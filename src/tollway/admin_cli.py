@@ -2,8 +2,10 @@
 list|show|delete`: the admin API from a shell.
 
 They talk to a running gateway over HTTP, because the store belongs to the server
-process. `--url` defaults to TOLLWAY_URL, else http://127.0.0.1:4000; the master key
-to TOLLWAY_MASTER_KEY (better than --master-key, which shows in `ps` and shell history).
+process. `--url` defaults to TOLLWAY_URL, else where the configuration's gateway
+listens (server.host and server.port of --config, $TOLLWAY_CONFIG or ./tollway.yaml, as
+`tollway serve` reads them), else http://127.0.0.1:4000; the master key to
+TOLLWAY_MASTER_KEY (better than --master-key, which shows in `ps` and shell history).
 """
 
 from __future__ import annotations
@@ -13,26 +15,30 @@ import csv
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
 import orjson
 
+from tollway import relative_time
+from tollway.accounting.money import usd_column
 from tollway.accounting.rows import SPEND_GROUPS, SpendRow
-from tollway.config import Budget, check_budget
+from tollway.config import Budget, check_budget, load_server
 from tollway.errors import ConfigError
 from tollway.keys import KeyState
 
 DEFAULT_URL = "http://127.0.0.1:4000"
+# The two kinds of model name, never mixed in one report: the one the app asked for, and
+# the deployment that answered it.
+GROUP_HEADERS = {"model": "MODEL ASKED", "upstream": "UPSTREAM (PROVIDER/MODEL)"}
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-USD_DECIMALS = 12  # prices are exact to the pico-dollar
 T = TypeVar("T")
 
 
@@ -68,6 +74,7 @@ class SpendReport(msgspec.Struct):
 class Client:
     url: str
     master_key: str
+    origin: str = "--url"  # where the URL came from, for when nothing answers there
     timeout: float = 30.0
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -86,8 +93,9 @@ class Client:
         except urllib.error.HTTPError as e:
             raise AdminError(error_message(e.code, e.read(), self.url)) from None
         except urllib.error.URLError as e:
-            raise AdminError(f"cannot reach the gateway at {self.url} ({e.reason}). Is "
-                             "`tollway serve` running there? Set --url or TOLLWAY_URL.") from None
+            raise AdminError(f"cannot reach the gateway at {self.url} ({e.reason}; the URL "
+                             f"is {self.origin}). Is `tollway serve` running there? Set "
+                             "--url or TOLLWAY_URL.") from None
         except OSError as e:  # a timeout or a reset while reading
             raise AdminError(f"the gateway at {self.url} did not answer: {e}") from None
 
@@ -108,12 +116,31 @@ def decode(data: bytes, kind: type[T]) -> T:
         raise AdminError(f"unexpected answer from the gateway: {e}") from None
 
 
+def gateway_url(url: str | None, config: str | None) -> tuple[str, str]:
+    """(the gateway's URL, where it came from): `url` (an option), else TOLLWAY_URL,
+    else where the configuration's server listens."""
+    if url:
+        return url, "--url"
+    if env := os.environ.get("TOLLWAY_URL"):
+        return env, "TOLLWAY_URL"
+    server, path = load_server(config)
+    if path is None:
+        return DEFAULT_URL, "the default"
+    return listen_url(server.host, server.port), f"server.host/port of {path}"
+
+
+def listen_url(host: str, port: int) -> str:
+    """The URL that reaches a server listening on host:port from this machine."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def client(args: argparse.Namespace) -> Client:
-    url = args.url or os.environ.get("TOLLWAY_URL") or DEFAULT_URL
+    url, origin = gateway_url(args.url, args.config)
     key = args.master_key or os.environ.get("TOLLWAY_MASTER_KEY")
     if not key:
         raise AdminError("no master key: set TOLLWAY_MASTER_KEY (or pass --master-key)")
-    return Client(url, key)
+    return Client(url, key, origin)
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -150,18 +177,6 @@ def parse_duration(text: str) -> float:
 
 
 # --- formatting ------------------------------------------------------------------------
-
-def usd(x: float, decimals: int | None = None) -> str:
-    """Dollars exact to the pico-dollar, trailing zeros trimmed to at least cents
-    (0.000138, not 0.00); `decimals` pads to a column's width."""
-    exact = Decimal(repr(round(x, USD_DECIMALS))).normalize()
-    places = max(2, -int(exact.as_tuple().exponent))
-    return f"{exact:.{max(places, decimals or 0)}f}"
-
-
-def usd_places(values: list[float]) -> int:
-    return max((len(usd(v).partition(".")[2]) for v in values), default=2)
-
 
 def when(ts: float | None) -> str:
     if ts is None:
@@ -207,26 +222,28 @@ def keys_table(keys: list[KeyView]) -> str:
 def spend_table(report: SpendReport) -> str:
     rows = [*report.data, msgspec.structs.replace(report.total, group="TOTAL")]
     saved = any(r.saved_usd for r in rows)  # the column only matters once caching saves
-    places = usd_places([r.cost_usd for r in rows])
-    saved_places = usd_places([r.saved_usd for r in rows])
-    header = [report.by.upper(), "REQUESTS", "INPUT TOKENS", "OUTPUT TOKENS", "COST USD"]
+    header = [GROUP_HEADERS.get(report.by, report.by.upper()), "REQUESTS", "INPUT TOKENS",
+              "OUTPUT TOKENS", "COST USD"]
     header += ["SAVED USD"] if saved else []
+    costs = usd_column([r.cost_usd for r in rows])
+    savings = usd_column([r.saved_usd for r in rows])
     body = []
-    for r in rows:
-        cells = [r.group, str(r.requests), str(r.input_tokens), str(r.output_tokens),
-                 usd(r.cost_usd, places)]
-        body.append(cells + ([usd(r.saved_usd, saved_places)] if saved else []))
+    for r, cost, save in zip(rows, costs, savings, strict=True):
+        cells = [r.group, str(r.requests), str(r.input_tokens), str(r.output_tokens), cost]
+        body.append(cells + ([save] if saved else []))
     return table(header, body, right=set(range(1, len(header))))
 
 
 def spend_csv(report: SpendReport) -> None:
-    """Groups only (a total row would be counted twice by whoever sums the file)."""
+    """Groups only (a total row would be counted twice by whoever sums the file); the
+    dollars as the table prints them."""
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow([report.by, "requests", "input_tokens", "output_tokens", "cost_usd",
                 "saved_usd"])
-    for r in report.data:
-        w.writerow([r.group, r.requests, r.input_tokens, r.output_tokens, usd(r.cost_usd),
-                    usd(r.saved_usd)])
+    costs = usd_column([r.cost_usd for r in report.data])
+    savings = usd_column([r.saved_usd for r in report.data])
+    for r, cost, save in zip(report.data, costs, savings, strict=True):
+        w.writerow([r.group, r.requests, r.input_tokens, r.output_tokens, cost, save])
 
 
 def print_json(data: bytes) -> None:
@@ -276,8 +293,21 @@ def rotate(c: Client, args: argparse.Namespace) -> None:
               "Store the new key now: it is not shown again.", file=sys.stderr)
 
 
+def window(args: argparse.Namespace) -> dict[str, str]:
+    """--since and --until as the admin API takes them (those given)."""
+    now = time.time()  # one clock for both ends: `--since 1d --until 1h` is a window
+    q = {}
+    for name, text in (("since", args.since), ("until", args.until)):
+        if text:
+            try:
+                q[name] = relative_time.resolve(text, now, end=name == "until")
+            except ValueError as e:
+                raise AdminError(f"{name}: {e}") from None
+    return q
+
+
 def spend(c: Client, args: argparse.Namespace) -> None:
-    q = {k: v for k, v in (("by", args.by), ("since", args.since), ("until", args.until)) if v}
+    q = {"by": args.by, **window(args)}
     data = c.call("GET", "/admin/spend", query=q)
     if args.format == "json":
         print_json(data)
@@ -295,8 +325,10 @@ def conversations_list(c: Client, args: argparse.Namespace) -> None:
     if args.format == "json":
         print(orjson.dumps(orjson.loads(data)["data"], option=orjson.OPT_INDENT_2).decode())
         return
-    rows = [[v["owner"], v["id"], str(v["turns"]), str(v["tokens"]), usd(v["cost_usd"]),
-             when(v["updated_at"])] for v in orjson.loads(data)["data"]]
+    found = orjson.loads(data)["data"]
+    costs = usd_column([v["cost_usd"] for v in found])
+    rows = [[v["owner"], v["id"], str(v["turns"]), str(v["tokens"]), cost,
+             when(v["updated_at"])] for v, cost in zip(found, costs, strict=True)]
     print(table(["owner", "id", "messages", "tokens", "cost", "updated"], rows, {2, 3, 4}))
 
 
@@ -323,20 +355,38 @@ def run(command: Command) -> Callable[[argparse.Namespace], int]:
     return main
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `keys` and `spend` on the top-level `tollway` subparsers."""
+def add_window(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", help="from: a UTC date or datetime (2026-11-01, "
+                   "2026-11-01T12:00:00Z), epoch seconds, or a time before now (30m, 1h, 7d, "
+                   "2w, today, yesterday)")
+    p.add_argument("--until", help="to, not included: the same forms; a date, today or "
+                   "yesterday includes that whole day")
+
+
+def common_options() -> argparse.ArgumentParser:
+    """--url, --config and --master-key, for every command over the admin API."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help=f"the gateway (default: TOLLWAY_URL, else {DEFAULT_URL})")
+    common.add_argument("--url", help="the gateway (default: TOLLWAY_URL, else server.host "
+                        f"and server.port of the configuration, else {DEFAULT_URL})")
+    common.add_argument("--config", help="the gateway's configuration, for its address "
+                        "(default: TOLLWAY_CONFIG, else ./tollway.yaml)")
     common.add_argument("--master-key", help="default: TOLLWAY_MASTER_KEY (prefer it: an "
                         "argument shows in ps and shell history)")
+    return common
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `keys` and `spend` on the top-level `tollway` subparsers."""
+    common = common_options()
 
     keys = sub.add_parser("keys", help="create, list, revoke and rotate virtual keys")
     ks = keys.add_subparsers(dest="keys_command", required=True)
 
     c = ks.add_parser("create", parents=[common], help="make a key (its secret is shown once)")
-    c.add_argument("--name")
+    c.add_argument("--name", help="a label for people (shown by keys list)")
     c.add_argument("--user", help="the owner, charged when a request names no end user")
-    c.add_argument("--team")
+    c.add_argument("--team", help="the team charged for its requests (team budgets, "
+                   "spend --by team)")
     c.add_argument("--feature", action="append", metavar="TAG",
                    help="a feature tag (repeatable); the first is the default of its requests")
     c.add_argument("--model", action="append", metavar="M",
@@ -347,11 +397,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="10usd/day, 100000tokens/month, 50usd/total (repeatable)")
     c.add_argument("--expires", type=parse_duration, metavar="DURATION",
                    help="lifetime, e.g. 12h, 30d")
-    c.add_argument("--format", choices=["text", "json"], default="text")
+    c.add_argument("--format", choices=["text", "json"], default="text",
+                   help="json: the whole answer, the key's record with it (default: text)")
     c.set_defaults(func=run(create))
 
     ls = ks.add_parser("list", parents=[common], help="every key (never their secrets)")
-    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls.add_argument("--format", choices=["table", "json"], default="table",
+                    help="json: the records as the admin API gives them (default: table)")
     ls.set_defaults(func=run(list_keys))
 
     r = ks.add_parser("revoke", parents=[common], help="refuse a key from now on")
@@ -363,7 +415,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ro.add_argument("id", help="the key's id (key_…)")
     ro.add_argument("--grace", type=parse_duration, metavar="DURATION",
                     help="how long the old key keeps working (default 1 day; 0: not at all)")
-    ro.add_argument("--format", choices=["text", "json"], default="text")
+    ro.add_argument("--format", choices=["text", "json"], default="text",
+                    help="json: the whole answer, both keys' records (default: text)")
     ro.set_defaults(func=run(rotate))
 
     cv = sub.add_parser("conversations", help="list, show and delete server-side "
@@ -371,21 +424,26 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cs = cv.add_subparsers(dest="conversations_command", required=True)
     cl = cs.add_parser("list", parents=[common], help="the most recently updated first")
     cl.add_argument("--owner", help="one owner's only (a key's lineage, or lineage/user)")
-    cl.add_argument("--limit", type=int, default=100)
-    cl.add_argument("--format", choices=["table", "json"], default="table")
+    cl.add_argument("--limit", type=int, default=100,
+                    help="at most this many (default: %(default)s)")
+    cl.add_argument("--format", choices=["table", "json"], default="table",
+                    help="json: as the admin API gives them (default: table)")
     cl.set_defaults(func=run(conversations_list))
     for name, fn, what in (("show", conversation_show, "its system prompt and turns (JSON)"),
                            ("delete", conversation_delete, "for good, with its summaries")):
         one = cs.add_parser(name, parents=[common], help=what)
-        one.add_argument("id")
+        one.add_argument("id", help="the conversation's id (see conversations list)")
         one.add_argument("--owner", required=True,
                          help="ids are unique per owner: see `conversations list`")
         one.set_defaults(func=run(fn))
 
     s = sub.add_parser("spend", parents=[common], help="spend from the ledger, grouped")
-    s.add_argument("--by", choices=SPEND_GROUPS, default="day")
-    s.add_argument("--since", help="a UTC date or datetime (2026-11-01, 2026-11-01T12:00:00Z) "
-                   "or epoch seconds")
-    s.add_argument("--until", help="same forms; a date alone includes that whole day")
-    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--by", choices=SPEND_GROUPS, default="day",
+                   help="what a row of the report is: a UTC day (the default), the model "
+                   "asked for (an alias, tier:NAME, ...), the upstream provider/model that "
+                   "answered, the key, user, team, feature, kind (chat, embeddings) or batch")
+    add_window(s)
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="csv: the groups without a total row; json: the admin API's answer "
+                   "(default: table)")
     s.set_defaults(func=run(spend))

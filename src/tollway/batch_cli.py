@@ -3,9 +3,9 @@ a shell, against the gateway's /v1/files and /v1/batches (or anything that speak
 `tollway simulate`, api.openai.com).
 
 The client is the official openai SDK, so the CLI speaks the wire format as every app
-does. `--base-url` defaults to TOLLWAY_BASE_URL, else TOLLWAY_URL (what `tollway keys`
-reads), else http://127.0.0.1:4000 (`tollway serve`'s default); /v1 is added when
-missing. The key: `--api-key`, else TOLLWAY_API_KEY, else TOLLWAY_MASTER_KEY.
+does. `--base-url` defaults to TOLLWAY_BASE_URL, else what `tollway keys` reads
+(TOLLWAY_URL, else server.host/port of the configuration, else http://127.0.0.1:4000);
+/v1 is added when missing. The key: `--api-key`, else TOLLWAY_API_KEY, else TOLLWAY_MASTER_KEY.
 
 Waiting polls the batch: a progress bar on stderr (lines done of total, failed, dollars
 so far from the gateway's `tollway.cost_usd`), then a summary on stdout; the exit status
@@ -24,7 +24,8 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from tollway.admin_cli import DEFAULT_URL, table, usd, usd_places, when
+from tollway.accounting.money import usd, usd_column
+from tollway.admin_cli import DEFAULT_URL, gateway_url, table, when
 
 if TYPE_CHECKING:
     from openai import APIStatusError, OpenAI
@@ -72,7 +73,7 @@ def connect(args: argparse.Namespace) -> OpenAI:
     import openai
 
     url = (args.base_url or os.environ.get("TOLLWAY_BASE_URL")
-           or os.environ.get("TOLLWAY_URL") or DEFAULT_URL).rstrip("/")
+           or gateway_url(None, args.config)[0]).rstrip("/")
     key = (args.api_key or os.environ.get("TOLLWAY_API_KEY")
            or os.environ.get("TOLLWAY_MASTER_KEY"))
     # An open gateway takes any key; the SDK insists on one.
@@ -173,9 +174,9 @@ def batches_table(batches: list[Batch]) -> str:
     if not batches:
         return "no batches yet (tollway batch submit FILE.jsonl)"
     progress = [Progress.of(b) for b in batches]
-    places = usd_places([p.cost_usd for p in progress if p.cost_usd is not None])
+    costs = iter(usd_column([p.cost_usd for p in progress if p.cost_usd is not None]))
     rows = [[b.id, p.status, f"{p.done}/{p.total}", str(p.failed),
-             "-" if p.cost_usd is None else usd(p.cost_usd, places), when(b.created_at)]
+             "-" if p.cost_usd is None else next(costs), when(b.created_at)]
             for b, p in zip(batches, progress, strict=True)]
     return table(["ID", "STATUS", "DONE", "FAILED", "COST USD", "CREATED"], rows,
                  right={2, 3, 4})
@@ -236,22 +237,33 @@ def errors_path(out: Path) -> Path:
     return out.with_name(stem + ".errors.jsonl")
 
 
-def copy_file(client: OpenAI, file_id: str, sink: IO[bytes]) -> int:
-    """Stream a file's content into `sink`; returns its lines."""
+def copy_file(client: OpenAI, file_id: str, sink: IO[bytes],
+              progress: Callable[[int], object] | None = None) -> int:
+    """Stream a file's content into `sink`; returns its lines (`progress` is told those
+    of each chunk)."""
     lines = 0
     with client.files.with_streaming_response.content(file_id) as r:
         for chunk in r.iter_bytes():
             sink.write(chunk)
-            lines += chunk.count(b"\n")
+            lines += (n := chunk.count(b"\n"))
+            if progress is not None:
+                progress(n)
     return lines
 
 
-def save(client: OpenAI, file_id: str | None, path: Path) -> int:
-    """The file at `path` whole or not at all (no file id: empty)."""
+def save(client: OpenAI, file_id: str | None, path: Path, expected: int) -> int:
+    """The file at `path` whole or not at all (no file id: empty), a progress bar of its
+    `expected` lines on stderr while it downloads (a large batch's take a while)."""
+    from tqdm import tqdm
+
     part = path.with_name(path.name + ".part")
     try:
         with part.open("wb") as f:
-            lines = copy_file(client, file_id, f) if file_id else 0
+            lines = 0
+            if file_id:
+                with tqdm(total=expected or None, desc=path.name, unit="line",
+                          file=sys.stderr, dynamic_ncols=True) as bar:
+                    lines = copy_file(client, file_id, f, bar.update)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -262,10 +274,13 @@ def save(client: OpenAI, file_id: str | None, path: Path) -> int:
 def save_results(client: OpenAI, batch: Batch, out: Path) -> str:
     """The output lines at `out`, the error lines beside it (a stale errors file from an
     earlier run is removed, so the pair always describes this batch)."""
-    written = f"wrote {save(client, batch.output_file_id, out)} result lines to {out}"
+    p = Progress.of(batch)
+    written = (f"wrote {save(client, batch.output_file_id, out, p.completed)} result lines "
+               f"to {out}")
     errors = errors_path(out)
     if batch.error_file_id:
-        return written + f", {save(client, batch.error_file_id, errors)} error lines to {errors}"
+        return written + (f", {save(client, batch.error_file_id, errors, p.failed)} error "
+                          f"lines to {errors}")
     errors.unlink(missing_ok=True)
     return written + " (no error lines)"
 
@@ -369,7 +384,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     """Register `batch` on the top-level `tollway` subparsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--base-url", "--url", dest="base_url", help="the gateway "
-                        f"(default: TOLLWAY_BASE_URL, else TOLLWAY_URL, else {DEFAULT_URL})")
+                        "(default: TOLLWAY_BASE_URL, else TOLLWAY_URL, else server.host and "
+                        f"server.port of the configuration, else {DEFAULT_URL})")
+    common.add_argument("--config", help="the gateway's configuration, for its address "
+                        "(default: TOLLWAY_CONFIG, else ./tollway.yaml)")
     common.add_argument("--api-key", help="default: TOLLWAY_API_KEY, else TOLLWAY_MASTER_KEY "
                         "(prefer them: an argument shows in ps and shell history)")
     waiting = argparse.ArgumentParser(add_help=False)

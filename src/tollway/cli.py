@@ -1,5 +1,5 @@
 """`tollway serve | simulate | tokens | check-config | cache eval`; the commands of
-admin_cli.py and batch_cli.py registered."""
+admin_cli.py, ledger_cli.py and batch_cli.py registered."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 
 from tollway.errors import ConfigError
 from tollway.version import __version__
+
+CONFIG_HELP = ("the configuration file (default: TOLLWAY_CONFIG, else ./tollway.yaml, "
+               "else the embedded zero-setup one)")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -68,14 +71,22 @@ def _serve(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     import asyncio
 
+    from tqdm import tqdm
+
     from tollway import config as config_mod
-    from tollway.store.postgres import migrate
+    from tollway.store.postgres import migrate, migrations
 
     url = args.postgres_url or config_mod.load(args.config).store.postgres_url
     if not url:
         raise ConfigError("migrate: give --postgres-url or a config with "
                           "store.postgres_url")
-    applied = asyncio.run(migrate(url))
+    # One over a large ledger can take minutes: the bar says which is under way.
+    with tqdm(total=len(migrations()), desc="migrations", unit="migration",
+              file=sys.stderr) as bar:
+        def done(version: int) -> None:
+            bar.set_postfix_str(f"{version:04d} checked", refresh=False)
+            bar.update()
+        applied = asyncio.run(migrate(url, done))
     print(f"applied migrations {applied}" if applied else "the schema is up to date")
     return 0
 
@@ -89,17 +100,37 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from tollway import config as config_mod
+    from tollway.config import served
 
     cfg = config_mod.load(args.config)
-    print(f"ok: {len(cfg.models)} models ({', '.join(cfg.public_models())})")
+    if not cfg.models:  # valid, but every request would be answered 404
+        print("tollway: warning: the configuration serves no model: every request would "
+              "be refused. Add one under `models:` (tollway.example.yaml has examples).",
+              file=sys.stderr)
+        return 1
+    print(f"ok: serves {served.summary(cfg)}")
     return 0
 
 
 def _tokens(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from tollway import config as config_mod
-    from tollway.accounting.estimate import estimate, parse_input, render
+    from tollway.accounting.estimate import estimate, parse_input, render, served_by
+    from tollway.accounting.prices import load_table
+    from tollway.config import served
     from tollway.errors import InvalidRequest
 
+    cfg = config_mod.load(args.config)
+    table = load_table(cfg.prices)
+    entries = served_by(cfg, table)
+    if args.model:  # before reading the input, which may be a terminal's
+        name = served.target(cfg, args.model)
+        if not any(e[0] == name for e in entries):
+            print(f"tollway: {served.unknown(cfg, args.model, [e[0] for e in entries])}",
+                  file=sys.stderr)
+            return 1
+        entries = [e for e in entries if e[0] == name]
     if args.file in (None, "-"):
         raw = sys.stdin.read()
     else:
@@ -114,10 +145,9 @@ def _tokens(args: argparse.Namespace) -> int:
     except InvalidRequest as e:
         print(f"tollway: {e.message}", file=sys.stderr)
         return 1
-    cfg = config_mod.load(args.config)
-    rows = estimate(source, cfg)
-    if args.model:
-        rows = [r for r in rows if r.model == args.model]
+    # Each model's tokenizer loads on first use: a second or more apiece.
+    rows = estimate(source, cfg, table, tqdm(entries, desc="counting", unit="model",
+                                             file=sys.stderr, leave=False))
     print(render(rows, source))
     return 0
 
@@ -159,12 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="serve the OpenAI/Anthropic-compatible API")
-    s.add_argument("--config", help="tollway.yaml (default: ./tollway.yaml, else embedded)")
+    s.add_argument("--config", help=CONFIG_HELP)
     s.add_argument("--host", help="default 127.0.0.1 (or server.host)")
     s.add_argument("--port", type=int, help="default 4000 (or server.port)")
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default: %(default)s; more than one needs the "
+                   "shared store)")
     s.add_argument("--log-level", default="warning",
-                   choices=["critical", "error", "warning", "info", "debug"])
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="the least severe log lines shown on stderr (default: %(default)s)")
     s.add_argument("--quiet", action="store_true",
                    help="print only the line saying where it serves, not the start-up report")
     s.set_defaults(func=_serve)
@@ -176,19 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_simulate)
 
     m = sub.add_parser("migrate", help="apply the shared store's PostgreSQL migrations")
-    m.add_argument("--config")
+    m.add_argument("--config", help=CONFIG_HELP + "; its store.postgres_url")
     m.add_argument("--postgres-url", help="default: store.postgres_url of the config")
     m.set_defaults(func=_migrate)
 
-    c = sub.add_parser("check-config", help="validate a configuration and exit")
-    c.add_argument("--config")
+    c = sub.add_parser("check-config", help="validate a configuration, say what it serves "
+                       "and exit (1: an error, or a configuration that serves no model)")
+    c.add_argument("--config", help=CONFIG_HELP)
     c.set_defaults(func=_check_config)
 
     t = sub.add_parser("tokens", help="tokens and input cost of a text or messages JSON "
                        "on each configured model")
     t.add_argument("file", nargs="?", help="a text file or a messages JSON; - or none: stdin")
-    t.add_argument("--config")
-    t.add_argument("--model", help="only this configured model")
+    t.add_argument("--config", help=CONFIG_HELP + "; its models are priced")
+    t.add_argument("--model", help="only this model (a name, alias or tier:NAME the "
+                   "configuration serves; another is an error)")
     t.set_defaults(func=_tokens)
 
     cache = sub.add_parser("cache", help="the response cache")
@@ -215,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tollway import admin_cli
 
     admin_cli.add_commands(sub)  # keys create|list|revoke|rotate, spend, conversations
+    from tollway import ledger_cli
+
+    ledger_cli.add_commands(sub)  # ledger export
     from tollway import batch_cli
 
     batch_cli.add_commands(sub)  # batch submit|status|results|cancel|list

@@ -41,6 +41,7 @@ import orjson
 from tqdm import tqdm
 
 from tollway.accounting import prices
+from tollway.accounting.money import usd_column
 from tollway.types import Usage
 from tollway.wire import trace as trace_format
 from tollway.wire.trace import Conversation, Turn
@@ -273,16 +274,17 @@ def report(runs: list[PolicyRun]) -> str:
     head = ["policy", "bill (upstream usage)", "vs first", "ledger", "turns", "refused",
             "cache hits", "wrong hits", "answered by"]
     rows = []
-    for r in runs:
+    bills = usd_column([r.upstream_usd for r in runs])
+    ledgers = usd_column([r.ledger_usd for r in runs])
+    for r, bill, ledger in zip(runs, bills, ledgers, strict=True):
         n = len(r.answered)
         hits = sum(a.cache in ("hit", "semantic-hit") for a in r.answered)
         refused = sum(a.status != 200 for a in r.answered)
         models = Counter(a.model for a in r.answered if a.status == 200 and a.model)
         by = ", ".join(f"{m} {c / max(n - refused, 1):.0%}" for m, c in models.most_common())
         share = r.upstream_usd / base.upstream_usd if base.upstream_usd else float("nan")
-        rows.append([r.config.name, f"${r.upstream_usd:.4f}", f"{share:.1%}",
-                     f"${r.ledger_usd:.4f}", str(n), str(refused), str(hits),
-                     str(r.wrong_hits()), by])
+        rows.append([r.config.name, f"${bill}", f"{share:.1%}", f"${ledger}", str(n),
+                     str(refused), str(hits), str(r.wrong_hits()), by])
     widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
     line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
     body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]

@@ -91,6 +91,24 @@ async def test_ledger_appends_are_idempotent_and_grouped(store: Store) -> None:
     assert [s.group for s in only_last] == ["chat"]
 
 
+async def test_spend_by_model_is_the_name_asked_and_by_upstream_what_answered(
+        store: Store) -> None:
+    rows = [_row(0, model_asked="fast", provider="openai", model="gpt-4o-mini", cost_usd=0.25),
+            _row(1, model_asked="fast", provider="anthropic", model="claude-3-5-haiku",
+                 cost_usd=0.5),  # a fallback answered
+            _row(2, model_asked="fast", status=429, outcome="refused"),  # nothing upstream
+            _row(3, model_asked="gpt-4o-mini", provider="openai", model="gpt-4o-mini",
+                 cost_usd=1.0),
+            _row(4, model_asked="", model="", provider="")]
+    await store.ledger.append(rows)
+    by_model = [(s.group, s.requests, s.cost_usd) for s in await store.ledger.spend("model")]
+    assert by_model == [("(none)", 1, 0.0), ("fast", 3, pytest.approx(0.75)),
+                        ("gpt-4o-mini", 1, 1.0)]
+    upstream = [(s.group, s.requests, s.cost_usd) for s in await store.ledger.spend("upstream")]
+    assert upstream == [("(none)", 2, 0.0), ("anthropic/claude-3-5-haiku", 1, 0.5),
+                        ("openai/gpt-4o-mini", 2, pytest.approx(1.25))]
+
+
 async def test_a_batch_lines_row_keeps_its_batch_and_spend_groups_by_it(store: Store) -> None:
     rows = [_row(0, batch_id="batch_a", cost_usd=0.25, input_tokens=3, output_tokens=4),
             _row(1, batch_id="batch_a", kind="embeddings", cost_usd=0.5, input_tokens=8),

@@ -15,14 +15,16 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import openai
 import orjson
 import pytest
+import yaml
 
 from tests.conftest import gateway_config
-from tests.helpers.gateway import GatewayHandle, free_port, start_gateway
+from tests.helpers.gateway import GatewayHandle, free_port, start_gateway, wait_http
 from tests.helpers.sim import SimHandle
 from tollway.keys import hash_secret
 
@@ -431,3 +433,146 @@ def test_cli_reports_errors_and_a_missing_gateway(agw: GatewayHandle) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     r = cli(agw, "keys", "list", "--url", nowhere)
     assert r.returncode == 1 and nowhere in r.stderr and "tollway serve" in r.stderr
+
+
+async def test_cli_spend_takes_relative_times(agw: GatewayHandle, fresh_sim: SimHandle) -> None:
+    tag = secrets.token_hex(4)
+    feature, rid = f"rel-{tag}", f"rel-{tag}"
+    secret, _ = new_key(agw, name="relative")
+    await chat(agw, secret, "relative times", feature=feature, rid=rid)
+    assert len(ledger_rows(agw, {rid})) == 1
+
+    def groups(*window: str) -> set[str]:
+        out = cli(agw, "spend", "--by", "feature", *window, "--format", "json")
+        assert out.returncode == 0, out.stderr
+        return {r["group"] for r in orjson.loads(out.stdout)["data"]}
+
+    assert feature in groups("--since", "1h")
+    assert feature in groups("--since", "today", "--until", "today")
+    assert feature not in groups("--since", "yesterday", "--until", "yesterday")
+    assert feature not in groups("--until", "1h")
+
+
+def test_cli_finds_the_gateway_from_its_configuration(agw: GatewayHandle,
+                                                      tmp_path: Path) -> None:
+    """server.host/port of ./tollway.yaml (or --config), as `tollway serve` reads them; the
+    providers' secrets it names need not be set in the admin's shell."""
+    cfg = tmp_path / "tollway.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "server": {"host": "0.0.0.0", "port": agw.port},
+        "models": {"m": {"deployments": [{"provider": "openai", "model": "m",
+                                          "api_key": "${PROVIDER_KEY_NOT_SET}"}]}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLWAY_")}
+    env["TOLLWAY_MASTER_KEY"] = MASTER
+
+    def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tollway.cli", *argv], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    here = run("keys", "list", "--format", "json", cwd=tmp_path)
+    assert here.returncode == 0, here.stderr
+    assert isinstance(orjson.loads(here.stdout), list)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    named = run("spend", "--config", str(cfg), "--since", "1h", cwd=elsewhere)
+    assert named.returncode == 0, named.stderr
+    assert named.stdout.startswith("DAY")
+
+    port = free_port()  # nothing listens there: the error says where the URL came from
+    cfg.write_text(yaml.safe_dump({"server": {"port": port}}))
+    gone = run("keys", "list", cwd=tmp_path)
+    assert gone.returncode == 1
+    assert f"http://127.0.0.1:{port}" in gone.stderr and "tollway.yaml" in gone.stderr
+
+
+async def test_cli_spend_by_model_is_the_name_asked_and_by_upstream_what_answered(
+        agw: GatewayHandle, fresh_sim: SimHandle) -> None:
+    secret, _ = new_key(agw, name="models")
+    client = sdk(agw, secret)
+    rids = set()
+    for model in ("sim-alias", "sim", "sim-alias"):
+        rid = f"model-{secrets.token_hex(4)}"
+        rids.add(rid)
+        await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "which model?"}],
+            extra_headers={"x-request-id": rid})
+    assert len(ledger_rows(agw, rids)) == 3
+
+    def report(by: str) -> dict[str, int]:
+        out = cli(agw, "spend", "--by", by, "--since", "1h", "--format", "json")
+        assert out.returncode == 0, out.stderr
+        return {r["group"]: r["requests"] for r in orjson.loads(out.stdout)["data"]}
+
+    # Every test's requests are in the window: compare the groups, at least these counts.
+    by_model, upstream = report("model"), report("upstream")
+    assert by_model["sim-alias"] >= 2 and by_model["sim"] >= 1
+    assert "sim-model" not in by_model  # an upstream name never joins the asked ones
+    assert upstream["openai/sim-model"] >= 3
+    assert not {"sim", "sim-alias"} & set(upstream)
+    assert sum(by_model.values()) == sum(upstream.values())
+    table = cli(agw, "spend", "--by", "upstream", "--since", "1h")
+    assert table.stdout.startswith("UPSTREAM (PROVIDER/MODEL)")
+
+
+async def test_cli_ledger_export_pages_through_a_window_with_a_progress_bar(
+        agw: GatewayHandle, fresh_sim: SimHandle, tmp_path: Path) -> None:
+    secret, _ = new_key(agw, name="exporter")
+    tag = secrets.token_hex(4)
+    rids = {f"export-{tag}-{i}" for i in range(5)}
+    for rid in sorted(rids):
+        await chat(agw, secret, "export me", feature=f"export-{tag}", rid=rid)
+    mine = ledger_rows(agw, rids)
+    assert len(mine) == 5
+    check_exports(agw, mine, tmp_path)
+
+
+def check_exports(gw: GatewayHandle, mine: list[dict[str, Any]], tmp_path: Path) -> None:
+    """JSON lines in pages of 2, then CSV into a file, of the window from `mine`."""
+    agw, rids = gw, {r["request_id"] for r in mine}
+    since = str(min(r["ts"] for r in mine))
+    lines = cli(agw, "ledger", "export", "--since", since, "--page-size", "2")
+    assert lines.returncode == 0, lines.stderr
+    rows = [orjson.loads(ln) for ln in lines.stdout.splitlines()]
+    assert {r["request_id"] for r in rows} >= rids  # every page followed
+    assert len({r["id"] for r in rows}) == len(rows)
+    n = len(rows)
+    assert "ledger: 100%" in lines.stderr and f"{n}/{n}" in lines.stderr
+
+    out = tmp_path / "ledger.csv"
+    csv_run = cli(agw, "ledger", "export", "--since", since, "--format", "csv",
+                  "--out", str(out))
+    assert csv_run.returncode == 0, csv_run.stderr
+    assert csv_run.stdout == "" and f"wrote {n} rows to {out}" in csv_run.stderr
+    header, *body = out.read_text().splitlines()
+    assert header.split(",")[:3] == ["id", "request_id", "ts"]
+    got = {line.split(",")[1]: line.split(",") for line in body}
+    cost = header.split(",").index("cost_usd")
+    for r in mine:
+        assert float(got[r["request_id"]][cost]) == pytest.approx(r["cost_usd"], abs=1e-12)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_serve_and_the_cli_both_take_the_port_of_tollway_yaml(sim: SimHandle,
+                                                              tmp_path: Path) -> None:
+    """The flow of `make run`: `tollway serve` and then `tollway keys` in the directory of
+    a tollway.yaml, neither told a URL or a port."""
+    port = free_port()
+    config = gateway_config(sim.url)
+    config["server"] = {**cast(dict[str, Any], config["server"]), "port": port}
+    (tmp_path / "tollway.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOLLWAY_", "OPENAI_"))}
+    env["TOLLWAY_MASTER_KEY"] = MASTER
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tollway.cli", "serve"], cwd=tmp_path,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, log)
+        made = subprocess.run([sys.executable, "-m", "tollway.cli", "keys", "create", "--name",
+                               "by-config"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.startswith("id:  key_")
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -250,6 +250,8 @@ def test_results_to_the_terminal_and_to_files(sim: SimHandle, client: openai.Ope
     r = cli(sim, "results", bid, "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert out.read_text() == expected_out
+    n = expected_out.count("\n")  # the download's progress bar, at its end
+    assert re.search(rf"got: 100%.* {n}/{n} ", r.stderr), r.stderr
     assert (tmp_path / "got.errors.jsonl").read_text() == expected_errors
     assert r.stdout == ""
 

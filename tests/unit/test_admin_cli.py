@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import argparse
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import orjson
 import pytest
 
 from tests.helpers.gateway import free_port
-from tollway import admin_cli
+from tollway import admin_cli, relative_time
+from tollway.accounting.money import usd, usd_column
 from tollway.accounting.rows import SpendRow
-from tollway.admin_cli import KeyView, SpendReport, parse_budget, parse_duration, usd
+from tollway.admin_cli import KeyView, SpendReport, parse_budget, parse_duration
 from tollway.config import Budget
+from tollway.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -139,6 +144,8 @@ def test_dollars_are_exact_for_small_amounts() -> None:
     assert usd(0.000046 * 3) == "0.000138"  # float-sum noise is gone, not the value
     assert usd(1e-12) == "0.000000000001"
     assert usd(0.5, decimals=6) == "0.500000"
+    assert usd(-0.0) == "0.00"
+    assert usd_column([1.5, 0.000138, 0]) == ["1.500000", "0.000138", "0.000000"]
 
 
 def row(group: str, n: int, cost: float, saved: float = 0.0) -> SpendRow:
@@ -174,6 +181,17 @@ def test_spend_csv_has_groups_but_no_total(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out.splitlines() == [
         "day,requests,input_tokens,output_tokens,cost_usd,saved_usd",
         "2026-11-01,2,20,40,0.0000921,0.00"]
+
+
+def test_table_and_csv_print_the_same_dollars(capsys: pytest.CaptureFixture[str]) -> None:
+    report = SpendReport(by="model", data=[row("a", 1, 0.5, saved=0.25),
+                                           row("b", 2, 0.000138, saved=1e-9)],
+                         total=row("total", 3, 0.500138, saved=0.250000001))
+    admin_cli.spend_csv(report)
+    csv_cells = [ln.split(",")[-2:] for ln in capsys.readouterr().out.splitlines()[1:]]
+    table_cells = [ln.split()[-2:] for ln in admin_cli.spend_table(report).splitlines()[1:3]]
+    assert csv_cells == table_cells == [["0.500000", "0.250000000"],
+                                        ["0.000138", "0.000000001"]]
 
 
 def test_key_table_shows_hints_limits_and_status() -> None:
@@ -261,3 +279,81 @@ def test_no_master_key_is_explained(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("TOLLWAY_MASTER_KEY", raising=False)
     assert run(["spend"]) == 1
     assert "TOLLWAY_MASTER_KEY" in capsys.readouterr().err
+
+
+# --- relative times and the gateway's address ------------------------------------------
+
+MIDNIGHT = 1_790_035_200.0  # 2026-09-22T00:00:00Z
+NOW = MIDNIGHT + 12 * 3600 + 34
+
+
+@pytest.mark.parametrize(("text", "end", "want"), [
+    ("1h", False, NOW - 3600), ("30m", False, NOW - 1800), ("7d", False, NOW - 7 * 86400),
+    ("2w", True, NOW - 14 * 86400), ("90s", False, NOW - 90), ("1.5h ago", False, NOW - 5400),
+    ("now", True, NOW), ("today", False, MIDNIGHT), ("today", True, MIDNIGHT + 86400),
+    ("yesterday", False, MIDNIGHT - 86400), ("Yesterday", True, MIDNIGHT),
+])
+def test_relative_times_are_resolved_against_now(text: str, end: bool, want: float) -> None:
+    assert float(relative_time.resolve(text, NOW, end=end)) == pytest.approx(want, abs=1e-3)
+
+
+def test_absolute_times_pass_through_and_nonsense_is_refused() -> None:
+    for text in ("2026-11-01", "2026-11-01T12:00:00Z", "1790000000", "1790000000.5"):
+        assert relative_time.resolve(text, NOW) == text
+    for bad in ("last week", "1y", "-1h", "2026-13-01"):
+        with pytest.raises(ValueError, match="30m, 1h, 7d"):
+            relative_time.resolve(bad, NOW)
+
+
+def test_spend_sends_relative_times_as_epoch_seconds(stub: Stub,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    stub.reply = {"by": "day", "data": [], "total": msgspec_row("total")}
+    before = time.time()
+    assert run(["spend", "--since", "1h", "--until", "now", "--format", "json"]) == 0
+    q = parse_qs(urlsplit(stub.seen[-1].path).query)
+    since, until = float(q["since"][0]), float(q["until"][0])
+    assert until - since == pytest.approx(3600, abs=1e-3)
+    assert before <= until <= time.time()
+    assert run(["spend", "--since", "last week"]) == 1
+    assert capsys.readouterr().err.startswith("tollway: since: expected a UTC date")
+    assert len(stub.seen) == 1  # refused before asking the gateway
+
+
+def test_listen_url_reaches_the_server_from_this_machine() -> None:
+    assert admin_cli.listen_url("127.0.0.1", 4100) == "http://127.0.0.1:4100"
+    assert admin_cli.listen_url("0.0.0.0", 4100) == "http://127.0.0.1:4100"
+    assert admin_cli.listen_url("::", 4100) == "http://[::1]:4100"
+    assert admin_cli.listen_url("gw.internal", 80) == "http://gw.internal:80"
+
+
+def test_the_url_comes_from_the_option_the_environment_then_the_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("server:\n  port: 4123\n  host: 0.0.0.0\nmodels:\n  m:\n    deployments:\n"
+                   "      - {provider: openai, model: m, api_key: '${NOT_SET_HERE}'}\n")
+    monkeypatch.delenv("TOLLWAY_URL", raising=False)
+    monkeypatch.delenv("TOLLWAY_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert admin_cli.gateway_url(None, None) == (admin_cli.DEFAULT_URL, "the default")
+    assert admin_cli.gateway_url(None, str(cfg)) == (
+        "http://127.0.0.1:4123", f"server.host/port of {cfg}")  # no provider secret needed
+    monkeypatch.setenv("TOLLWAY_CONFIG", str(cfg))
+    assert admin_cli.gateway_url(None, None)[0] == "http://127.0.0.1:4123"
+    monkeypatch.setenv("TOLLWAY_URL", "http://env:1")
+    assert admin_cli.gateway_url(None, str(cfg)) == ("http://env:1", "TOLLWAY_URL")
+    assert admin_cli.gateway_url("http://opt:2", str(cfg)) == ("http://opt:2", "--url")
+
+
+def test_a_bad_server_section_is_a_configuration_error(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOLLWAY_URL", raising=False)
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("server:\n  prot: 4123\n")
+    with pytest.raises(ConfigError, match=r"server: unknown field `prot` \(did you mean `port`"):
+        admin_cli.gateway_url(None, str(cfg))
+
+
+def test_spend_tables_say_which_model_name_they_group_by() -> None:
+    for by, head in (("model", "MODEL ASKED"), ("upstream", "UPSTREAM (PROVIDER/MODEL)")):
+        report = SpendReport(by=by, data=[row("x", 1, 0.1)], total=row("total", 1, 0.1))
+        assert admin_cli.spend_table(report).splitlines()[0].startswith(head)

@@ -65,3 +65,17 @@ def test_errors_file_names_and_arguments() -> None:
         with pytest.raises(argparse.ArgumentTypeError):
             batch_cli.metadata_pair(bad)
     assert batch_cli.duration(59) == "59s" and batch_cli.duration(3 * 3600 + 300) == "3h 05m"
+
+
+def test_the_gateway_address_comes_from_the_configuration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("TOLLWAY_URL", "TOLLWAY_BASE_URL", "TOLLWAY_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = tmp_path / "tollway.yaml"
+    cfg.write_text("server: {port: 4321}\n")
+    p = argparse.ArgumentParser()
+    batch_cli.add_commands(p.add_subparsers(dest="command"))
+    args = p.parse_args(["batch", "list", "--config", str(cfg)])
+    assert str(batch_cli.connect(args).base_url) == "http://127.0.0.1:4321/v1/"
+    monkeypatch.setenv("TOLLWAY_BASE_URL", "http://elsewhere:1")
+    assert str(batch_cli.connect(args).base_url) == "http://elsewhere:1/v1/"

@@ -35,9 +35,9 @@ def test_every_timeout_reaches_the_deployment() -> None:
     [
         ({"server": {"port": "abc"}}, "server.port: Expected `int`, got `str`"),
         ({"server": {"port": 70000}}, "server.port: expected 1-65535"),
-        ({"server": {"bogus": 1}}, "server: Object contains unknown field `bogus`"),
+        ({"server": {"bogus": 1}}, "server: unknown field `bogus`"),
         ({"models": {"x": {"deployments": [{"provider": "foo", "model": "m"}]}}},
-         "deployments[0].provider: Invalid enum value 'foo'"),
+         "models.x.deployments[0].provider: invalid value 'foo'"),
         ({"models": {"x": {"deployments": []}}}, "models.x.deployments: expected at least one"),
         ({"models": {"x": {"deployments": [{"provider": "openai", "model": "m"}]}}},
          "models.x.deployments[0].api_key: required for provider openai"),
@@ -104,3 +104,52 @@ def test_cli_reports_yaml_syntax_error(tmp_path: Path) -> None:
                         str(bad)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "not valid YAML" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- what an error suggests ------------------------------------------------------------
+
+LOCAL = {"deployments": [{"provider": "local", "model": "m"}]}
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"modles": {}}, "(top level): unknown field `modles` (did you mean `models`?)"),
+    ({"server": {"prot": 4000}}, "server: unknown field `prot` (did you mean `port`?)"),
+    ({"models": {"ok": LOCAL, "x": {"deployments": [
+        {"provider": "local", "model": "m"}, {"provider": "local", "model": "m", "weigth": 2}]}}},
+     "models.x.deployments[1]: unknown field `weigth` (did you mean `weight`?)"),
+    ({"models": {"x": {"deployments": [{"provider": "opneai", "model": "m"}]}}},
+     "models.x.deployments[0].provider: invalid value 'opneai': expected one of anthropic, "
+     "local, openai (did you mean 'openai'?)"),
+    ({"server": {"unpriced": "never"}},
+     "server.unpriced: invalid value 'never': expected one of allow, refuse, "
+     "refuse_if_dollar_limit"),
+    ({"guards": {"pii": 3}}, "guards.pii: Expected `str`, got `int`: one of block, log, off, "
+     "redact"),
+    ({"budgets": {"teams": {"a": [{"period": "weekly", "usd": 1}]}}},
+     "budgets.teams[...][0].period: invalid value 'weekly': expected one of day, month, total"),
+    ({"prices": {1: {"input": 1, "output": 2}}}, "prices: a key: Expected `str`, got `int`"),
+    ({"models": {"fast": LOCAL}, "aliases": {"default": "fsat"}},
+     "aliases.default: points to 'fsat', which is not a model (did you mean 'fast'?)"),
+    ({"models": {"fast": LOCAL, "smart": {**LOCAL, "fallbacks": ["fats"]}}},
+     "models.smart.fallbacks[0]: 'fats' is not a configured model (did you mean 'fast'?)"),
+])
+def test_errors_list_valid_values_and_suggest_the_nearest_name(raw: object,
+                                                               message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.parse(raw, env={})
+    assert str(e.value) == message
+
+
+def test_an_unknown_field_with_no_near_name_lists_the_fields() -> None:
+    with pytest.raises(ConfigError) as e:
+        config.parse({"store": {"zzz": 1}}, env={})
+    assert str(e.value).startswith("store: unknown field `zzz`; the fields here are kind, ")
+
+
+def test_cli_prints_the_suggestion(tmp_path: Path) -> None:
+    bad = tmp_path / "tollway.yaml"
+    bad.write_text("server:\n  prot: 4100\n")
+    r = subprocess.run([sys.executable, "-m", "tollway.cli", "check-config", "--config",
+                        str(bad)], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (1, "tollway: configuration error: server: unknown "
+                                           "field `prot` (did you mean `port`?)\n")

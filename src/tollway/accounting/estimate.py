@@ -3,13 +3,15 @@ before sending it anywhere."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import orjson
 
-from tollway.accounting.prices import PriceTable, format_usd, load_table, price_from_config
+from tollway.accounting.money import usd_column
+from tollway.accounting.prices import PriceTable, load_table, price_from_config
 from tollway.accounting.tokens import count_request, count_text, encoding_name_for
 from tollway.config import Config, DeploymentConfig
 from tollway.config.wildcards import Patterns, fill, is_pattern
@@ -23,7 +25,7 @@ class Row:
     deployment: str  # provider/upstream model
     encoding: str
     tokens: int
-    input_usd: str  # "unpriced" when there is no price
+    input_usd: float | None  # None: the model has no price
 
 
 def parse_input(raw: str) -> ChatRequest | str:
@@ -48,20 +50,25 @@ def parse_input(raw: str) -> ChatRequest | str:
     return req
 
 
-def estimate(source: ChatRequest | str, config: Config,
-             table: PriceTable | None = None) -> list[Row]:
+Served = tuple[str, DeploymentConfig, str]
+
+
+def estimate(source: ChatRequest | str, config: Config, table: PriceTable | None = None,
+             entries: Iterable[Served] | None = None) -> list[Row]:
+    """A row per entry (default: every name served, per deployment): `entries` may be
+    fewer, or wrapped in a progress bar."""
     table = table if table is not None else load_table(config.prices)
     rows: list[Row] = []
-    for name, d, model in _served(config, table):
+    for name, d, model in entries if entries is not None else served_by(config, table):
         tokens = (count_text(source, model) if isinstance(source, str)
                   else count_request(source, model))
         price = price_from_config(d.price) if d.price else table.get(model)
-        usd = "unpriced" if price is None else "$" + format_usd(tokens * price.input / 1e6)
+        usd = None if price is None else tokens * price.input / 1e6
         rows.append(Row(name, f"{d.provider}/{model}", encoding_name_for(model), tokens, usd))
     return rows
 
 
-def _served(config: Config, table: PriceTable) -> list[tuple[str, DeploymentConfig, str]]:
+def served_by(config: Config, table: PriceTable) -> list[Served]:
     """(the name clients use, a deployment, its upstream model) for every configured
     alias, and for every model of the price table a wildcard alias serves."""
     out = [(alias, d, d.model) for alias, mc in sorted(config.models.items())
@@ -80,7 +87,9 @@ def render(rows: list[Row], source: ChatRequest | str) -> str:
             else f"{len(source.messages)} messages" + (f", {len(source.tools)} tools"
                                                         if source.tools else ""))
     head = ("model", "deployment", "encoding", "input tokens", "input cost")
-    table = [head, *((r.model, r.deployment, r.encoding, str(r.tokens), r.input_usd)
+    costs = iter(usd_column([r.input_usd for r in rows if r.input_usd is not None]))
+    table = [head, *((r.model, r.deployment, r.encoding, str(r.tokens),
+                      "unpriced" if r.input_usd is None else "$" + next(costs))
                      for r in rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = [f"input: {what}"]

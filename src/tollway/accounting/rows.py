@@ -84,11 +84,31 @@ class SpendRow(msgspec.Struct, kw_only=True):
     saved_usd: float
 
 
-SPEND_GROUPS = ("day", "model", "key", "user", "team", "feature", "kind", "batch")
+SPEND_GROUPS = ("day", "model", "upstream", "key", "user", "team", "feature", "kind", "batch")
+
+
+def upstream_of(r: LedgerRow) -> str:
+    """The deployment that answered, as provider/model (`(none)`: nothing upstream
+    answered, e.g. a refusal)."""
+    if r.provider and r.model:
+        return f"{r.provider}/{r.model}"
+    return r.model or "(none)"
+
+
+def served_model(r: LedgerRow) -> str:
+    """The dashboard's model: the upstream one that answered, else the name asked (a
+    refusal's). Filed with each row in the embedded store's index, so it keeps this
+    meaning; the spend report tells the two apart (`model`, `upstream`)."""
+    return r.model or r.model_asked or "(none)"
+
+
 # Each group's label of a row: a missing (or empty) value is `(none)` (`(no key)`).
+# `model` is the name the caller asked for (an alias, a tier:NAME, a wildcard's model),
+# never mixed with the upstream names: those are `upstream`.
 GROUP_OF: dict[str, Callable[[LedgerRow], str]] = {
     "day": lambda r: time.strftime("%Y-%m-%d", time.gmtime(r.ts)),
-    "model": lambda r: r.model or r.model_asked or "(none)",
+    "model": lambda r: r.model_asked or "(none)",
+    "upstream": upstream_of,
     "key": lambda r: r.key_lineage or "(no key)",
     "user": lambda r: r.user or "(none)",
     "team": lambda r: r.team or "(none)",

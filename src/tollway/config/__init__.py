@@ -34,7 +34,7 @@ from tollway.config.history import (
     ModelHistoryConfig,
 )
 from tollway.config.ledger import LedgerConfig
-from tollway.config.loading import load, parse, source
+from tollway.config.loading import load, load_server, parse, source
 from tollway.config.local import EMBEDDING_MODEL, LocalModelConfig
 from tollway.config.models import (
     PROVIDERS,
@@ -94,6 +94,7 @@ __all__ = [
     "check_threshold",
     "embedded_default",
     "load",
+    "load_server",
     "parse",
     "source",
 ]

@@ -7,6 +7,7 @@ from typing import Literal
 
 import msgspec
 
+from tollway.config.hints import did_you_mean
 from tollway.errors import ConfigError
 
 
@@ -75,7 +76,8 @@ def check_budgets(b: BudgetsConfig, tiers: Collection[str]) -> None:
             raise ConfigError(f"{where}.summarise_above: a number of tokens >= 1")
         for field, tier in (("to", rule.to), ("from", rule.source)):
             if tier is not None and tier not in tiers:
-                raise ConfigError(f"{where}.{field}: {tier!r} is not a configured tier")
+                raise ConfigError(f"{where}.{field}: {tier!r} is not a configured tier"
+                                  + did_you_mean(tier, tiers))
     if b.hold_seconds <= 0:
         raise ConfigError("budgets.hold_seconds: must be > 0")
 

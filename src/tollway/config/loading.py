@@ -1,5 +1,6 @@
 """Reading a configuration: YAML, `${VAR}` from the environment, the typed conversion,
-and msgspec's errors turned into `ConfigError("<field path>: <problem>")`."""
+and msgspec's errors turned into `ConfigError("<field path>: <problem>")`, with the
+valid values or the nearest field name (config/hints.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import msgspec
 import yaml
 
 from tollway.config.defaults import embedded_default
+from tollway.config.hints import explain
 from tollway.config.root import Config, check
+from tollway.config.server import ServerConfig, check_server
 from tollway.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -37,14 +40,6 @@ def _substitute_env(node: Any, path: str, env: dict[str, str]) -> Any:
     return node
 
 
-def _msgspec_path(msg: str) -> str:
-    """msgspec says '... - at `$.models.x.deployments[0].provider`'; lead with the path."""
-    m = re.search(r" - at `\$\.?(.*)`$", msg)
-    if not m:
-        return msg
-    return f"{m.group(1) or '(top level)'}: {msg[: m.start()]}"
-
-
 def parse(raw: Any, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ) if env is None else env
     if raw is None:
@@ -55,7 +50,7 @@ def parse(raw: Any, env: dict[str, str] | None = None) -> Config:
     try:
         cfg = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
-        raise ConfigError(_msgspec_path(str(e))) from None
+        raise ConfigError(explain(Config, e, raw)) from None
     cfg.auth.master_key = cfg.auth.master_key or env.get("TOLLWAY_MASTER_KEY") or None
     check(cfg)
     return cfg
@@ -72,20 +67,41 @@ def source(path: str | os.PathLike[str] | None, env: dict[str, str] | None = Non
                                          else None)
 
 
-def load(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Config:
-    """Load `path`; with None, use ./tollway.yaml if present, else the embedded default."""
-    env = dict(os.environ) if env is None else env
-    path = source(path, env)
-    if path is None:
-        return embedded_default(env)
+def _read(path: str) -> Any:
     try:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    return parse(raw, env)
+
+
+def load(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> Config:
+    """Load `path`; with None, use ./tollway.yaml if present, else the embedded default."""
+    env = dict(os.environ) if env is None else env
+    found = source(path, env)
+    if found is None:
+        return embedded_default(env)
+    return parse(_read(found), env)
+
+
+def load_server(path: str | os.PathLike[str] | None,
+                env: dict[str, str] | None = None) -> tuple[ServerConfig, str | None]:
+    """The `server` section alone (and the file it came from; None: the defaults), for
+    the commands that talk to a gateway: the shell they run in need not hold the
+    providers' secrets the rest of the file names."""
+    env = dict(os.environ) if env is None else env
+    found = source(path, env)
+    raw = _read(found) if found is not None else None
+    section = raw.get("server") if isinstance(raw, dict) else None
+    only = {"server": _substitute_env(section, "server", env)} if section is not None else {}
+    try:  # as a whole configuration of that section alone: the errors name it alike
+        server = msgspec.convert(only, Config, strict=False).server
+    except msgspec.ValidationError as e:
+        raise ConfigError(explain(Config, e, only)) from None
+    check_server(server)
+    return server, found

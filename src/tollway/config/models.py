@@ -10,6 +10,7 @@ import msgspec
 
 from tollway.config.cache import ModelCacheConfig
 from tollway.config.guards import GuardModes
+from tollway.config.hints import did_you_mean
 from tollway.config.history import ModelHistoryConfig
 from tollway.config.routing import BreakerConfig, PacingConfig, RetryConfig
 from tollway.config.tiers import RouteByTurn
@@ -163,7 +164,7 @@ def check_models(models: dict[str, ModelConfig], is_model: Callable[[str], bool]
         for i, fb in enumerate(mc.fallbacks):
             if not is_model(fb):
                 raise ConfigError(f"models.{alias}.fallbacks[{i}]: {fb!r} is not a configured "
-                                  "model")
+                                  "model" + did_you_mean(fb, models))
         for i, d in enumerate(mc.deployments):
             if d.weight <= 0:
                 raise ConfigError(f"models.{alias}.deployments[{i}].weight: must be > 0")

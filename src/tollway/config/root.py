@@ -15,6 +15,7 @@ from tollway.config.budgets import BudgetsConfig, check_budgets
 from tollway.config.cache import CacheConfig, check_cache
 from tollway.config.capture import CaptureConfig, check_capture
 from tollway.config.guards import GuardsConfig, check_guards
+from tollway.config.hints import did_you_mean
 from tollway.config.history import (
     ConversationsConfig,
     HistoryConfig,
@@ -103,7 +104,8 @@ def check(cfg: Config) -> None:
         found = cfg.resolve(alias)
         if found is None or is_pattern(found[0]):
             raise ConfigError(f"aliases.{alias}: points to {target!r}, which is not a model"
-                              + (" (a wildcard alias is not one model)" if found else ""))
+                              + (" (a wildcard alias is not one model)" if found else
+                                 did_you_mean(target, [*cfg.models, *cfg.aliases])))
     check_tiers(cfg.tiers, cfg.auto_downgrade, is_model)
     check_route_by_turn(_overrides(cfg, lambda mc: mc.route_by_turn), cfg.tiers)
     check_prices(cfg.prices)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from tollway.config.hints import did_you_mean
 from tollway.errors import ConfigError
 
 
@@ -54,4 +55,5 @@ def check_tiers(tiers: dict[str, TierConfig], auto_downgrade: AutoDowngrade,
             raise ConfigError(f"tiers.{name}.max_tokens: must be >= 1")
     ad = auto_downgrade
     if ad.enabled and ad.to not in tiers:
-        raise ConfigError(f"auto_downgrade.to: {ad.to!r} is not a configured tier")
+        raise ConfigError(f"auto_downgrade.to: {ad.to!r} is not a configured tier"
+                          + did_you_mean(ad.to, tiers))

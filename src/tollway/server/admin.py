@@ -10,8 +10,9 @@ the create/rotate answer; its hash never does.
     POST  /admin/keys               create          GET /admin/keys        list
     GET   /admin/keys/{id}          show            PATCH /admin/keys/{id} update
     POST  /admin/keys/{id}/revoke   revoke now      POST .../rotate        rotate
-    GET   /admin/spend?by=&since=&until=  (by: day, model, key, user, team, feature,
-                                           kind, batch)
+    GET   /admin/spend?by=&since=&until=  (by: day, model (asked), upstream (provider/
+                                           model that answered), key, user, team,
+                                           feature, kind, batch)
     GET   /admin/ledger?since=&until=&limit=&after=   a page of rows; `next` for the next
     GET   /admin/conversations?owner=&limit=   every owner's (or one owner's)
     GET   /admin/conversations/{id}?owner=     read       DELETE (same)   delete

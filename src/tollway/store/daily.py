@@ -33,6 +33,7 @@ from tollway.accounting.rows import (
     FAILED_OUTCOMES,
     GROUP_OF,
     LedgerRow,
+    served_model,
 )
 from tollway.store.dashboard import (
     PERCENTILES,
@@ -139,7 +140,8 @@ _FAILED, _HITS, _LOOKUPS = frozenset(FAILED_OUTCOMES), frozenset(CACHE_HITS), fr
 
 def add_rows(rows: Iterable[LedgerRow]) -> Added:
     """What these rows add to the daily totals (the embedded store's filing)."""
-    labels = [(dim, GROUP_OF[dim]) for dim in DIMS]
+    # (model: the dashboard's label, the one that answered, else the one asked)
+    labels = [(dim, served_model if dim == "model" else GROUP_OF[dim]) for dim in DIMS]
     totals: dict[tuple[str, int], DayTotals] = defaultdict(DayTotals)
     groups: dict[tuple[str, str, int, str], list[float]] = defaultdict(lambda: [0.0, 0])
     bins: dict[tuple[str, int, int, int], int] = defaultdict(int)

@@ -4,7 +4,8 @@ stores' SQL and the callers share: what a bucket is, how a percentile is read.
 Every figure is computed in the store, over the rows of one `View`: a window of time
 and, for a virtual key, its own lineage's rows. Groups are named by their labels
 (`accounting/rows.GROUP_OF`: a missing model, user, team or feature is `(none)`, a
-row without a key `(no key)`), so the same name means the same rows everywhere.
+row without a key `(no key)`; the model is `rows.served_model`, the one that answered,
+else the one asked), so the same name means the same rows everywhere.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from tollway.accounting.rows import (
     LedgerRow,
     SpendRow,
     charged_of,
+    served_model,
     spend_of,
 )
 from tollway.store.embedded_daily import add_days, total_filed_rows
@@ -79,8 +80,8 @@ BATCHES_READ = 500  # batches fetched per statement when rows are read back
 
 _encode = msgspec.json.Encoder().encode
 _decode_batch = msgspec.json.Decoder(list[LedgerRow]).decode
-_model, _key, _user, _team, _feature = (GROUP_OF[g] for g in
-                                        ("model", "key", "user", "team", "feature"))
+_key, _user, _team, _feature = (GROUP_OF[g] for g in ("key", "user", "team", "feature"))
+_model = served_model
 _FAILED = frozenset(FAILED_OUTCOMES)
 
 

@@ -63,29 +63,33 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(found.items())
 
 
-async def apply_migrations(conn: Any) -> list[int]:
+async def apply_migrations(conn: Any,
+                           progress: Callable[[int], object] | None = None) -> list[int]:
     """Apply the migrations this database lacks, each in its own transaction under an
     advisory lock (a concurrent migrate waits, then sees it applied); the versions
-    applied here."""
+    applied here. `progress` is told each version once it is checked or applied (a
+    migration over a large ledger may take minutes)."""
     applied = []
     for version, sql in migrations():
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             await conn.execute(_BOOKKEEPING)
-            if await conn.fetchval("SELECT true FROM schema_migrations WHERE version = $1",
-                                   version):
-                continue
-            await conn.execute(sql)
-            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
-        applied.append(version)
+            if not await conn.fetchval("SELECT true FROM schema_migrations WHERE version = $1",
+                                       version):
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)",
+                                   version)
+                applied.append(version)
+        if progress is not None:
+            progress(version)
     return applied
 
 
-async def migrate(url: str) -> list[int]:
+async def migrate(url: str, progress: Callable[[int], object] | None = None) -> list[int]:
     """Bring the database at `url` up to date (`tollway migrate`); versions applied."""
     conn = await asyncpg.connect(url)
     try:
-        return await apply_migrations(conn)
+        return await apply_migrations(conn, progress)
     finally:
         await conn.close()
 
@@ -323,7 +327,9 @@ _ROWS = (f"SELECT {_COLS} FROM ledger WHERE ts >= $1 AND ts < $2 AND (ts, id) > 
 GROUP_SQL: dict[str, tuple[str, str]] = {
     "day": ("floor(floor(ts) / 86400)",
             "to_char(to_timestamp(g * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
-    "model": ("coalesce(nullif(model, ''), nullif(model_asked, ''), '(none)')", "g"),
+    "model": ("coalesce(nullif(model_asked, ''), '(none)')", "g"),
+    "upstream": ("coalesce(nullif(provider, '') || '/' || nullif(model, ''), nullif(model, ''), "
+                 "'(none)')", "g"),
     "key": ("coalesce(nullif(key_lineage, ''), '(no key)')", "g"),
     "user": ("coalesce(nullif(\"user\", ''), '(none)')", "g"),
     "team": ("coalesce(nullif(team, ''), '(none)')", "g"),
@@ -332,6 +338,8 @@ GROUP_SQL: dict[str, tuple[str, str]] = {
     "batch": ("coalesce(nullif(batch_id, ''), '(none)')", "g"),
 }
 assert set(GROUP_SQL) == set(SPEND_GROUPS)
+# rows.served_model: the dashboard's model label.
+SERVED_MODEL_SQL = "coalesce(nullif(model, ''), nullif(model_asked, ''), '(none)')"
 # Sorted as Python sorts strings (by code point, which UTF-8 bytes under "C" match),
 # not by the database's locale.
 _SPEND = {by: f"""

@@ -1,5 +1,6 @@
 """The dashboard's reports on PostgreSQL: SQL over the ledger table, grouped by the same
-label expressions as /admin/spend (postgres.GROUP_SQL). Buckets are floor(ts / 3600)
+label expressions as /admin/spend (postgres.GROUP_SQL), but for the model: the one that
+answered, else the one asked (rows.served_model). Buckets are floor(ts / 3600)
 (and / 86400) and date_trunc for months; percentiles are percentile_cont; the top lists
 are one grouping-sets pass. A virtual key's rows, the tail's model filter and its errors
 are read off the indexes of migration 0011. The whole days of a window are read from
@@ -35,7 +36,7 @@ from tollway.store.dashboard import (
     TailFilter,
     View,
 )
-from tollway.store.postgres import GROUP_SQL, LEDGER_COLUMNS
+from tollway.store.postgres import GROUP_SQL, LEDGER_COLUMNS, SERVED_MODEL_SQL
 from tollway.store.postgres_conversations import Pooled
 
 _BUCKET = {
@@ -44,7 +45,8 @@ _BUCKET = {
     "month": "extract(epoch FROM date_trunc('month', to_timestamp(floor(ts)) "
              "AT TIME ZONE 'UTC'))",
 }
-_LABEL = {g: GROUP_SQL[g][0] for g in ("model", "key", "team", "feature", "user")}
+_LABEL = {"model": SERVED_MODEL_SQL,
+          **{g: GROUP_SQL[g][0] for g in ("key", "team", "feature", "user")}}
 _STACK = {**_LABEL, "none": f"'{ALL}'"}
 _COLS = ", ".join(f'"{name}"' for name in LEDGER_COLUMNS)
 
