@@ -156,11 +156,10 @@ class EmbeddedDashboard:
             f"FROM dash_groups WHERE key = ? AND dim = '{stack}' AND day >= ? AND day < ?")
         union, args = _parts(view, days, f"SELECT {_BUCKET[bucket]} AS t, {_STACK[stack]} AS g, "
                              "cost_usd AS c, 1 AS n FROM ledger_rows WHERE {where}", day_part)
-        sql = f"""WITH spent AS (SELECT t, g, total(c) AS c, sum(n) AS n FROM ({union})
-                                 GROUP BY t, g),
-            named AS (SELECT g FROM spent GROUP BY g
+        sql = f"""WITH parts AS MATERIALIZED ({union}),
+            named AS (SELECT g FROM parts GROUP BY g
                       ORDER BY round(total(c), 12) DESC, sum(n) DESC, g LIMIT ?)
-            SELECT s.t, m.g, total(s.c), sum(s.n) FROM spent s LEFT JOIN named m ON m.g = s.g
+            SELECT p.t, m.g, total(p.c), sum(p.n) FROM parts p LEFT JOIN named m ON m.g = p.g
             GROUP BY 1, 2 ORDER BY 1, 2 NULLS LAST"""
         found = await self._ledger.read(lambda c: c.execute(sql, (*args, named)).fetchall())
         return [(t, Spent(g, cost, n) if g is not None else Spent(OTHER, cost, n, other=True))

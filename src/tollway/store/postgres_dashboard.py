@@ -56,6 +56,9 @@ def _in(values: tuple[str, ...]) -> str:
 
 
 _FAILED = f"outcome IN ({_in(FAILED_OUTCOMES)})"
+# Dollars to the pico-dollar, for ranking (as Stats.top says): in float8, exact below
+# $9,007 (2^53 pico-dollars) — a numeric round costs a ranking of 20,000 users 3x.
+_PICO = "round({} * 1e12)"
 _QUANTILES = f"ARRAY[{', '.join(map(str, PERCENTILES))}]::float8[]"
 _TOTALS = f"""
 SELECT count(*), count(*) FILTER (WHERE {_FAILED}),
@@ -74,22 +77,32 @@ _ROW_QUANTILES = f"""
 SELECT percentile_cont({_QUANTILES}) WITHIN GROUP (ORDER BY latency_ms),
        percentile_cont({_QUANTILES}) WITHIN GROUP (ORDER BY ttft_ms)
 FROM ledger WHERE {{where}}"""
-_ROW_BINS = " UNION ALL ".join(
-    f"SELECT {metric}::smallint AS metric, {bin_sql(col, postgres=True)} AS bin, 1 AS n "
-    f"FROM ledger WHERE {{where}} AND {col} IS NOT NULL"
-    for metric, col in ((LATENCY, "latency_ms"), (TTFT, "ttft_ms")))
+# Both metrics' bins in one pass over the rows (a row without a first token has none).
+_ROW_BINS = f"""
+SELECT b.metric, b.bin, 1 AS n FROM ledger, LATERAL (VALUES
+    ({LATENCY}::smallint, {bin_sql("latency_ms", postgres=True)}),
+    ({TTFT}::smallint, CASE WHEN ttft_ms IS NOT NULL THEN {bin_sql("ttft_ms", postgres=True)}
+     END)) b(metric, bin)
+WHERE {{where}} AND b.bin IS NOT NULL"""
 # Each top list ranked as Stats.top orders them, over the rows of the edges and the
 # daily groups of the whole days together.
 _TOP = f"""
 SELECT dim, name, c, n FROM (
     SELECT dim, name, c, n, row_number() OVER (
-        PARTITION BY dim ORDER BY round(c::numeric, 12) DESC, n DESC, name COLLATE "C") AS r
+        PARTITION BY dim ORDER BY {_PICO.format("c")} DESC, n DESC, name COLLATE "C") AS r
     FROM (SELECT dim, name, sum(c) AS c, sum(n)::bigint AS n FROM ({{union}}) parts
           GROUP BY dim, name) grouped) ranked
 WHERE r <= {TOP_N} ORDER BY dim, r"""
-_ROW_TOP = " UNION ALL ".join(
-    f"SELECT '{dim}' AS dim, {_LABEL[dim]} AS name, sum(cost_usd) AS c, count(*) AS n "
-    f"FROM ledger WHERE {{where}} GROUP BY 2" for dim in TOP)
+# The rows' part: one pass groups by each of TOP (a grouping set each: the others are
+# NULL in its rows). (Columns quoted: `user` alone is the SQL function current_user.)
+_SETS = ", ".join(f'("{dim}")' for dim in TOP)
+_WHICH = " ".join(f"WHEN GROUPING(\"{dim}\") = 0 THEN '{dim}'" for dim in TOP)
+_ROW_TOP = f"""
+SELECT CASE {_WHICH} END AS dim, coalesce({", ".join(f'"{d}"' for d in TOP)}) AS name,
+       sum(cost_usd) AS c, count(*) AS n
+FROM (SELECT {", ".join(f'{_LABEL[dim]} AS "{dim}"' for dim in TOP)}, cost_usd
+      FROM ledger WHERE {{where}}) x
+GROUP BY GROUPING SETS ({_SETS})"""
 _DAY_TOP = ("SELECT dim, name, cost_usd, requests FROM dash_groups WHERE {days} "
             f"AND dim IN ({_in(TOP)})")
 _DAY_BUCKET = {
@@ -148,13 +161,12 @@ class PostgresDashboard:
                        day_part)
         # Sorted as Python sorts strings (code points), not by the database's locale.
         found = await self._store.pool.fetch(f"""
-            WITH spent AS (
-                SELECT t, g, sum(c) AS c, sum(n)::bigint AS n FROM ({union}) parts GROUP BY 1, 2),
+            WITH parts AS MATERIALIZED ({union}),
             named AS (
-                SELECT g FROM spent GROUP BY g ORDER BY round(sum(c)::numeric, 12) DESC,
+                SELECT g FROM parts GROUP BY g ORDER BY {_PICO.format("sum(c)")} DESC,
                     sum(n) DESC, g COLLATE "C" LIMIT {args(named)})
-            SELECT s.t, m.g COLLATE "C" AS g, sum(s.c), sum(s.n)::bigint
-            FROM spent s LEFT JOIN named m ON m.g = s.g
+            SELECT p.t, m.g COLLATE "C" AS g, sum(p.c), sum(p.n)::bigint
+            FROM parts p LEFT JOIN named m ON m.g = p.g
             GROUP BY 1, 2 ORDER BY 1, 2 NULLS LAST""", *args)
         return [(int(t), Spent(g, c, n) if g is not None else Spent(OTHER, c, n, other=True))
                 for t, g, c, n in found]
