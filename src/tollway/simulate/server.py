@@ -82,7 +82,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,13 +196,7 @@ class Simulator:
 
     async def models(self, request: web.Request) -> web.Response:
         self.stats.count("/v1/models")
-        # OpenAI's list shape, with Anthropic's fields too so either SDK can read it.
-        data = [{"id": m, "object": "model", "created": _MODELS_CREATED, "owned_by": "tollway",
-                 "type": "model", "display_name": m, "created_at": "2023-11-14T22:13:20Z"}
-                for m in self.config.models]
-        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
-        return _json(orjson.dumps({"object": "list", "data": data, "has_more": False,
-                                   "first_id": first, "last_id": last}))
+        return _json(_model_list(self.config.models))
 
     async def count_tokens(self, request: web.Request) -> web.Response:
         cfg, endpoint = self.config, "/v1/messages/count_tokens"
@@ -373,22 +367,8 @@ class Simulator:
             return req, []
         if cfg.ignore_max_tokens:
             req = dataclasses.replace(req, limit=None)
-        req = self._prompt_cache(dialect, req, usage)
+        req = _prompt_cached(self.prompt_cache, dialect is self._anthropic, req, usage)
         return req, plan_choices(req, cfg.output_tokens)
-
-    def _prompt_cache(self, dialect: Dialect, req: SimRequest,
-                      usage: ModelUsage) -> SimRequest:
-        """Look the prompt up in (and add it to) the provider's prompt cache, and count
-        the request in `usage`."""
-        if dialect is self._anthropic:
-            use = self.prompt_cache.breakpoints(req.model, req.segments)
-        else:
-            use = self.prompt_cache.automatic(req.model, req.segments)
-        usage.requests += 1
-        usage.prompt_tokens += req.prompt_tokens
-        usage.cached_tokens += use.read
-        usage.cache_write_tokens += use.written
-        return dataclasses.replace(req, cached_tokens=use.read, cache_write_tokens=use.written)
 
     def answer_line(self, endpoint: str, body: Any, fail: bool) -> LineResult:
         """A batch line, answered as `endpoint` would answer it interactively (the same
@@ -455,6 +435,31 @@ async def _stop_batches(app: web.Application) -> None:
 
 
 SIMULATOR = web.AppKey("simulator", Simulator)
+
+
+def _prompt_cached(cache: PrefixCache, breakpoints: bool, req: SimRequest,
+                   usage: ModelUsage) -> SimRequest:
+    """Look the prompt up in (and add it to) the provider's prompt cache — Anthropic's
+    by its breakpoints, OpenAI's automatically — and count the request in `usage`."""
+    if breakpoints:
+        use = cache.breakpoints(req.model, req.segments)
+    else:
+        use = cache.automatic(req.model, req.segments)
+    usage.requests += 1
+    usage.prompt_tokens += req.prompt_tokens
+    usage.cached_tokens += use.read
+    usage.cache_write_tokens += use.written
+    return dataclasses.replace(req, cached_tokens=use.read, cache_write_tokens=use.written)
+
+
+def _model_list(models: Iterable[str]) -> bytes:
+    """OpenAI's list shape, with Anthropic's fields too so either SDK can read it."""
+    data = [{"id": m, "object": "model", "created": _MODELS_CREATED, "owned_by": "tollway",
+             "type": "model", "display_name": m, "created_at": "2023-11-14T22:13:20Z"}
+            for m in models]
+    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    return orjson.dumps({"object": "list", "data": data, "has_more": False,
+                         "first_id": first, "last_id": last})
 
 
 def _drop_point(steps: list[Step], cfg: SimConfig) -> int:
