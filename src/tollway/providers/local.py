@@ -6,6 +6,8 @@ sentence model, for embeddings.
 llama.cpp is blocking and not thread-safe, so generation runs on one dedicated thread;
 tokens travel to the event loop through a queue, and a cancelled caller sets a flag
 the thread checks after every token, so a closed tab stops generation at once.
+A `response_format` is decoded under a grammar (`local_grammar.py`), with runaway
+values nudged to close (`local_closing.py`), so a JSON answer has the schema's shape.
 Embeddings run on a thread of their own too (numpy releases the GIL in its matrix
 products), so neither model holds up the event loop or the other.
 """
