@@ -64,6 +64,14 @@ def test_numeric_bounds_are_kept_by_the_grammar(bounds: dict[str, Any], rule: st
     assert rules(local_grammar.grammar(schema_format(schema)))["n"] == rule
 
 
+def test_a_property_named_like_a_builtin_rule_does_not_replace_it() -> None:
+    schema = {"type": "object", "required": ["char", "s"], "properties": {
+        "char": {"type": "integer", "minimum": 0}, "s": {"type": "string"}}}
+    got = rules(local_grammar.grammar(schema_format(schema)))
+    assert got["char-"] == "integral-part space"
+    assert got["char"].startswith(r'[^"\\\x7F\x00-\x1F]')  # the string's characters
+
+
 def test_unbounded_or_negative_numbers_keep_the_converters_rule() -> None:
     schema = {"type": "object", "required": ["a", "b"], "properties": {
         "a": {"type": "number"}, "b": {"type": "number", "maximum": -1}}}

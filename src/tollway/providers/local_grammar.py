@@ -91,7 +91,9 @@ def _has_other_shape(schema: dict[str, Any]) -> bool:
 
 
 def _rule_name(name: str) -> str:
-    return f"{name}-" if name in ("root", "integer", "number") else name or "root"
+    """As the converter names a rule: not after one of its own (`number`, `char`, …),
+    which other rules refer to by name."""
+    return f"{name}-" if name in llama_grammar.RESERVED_NAMES else name or "root"
 
 
 def _bounded_number(schema: dict[str, Any], conv: _Converter) -> str | None:
