@@ -91,6 +91,21 @@ async def test_still_invalid_after_the_retries_is_refused_and_every_attempt_disc
     assert record.actions == ["schema:refused"]
 
 
+async def test_an_answer_cut_by_max_tokens_is_refused_as_truncated() -> None:
+    attempts = [answer('{"n": '), answer('{"n": 1')]
+    for a in attempts:
+        assert a.reply is not None
+        a.reply.body["choices"][0]["finish_reason"] = "length"
+    with pytest.raises(InvalidOutput) as got:
+        await checked(json_request(), policy(schema_retries=1), attempts[0],
+                      Resender(attempts[1]))
+    assert got.value.status == 502 and got.value.code == "output_truncated"
+    assert "cut off by max_tokens (finish_reason 'length')" in got.value.message
+    with pytest.raises(InvalidOutput) as wrong:  # complete, but not the schema
+        await checked(json_request(), policy(schema_retries=0), answer(INVALID), Resender())
+    assert wrong.value.code == "schema_mismatch"
+
+
 async def test_a_stream_is_read_whole_checked_and_replayed_with_the_same_text() -> None:
     original = stream(['{"n"', ': 1}'], used=usage(5, 3))
     first = Answer(DEP, stream=original)

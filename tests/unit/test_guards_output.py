@@ -81,6 +81,19 @@ def test_schema_errors_name_the_choice() -> None:
     assert problem is not None and problem.startswith("choices[1]: ")
 
 
+def test_a_reply_cut_by_max_tokens_is_said_to_be() -> None:
+    fmt = {"type": "json_object"}
+    cut = {"choices": [{"finish_reason": "length", "message": {"content": '{"a": "lo'}}]}
+    broken = {"choices": [{"finish_reason": "stop", "message": {"content": '{"a": "lo'}}]}
+    problem = output.schema_error(cut, fmt)
+    assert problem is not None and output.truncated(cut)
+    assert "cut off by max_tokens (finish_reason 'length')" in problem
+    assert "not valid JSON" in problem  # what the parser said, too
+    problem = output.schema_error(broken, fmt)
+    assert problem is not None and "max_tokens" not in problem
+    assert not output.truncated(broken)
+
+
 def test_output_pii_is_redacted_blocked_or_only_logged_on_streams() -> None:
     text = "Sure, write to jane@example.org."
     redact = resolve(GuardsConfig(pii_output="redact"))

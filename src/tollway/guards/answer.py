@@ -68,6 +68,7 @@ async def _schema_checked(req: ChatRequest, policy: guard_policy.GuardPolicy,
         body = body_of(answer)
         problem = (output.schema_error(body, req.response_format) if body is not None
                    else "the answer could not be read as a chat completion")
+        cut = body is not None and output.truncated(body)
         if problem is None:
             if attempt:
                 record.actions.append(f"schema:retried:{attempt}")
@@ -82,7 +83,8 @@ async def _schema_checked(req: ChatRequest, policy: guard_policy.GuardPolicy,
     record.actions.append("schema:refused")
     raise InvalidOutput(f"The model's answer did not match the requested "
                         f"response_format after {policy.schema_retries + 1} attempt(s): "
-                        f"{problem}. Nothing invalid was passed on.")
+                        f"{problem}. Nothing invalid was passed on.",
+                        code="output_truncated" if cut else None)
 
 
 def restore(answer: Answer, record: guard_policy.GuardRecord) -> Answer:

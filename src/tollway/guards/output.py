@@ -26,13 +26,24 @@ def reply_texts(body: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]
 def schema_error(body: dict[str, Any], response_format: dict[str, Any]) -> str | None:
     """What is wrong with a reply asked for as JSON (None: every choice is right). A
     choice that calls tools instead of answering is not checked."""
+    choices = body.get("choices") or ()
     for i, (message, text) in enumerate(reply_texts(body)):
         if text is None and message.get("tool_calls"):
             continue
         result = schema_check.check(text or "", response_format)
         if not result.ok:
+            if choices[i].get("finish_reason") == "length":
+                # Not the JSON's fault: the answer was stopped before it was finished.
+                return (f"choices[{i}]: the output was cut off by max_tokens (finish_reason "
+                        f"'length') before it was complete; allow more max_tokens or ask "
+                        f"for less ({result.error})")
             return f"choices[{i}]: {result.error}"
     return None
+
+
+def truncated(body: dict[str, Any]) -> bool:
+    """Whether a choice was stopped by max_tokens."""
+    return any(c.get("finish_reason") == "length" for c in body.get("choices") or ())
 
 
 def restore_body(body: dict[str, Any], mapping: dict[str, str]) -> None:

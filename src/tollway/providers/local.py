@@ -6,6 +6,8 @@ sentence model, for embeddings.
 llama.cpp is blocking and not thread-safe, so generation runs on one dedicated thread;
 tokens travel to the event loop through a queue, and a cancelled caller sets a flag
 the thread checks after every token, so a closed tab stops generation at once.
+A `response_format` is decoded under a grammar (`local_grammar.py`), with runaway
+values nudged to close (`local_closing.py`), so a JSON answer has the schema's shape.
 Embeddings run on a thread of their own too (numpy releases the GIL in its matrix
 products), so neither model holds up the event loop or the other.
 """
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 from tollway.accounting import tokens
 from tollway.config import EMBEDDING_MODEL, LocalModelConfig
 from tollway.errors import InvalidRequest, Unavailable, UpstreamTimeout
+from tollway.providers.local_closing import CloseLongValues, Closers, closers
 from tollway.types import (
     ChatRequest,
     Chunk,
@@ -73,6 +76,7 @@ class LocalProvider:
         self._sentence_model = sentence_model
         self._embed_pool: ThreadPoolExecutor | None = None  # made on the first embedding
         self._llm: Any = None
+        self._closers: Closers | None = None  # read from the model's vocabulary when needed
         self._load_lock = asyncio.Lock()
         # Text pieces (~tokens) generated since start, on the model thread: shows that an
         # abandoned stream stopped generating (/health/ready).
@@ -120,6 +124,12 @@ class LocalProvider:
             raise Unavailable("llama-cpp-python is not installed: run `make setup`.") from None
         return Llama(model_path=str(path), n_ctx=self.cfg.n_ctx, n_threads=self.cfg.threads,
                      verbose=False)
+
+    def _json_closers(self, llm: Any) -> Closers:
+        """On the model thread."""
+        if self._closers is None:
+            self._closers = closers(llm)
+        return self._closers
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -204,7 +214,7 @@ class LocalProvider:
 
         def work() -> None:
             try:
-                for item in _generate(llm, req, stop):
+                for item in _generate(llm, req, stop, self._json_closers):
                     if isinstance(item, str):
                         self.generated += 1
                     emit(item)
@@ -238,8 +248,10 @@ def _check_supported(req: ChatRequest) -> None:
                              "another model.", param="tools")
 
 
-def _generate(llm: Any, req: ChatRequest, stop: threading.Event) -> Iterator[Any]:
+def _generate(llm: Any, req: ChatRequest, stop: threading.Event,
+              json_closers: Callable[[Any], Closers]) -> Iterator[Any]:
     """Runs on the model thread: yields text pieces, then the Usage."""
+    from tollway.providers import local_grammar  # imports llama_cpp, loaded by now
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                 for m in req.messages]
     kwargs: dict[str, Any] = {
@@ -254,8 +266,15 @@ def _generate(llm: Any, req: ChatRequest, stop: threading.Event) -> Iterator[Any
         kwargs["top_p"] = req.top_p
     if req.seed is not None:
         kwargs["seed"] = req.seed
-    if req.response_format and req.response_format.get("type") in ("json_object", "json_schema"):
-        kwargs["response_format"] = {"type": "json_object"}
+    gbnf = local_grammar.grammar(req.response_format)
+    if gbnf is not None:
+        # Not response_format: llama-cpp-python quietly decodes plain JSON when it cannot
+        # convert a schema; local_grammar says so, and adds what its converter leaves out.
+        from llama_cpp.llama import LogitsProcessorList
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        kwargs["grammar"] = LlamaGrammar.from_string(gbnf, verbose=False)
+        kwargs["logits_processor"] = LogitsProcessorList([CloseLongValues(json_closers(llm))])
     gen = llm.create_chat_completion(**kwargs)
     prompt = 0
     pieces: list[str] = []
