@@ -117,7 +117,7 @@ def rescore(pairs: list[evaluate.Pair], s: evaluate.Scored) -> evaluate.Scored:
     """The same pairs and cosines, scored with the current weights."""
     score = np.array([verify.match_score(p.a, p.b, float(c))
                       for p, c in zip(pairs, s.cosine, strict=True)])
-    return evaluate.Scored(s.cosine, score, s.vetoed, s.same, s.reasons)
+    return evaluate.Scored(s.cosine, score, s.vetoed, s.same, s.reasons, s.near)
 
 
 def cross_validate(s: evaluate.Scored, x: npt.NDArray[np.float64], k: int = 5,

@@ -52,12 +52,13 @@ def test_temporal_questions_bypass() -> None:
 
 @pytest.mark.parametrize(("a", "b", "reason"), [
     ("cancel my subscription", "don't cancel my subscription", "negation"),
-    ("How do I enable dark mode?", "How do I disable dark mode?", "negation"),
+    ("How do I enable dark mode?", "How do I disable dark mode?", "affix"),
     ("How do I convert 5 km to miles", "How do I convert 8 km to miles", "number"),
     ("How many calories are in two eggs?", "How many calories are in 3 eggs?", "number"),
     ("Who won the World Cup in 2014?", "Who won the World Cup in 2018?", "date"),
     ("Is the office open on Saturday?", "Is the office open on Sunday?", "date"),
-    ("How do I sort a list in Python?", "How do I sort a list in JavaScript?", "entity"),
+    ("How do I sort a list in Python?", "How do I sort a list in JavaScript?", "sibling"),
+    ("How do I sort a list in Python?", "How do I sort a list in Elm?", "entity"),
     ("How do I sort a list in Python?", "What's the way to sort a list in python", None),
     ("How many calories are in 2 eggs?", "Calories in two eggs?", None),
 ])
