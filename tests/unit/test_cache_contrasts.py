@@ -148,3 +148,18 @@ def test_canonical_keeps_what_differs(a: str, b: str) -> None:
 def test_contractions_are_written_out() -> None:
     assert canonical("Why won't it start? I can't tell") == "why will not it start i cannot tell"
     assert canonical("What's the way") == canonical("what is the way")
+
+
+def test_two_words_trading_places_is_a_direction() -> None:
+    assert _both("What do Croats think of Turks?", "What do Turks think of Croats?") == (
+        "direction", "direction")
+    assert _both("Did Brazil beat Germany?", "Did Germany beat Brazil?") == (
+        "direction", "direction")
+    # order moot: "and", "between", "difference"
+    assert _both("Is Brazil and Germany in the final?",
+                 "Is Germany and Brazil in the final?") == (None, None)
+
+
+def test_letters_folding_would_lose_still_differ() -> None:
+    assert _both('What does "无语" mean?', 'What does "装逼" mean?') == ("entity", "entity")
+    assert _both("Qu'est-ce que ça veut dire?", "Qu'est-ce que ca veut dire?") == (None, None)

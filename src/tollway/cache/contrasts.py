@@ -14,7 +14,9 @@ Each rule fires only on a real difference, one side against the other:
   word (to, from, into, onto, than, towards): "convert A to B" / "convert B to A",
   "is A bigger than B" / "is B bigger than A". "from X to Y" / "to Y from X" keeps
   each word's own marker, so it is not a reversal. "vs", "and", "or" and "between"
-  are symmetric ("Python vs Java" asks what "Java vs Python" asks): not markers;
+  are symmetric ("Python vs Java" asks what "Java vs Python" asks): not markers. Also
+  two words that trade places with nothing else moved ("what do Croats think of
+  Turks" / "... Turks think of Croats"), unless a word like "and" or "between" is there;
 - time: clock times that differ ("7am"/"7pm", "11:15 pm"/"11:15 am");
 - unit: one number with different units ("5 km"/"5 miles", "£50"/"$50", "5 mg"/"5 g");
 - sibling: two different members of one closed class, one on each side only ("dogs"/
@@ -336,6 +338,30 @@ def _swapped(words_a: tuple[str, ...], words_b: tuple[str, ...],
     return False
 
 
+# Words that make an order of two things not matter: "A and B", "A vs B", "between".
+_UNORDERED = frozenset({"and", "or", "vs", "versus", "between", "both", "either", "compare",
+                        "compared", "comparison", "difference", "different", "differ",
+                        "similar", "same", "like", "with"})
+
+
+def _transposed(words_a: tuple[str, ...], words_b: tuple[str, ...],
+                ordered_a: frozenset[str], ordered_b: frozenset[str]) -> bool:
+    """The same words with two of them trading places and nothing else moved: "what do
+    Croats think of Turks" / "what do Turks think of Croats", "did Brazil beat Germany"
+    / "did Germany beat Brazil". Not when a word of either text makes order moot, nor
+    around directional words (`_swapped` reads those: "to Paris from London")."""
+    said = set(words_a) | set(words_b)
+    if _UNORDERED & said or said & _FAMILY.keys() or ordered_a != ordered_b:
+        return False
+    seq_a = [stem(w) for w in words_a if stem(w) in ordered_a]
+    seq_b = [stem(w) for w in words_b if stem(w) in ordered_b]
+    if len(seq_a) != len(seq_b) or len(set(seq_a)) != len(seq_a):
+        return False
+    moved = [i for i, (x, y) in enumerate(zip(seq_a, seq_b, strict=True)) if x != y]
+    return len(moved) == 2 and seq_a[moved[0]] == seq_b[moved[1]] and (
+        seq_a[moved[1]] == seq_b[moved[0]])
+
+
 def contrast(words_a: tuple[str, ...], words_b: tuple[str, ...],
              stems_a: frozenset[str], stems_b: frozenset[str],
              ordered_a: frozenset[str], ordered_b: frozenset[str]) -> str | None:
@@ -349,7 +375,8 @@ def contrast(words_a: tuple[str, ...], words_b: tuple[str, ...],
         return "comparison"
     if _reversed(only_a, only_b, _OPPOSITE):
         return "opposite"
-    if _swapped(words_a, words_b, ordered_a, ordered_b):
+    if _swapped(words_a, words_b, ordered_a, ordered_b) or _transposed(
+            words_a, words_b, ordered_a, ordered_b):
         return "direction"
     if _siblings(only_a, only_b):
         return "sibling"

@@ -116,6 +116,7 @@ class Parsed:
     times: frozenset[str]  # clock times, "HH:MM"
     units: frozenset[tuple[str, str]]  # (number, unit) of each number with a unit
     bounds: frozenset[tuple[str, str]]  # ("<" or ">", number): "under 12", "over 12"
+    script: frozenset[str]  # letters folding to ASCII loses ("无语"): compared as they are
     # what word order is compared on (contrasts' direction rule): the content stems and
     # the short or capitalised words they leave out ("C", "US", "O2")
     ordered: frozenset[str]
@@ -153,7 +154,10 @@ def parse(text: str) -> Parsed:
     text = _CURRENCY.sub(lambda m: f"{m.group(2).replace(',', '')} "
                          f"{_CURRENCY_CODE[m.group(1)]}", text.replace("%", " percent"))
     text, times = clock_times(text)
-    raw = _WORD.findall(_fold(text.replace("\u2019", "'")))  # before folding drops it
+    folded = _fold(text.replace("\u2019", "'"))  # before folding drops it
+    script = frozenset(c for c in unicodedata.normalize("NFKD", text)
+                       if ord(c) > 127 and c.isalpha())
+    raw = _WORD.findall(folded)
     raw = [r[:-2] if r.lower().endswith("'s") else r for r in raw]  # possessives
     words = tuple(w.lower() for w in raw)
     numbers: set[str] = set()
@@ -214,7 +218,7 @@ def parse(text: str) -> Parsed:
                   dates=frozenset(dates), stems=stems, names=frozenset(names),
                   negated=negs % 2 == 1, universal=universal, times=times,
                   units=frozenset(units), bounds=frozenset(bounds),
-                  ordered=frozenset(ordered | content))
+                  ordered=frozenset(ordered | content), script=script)
 
 
 _PARTICLES = frozenset({"in", "out", "on", "off", "up", "down"})
@@ -272,8 +276,10 @@ def verify(a: str, b: str) -> str | None:
         return "date"
     if why is not None:
         return why
-    # A name on one side that the other does not mention at all, in any case.
-    if any(n not in pb.words and _stem(n) not in pb.content for n in pa.names) or any(
+    # A name on one side that the other does not mention at all, in any case; or words
+    # in a script folding drops ("无语" / "装逼").
+    if pa.script != pb.script or any(
+            n not in pb.words and _stem(n) not in pb.content for n in pa.names) or any(
             n not in pa.words and _stem(n) not in pa.content for n in pb.names):
         return "entity"
     return None
