@@ -163,3 +163,24 @@ def test_two_words_trading_places_is_a_direction() -> None:
 def test_letters_folding_would_lose_still_differ() -> None:
     assert _both('What does "无语" mean?', 'What does "装逼" mean?') == ("entity", "entity")
     assert _both("Qu'est-ce que ça veut dire?", "Qu'est-ce que ca veut dire?") == (None, None)
+
+
+def test_neighbours_trading_places_are_a_compound_not_a_reversal() -> None:
+    assert _both("What is the function of a plant ovary?",
+                 "What is the function of an ovary in a plant?") == (None, None)
+    assert _both("How can I earn money fast online?", "How can I earn money online fast?") == (
+        None, None)
+
+
+def test_a_fraction_of_a_measure_is_no_date() -> None:
+    assert not verify.is_temporal("How many tablespoons are in 1/4 cup?")
+    assert verify.is_temporal("train on 5/3 to Prague")
+
+
+def test_a_name_in_another_form_is_the_same_name() -> None:
+    assert _both("What do Pakistanis think of China?",
+                 "What do people of Pakistan think of China?") == (None, None)
+    assert _both("What do Russian citizens think of Putin?",
+                 "What do Russians think of Putin?") == (None, None)
+    assert _both("What is the capital of Austria?", "What is the capital of Australia?") == (
+        "entity", "entity")

@@ -358,8 +358,11 @@ def _transposed(words_a: tuple[str, ...], words_b: tuple[str, ...],
     if len(seq_a) != len(seq_b) or len(set(seq_a)) != len(seq_a):
         return False
     moved = [i for i, (x, y) in enumerate(zip(seq_a, seq_b, strict=True)) if x != y]
-    return len(moved) == 2 and seq_a[moved[0]] == seq_b[moved[1]] and (
-        seq_a[moved[1]] == seq_b[moved[0]])
+    # Neighbours trading places are a compound said the other way round ("plant ovary" /
+    # "ovary in a plant", "money fast online" / "money online fast"): a word must stay
+    # between them, as "think" in "Croats think of Turks".
+    return len(moved) == 2 and moved[1] - moved[0] >= 2 and (
+        seq_a[moved[0]] == seq_b[moved[1]] and seq_a[moved[1]] == seq_b[moved[0]])
 
 
 def contrast(words_a: tuple[str, ...], words_b: tuple[str, ...],

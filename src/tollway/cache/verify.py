@@ -81,7 +81,10 @@ _TEMPORAL = re.compile(
     r"year|season|quarter)|next (?:week|weekend|month|year|monday|tuesday|wednesday|"
     r"thursday|friday|saturday|sunday)|last (?:night|week|weekend|month|year)|as of|"
     r"so far|at the moment|right now|up to date|these days|this time)\b"
-    r"|\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b"
+    r"|\b\d{4}-\d{1,2}-\d{1,2}\b"
+    # a date written 5/3 or 5/3/24; not a fraction of a measure ("1/4 cup", "3/4 inch")
+    r"|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b(?!\s*(?:cups?|tbsp|tsp|teaspoons?|tablespoons?|"
+    r"inch(?:es)?|in\b|miles?|lbs?|pounds?|oz|ounces?|of\b|mile|kg|g\b|litres?|liters?))"
     r"|\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.? \d{1,2}(?:st|nd|rd|th)?\b"
     r"|\b\d{1,2}(?:st|nd|rd|th)? (?:of )?(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|"
@@ -233,6 +236,23 @@ def _particles(words: tuple[str, ...]) -> frozenset[str]:
         i + 1 == len(words) or words[i + 1] in _AFTER_PARTICLE))
 
 
+_DEMONYM = ("n", "ns", "an", "ans", "ian", "ians", "i", "is", "s", "es", "ese", "ish")
+
+
+def _unmatched(names: frozenset[str], other: Parsed) -> bool:
+    """A name the other text does not mention, in any case or form ("Russia" /
+    "Russians", "Pakistan" / "Pakistanis"; not "Austria" / "Australia")."""
+    for n in names:
+        if n in other.words or _stem(n) in other.content:
+            continue
+        if any(len(w) >= 4 and ((n.startswith(w) and n[len(w):] in _DEMONYM)
+                                or (w.startswith(n) and w[len(n):] in _DEMONYM))
+               for w in other.words):
+            continue
+        return True
+    return False
+
+
 def _units_differ(a: frozenset[tuple[str, str]], b: frozenset[tuple[str, str]]) -> bool:
     """A number with a unit on both sides, a different one ("5 km" / "5 miles"); a unit
     on one side only ("after 19 years" / "after 19") is how people write."""
@@ -278,9 +298,7 @@ def verify(a: str, b: str) -> str | None:
         return why
     # A name on one side that the other does not mention at all, in any case; or words
     # in a script folding drops ("无语" / "装逼").
-    if pa.script != pb.script or any(
-            n not in pb.words and _stem(n) not in pb.content for n in pa.names) or any(
-            n not in pa.words and _stem(n) not in pa.content for n in pb.names):
+    if pa.script != pb.script or _unmatched(pa.names, pb) or _unmatched(pb.names, pa):
         return "entity"
     return None
 
