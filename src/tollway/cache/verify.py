@@ -1,21 +1,29 @@
 """Whether a cached answer may be served for a new question: the semantic cache's match
 decision, beyond the embedding similarity.
 
-Embeddings place "cancel my subscription" and "don't cancel my subscription", or "5 km"
-and "8 km", side by side. So a candidate is accepted only if
+Embeddings place "cancel my subscription" and "don't cancel my subscription", "5 km"
+and "5 miles", or "Celsius to Fahrenheit" and "Fahrenheit to Celsius" side by side.
+So a candidate is accepted (`accept`) when
 
-- neither text is temporal ("today", "latest", a date...): its answer goes stale;
-- `verify` finds no hard mismatch: a negation or an opposite ("enable"/"disable") on one
-  side only, different numbers, dates, a universal quantifier ("all", "every") on one
-  side only, or a capitalised name the other text lacks;
-- the cosine is at least COSINE_FLOOR and the match score reaches the threshold: a
-  logistic model over the cosine and the lexical differences (content words on one
-  side only, weighted by rarity, and how well each aligns with a word of the other
-  text by MiniLM's context-free word vectors, which tells "parcel"/"package" from
-  "Austria"/"Australia").
+- it is a near-repeat (`near_repeat`): the same canonical form (cache/normalize.py:
+  case, punctuation, whitespace, contractions, polite framing aside), nothing `verify`
+  tells apart, neither text temporal. Served whatever the cosine and score; or
+- neither text is temporal ("today", "latest", a date...: its answer goes stale),
+  `verify` finds no difference in meaning, the cosine is at least COSINE_FLOOR and the
+  match score reaches the threshold of the mode (`threshold_of`): a logistic model over
+  the cosine and the lexical differences (content words on one side only, weighted by
+  rarity, and how well each aligns with a word of the other text by MiniLM's
+  context-free word vectors, which tells "parcel"/"package" from "Austria"/"Australia").
 
-The rules are general English, not fitted. The score's weights and the default
-threshold were fitted on the Quora Question Pairs dev set by bench/cache_precision.py
+`verify` compares the meaning-bearing parts, one side against the other: a negation
+word on one side only, then cache/contrasts.py's rules (affixal negation, opposite
+words, comparison and range words, arguments reversed around to/from/into/than or two
+words trading places, closed-class siblings), then clock times, numbers with their
+units and bounds, a universal quantifier ("all", "every") on one side only, dates and
+days, and a capitalised name (or letters folding drops) the other text lacks.
+
+The rules are general English, not fitted. The score's weights and the two modes'
+thresholds were fitted on the Quora Question Pairs dev set by bench/cache_precision.py
 --fit, which also reports their cross-validated precision and recall. A decision costs
 a fraction of a millisecond (texts are parsed once, word vectors are cached).
 """
