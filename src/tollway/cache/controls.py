@@ -72,8 +72,9 @@ class AliasCache:
     enabled: bool
     ttl: float
     semantic: bool
-    threshold: float | None
+    threshold: float | None  # None: the mode's calibrated one
     across: bool  # also the context-free keys of a stand-alone latest turn
+    mode: str = "strict"  # the operating point when no threshold is set
 
 
 def for_alias(cfg: CacheConfig, override: ModelCacheConfig | None) -> AliasCache:
@@ -86,6 +87,7 @@ def for_alias(cfg: CacheConfig, override: ModelCacheConfig | None) -> AliasCache
                       semantic=semantic and enabled,
                       threshold=o.threshold if o.threshold is not None
                       else cfg.semantic.threshold,
+                      mode=o.mode or cfg.semantic.mode,
                       # Sharing needs the model: the continuity check is by meaning.
                       across=(o.across_conversations if o.across_conversations is not None
                               else cfg.across_conversations) and semantic and enabled)

@@ -1,9 +1,12 @@
 """`tollway cache eval PAIRS.jsonl`: how the semantic cache would do on labelled pairs.
 
 Each line is `{"a": str, "b": str, "same": bool}`. A pair is a *hit* when the cache
-would serve a's answer to b: neither text is temporal, `verify` passes and the match
-score reaches the threshold (`verify.accept`). precision = hits labelled same / hits,
-recall = hits labelled same / pairs labelled same, hit rate = hits / pairs.
+would serve a's answer to b (`verify.accept`): a near-repeat (one canonical form,
+nothing `verify` tells apart), or neither text temporal, `verify` passes and the
+match score reaches the threshold. precision = hits labelled same / hits, recall =
+hits labelled same / pairs labelled same, hit rate = hits / pairs. `--show-wrong` /
+`--show-misses` list the pairs served though labelled different, and those labelled
+same that were not served, with why.
 """
 
 from __future__ import annotations
@@ -47,13 +50,15 @@ class Scored:
     vetoed: npt.NDArray[np.bool_]
     same: npt.NDArray[np.bool_]
     reasons: list[str | None]
+    near: npt.NDArray[np.bool_]  # near-repeats (verify.near_repeat): served regardless
+
+    def hits(self, threshold: float) -> npt.NDArray[np.bool_]:
+        """Which pairs the cache would serve at this match-score threshold."""
+        return self.near | (~self.vetoed & (self.score >= threshold) & (
+            self.cosine >= verify.COSINE_FLOOR))
 
     def point(self, threshold: float, *, cosine_only: bool = False) -> Point:
-        if cosine_only:
-            hit = self.cosine >= threshold
-        else:
-            hit = ~self.vetoed & (self.score >= threshold) & (
-                self.cosine >= verify.COSINE_FLOOR)
+        hit = self.cosine >= threshold if cosine_only else self.hits(threshold)
         return _point(threshold, hit, self.same)
 
 
@@ -66,9 +71,23 @@ class Result:
     recall: float
     hit_rate: float
     sweep: list[Point]
+    wrong: list[Shown] | None = None  # with show_wrong: the pairs served wrongly
+    misses: list[Shown] | None = None  # with show_misses: the same pairs not served
 
     def as_json(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """One pair a threshold gets wrong, and why the decision went that way."""
+
+    a: str
+    b: str
+    cosine: float
+    score: float
+    why: str  # "near-repeat", "score", a verify reason, "temporal", "cosine"
 
 
 def _point(threshold: float, hit: npt.NDArray[np.bool_], same: npt.NDArray[np.bool_]) -> Point:
@@ -117,16 +136,38 @@ def score(pairs: list[Pair], embedder: Embedder | None = None) -> Scored:
         scores[i] = verify.match_score(p.a, p.b, float(c))
     vetoed = np.array([r is not None for r in reasons], bool)
     same = np.array([p.same for p in pairs], bool)
-    return Scored(cos, scores, vetoed, same, reasons)
+    near = np.array([verify.near_repeat(p.a, p.b) for p in pairs], bool)
+    return Scored(cos, scores, vetoed, same, reasons, near)
+
+
+def _why(s: Scored, i: int, hit: bool) -> str:
+    if hit:
+        return "near-repeat" if s.near[i] else "score"
+    if s.reasons[i] is not None:
+        return str(s.reasons[i])
+    return "cosine" if s.cosine[i] < verify.COSINE_FLOOR else "score"
+
+
+def shown(pairs: list[Pair], s: Scored, threshold: float, *, wrong: bool) -> list[Shown]:
+    """The pairs served though labelled different (wrong) or labelled same and not
+    served (misses), best-scored first."""
+    hit = s.hits(threshold)
+    pick = hit & ~s.same if wrong else ~hit & s.same
+    idx = sorted(np.flatnonzero(pick), key=lambda i: -float(s.score[i]))
+    return [Shown(pairs[i].a, pairs[i].b, round(float(s.cosine[i]), 4),
+                  round(float(s.score[i]), 4), _why(s, int(i), bool(hit[i]))) for i in idx]
 
 
 def evaluate(pairs: list[Pair], threshold: float = verify.DEFAULT_THRESHOLD,
-             embedder: Embedder | None = None) -> Result:
+             embedder: Embedder | None = None, *, show_wrong: bool = False,
+             show_misses: bool = False) -> Result:
     s = score(pairs, embedder)
     at = s.point(threshold)
     return Result(pairs=len(pairs), same=int(s.same.sum()), threshold=threshold,
                   precision=at.precision, recall=at.recall, hit_rate=at.hit_rate,
-                  sweep=[s.point(t) for t in sorted({*SWEEP, threshold})])
+                  sweep=[s.point(t) for t in sorted({*SWEEP, threshold})],
+                  wrong=shown(pairs, s, threshold, wrong=True) if show_wrong else None,
+                  misses=shown(pairs, s, threshold, wrong=False) if show_misses else None)
 
 
 def render(r: Result) -> str:
@@ -137,4 +178,11 @@ def render(r: Result) -> str:
         mark = "  <- threshold" if p.threshold == r.threshold else ""
         lines.append(f"     {p.threshold:.2f}     {p.precision:6.1%}  {p.recall:6.1%}    "
                      f"{p.hit_rate:6.1%}  {p.hits:6d}{mark}")
+    for title, rows in ((f"served wrongly at {r.threshold:.2f}", r.wrong),
+                        (f"missed at {r.threshold:.2f}", r.misses)):
+        if rows is None:
+            continue
+        lines += ["", f"{title}: {len(rows)} pairs (cosine, score, why)"]
+        lines += [f"  {x.cosine:.3f} {x.score:.2f} {x.why:<11} {x.a!r} / {x.b!r}"
+                  for x in rows]
     return "\n".join(lines)

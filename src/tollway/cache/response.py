@@ -40,7 +40,7 @@ from tollway.wire.sse import body_of
 if TYPE_CHECKING:
     import numpy as np
 
-    from tollway.cache.index import Partition
+    from tollway.cache.index import Partition, SemanticEntry
 
 log = logging.getLogger("tollway.cache")
 T = TypeVar("T")
@@ -212,10 +212,11 @@ class ResponseCache:
         items = []
         if look.vector is not None and keys.text is not None:
             from tollway.cache.index import SemanticEntry
+            from tollway.cache.normalize import canonical
 
             for k in every:
                 item = SemanticEntry(id=k.exact, text=keys.text, vector=look.vector.tobytes(),
-                                     expires_at=answer.expires_at)
+                                     expires_at=answer.expires_at, canon=canonical(keys.text))
                 self._partition(k.partition).add(item)
                 items.append((k.partition, item))
         body = entries.encode(answer)
@@ -229,28 +230,47 @@ class ResponseCache:
                                                    self.config.semantic.max_entries))
 
     async def _semantic(self, look: Lookup, text: str, partition: str, now: float) -> bool:
-        """Look for `text` by meaning in `partition`; True on a hit."""
-        from tollway.cache.verify import COSINE_FLOOR, DEFAULT_THRESHOLD, accept, is_temporal
+        """Look for `text` by meaning in `partition`; True on a hit. A near-repeat (the
+        same canonical form, cache/normalize.py) is found first, by a dict lookup and
+        without the model; then the nearest entries by embedding, each verified."""
+        from tollway.cache.normalize import canonical
+        from tollway.cache.verify import (
+            COSINE_FLOOR,
+            accept,
+            is_temporal,
+            near_repeat,
+            threshold_of,
+        )
 
-        if is_temporal(text):
-            return False
         assert look.settings is not None
-        if look.vector is None:
-            look.vector = await self._embed(text)
-        vector = look.vector
         part = self._partition(partition)
         await self._sync(partition, part)
-        threshold = look.settings.threshold or DEFAULT_THRESHOLD
-        for cand in part.search(vector, COSINE_FLOOR, CANDIDATES):
+        same = part.same_form(canonical(text))
+        if same is not None and same.expires_at > now and near_repeat(text, same.text) and (
+                await self._serve(look, same, 1.0, now)):
+            return True
+        if is_temporal(text):
+            return False
+        if look.vector is None:
+            look.vector = await self._embed(text)
+        threshold = threshold_of(look.settings.mode, look.settings.threshold)
+        for cand in part.search(look.vector, COSINE_FLOOR, CANDIDATES):
             item = cand.entry
             if item.expires_at <= now or not accept(text, item.text, cand.similarity, threshold):
                 continue
-            raw = await self._call(self.store.get(item.id))
-            found = _decoded(raw, now) if raw is not None else None
-            if found is not None:
-                look.status, look.found, look.similarity = "semantic-hit", found, cand.similarity
+            if await self._serve(look, item, cand.similarity, now):
                 return True
         return False
+
+    async def _serve(self, look: Lookup, item: SemanticEntry, similarity: float,
+                     now: float) -> bool:
+        """Fetch the entry's answer; True (and `look` filled in) if it is still there."""
+        raw = await self._call(self.store.get(item.id))
+        found = _decoded(raw, now) if raw is not None else None
+        if found is None:
+            return False
+        look.status, look.found, look.similarity = "semantic-hit", found, similarity
+        return True
 
     async def _shareable(self, look: Lookup, across: Keys | None, req: ChatRequest
                          ) -> Keys | None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from tollway.cache.verify import stem
+from tollway.cache.words import stem
 from tollway.types import Message
 
 MIN_WORDS = 4

@@ -1,21 +1,29 @@
 """Whether a cached answer may be served for a new question: the semantic cache's match
 decision, beyond the embedding similarity.
 
-Embeddings place "cancel my subscription" and "don't cancel my subscription", or "5 km"
-and "8 km", side by side. So a candidate is accepted only if
+Embeddings place "cancel my subscription" and "don't cancel my subscription", "5 km"
+and "5 miles", or "Celsius to Fahrenheit" and "Fahrenheit to Celsius" side by side.
+So a candidate is accepted (`accept`) when
 
-- neither text is temporal ("today", "latest", a date...): its answer goes stale;
-- `verify` finds no hard mismatch: a negation or an opposite ("enable"/"disable") on one
-  side only, different numbers, dates, a universal quantifier ("all", "every") on one
-  side only, or a capitalised name the other text lacks;
-- the cosine is at least COSINE_FLOOR and the match score reaches the threshold: a
-  logistic model over the cosine and the lexical differences (content words on one
-  side only, weighted by rarity, and how well each aligns with a word of the other
-  text by MiniLM's context-free word vectors, which tells "parcel"/"package" from
-  "Austria"/"Australia").
+- it is a near-repeat (`near_repeat`): the same canonical form (cache/normalize.py:
+  case, punctuation, whitespace, contractions, polite framing aside), nothing `verify`
+  tells apart, neither text temporal. Served whatever the cosine and score; or
+- neither text is temporal ("today", "latest", a date...: its answer goes stale),
+  `verify` finds no difference in meaning, the cosine is at least COSINE_FLOOR and the
+  match score reaches the threshold of the mode (`threshold_of`): a logistic model over
+  the cosine and the lexical differences (content words on one side only, weighted by
+  rarity, and how well each aligns with a word of the other text by MiniLM's
+  context-free word vectors, which tells "parcel"/"package" from "Austria"/"Australia").
 
-The rules are general English, not fitted. The score's weights and the default
-threshold were fitted on the Quora Question Pairs dev set by bench/cache_precision.py
+`verify` compares the meaning-bearing parts, one side against the other: a negation
+word on one side only, then cache/contrasts.py's rules (affixal negation, opposite
+words, comparison and range words, arguments reversed around to/from/into/than or two
+words trading places, closed-class siblings), then clock times, numbers with their
+units and bounds, a universal quantifier ("all", "every") on one side only, dates and
+days, and a capitalised name (or letters folding drops) the other text lacks.
+
+The rules are general English, not fitted. The score's weights and the two modes'
+thresholds were fitted on the Quora Question Pairs dev set by bench/cache_precision.py
 --fit, which also reports their cross-validated precision and recall. A decision costs
 a fraction of a millisecond (texts are parsed once, word vectors are cached).
 """
@@ -28,6 +36,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
+
+from tollway.cache.contrasts import bound_before, clock_times, contrast, is_unit, unit_after
+from tollway.cache.normalize import canonical
+from tollway.cache.words import stem
 
 # -- words -----------------------------------------------------------------------------
 
@@ -50,40 +62,13 @@ _MONTHS = {
     "sept": 9, "oct": 10, "nov": 11, "dec": 12,
 }
 _DAYS = {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
-         "weekend", "weekday", "weekdays", "weekends", "christmas", "easter", "thanksgiving",
+         "weekend", "weekday", "christmas", "easter", "thanksgiving",
          "halloween", "new year", "mon", "tue", "wed", "thu", "fri", "sat", "sun"}
 _NEGATIONS = {"not", "no", "never", "without", "cannot", "none", "nobody", "nothing",
-              "neither", "nor", "nowhere"}
-# Opposites that no prefix rule finds; either side of a pair on one text only, the other
-# on the other, is a negation. General English, not tuned to any data set.
-_OPPOSITES = [
-    ("accept", "reject"), ("enable", "disable"), ("allow", "block"), ("allow", "deny"),
-    ("include", "exclude"),
-    ("show", "hide"), ("add", "remove"), ("open", "close"), ("increase", "decrease"),
-    ("buy", "sell"), ("before", "after"), ("more", "less"), ("most", "least"),
-    ("import", "export"), ("upload", "download"), ("above", "below"), ("start", "stop"),
-    ("start", "end"), ("win", "lose"), ("true", "false"), ("push", "pull"),
-    ("encrypt", "decrypt"), ("pass", "fail"), ("success", "failure"), ("min", "max"),
-    ("minimum", "maximum"), ("high", "low"), ("higher", "lower"), ("good", "bad"),
-    ("best", "worst"), ("safe", "dangerous"), ("cheap", "expensive"), ("fast", "slow"),
-    ("easy", "hard"), ("easy", "difficult"), ("advantage", "disadvantage"), ("pro", "con"),
-    ("gain", "lose"), ("gain", "loss"), ("profit", "loss"), ("credit", "debit"),
-    ("inbound", "outbound"), ("input", "output"), ("male", "female"), ("men", "women"),
-    ("boy", "girl"), ("old", "new"), ("old", "young"), ("first", "last"), ("early", "late"),
-    ("arrive", "depart"), ("arrival", "departure"), ("lend", "borrow"), ("send", "receive"),
-    ("mount", "unmount"), ("join", "leave"), ("love", "hate"), ("rich", "poor"),
-    ("positive", "negative"), ("agree", "disagree"), ("like", "dislike"), ("wet", "dry"),
-    ("hot", "cold"), ("light", "dark"), ("long", "short"),
-    ("big", "small"), ("large", "small"), ("weak", "strong"), ("right", "wrong"),
-    ("north", "south"), ("east", "west"), ("inside", "outside"), ("internal", "external"),
-    ("public", "private"), ("online", "offline"), ("login", "logout"),
-]
-_OPPOSITE: dict[str, set[str]] = {}  # by stem, filled below _stem
+              "neither", "nor", "nowhere", "non"}
 # "all my invoices" is not "one invoice": a universal quantifier on one side only.
 _UNIVERSAL = frozenset({"all", "every", "each", "entire", "whole", "everything", "everyone",
                         "always"})
-# Antonym prefixes: "enable"/"disable", "legal"/"illegal", "subscribe"/"unsubscribe".
-_NEG_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "de")
 _STOP = frozenset("""
 a an the and or but if then so of to in on at by for with from into onto about as is are
 was were be been being am do does did doing done have has had having i me my mine we us
@@ -95,13 +80,19 @@ tell know want need like possible steps step tips tip guide instructions help pl
 anyone let give
 """.split())  # noqa: SIM905
 
+# Capitalised, yet not a name that tells two questions apart ("on Earth" / "in the world").
+_COMMON = frozenset({"earth", "internet", "web", "god", "ok", "okay"})
+
 _TEMPORAL = re.compile(
     r"\b(today|tonight|tomorrow|yesterday|now|nowadays|currently|current|latest|newest|"
     r"recent|recently|breaking|upcoming|this (?:morning|evening|week|weekend|month|"
     r"year|season|quarter)|next (?:week|weekend|month|year|monday|tuesday|wednesday|"
     r"thursday|friday|saturday|sunday)|last (?:night|week|weekend|month|year)|as of|"
     r"so far|at the moment|right now|up to date|these days|this time)\b"
-    r"|\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b"
+    r"|\b\d{4}-\d{1,2}-\d{1,2}\b"
+    # a date written 5/3 or 5/3/24; not a fraction of a measure ("1/4 cup", "3/4 inch")
+    r"|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b(?!\s*(?:cups?|tbsp|tsp|teaspoons?|tablespoons?|"
+    r"inch(?:es)?|in\b|miles?|lbs?|pounds?|oz|ounces?|of\b|mile|kg|g\b|litres?|liters?))"
     r"|\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.? \d{1,2}(?:st|nd|rd|th)?\b"
     r"|\b\d{1,2}(?:st|nd|rd|th)? (?:of )?(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|"
@@ -133,99 +124,87 @@ class Parsed:
     names: frozenset[str]  # lower-cased capitalised words that are not sentence-initial
     negated: bool
     universal: bool  # "all", "every", "entire"...
+    times: frozenset[str]  # clock times, "HH:MM"
+    units: frozenset[tuple[str, str]]  # (number, unit) of each number with a unit
+    bounds: frozenset[tuple[str, str]]  # ("<" or ">", number): "under 12", "over 12"
+    script: frozenset[str]  # letters folding to ASCII loses ("无语"): compared as they are
+    # what word order is compared on (contrasts' direction rule): the content stems and
+    # the short or capitalised words they leave out ("C", "US", "O2")
+    ordered: frozenset[str]
 
 
-def _has_vowel(s: str) -> bool:
-    return any(c in "aeiou" for c in s) or "y" in s[1:]
+_stem = stem  # the stemmer lives in cache/words.py
 
 
-def _stem(w: str) -> str:
-    """A crude suffix strip, so that the forms of a word meet: "invoices"/"invoice",
-    "taking"/"take", "using"/"use", "applies"/"applied"/"apply", "modified"/"modify",
-    "movies"/"movie", "agreed"/"agree", "travelled"/"travel", "possibly"/"possible",
-    "meanings"/"meaning", while "speed", "string", "thing", "family" or "apply"/"app"
-    stay apart. General English rules (Porter's step 1, roughly), not a dictionary."""
-    if len(w) <= 2:
-        return w
-    # plurals and the third person: cities -> citi, boxes -> box, invoices -> invoice
-    if w.endswith(("ies", "sses", "xes", "ches", "shes", "zes")) and len(w) >= 4:
-        w = w[:-2]
-    elif w.endswith("s") and not w.endswith(("ss", "us", "is")) and len(w) > 3:
-        w = w[:-1]
-    # adverbs: possibly -> possible, easily -> easy, really -> real; not the verbs in
-    # -ply (apply, reply, supply), "family", or short words (only, early, holy, italy)
-    if w.endswith("ly") and len(w) >= 6 and not w.endswith(("ply", "mily")):
-        w = w[:-1] + "e" if w.endswith("bly") else w[:-3] + "y" if w.endswith(
-            "ily") else w[:-2]
-    # -ed / -ing when what is left has a vowel: agreed -> agree, studied -> studi,
-    # dying -> die, using -> us, meanings -> mean; not need, speed, bed, thing, string
-    if w.endswith("eed"):
-        if _has_vowel(w[:-3]):
-            w = w[:-1]
-    elif w.endswith("ied") and len(w) >= 4:
-        w = w[:-2]
-    elif w.endswith("ying") and len(w) == 5:
-        w = w[:-4] + "ie"
-    elif w.endswith("ing") and len(w) >= 5 and _has_vowel(w[:-3]):
-        w = w[:-3]
-    elif w.endswith("ed") and _has_vowel(w[:-2]):
-        w = w[:-2]
-    # a final y after a consonant is i, as in the forms above: study/studies/studied
-    if len(w) >= 3 and w[-1] == "y" and w[-2] not in "aeiouy":
-        w = w[:-1] + "i"
-    # both sides lose a final e (require/required, use/using), then a doubled final
-    # consonant (running -> run, programme -> program, travelled -> travel; not call)
-    if len(w) >= 3 and w[-1] == "e":
-        w = w[:-1]
-    if len(w) > 3 and w[-1] == w[-2] and (w[-1] not in "aeiouls" or (
-            w[-1] == "l" and len(w) > 4)):
-        w = w[:-1]
-    return w
-
-
-stem = _stem  # for the other cache modules
-
-
-for _x, _y in _OPPOSITES:
-    _OPPOSITE.setdefault(_stem(_x), set()).add(_stem(_y))
-    _OPPOSITE.setdefault(_stem(_y), set()).add(_stem(_x))
-
-
-def _number(w: str) -> str | None:
+def _number(w: str) -> tuple[str, str] | None:
+    """(the number, a unit glued to it: "5km" -> ("5", "km")) or None."""
     if w in _NUMBER_WORDS:
-        return _NUMBER_WORDS[w]
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(?:st|nd|rd|th|k|m|s|x\d+|[a-z]{1,3})?", w)
+        return _NUMBER_WORDS[w], ""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(st|nd|rd|th|x\d+|[a-z]{1,3})?", w)
     if m:
-        return m.group(1).lstrip("0") or "0"
+        suffix = m.group(2) or ""
+        return m.group(1).lstrip("0") or "0", "" if suffix in ("st", "nd", "rd", "th") else suffix
     return None
+
+
+_CURRENCY = re.compile(r"([£$€¥])\s?(\d[\d,]*(?:\.\d+)?)")
+_CURRENCY_CODE = {"£": "gbp", "$": "usd", "€": "eur", "¥": "jpy"}
+
+
+def _day(w: str) -> str | None:
+    """The day a word names ("mon", "monday", "mondays" -> "mon"; "weekends" ->
+    "weekend"), or None."""
+    w = w.removesuffix("s") if w not in _DAYS else w
+    if w not in _DAYS:
+        return None
+    return w[:3] if w.endswith("day") and w != "weekday" else w
 
 
 @functools.lru_cache(maxsize=4096)
 def parse(text: str) -> Parsed:
-    raw = _WORD.findall(_fold(text.replace("\u2019", "'")))  # before folding drops it
+    text = _CURRENCY.sub(lambda m: f"{m.group(2).replace(',', '')} "
+                         f"{_CURRENCY_CODE[m.group(1)]}", text.replace("%", " percent"))
+    text, times = clock_times(text)
+    folded = _fold(text.replace("\u2019", "'"))  # before folding drops it
+    script = frozenset(c for c in unicodedata.normalize("NFKD", text)
+                       if ord(c) > 127 and c.isalpha())
+    raw = _WORD.findall(folded)
     raw = [r[:-2] if r.lower().endswith("'s") else r for r in raw]  # possessives
     words = tuple(w.lower() for w in raw)
     numbers: set[str] = set()
+    units: set[tuple[str, str]] = set()
+    bounds: set[tuple[str, str]] = set()
     dates: set[str] = set()
     names: set[str] = set()
     content: set[str] = set()
     surface: dict[str, str] = {}
     negs = 0
     universal = False
+    ordered: set[str] = set()
     for i, (w, r) in enumerate(zip(words, raw, strict=True)):
         base = w.replace("'", "")
+        if r.isupper() or (i > 0 and r[0].isupper()) or any(c.isdigit() for c in r) or (
+                len(r) == 1 and r.isalpha() and w not in ("a", "i")):
+            ordered.add(_stem(base))
         if w in _UNIVERSAL:
             universal = True
             continue
         if w.endswith("n't") or w in _NEGATIONS:
             negs += 1
             continue
-        n = _number(w)
-        if n is not None:
-            if len(n) == 4 and n[:2] in ("19", "20"):  # a year
+        num = _number(w)
+        if num is not None:
+            n, suffix = num
+            if len(n) == 4 and n[:2] in ("19", "20") and not suffix:  # a year
                 dates.add(n)
             else:
                 numbers.add(n)
+                unit = unit_after(words, i, suffix)
+                if unit:
+                    units.add((n, unit))
+                bound = bound_before(words, i)
+                if bound:
+                    bounds.add((bound, n))
             continue
         if any(c.isdigit() for c in w):  # "q3", "ios17", "h264", "800x600": its digits count
             numbers.update(d.lstrip("0") or "0" for d in re.findall(r"\d+", w))
@@ -234,51 +213,100 @@ def parse(text: str) -> Parsed:
                 and w not in ("mar", "sat", "sun")):
             dates.add(str(_MONTHS[w]))
             continue
-        if w in _DAYS or w.removesuffix("s") in _DAYS:
-            dates.add(w[:3])
+        day = _day(w)
+        if day is not None:
+            dates.add(day)
             continue
-        if i > 0 and r[0].isupper() and not r.isupper() and w not in _STOP:
+        if (i > 0 and r[0].isupper() and not r.isupper() and w not in _STOP
+                and w not in _COMMON and not is_unit(w)):
             names.add(w)
         if w not in _STOP and len(base) > 1:
             content.add(_stem(base))
             surface[_stem(base)] = base
-    stems = frozenset(_stem(w.replace("'", "")) for w in words)
+    stems = frozenset(_stem(w.replace("'", "")) for w in words) | _particles(words)
     return Parsed(words=words, content=frozenset(content), surface=tuple(surface.items()),
                   numbers=frozenset(numbers),
                   dates=frozenset(dates), stems=stems, names=frozenset(names),
-                  negated=negs % 2 == 1, universal=universal)
+                  negated=negs % 2 == 1, universal=universal, times=times,
+                  units=frozenset(units), bounds=frozenset(bounds),
+                  ordered=frozenset(ordered | content), script=script)
 
 
-def _opposed(a: frozenset[str], b: frozenset[str]) -> bool:
-    """One side has "disable" where the other has "enable" (and no such word itself)."""
-    for x, y in ((a, b), (b, a)):
-        for w in x - y:
-            for p in _NEG_PREFIXES:
-                if w.startswith(p) and len(w) > len(p) + 3 and w[len(p):] in y - x:
-                    return True
-            if _OPPOSITE.get(w, _NO) & (y - x):
-                return True
+_PARTICLES = frozenset({"in", "out", "on", "off", "up", "down"})
+_AFTER_PARTICLE = frozenset({"on", "of", "to", "at", "with", "for", "and", "or", "from",
+                             "by"})
+
+
+def _particles(words: tuple[str, ...]) -> frozenset[str]:
+    """"in_" for "zoom in on", "turn it off", "log out of": a particle (last word, or
+    before a preposition), not the preposition of "smell in carpets"."""
+    return frozenset(w + "_" for i, w in enumerate(words) if w in _PARTICLES and (
+        i + 1 == len(words) or words[i + 1] in _AFTER_PARTICLE))
+
+
+_DEMONYM = ("n", "ns", "an", "ans", "ian", "ians", "i", "is", "s", "es", "ese", "ish")
+
+
+def _unmatched(names: frozenset[str], other: Parsed) -> bool:
+    """A name the other text does not mention, in any case or form ("Russia" /
+    "Russians", "Pakistan" / "Pakistanis"; not "Austria" / "Australia")."""
+    for n in names:
+        if n in other.words or _stem(n) in other.content:
+            continue
+        if any(len(w) >= 4 and ((n.startswith(w) and n[len(w):] in _DEMONYM)
+                                or (w.startswith(n) and w[len(n):] in _DEMONYM))
+               for w in other.words):
+            continue
+        return True
     return False
 
 
-_NO: set[str] = set()
+def _units_differ(a: frozenset[tuple[str, str]], b: frozenset[tuple[str, str]]) -> bool:
+    """A number with a unit on both sides, a different one ("5 km" / "5 miles"); a unit
+    on one side only ("after 19 years" / "after 19") is how people write."""
+    for n in {n for n, _ in a} & {n for n, _ in b}:
+        if not {u for m, u in a if m == n} & {u for m, u in b if m == n}:
+            return True
+    return False
+
+
+def _bounds_differ(a: frozenset[tuple[str, str]], b: frozenset[tuple[str, str]]) -> bool:
+    """A number bounded the other way ("under 12" / "over 12"); a bound on one side only
+    ("best laptop under 30000" / "best laptop for 30000") is how people write."""
+    return any((">" if d == "<" else "<", n) in b and (d, n) not in b for d, n in a)
+
+
+REASONS = ("negation", "affix", "comparison", "opposite", "direction", "time", "unit",
+           "number", "scope", "date", "sibling", "entity")
 
 
 def verify(a: str, b: str) -> str | None:
-    """None if nothing forbids serving a's answer for b, else why not: "negation",
-    "number", "date", "scope" or "entity"."""
+    """None if nothing forbids serving a's answer for b, else why not (one of REASONS:
+    a negation word on one side only, then contrasts.contrast's rules, then different
+    clock times, units, numbers, quantifiers, dates, or a name one side lacks)."""
     pa, pb = parse(a), parse(b)
-    if pa.negated != pb.negated or _opposed(pa.stems, pb.stems):
+    if pa.negated != pb.negated:
         return "negation"
+    why = contrast(pa.words, pb.words, pa.stems, pb.stems, pa.ordered, pb.ordered)
+    if why is not None and why != "sibling":
+        return why
+    if _bounds_differ(pa.bounds, pb.bounds) or _bounds_differ(pb.bounds, pa.bounds):
+        return "comparison"
+    if pa.times != pb.times:
+        return "time"
+    if _units_differ(pa.units, pb.units):
+        return "unit"
     if pa.numbers != pb.numbers:
         return "number"
     if pa.universal != pb.universal:
         return "scope"
     if pa.dates != pb.dates:
         return "date"
-    # A name on one side that the other does not mention at all, in any case.
-    if any(n not in pb.words and _stem(n) not in pb.content for n in pa.names) or any(
-            n not in pa.words and _stem(n) not in pa.content for n in pb.names):
+    if why is not None:
+        return why
+    # A name on one side that the other does not mention at all, in any case; or words
+    # in a script folding drops ("无语" / "装逼").
+    if pa.script != pb.script or _unmatched(pa.names, pb) or _unmatched(pb.names, pa):
         return "entity"
     return None
 
@@ -360,7 +388,8 @@ def _aligned(al: list[tuple[float, float]]) -> tuple[float, float, float]:
 class _Model:
     weights: tuple[float, ...]
     bias: float
-    threshold: float
+    threshold: float  # strict
+    thresholds: dict[str, float]  # by mode
 
 
 @functools.cache
@@ -372,7 +401,10 @@ def _model() -> _Model:
     if d["features"] != FEATURES:
         raise RuntimeError("match_weights.json was fitted on other features: refit it "
                            "(bench/cache_precision.py --fit)")
-    return _Model(tuple(d["weights"]), float(d["bias"]), float(d["threshold"]))
+    modes = {str(k): float(v) for k, v in d.get("thresholds", {}).items()}
+    strict = modes.setdefault("strict", float(d["threshold"]))
+    modes.setdefault("balanced", strict)
+    return _Model(tuple(d["weights"]), float(d["bias"]), strict, modes)
 
 
 def match_score(a: str, b: str, cosine: float) -> float:
@@ -388,10 +420,23 @@ def match_score(a: str, b: str, cosine: float) -> float:
 COSINE_FLOOR = 0.80
 
 
+def near_repeat(a: str, b: str) -> bool:
+    """The same question asked again: one canonical form (case, punctuation, whitespace,
+    contractions and polite framing aside, cache/normalize.py), nothing `verify` tells
+    apart, and not temporal (its answer goes stale, as for any semantic hit). Served
+    whatever the score: the score is calibrated on paraphrases, where even a cosine of
+    0.95 is not yet sure."""
+    return (canonical(a) == canonical(b) and not is_temporal(a) and not is_temporal(b)
+            and verify(a, b) is None)
+
+
 def accept(query: str, candidate: str, similarity: float,
            threshold: float | None = None) -> bool:
     """Serve the candidate's cached answer for `query`? `similarity` is the embeddings'
-    cosine; `threshold` applies to the match score (default: the calibrated one)."""
+    cosine; `threshold` applies to the match score (default: the calibrated one).
+    A near-repeat is served whatever the cosine and score."""
+    if near_repeat(query, candidate):
+        return True
     if similarity < COSINE_FLOOR or is_temporal(query) or is_temporal(candidate):
         return False
     if verify(query, candidate) is not None:
@@ -400,5 +445,13 @@ def accept(query: str, candidate: str, similarity: float,
         DEFAULT_THRESHOLD if threshold is None else threshold)
 
 
-# The match-score threshold chosen on the QQP dev pairs for precision >= 90%.
+def threshold_of(mode: str, threshold: float | None = None) -> float:
+    """The match-score threshold to use: an explicit one, else the mode's ("strict" or
+    "balanced", both chosen on the QQP dev pairs: docs/benchmarks/cache_precision.md)."""
+    if threshold is not None:
+        return threshold
+    return _model().thresholds.get(mode, DEFAULT_THRESHOLD)
+
+
+# The match-score threshold chosen on the QQP dev pairs for precision >= 90% ("strict").
 DEFAULT_THRESHOLD: float = _model().threshold

@@ -15,9 +15,12 @@ class SemanticCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     turns); only the latest user turn is compared, by all-MiniLM-L6-v2 run locally."""
 
     enabled: bool = False
+    # Which calibrated operating point: "strict" (the default, >= 90% precision on
+    # held-out question pairs) or "balanced" (more hits at a lower precision; both
+    # measured in docs/benchmarks/cache_precision.md). Near-repeats are served in both.
+    mode: Literal["strict", "balanced"] = "strict"
     # The match score (0-1: the cosine and the words that differ, weighed by a model
-    # fitted on labelled question pairs) a candidate must reach; None: the calibrated
-    # default, chosen for >= 90% precision (docs/benchmarks.md).
+    # fitted on labelled question pairs) a candidate must reach; None: the mode's.
     threshold: float | None = None
     max_entries: int = 100_000  # per partition; the oldest go first
 
@@ -54,6 +57,7 @@ class ModelCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | None = None
     ttl_seconds: float | None = None
     semantic: bool | None = None
+    mode: Literal["strict", "balanced"] | None = None
     threshold: float | None = None
     across_conversations: bool | None = None
 
