@@ -31,6 +31,7 @@ from tollway.cache import entry as entries
 from tollway.cache.controls import AliasCache, CacheAsk, bypass_reason, for_alias
 from tollway.cache.entry import CachedAnswer
 from tollway.cache.keys import Keys, context_free_keys, embedding_keys, keys_of
+from tollway.cache.recent import RecentEmbeddings
 from tollway.config import Config
 from tollway.policy.auth import Caller
 from tollway.store.base import CacheStore
@@ -49,7 +50,6 @@ FAILURES_TO_PAUSE = 3  # consecutive store failures before the store is skipped
 PAUSE_SECONDS = 5.0
 SYNC_SECONDS = 0.25  # how stale a partition's view of the shared log may get
 CANDIDATES = 4  # semantic candidates checked per lookup, best first
-EMBEDDINGS_KEPT = 4096  # recent texts' embeddings (1.5 kB each), least recently used out
 
 
 @dataclass(slots=True)
@@ -83,7 +83,7 @@ class ResponseCache:
         self._partitions: dict[str, Partition] = {}
         self._syncing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._vectors: dict[str, np.ndarray] = {}
+        self._recent = RecentEmbeddings()
         # One thread for the embedding model: CPU-bound, and off the event loop.
         self._embedder = (ThreadPoolExecutor(1, thread_name_prefix="tollway-embed")
                           if self.semantic else None)
@@ -252,7 +252,7 @@ class ResponseCache:
         if is_temporal(text):
             return False
         if look.vector is None:
-            look.vector = await self._embed(text)
+            look.vector = (await self._embed_many([text]))[0]
         threshold = threshold_of(look.settings.mode, look.settings.threshold)
         for cand in part.search(look.vector, COSINE_FLOOR, CANDIDATES):
             item = cand.entry
@@ -291,28 +291,9 @@ class ResponseCache:
         look.vector = vectors[0]  # the semantic lookup's own
         return None if leans_on_context(vectors[0], vectors[1:]) else across
 
-    async def _embed(self, text: str) -> np.ndarray:
-        """The text's embedding; the same FAQ asked again is not embedded again."""
-        return (await self._embed_many([text]))[0]
-
     async def _embed_many(self, texts: list[str]) -> list[np.ndarray]:
-        """The texts' embeddings, those not kept computed in one batch."""
-        from tollway.cache.embed import default_embedder
-
-        found = {t: v for t in texts if (v := self._vectors.pop(t, None)) is not None}
-        missing = list(dict.fromkeys(t for t in texts if t not in found))
-        if missing:
-            def run() -> np.ndarray:
-                out: np.ndarray = default_embedder().embed(missing)
-                return out
-
-            got = await asyncio.get_running_loop().run_in_executor(self._embedder, run)
-            found.update(zip(missing, got, strict=True))
-        for t, v in found.items():  # the most recently used last
-            self._vectors[t] = v
-        while len(self._vectors) > EMBEDDINGS_KEPT:
-            del self._vectors[next(iter(self._vectors))]
-        return [found[t] for t in texts]
+        assert self._embedder is not None  # (a semantic lookup has its thread)
+        return await self._recent.embed(self._embedder, texts)
 
     def _partition(self, name: str) -> Partition:
         part = self._partitions.get(name)
