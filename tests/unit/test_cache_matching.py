@@ -189,6 +189,7 @@ def test_cache_eval_cli_json(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "tollway.cli", "cache", "eval", str(f),
                           "--json"], capture_output=True, text=True, check=True, timeout=120)
     r = json.loads(out.stdout)
+    assert "embedding" in out.stderr and "6/6" in out.stderr  # the progress bar, on stderr
     assert {"precision", "recall", "hit_rate", "threshold", "sweep"} <= set(r)
     assert r["threshold"] == verify.DEFAULT_THRESHOLD
     assert r["precision"] == 1.0 and r["recall"] == 1.0 and r["hit_rate"] == pytest.approx(1 / 3)

@@ -12,6 +12,7 @@ same that were not served, with why.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -116,18 +117,33 @@ def load_pairs(path: Path, limit: int | None = None) -> list[Pair]:
     return pairs
 
 
-def cosines(pairs: list[Pair], embedder: Embedder) -> npt.NDArray[np.float32]:
-    """Cosine similarity of each pair; every distinct text is embedded once."""
+EMBED_CHUNK = 128  # texts embedded per call: the progress reported between them
+
+
+def cosines(pairs: list[Pair], embedder: Embedder,
+            progress: Callable[[int], object] | None = None) -> npt.NDArray[np.float32]:
+    """Cosine similarity of each pair; every distinct text is embedded once (in chunks,
+    `progress` told how many texts each chunk held)."""
     texts = sorted({t for p in pairs for t in (p.a, p.b)})
     index = {t: i for i, t in enumerate(texts)}
-    emb = embedder.embed(texts)
+    chunks = []
+    for i in range(0, len(texts), EMBED_CHUNK):
+        chunks.append(embedder.embed(texts[i:i + EMBED_CHUNK]))
+        if progress is not None:
+            progress(len(chunks[-1]))
+    emb = np.concatenate(chunks) if chunks else np.empty((0, 0), np.float32)
     ia = np.fromiter((index[p.a] for p in pairs), np.int64, len(pairs))
     ib = np.fromiter((index[p.b] for p in pairs), np.int64, len(pairs))
     return np.einsum("ij,ij->i", emb[ia], emb[ib])  # type: ignore[no-any-return]
 
 
-def score(pairs: list[Pair], embedder: Embedder | None = None) -> Scored:
-    cos = cosines(pairs, embedder or default_embedder())
+def distinct_texts(pairs: list[Pair]) -> int:
+    return len({t for p in pairs for t in (p.a, p.b)})
+
+
+def score(pairs: list[Pair], embedder: Embedder | None = None,
+          progress: Callable[[int], object] | None = None) -> Scored:
+    cos = cosines(pairs, embedder or default_embedder(), progress)
     reasons: list[str | None] = []
     scores = np.empty(len(pairs))
     for i, (p, c) in enumerate(zip(pairs, cos, strict=True)):
@@ -160,8 +176,9 @@ def shown(pairs: list[Pair], s: Scored, threshold: float, *, wrong: bool) -> lis
 
 def evaluate(pairs: list[Pair], threshold: float = verify.DEFAULT_THRESHOLD,
              embedder: Embedder | None = None, *, show_wrong: bool = False,
-             show_misses: bool = False) -> Result:
-    s = score(pairs, embedder)
+             show_misses: bool = False,
+             progress: Callable[[int], object] | None = None) -> Result:
+    s = score(pairs, embedder, progress)
     at = s.point(threshold)
     return Result(pairs=len(pairs), same=int(s.same.sum()), threshold=threshold,
                   precision=at.precision, recall=at.recall, hit_rate=at.hit_rate,
