@@ -190,35 +190,61 @@ def embeddings_key(texts: list[str]) -> str:
 
 
 class ReusedEmbedder(Embedder):
-    """Answers `embed(texts)` from a stored array when one was saved for the same key,
-    else computes with the real embedder and stores the result."""
+    """Answers `embed(texts)` from the stored array of all the run's texts when one was
+    saved for the same key (`load`), else computes with the real embedder; `save` then
+    stores them all under that key."""
 
     def __init__(self, inner: Embedder, reuse: bool) -> None:
         # No super().__init__(): the weights stay in `inner`, loaded once.
         self.inner, self.reuse = inner, reuse
         self.reused: dict[str, Any] | None = None  # the stored run's metadata, if used
+        self.rows: dict[str, npt.NDArray[np.float32]] = {}  # by text: read or computed
+        self.seconds = 0.0  # spent computing
+
+    @staticmethod
+    def _files(texts: list[str]) -> tuple[Path, Path]:
+        key = embeddings_key(texts)
+        return RESULTS / f"embeddings-{key}.npy", RESULTS / f"embeddings-{key}.json"
 
     def stored(self, texts: list[str]) -> bool:
-        key = embeddings_key(texts)
-        return (RESULTS / f"embeddings-{key}.npy").exists() and (
-            RESULTS / f"embeddings-{key}.json").exists()
+        return all(f.exists() for f in self._files(texts))
+
+    def load(self, texts: list[str]) -> None:
+        """Read the stored embeddings of all the run's texts (sorted), if asked to and
+        stored: the key is over the whole list, as `save` writes it."""
+        if not (self.reuse and self.stored(texts)):
+            return
+        path, meta = self._files(texts)
+        self.reused = json.loads(meta.read_text()) | {"file": path.name}
+        cli.log(f"reusing {path.relative_to(ROOT)} (computed {self.reused['when']})")
+        self.rows = dict(zip(texts, np.load(path), strict=True))
 
     def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        key = embeddings_key(texts)
-        path, meta = RESULTS / f"embeddings-{key}.npy", RESULTS / f"embeddings-{key}.json"
-        if self.reuse and path.exists() and meta.exists():
-            self.reused = json.loads(meta.read_text()) | {"file": path.name}
-            cli.log(f"reusing {path.relative_to(ROOT)} (computed {self.reused['when']})")
-            out: npt.NDArray[np.float32] = np.load(path)
-            return out
-        t = time.perf_counter()
-        out = self.inner.embed(texts)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        np.save(path, out)
-        meta.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"),
-                                    "texts": len(texts),
-                                    "seconds": round(time.perf_counter() - t, 1)}))
+        # evaluate.cosines asks in chunks of EMBED_CHUNK (its progress): answered by text
+        missing = [t for t in texts if t not in self.rows]
+        if missing:
+            t = time.perf_counter()
+            self.rows.update(zip(missing, self.inner.embed(missing), strict=True))
+            self.seconds += time.perf_counter() - t
+        return np.stack([self.rows[t] for t in texts])
+
+    def embed_all(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """The embeddings of all the run's texts (sorted): read if stored, else computed
+        and stored."""
+        self.load(texts)
+        out = self.embed(texts)
+        self.save(texts)
         return out
+
+    def save(self, texts: list[str]) -> None:
+        """Store the embeddings of all the run's texts (sorted) when computed here."""
+        if self.reused is not None:
+            return
+        path, meta = self._files(texts)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.stack([self.rows[t] for t in texts]))
+        meta.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"),
+                                    "texts": len(texts), "seconds": round(self.seconds, 1)}))
 
 
 # -- traps and latency -----------------------------------------------------------------
@@ -498,8 +524,11 @@ def main(argv: list[str] | None = None) -> int:
         sampled, pairs = len(pairs), pairs[:args.sample_if_cold]
         cli.log(f"no stored embeddings of all {sampled:,} pairs: the first {len(pairs):,} only")
     cli.log(f"{len(pairs)} pairs: embedding")
+    texts = sorted({t for p in pairs for t in (p.a, p.b)})
+    emb.load(texts)
     t = time.perf_counter()
     s = evaluate.score(pairs, emb)
+    emb.save(texts)
     embed_s = time.perf_counter() - t
     x = features(pairs, s)
     if args.fit:
