@@ -28,7 +28,7 @@ OUT = ROOT / "src" / "tollway" / "cache" / "basis.npy"
 def main() -> int:
     pairs = evaluate.load_pairs(cp.QQP)
     texts = sorted({t for p in pairs for t in (p.a, p.b)})
-    emb = cp.ReusedEmbedder(default_embedder(), True).embed(texts).astype(np.float64)
+    emb = cp.ReusedEmbedder(default_embedder(), True).embed_all(texts).astype(np.float64)
     _, s, vt = np.linalg.svd(emb, full_matrices=False)
     basis = np.ascontiguousarray(vt[:DIMS].T.astype(np.float32))  # (384, DIMS)
     np.save(OUT, basis)

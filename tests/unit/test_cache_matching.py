@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tollway.cache import evaluate, verify
+from tollway.cache import evaluate, tokens, verify
 from tollway.cache.embed import default_embedder
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -104,6 +104,23 @@ def test_stem_fixes_reach_the_match() -> None:
     a = verify.parse("What fees apply when I use a card?")
     b = verify.parse("Which fees applies using a card?")
     assert a.content == b.content
+
+
+def test_token_alignment_finds_the_word_without_a_match() -> None:
+    def align(a: str, b: str) -> dict[str, float]:
+        f = tokens.alignment(a, b, verify._STOP, verify.rarity)
+        return dict(zip(verify.FEATURES[-14:], f, strict=True))
+
+    same = align("How do I learn Python?", "how do i learn python")
+    assert same["tokens: alignment F1"] == pytest.approx(1.0, abs=1e-5)
+    assert same["tokens: share matched under 0.8"] == 0.0
+    # one word swapped for an unrelated one: that token is left without a close match
+    swapped = align("How do I learn Python?", "How do I learn guitar?")
+    assert swapped["content tokens: worst token match"] < 0.7
+    assert swapped["content tokens: share matched under 0.7"] > 0.0
+    assert swapped["tokens: alignment F1"] < same["tokens: alignment F1"]
+    # nothing alphanumeric on a side: neutral, fully matched
+    assert align("?!", "How do I learn Python?")["tokens: alignment F1"] == 1.0
 
 
 def test_accept_needs_similarity_score_and_verification() -> None:

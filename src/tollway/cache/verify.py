@@ -13,7 +13,9 @@ So a candidate is accepted (`accept`) when
   match score reaches the threshold of the mode (`threshold_of`): a logistic model over
   the cosine and the lexical differences (content words on one side only, weighted by
   rarity, and how well each aligns with a word of the other text by MiniLM's
-  context-free word vectors, which tells "parcel"/"package" from "Austria"/"Australia").
+  context-free word vectors, which tells "parcel"/"package" from "Austria"/"Australia"),
+  and how well the texts align token by token (cache/tokens.py: what mean pooling
+  blurs, one word swapped for an unrelated one).
 
 `verify` compares the meaning-bearing parts, one side against the other: a negation
 word on one side only, then cache/contrasts.py's rules (affixal negation, opposite
@@ -25,7 +27,8 @@ days, and a capitalised name (or letters folding drops) the other text lacks.
 The rules are general English, not fitted. The score's weights and the two modes'
 thresholds were fitted on the Quora Question Pairs dev set by bench/cache_precision.py
 --fit, which also reports their cross-validated precision and recall. A decision costs
-a fraction of a millisecond (texts are parsed once, word vectors are cached).
+a fraction of a millisecond (texts are parsed once, word and token vectors are
+cached).
 """
 
 from __future__ import annotations
@@ -317,7 +320,12 @@ FEATURES = ["cosine", "cosine^2", "rarity sum of one-sided words", "rarest one-s
             "rarest on each side, summed", "one-sided words", "content-word jaccard",
             "one-sided names", "length difference", "one word swapped",
             "swapped word rarity", "rarer side's rarest one-sided word", "one side a subset",
-            "unaligned rarity sum", "worst unaligned word", "least aligned word"]
+            "unaligned rarity sum", "worst unaligned word", "least aligned word",
+            # token alignment (cache/tokens.py), over all tokens then content tokens
+            *(f"{group}: {name}" for group in ("tokens", "content tokens") for name in (
+                "alignment F1", "alignment min(P, R)", "alignment F1 by rarity",
+                "alignment min(P, R) by rarity", "worst token match",
+                "share matched under 0.7", "share matched under 0.8"))]
 _LOG_RANK = math.log(28000)
 
 
@@ -372,11 +380,14 @@ def features(a: str, b: str, cosine: float) -> list[float]:
     ma, mb = max(ra, default=0.0), max(rb, default=0.0)
     swap = float(len(ua) == 1 and len(ub) == 1)
     n_a, n_b = len(pa.words), len(pb.words)
+    from tollway.cache.tokens import alignment  # numpy and the model: on first use only
+
     return [cosine, cosine * cosine, sum(both), max(both, default=0.0), ma + mb, len(both),
             len(pa.content & pb.content) / (len(pa.content | pb.content) or 1),
             len(pa.names ^ pb.names), abs(n_a - n_b) / (n_a + n_b + 1), swap,
             swap * min(both, default=0.0), min(ma, mb), float(not ua or not ub),
-            *_aligned(_alignment(pa, pb) + _alignment(pb, pa))]
+            *_aligned(_alignment(pa, pb) + _alignment(pb, pa)),
+            *alignment(a, b, _STOP, rarity)]
 
 
 def _aligned(al: list[tuple[float, float]]) -> tuple[float, float, float]:
