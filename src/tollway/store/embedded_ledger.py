@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import TypeVar
 
@@ -31,7 +32,7 @@ from tollway.accounting.rows import (
     served_model,
     spend_of,
 )
-from tollway.store.embedded_daily import add_days, total_filed_rows
+from tollway.store.embedded_daily import add_days
 from tollway.store.memory import MemoryBudgets
 from tollway.store.sqlite import Db
 
@@ -144,6 +145,25 @@ def rows_at(c: sqlite3.Connection, refs: Sequence[tuple[str, int]]) -> list[Ledg
                           f"({', '.join('?' * len(part))})", part)
         batches.update((batch, _decode_batch(blob)) for batch, blob in found)
     return [batches[batch][pos] for batch, pos in refs]
+
+
+TOTAL_PAGE = 50_000  # filed rows read per step when a ledger is totalled at open
+
+
+def total_filed_rows(c: sqlite3.Connection) -> None:
+    """Once per database: add the rows filed before the daily totals existed to them,
+    page by page in time order, by the filing's own add_days."""
+    with c:
+        c.execute("BEGIN")
+        if c.execute("SELECT 1 FROM dash_ready").fetchone() is not None:
+            return
+        after: tuple[float, str] = (-math.inf, "")
+        while page := c.execute(
+                "SELECT ts, id, batch, pos FROM ledger_rows WHERE (ts, id) > (?, ?) "
+                "ORDER BY ts, id LIMIT ?", (*after, TOTAL_PAGE)).fetchall():
+            add_days(c, rows_at(c, [(batch, pos) for _, _, batch, pos in page]))
+            after = page[-1][0], page[-1][1]
+        c.execute("INSERT INTO dash_ready VALUES (?)", (time.time(),))
 
 
 class SqliteLedger:
